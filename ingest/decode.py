@@ -1,0 +1,467 @@
+"""Payload decoders: bytes + topic → device readings as plain dicts.
+
+Each decoder knows one wire format and nothing about validation, the registry or
+InfluxDB. It returns :class:`Decoded` items whose ``values`` use the native field
+names of :mod:`sensors.models`; the pipeline validates them. Anything a decoder
+cannot make sense of raises :class:`Rejected` with a reason category and a
+human-readable detail, and the message is dead-lettered.
+
+Topic scheme (``prefix`` is configurable, default ``yukimizu``)::
+
+    {prefix}/{kind}/{device}                      native JSON, native batch, SenML, NMEA
+    application/{app}/device/{devEUI}/event/up    ChirpStack v4 uplink event (JSON)
+    v3/{app}@{tenant}/devices/{device}/up          The Things Stack v3 uplink
+
+For native topics the format is recognised from the payload: ``{`` → native JSON
+(a batch when it has ``readings``), ``[`` → SenML, ``$`` → NMEA 0183 sentences.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from sensors.models import ALARM_FLAGS, KINDS, Kind
+
+Format = Literal["native", "batch", "senml", "nmea", "chirpstack", "ttn"]
+
+
+class Rejected(Exception):
+    """A payload that cannot be used. ``reason`` is a short category for counting."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Decoded:
+    """One reading as decoded, before validation."""
+
+    values: dict[str, Any]
+    device: str | None = None
+    kind: Kind | None = None
+    dev_eui: str | None = None
+    fcnt: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the topic says about a message."""
+
+    family: Literal["native", "chirpstack", "ttn"]
+    kind: Kind | None = None
+    device: str | None = None
+
+
+def route_topic(topic: str, prefix: str) -> Route:
+    """Classify a topic or raise ``Rejected('bad_topic', ...)``."""
+    parts = topic.split("/")
+    pre = prefix.split("/")
+    if parts[: len(pre)] == pre:
+        rest = parts[len(pre) :]
+        if len(rest) == 2 and rest[0] in KINDS and rest[1]:
+            return Route("native", rest[0], rest[1])
+        raise Rejected(
+            "bad_topic",
+            f"expected {prefix}/{{snow|water|plow}}/{{device}}, got {topic!r}",
+        )
+    if (
+        len(parts) == 6
+        and parts[0] == "application"
+        and parts[2] == "device"
+        and parts[4:]
+        == [
+            "event",
+            "up",
+        ]
+    ):
+        return Route("chirpstack", None, None)
+    if len(parts) == 5 and parts[0] == "v3" and parts[2] == "devices" and parts[4] == "up":
+        return Route("ttn", None, parts[3])
+    raise Rejected("bad_topic", f"topic {topic!r} matches no known scheme")
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Rejected("undecodable", "payload is binary, not UTF-8 JSON text") from None
+        raise Rejected("invalid_json", str(exc)) from None
+
+
+def _normalise_alarms(values: dict[str, Any]) -> None:
+    alarms = values.get("alarms")
+    if isinstance(alarms, list):
+        unknown = [a for a in alarms if a not in ALARM_FLAGS]
+        if unknown:
+            raise Rejected("validation", f"unknown alarm flags {unknown}")
+        values["alarms"] = {a: True for a in alarms}
+
+
+def _normalise_native(values: dict[str, Any]) -> dict[str, Any]:
+    if "ts" in values and "time" not in values:
+        values["time"] = values.pop("ts")
+    if "register_m3" in values:
+        v = values.pop("register_m3")
+        values["register_l"] = v * 1000 if isinstance(v, int | float) else v
+    _normalise_alarms(values)
+    return values
+
+
+def decode_native(payload: bytes) -> list[Decoded]:
+    """Native JSON: one reading, or a batch ``{"readings": [...], <shared fields>}``."""
+    doc = _json(payload)
+    if isinstance(doc, list):
+        return decode_senml_doc(doc)
+    if not isinstance(doc, dict):
+        raise Rejected("invalid_json", f"expected a JSON object, got {type(doc).__name__}")
+    readings = doc.pop("readings", None)
+    if readings is None:
+        return [Decoded(_normalise_native(doc), device=doc.get("device"))]
+    if not isinstance(readings, list) or not readings:
+        raise Rejected("validation", "'readings' must be a non-empty list")
+    out: list[Decoded] = []
+    for i, item in enumerate(readings):
+        if not isinstance(item, dict):
+            raise Rejected("validation", f"readings[{i}] is not an object")
+        values = {**doc, **item}
+        out.append(Decoded(_normalise_native(values), device=values.get("device")))
+    return out
+
+
+# --- SenML (RFC 8428) -------------------------------------------------------------
+
+_SENML_REL_LIMIT = 2**28  # RFC 8428 §4.5.3: smaller times are relative to "now"
+
+
+def _scale(
+    unit: str | None, table: dict[str | None, tuple[float, float]], name: str
+) -> tuple[float, float]:
+    try:
+        return table[unit]
+    except KeyError:
+        raise Rejected(
+            "validation",
+            f"SenML record {name!r}: unit {unit!r} not accepted (use one of "
+            f"{sorted(u for u in table if u)})",
+        ) from None
+
+
+# SenML name → (native field, {unit: (factor, offset)}) ; value_native = v*factor + offset
+_SENML_NUMERIC: dict[str, tuple[str, dict[str | None, tuple[float, float]]]] = {
+    "depth": ("depth_cm", {"m": (100.0, 0.0), "cm": (1.0, 0.0)}),
+    "snow_depth": ("depth_cm", {"m": (100.0, 0.0), "cm": (1.0, 0.0)}),
+    "distance": ("distance_mm", {"m": (1000.0, 0.0), "mm": (1.0, 0.0)}),
+    "temperature": ("air_temp_c", {"Cel": (1.0, 0.0), "K": (1.0, -273.15)}),
+    "temp": ("air_temp_c", {"Cel": (1.0, 0.0), "K": (1.0, -273.15)}),
+    "volume": ("register_l", {"m3": (1000.0, 0.0), "l": (1.0, 0.0), "L": (1.0, 0.0)}),
+    "register": ("register_l", {"m3": (1000.0, 0.0), "l": (1.0, 0.0), "L": (1.0, 0.0)}),
+    "flow": (
+        "flow_lph",
+        {"m3/s": (3.6e6, 0.0), "l/s": (3600.0, 0.0), "L/h": (1.0, 0.0), "l/h": (1.0, 0.0)},
+    ),
+    "lat": ("lat", {"lat": (1.0, 0.0), None: (1.0, 0.0)}),
+    "lon": ("lon", {"lon": (1.0, 0.0), None: (1.0, 0.0)}),
+    "speed": ("speed_kmh", {"m/s": (3.6, 0.0), "km/h": (1.0, 0.0)}),
+    "heading": ("heading_deg", {"deg": (1.0, 0.0), "rad": (57.29577951308232, 0.0)}),
+    "battery": ("battery_v", {"V": (1.0, 0.0)}),
+    "rssi": ("rssi_dbm", {"dBm": (1.0, 0.0), "dBW": (1.0, 30.0)}),
+    "seq": ("seq", {None: (1.0, 0.0), "count": (1.0, 0.0)}),
+    "quality": ("quality", {None: (1.0, 0.0), "/": (1.0, 0.0)}),
+}
+_SENML_INT = frozenset({"seq", "quality"})
+_SENML_BOOL = {"blade": "blade_down", "blade_down": "blade_down", "spreader": "spreader"}
+
+
+def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[Decoded]:
+    """Resolve a SenML pack into one reading per (device, time).
+
+    Names are ``bn + n``; the part after the last ``:`` or ``/`` is the quantity and
+    the part before it (if any) names the device. Unknown quantities are ignored,
+    as devices commonly report extras (humidity, firmware version, ...).
+    """
+    if not doc:
+        raise Rejected("validation", "empty SenML pack")
+    now = received_at if received_at is not None else datetime.now(UTC).timestamp()
+    bn, bt, bu, bv, bs = "", 0.0, None, 0.0, 0.0
+    groups: dict[tuple[str | None, float], dict[str, Any]] = {}
+    for i, rec in enumerate(doc):
+        if not isinstance(rec, dict):
+            raise Rejected("validation", f"SenML record {i} is not an object")
+        try:
+            bn = rec.get("bn", bn)
+            bt = float(rec.get("bt", bt))
+            bu = rec.get("bu", bu)
+            bv = float(rec.get("bv", bv))
+            bs = float(rec.get("bs", bs))
+            t = bt + float(rec.get("t", 0.0))
+        except (TypeError, ValueError):
+            raise Rejected("validation", f"SenML record {i}: base or time not a number") from None
+        if not isinstance(bn, str):
+            raise Rejected("validation", f"SenML record {i}: bn is not a string")
+        name = bn + str(rec.get("n", ""))
+        if not name:
+            raise Rejected("validation", f"SenML record {i} has no name")
+        if t < _SENML_REL_LIMIT:
+            t = now + t
+        cut = max(name.rfind(":"), name.rfind("/"))
+        device_part, quantity = (name[:cut], name[cut + 1 :]) if cut >= 0 else ("", name)
+        device = re.split(r"[:/]", device_part)[-1] or None
+        values = groups.setdefault((device, t), {"time": t})
+        unit = rec.get("u", bu)
+        if quantity in _SENML_BOOL:
+            vb = rec.get("vb")
+            if not isinstance(vb, bool):
+                raise Rejected("validation", f"SenML record {name!r}: expected vb (boolean)")
+            values[_SENML_BOOL[quantity]] = vb
+        elif quantity in ALARM_FLAGS:
+            vb = rec.get("vb")
+            if not isinstance(vb, bool):
+                raise Rejected("validation", f"SenML record {name!r}: expected vb (boolean)")
+            values.setdefault("alarms", {})[quantity] = vb
+        elif quantity in _SENML_NUMERIC:
+            target, units = _SENML_NUMERIC[quantity]
+            if "s" in rec:
+                raw = rec["s"]
+                base = bs
+            else:
+                raw = rec.get("v")
+                base = bv
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise Rejected("validation", f"SenML record {name!r}: expected numeric v or s")
+            factor, offset = _scale(unit, units, name)
+            value = (raw + base) * factor + offset
+            values[target] = round(value) if quantity in _SENML_INT else value
+    return [Decoded(v, device=d) for (d, _), v in groups.items()]
+
+
+def decode_senml(payload: bytes, received_at: float) -> list[Decoded]:
+    doc = _json(payload)
+    if not isinstance(doc, list):
+        raise Rejected("validation", "SenML must be a JSON array")
+    return decode_senml_doc(doc, received_at)
+
+
+# --- NMEA 0183 RMC ----------------------------------------------------------------
+
+_KNOTS_TO_KMH = 1.852
+
+
+def _nmea_checksum_ok(sentence: str) -> bool:
+    body, star, given = sentence[1:].partition("*")
+    if not star:
+        return True  # checksum is optional in NMEA 0183
+    calc = 0
+    for ch in body:
+        calc ^= ord(ch)
+    try:
+        return calc == int(given[:2], 16)
+    except ValueError:
+        return False
+
+
+def _nmea_coord(value: str, hemi: str, deg_digits: int) -> float:
+    deg = int(value[:deg_digits])
+    minutes = float(value[deg_digits:])
+    coord = deg + minutes / 60.0
+    return -coord if hemi in ("S", "W") else coord
+
+
+def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[str]]:
+    """Decode RMC sentences. Returns readings and drop reasons (invalid fixes etc.)."""
+    try:
+        text = payload.decode("ascii")
+    except UnicodeDecodeError:
+        raise Rejected("undecodable", "NMEA payload is not ASCII") from None
+    out: list[Decoded] = []
+    drops: list[str] = []
+    for n, raw_line in enumerate(text.splitlines(), 1):
+        line = raw_line.strip()
+        if not line:
+            continue
+        if not line.startswith("$"):
+            raise Rejected("nmea", f"line {n}: not an NMEA sentence: {line[:40]!r}")
+        if not _nmea_checksum_ok(line):
+            raise Rejected("nmea", f"line {n}: checksum mismatch: {line[:80]!r}")
+        f = line.split("*", 1)[0].split(",")
+        if not f[0].endswith("RMC"):
+            drops.append("nmea_other_sentence")
+            continue
+        if len(f) < 10:
+            raise Rejected("nmea", f"line {n}: RMC sentence has {len(f)} fields, need 10+")
+        if f[2] != "A":
+            drops.append("invalid_fix")
+            continue
+        try:
+            hh, mm, ss = int(f[1][0:2]), int(f[1][2:4]), float(f[1][4:])
+            dd, mo, yy = int(f[9][0:2]), int(f[9][2:4]), int(f[9][4:6])
+            ts = datetime(2000 + yy, mo, dd, hh, mm, int(ss), round((ss % 1) * 1e6), tzinfo=UTC)
+            lat = _nmea_coord(f[3], f[4], 2)
+            lon = _nmea_coord(f[5], f[6], 3)
+            values: dict[str, Any] = {"time": ts, "lat": lat, "lon": lon}
+            if f[7]:
+                values["speed_kmh"] = float(f[7]) * _KNOTS_TO_KMH
+            if f[8]:
+                values["heading_deg"] = float(f[8])
+        except (ValueError, IndexError) as exc:
+            raise Rejected("nmea", f"line {n}: {exc}: {line[:80]!r}") from None
+        out.append(Decoded(values))
+    if not out and not drops:
+        raise Rejected("nmea", "no NMEA sentences in payload")
+    return out, drops
+
+
+# --- LoRaWAN network servers ------------------------------------------------------
+
+# Decoded-object keys accepted besides the native names (common decoder spellings).
+_LORA_ALIASES = {
+    "latitude": "lat",
+    "longitude": "lon",
+    "temperature": "air_temp_c",
+    "battery": "battery_v",
+    "volume_l": "register_l",
+    "volume_m3": "register_m3",
+    "distance": "distance_mm",
+}
+_LORA_FIELDS = frozenset(
+    {
+        "time",
+        "ts",
+        "seq",
+        "battery_v",
+        "rssi_dbm",
+        "alarms",
+        "depth_cm",
+        "distance_mm",
+        "air_temp_c",
+        "quality",
+        "register_l",
+        "register_m3",
+        "register",
+        "flow_lph",
+        "lat",
+        "lon",
+        "speed_kmh",
+        "heading_deg",
+        "blade_down",
+        "spreader",
+    }
+)
+
+
+def _lora_values(obj: Any, source: str) -> dict[str, Any]:
+    if not isinstance(obj, dict) or not obj:
+        raise Rejected(
+            "no_decoded_payload",
+            f"{source} uplink has no decoded object: configure a payload codec for the device",
+        )
+    values: dict[str, Any] = {}
+    for raw_key, value in obj.items():
+        key = _LORA_ALIASES.get(raw_key, raw_key)
+        if key in _LORA_FIELDS:
+            values[key] = value
+        elif key in ALARM_FLAGS and isinstance(value, bool):
+            values.setdefault("alarms", {})[key] = value
+    return _normalise_native(values)
+
+
+def _best_rssi(gateways: list[Any], *keys: str) -> float | None:
+    """The strongest RSSI any gateway heard the uplink with."""
+    found: list[float] = []
+    for gw in gateways:
+        if isinstance(gw, dict):
+            for key in keys:
+                value = gw.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    found.append(float(value))
+                    break
+    return max(found) if found else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def decode_chirpstack(payload: bytes) -> Decoded:
+    """ChirpStack v4 ``event/up`` with the JSON marshaler."""
+    doc = _json(payload)
+    if not isinstance(doc, dict):
+        raise Rejected("invalid_json", "ChirpStack event must be a JSON object")
+    info = doc.get("deviceInfo")
+    eui = info.get("devEui") if isinstance(info, dict) else None
+    if not isinstance(eui, str):
+        raise Rejected("validation", "ChirpStack event without deviceInfo.devEui")
+    values = _lora_values(doc.get("object"), "ChirpStack")
+    if "time" not in values:
+        t = doc.get("time")
+        if t is None:
+            rx = doc.get("rxInfo")
+            if isinstance(rx, list) and rx and isinstance(rx[0], dict):
+                t = rx[0].get("gwTime") or rx[0].get("nsTime")
+        if t is not None:
+            values["time"] = t
+    if "rssi_dbm" not in values:
+        rx = doc.get("rxInfo")
+        if isinstance(rx, list):
+            best = _best_rssi(rx, "rssi")
+            if best is not None:
+                values["rssi_dbm"] = best
+    return Decoded(values, dev_eui=eui, fcnt=_int_or_none(doc.get("fCnt", 0)))
+
+
+def decode_ttn(payload: bytes, topic_device: str | None) -> Decoded:
+    """The Things Stack v3 uplink message."""
+    doc = _json(payload)
+    if not isinstance(doc, dict):
+        raise Rejected("invalid_json", "The Things Stack uplink must be a JSON object")
+    ids = doc.get("end_device_ids")
+    up = doc.get("uplink_message")
+    if not isinstance(ids, dict) or not isinstance(up, dict):
+        raise Rejected("validation", "TTS uplink without end_device_ids / uplink_message")
+    eui = ids.get("dev_eui")
+    device = ids.get("device_id") or topic_device
+    values = _lora_values(up.get("decoded_payload"), "The Things Stack")
+    if "time" not in values:
+        t = up.get("received_at") or doc.get("received_at")
+        if t is not None:
+            values["time"] = t
+    if "rssi_dbm" not in values:
+        meta = up.get("rx_metadata")
+        if isinstance(meta, list):
+            best = _best_rssi(meta, "rssi", "channel_rssi")
+            if best is not None:
+                values["rssi_dbm"] = best
+    # TTS marshals protobuf to JSON and omits zero values: a missing f_cnt is 0.
+    return Decoded(
+        values,
+        device=device if isinstance(device, str) else None,
+        dev_eui=eui if isinstance(eui, str) else None,
+        fcnt=_int_or_none(up.get("f_cnt", 0)),
+    )
+
+
+def payload_preview(payload: bytes, limit: int = 80) -> str:
+    """First bytes of a payload for a log line: text if printable, base64 otherwise."""
+    head = payload[:limit]
+    try:
+        text = head.decode("utf-8")
+        if text.isprintable():
+            return text + ("…" if len(payload) > limit else "")
+    except UnicodeDecodeError:
+        pass
+    return "base64:" + base64.b64encode(head).decode("ascii")

@@ -1,0 +1,175 @@
+"""MQTT transport: paho-mqtt 2.x behind a small adapter.
+
+Only this module imports paho. It delivers :class:`ingest.pipeline.Message` objects
+to a callback and takes acks back through :meth:`MqttSource.ack`.
+
+Delivery rules (see ARCHITECTURE.md):
+
+* MQTT v5, fixed client id, ``clean_start=False`` and a session expiry, so the
+  broker keeps queueing while ingest is down.
+* ``manual_ack=True``: paho would otherwise acknowledge before our callback runs,
+  and a crash would lose the message. The pipeline acks only once the reading is
+  durable, in arrival order (MQTT-4.6.0-2).
+* ReceiveMaximum larger than a batch, or the broker stops sending mid-batch.
+* Acks carry the connection generation: after a reconnect the broker resends every
+  unacked message with its original packet id, so an ack from the old connection
+  is dropped (the resent copy will be acked instead); otherwise it could ack a
+  different message that reuses the packet id.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.config import MqttConfig
+from ingest.pipeline import Message
+
+log = logging.getLogger(__name__)
+
+
+class MqttSource:
+    """Subscribes to the configured topics and hands messages to ``deliver``."""
+
+    def __init__(
+        self, cfg: MqttConfig, state_dir: Path, deliver: Callable[[Message], None]
+    ) -> None:
+        self.cfg = cfg
+        self._deliver = deliver
+        self._marker = state_dir / f"mqtt-session-{_safe(cfg.client_id)}"
+        self._generation = 0
+        self._paused = False
+        self.connected = threading.Event()
+        self.connects = 0
+        self.reconnects = 0
+        self.session_lost = 0
+        self.last_error: str | None = None
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if cfg.username:
+            client.username_pw_set(
+                cfg.username, cfg.password.get_secret_value() if cfg.password else None
+            )
+        if cfg.tls_ca_file:
+            client.tls_set(ca_certs=str(cfg.tls_ca_file), cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    def topics(self) -> list[str]:
+        base = [f"{self.cfg.topic_prefix}/#", *self.cfg.lorawan_topics]
+        if self.cfg.shared_group:
+            return [f"$share/{self.cfg.shared_group}/{t}" for t in base]
+        return base
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum
+        self._client.connect_async(
+            self.cfg.host,
+            self.cfg.port,
+            keepalive=self.cfg.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    def pause(self) -> None:
+        """Stop handing over messages; those arriving now stay unacked and are resent."""
+        self._paused = True
+
+    def ack(self, token: Any) -> None:
+        generation, mid, qos = token
+        if generation == self._generation and qos > 0:
+            self._client.ack(mid, qos)
+
+    def stop(self) -> None:
+        """Disconnect normally: the broker keeps the session (and our subscriptions)."""
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+
+    # --- paho callbacks: run on paho's network thread; they must never raise ---
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        try:
+            if reason.is_failure:
+                self.last_error = str(reason)
+                log.error(
+                    "MQTT broker %s:%s refused the connection: %s",
+                    self.cfg.host,
+                    self.cfg.port,
+                    reason,
+                )
+                return
+            self._generation += 1
+            self.connects += 1
+            if self.connects > 1:
+                self.reconnects += 1
+            had_session = self._marker.exists()
+            if had_session and not flags.session_present:
+                self.session_lost += 1
+                log.error(
+                    "MQTT SESSION LOST: broker %s:%s had no session for client id %r. "
+                    "Messages published while ingest was away may be missing (broker "
+                    "restarted without persistence, or session expired after %d s).",
+                    self.cfg.host,
+                    self.cfg.port,
+                    self.cfg.client_id,
+                    self.cfg.session_expiry_s,
+                )
+            opts = SubscribeOptions(qos=self.cfg.qos)
+            client.subscribe([(t, opts) for t in self.topics()])
+            self._marker.parent.mkdir(parents=True, exist_ok=True)
+            self._marker.touch()
+            log.info(
+                "connected to MQTT %s:%s as %r (session present: %s), subscribed to %s",
+                self.cfg.host,
+                self.cfg.port,
+                self.cfg.client_id,
+                flags.session_present,
+                ", ".join(self.topics()),
+            )
+            self.connected.set()
+        except Exception:  # a raise here would kill paho's network thread
+            log.exception("error in MQTT on_connect")
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if reason is not None and getattr(reason, "value", 0) != 0:
+            log.warning("MQTT connection lost (%s); paho reconnects", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._paused:
+            return
+        try:
+            self._deliver(
+                Message(
+                    msg.topic, bytes(msg.payload), time.time(), (self._generation, msg.mid, msg.qos)
+                )
+            )
+        except Exception:
+            log.exception("error handing over MQTT message on %s", msg.topic)
+
+
+def _safe(client_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)

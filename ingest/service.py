@@ -1,0 +1,366 @@
+"""The ingest service: transport → processor → batch → InfluxDB / spool / dead letters → ack.
+
+One worker thread owns all state (batch, spool, dead-letter store, counters), so
+there are no locks beyond the queue from paho's network thread. A batch is flushed
+when it is full, when no message arrived for ``linger_s`` (low latency at low
+rates, full batches at high rates), or after ``flush_interval_s`` at most.
+
+A message is acknowledged only after all it produced is durable: its points
+accepted by InfluxDB or in the spool, its dead letter committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from threading import Event
+from typing import Any, Protocol
+
+from ingest.config import Config
+from ingest.deadletter import DeadLetterStore
+from ingest.lineproto import encode
+from ingest.pipeline import Limits, Message, Processor, Result
+from ingest.spool import Spool
+from ingest.writers import WriteError, Writer, make_writer
+from sensors.registry import BBox, Registry
+from sensors.schema import DEADLETTER_STATS, INGEST_STATS
+
+log = logging.getLogger(__name__)
+
+INFLUX_REJECTED = "influx_rejected"
+
+
+class Source(Protocol):
+    """What the service needs from a transport (see :class:`ingest.mqtt.MqttSource`)."""
+
+    reconnects: int
+    session_lost: int
+
+    def start(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def ack(self, token: Any) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    readings: int = 0
+    written: int = 0
+    deadlettered: int = 0
+    dropped: int = 0
+    spooled: int = 0
+    batches: int = 0
+    last_batch_ms: float = 0.0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    drops: Counter[str] = field(default_factory=Counter)
+
+
+def load_registry(cfg: Config) -> Registry:
+    r = cfg.registry
+    bbox = BBox(lat_min=r.lat_min, lat_max=r.lat_max, lon_min=r.lon_min, lon_max=r.lon_max)
+    return Registry.load(r.stations, r.meters, r.plows, r.routes, bbox=bbox)
+
+
+def limits_from(cfg: Config) -> Limits:
+    return Limits(
+        topic_prefix=cfg.mqtt.topic_prefix,
+        max_payload_bytes=cfg.ingest.max_payload_bytes,
+        max_future_s=cfg.ingest.max_future_s,
+        lat_min=cfg.registry.lat_min,
+        lat_max=cfg.registry.lat_max,
+        lon_min=cfg.registry.lon_min,
+        lon_max=cfg.registry.lon_max,
+    )
+
+
+@dataclass
+class _Batch:
+    messages: list[Message] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)  # index into messages, -1: self-metric
+    dead: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    started: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.lines)
+
+
+class Ingest:
+    """Runs the pipeline. ``run()`` blocks until ``stop`` is set, then drains."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        registry: Registry | None = None,
+        writer: Writer | None = None,
+        source_factory: Callable[[Callable[[Message], None]], Source] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        icfg = cfg.ingest
+        state = Path(icfg.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        self.processor = Processor(registry or load_registry(cfg), limits_from(cfg))
+        self.writer = writer or make_writer(cfg.influx)
+        self.spool = Spool(state / "spool.sqlite", icfg.spool_max_bytes, icfg.spool_warn_fraction)
+        self.deadletters = DeadLetterStore(state / "deadletter.sqlite")
+        self.stats = Stats()
+        self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._retry_at = 0.0
+        self._retry_delay = icfg.retry_interval_s
+        self._client_id = f"{cfg.mqtt.client_id}@{socket.gethostname()}"
+        if source_factory is None:
+            from ingest.mqtt import MqttSource
+
+            self.source: Source = MqttSource(cfg.mqtt, state, self._queue.put)
+        else:
+            self.source = source_factory(self._queue.put)
+
+    # --- main loop --------------------------------------------------------------
+
+    def run(self, stop: Event) -> None:
+        icfg = self.cfg.ingest
+        log.info("ingest writing to %s; state in %s", self.writer.describe(), icfg.state_dir)
+        self.source.start()
+        batch = _Batch()
+        next_metrics = time.monotonic() + icfg.metrics_interval_s
+        get = self._queue.get
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if batch:
+                    wait = min(icfg.linger_s, max(0.0, batch.started + icfg.flush_interval_s - now))
+                else:
+                    wait = min(0.5, max(0.0, next_metrics - now))
+                try:
+                    msg = get(timeout=wait) if wait > 0 else get(block=False)
+                except queue.Empty:
+                    msg = None
+                if msg is not None:
+                    if not batch:
+                        batch.started = time.monotonic()
+                    self._take(batch, msg)
+                    # Drain what is already queued without waiting, up to a full batch.
+                    while len(batch.lines) < icfg.batch_size:
+                        try:
+                            self._take(batch, get(block=False))
+                        except queue.Empty:
+                            break
+                now = time.monotonic()
+                if batch and (
+                    msg is None
+                    or len(batch.lines) >= icfg.batch_size
+                    or now - batch.started >= icfg.flush_interval_s
+                ):
+                    self._flush(batch, stop)
+                    batch = _Batch()
+                if len(self.spool) and now >= self._retry_at:
+                    self._replay_spool(max_batches=20)
+                if now >= next_metrics:
+                    next_metrics = now + icfg.metrics_interval_s
+                    self._emit_metrics(batch)
+        finally:
+            self._shutdown(batch)
+
+    def _shutdown(self, batch: _Batch) -> None:
+        """Stop receiving, process what was received, flush, ack, disconnect."""
+        deadline = time.monotonic() + self.cfg.ingest.shutdown_timeout_s
+        self.source.pause()
+        while True:
+            try:
+                self._take(batch, self._queue.get(block=False))
+            except queue.Empty:
+                break
+        self._emit_metrics(batch)
+        give_up = Event()
+        if batch:
+            self._flush(batch, give_up, deadline=deadline)
+        try:
+            self.source.stop()
+        finally:
+            self.writer.close()
+            self.spool.close()
+            self.deadletters.close()
+        log.info("ingest stopped: %s", self.summary())
+
+    # --- per message --------------------------------------------------------------
+
+    def _take(self, batch: _Batch, msg: Message) -> None:
+        self.stats.received += 1
+        res: Result = self.processor.process(msg)
+        idx = len(batch.messages)
+        batch.messages.append(msg)
+        if res.lines:
+            batch.lines.extend(res.lines)
+            batch.sources.extend([idx] * len(res.lines))
+            self.stats.readings += len(res.lines)
+        if res.drops:
+            self.stats.dropped += len(res.drops)
+            self.stats.drops.update(res.drops)
+        if res.reason is not None:
+            batch.dead.append((msg.topic, res.reason, res.detail, msg.payload))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("dead letter (%s) on %s: %s", res.reason, msg.topic, res.detail)
+
+    # --- flush --------------------------------------------------------------------
+
+    def _flush(self, batch: _Batch, stop: Event, deadline: float | None = None) -> None:
+        t0 = time.monotonic()
+        durable = True
+        if batch.lines:
+            topics = [batch.messages[i].topic if i >= 0 else "" for i in batch.sources]
+            if len(self.spool):
+                # Keep InfluxDB's arrival order: older spooled batches go first.
+                durable = self._to_spool(batch.lines, topics, stop, deadline)
+            else:
+                unwritten, bad = self._write(batch.lines, list(range(len(batch.lines))))
+                for i, err in bad:
+                    src = batch.sources[i]
+                    if src >= 0:
+                        m = batch.messages[src]
+                        batch.dead.append((m.topic, INFLUX_REJECTED, err, m.payload))
+                    else:
+                        log.error("InfluxDB rejected a self-metric point: %s", err)
+                if unwritten:
+                    durable = self._to_spool(
+                        [batch.lines[i] for i in unwritten],
+                        [topics[i] for i in unwritten],
+                        stop,
+                        deadline,
+                    )
+        if not durable:
+            log.warning(
+                "InfluxDB unavailable and spool full: %d messages left unacknowledged; "
+                "the broker will deliver them again",
+                len(batch.messages),
+            )
+            return
+        if batch.dead:
+            self.deadletters.add_many(batch.dead)
+            self.stats.deadlettered += len(batch.dead)
+            self.stats.by_reason.update(d[1] for d in batch.dead)
+        ack = self.source.ack
+        for m in batch.messages:
+            ack(m.token)
+        self.stats.batches += 1
+        self.stats.last_batch_ms = (time.monotonic() - t0) * 1000
+
+    def _write(
+        self, lines: Sequence[str], idx: list[int]
+    ) -> tuple[list[int], list[tuple[int, str]]]:
+        """Write lines; on rejection bisect to find the bad points.
+
+        Returns (indices not written because InfluxDB is unavailable,
+        [(index, error)] of points InfluxDB rejected). Rewriting a point that was
+        already stored is harmless: identical points overwrite.
+        """
+        try:
+            self.writer.write([lines[i] for i in idx])
+        except WriteError as exc:
+            if not exc.bad_data:
+                self._note_unavailable(exc)
+                return idx, []
+            if len(idx) == 1:
+                return [], [(idx[0], str(exc))]
+            mid = len(idx) // 2
+            u1, b1 = self._write(lines, idx[:mid])
+            if u1:  # went away while bisecting: keep the rest too
+                return u1 + idx[mid:], b1
+            u2, b2 = self._write(lines, idx[mid:])
+            return u2, b1 + b2
+        self.stats.written += len(idx)
+        self._retry_delay = self.cfg.ingest.retry_interval_s
+        return [], []
+
+    def _note_unavailable(self, exc: WriteError) -> None:
+        now = time.monotonic()
+        if now >= self._retry_at:
+            log.warning("%s; spooling, retry in %.0f s", exc, self._retry_delay)
+        self._retry_at = now + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, 30.0)
+
+    def _to_spool(
+        self, lines: list[str], topics: list[str], stop: Event, deadline: float | None
+    ) -> bool:
+        """Append to the spool; if full, wait for InfluxDB. False: not durable."""
+        while not self.spool.has_room():
+            if len(self.spool):
+                self._replay_spool(max_batches=50)
+            if self.spool.has_room():
+                break
+            unwritten, bad = self._write(lines, list(range(len(lines))))
+            if not unwritten:
+                for i, err in bad:
+                    log.error("InfluxDB rejected %s: %s", lines[i][:200], err)
+                return True
+            if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+                return False
+            time.sleep(min(self.cfg.ingest.retry_interval_s, 1.0))
+        self.spool.append(lines, topics)
+        self.stats.spooled += len(lines)
+        return True
+
+    def _replay_spool(self, max_batches: int) -> None:
+        for _ in range(max_batches):
+            item = self.spool.oldest()
+            if item is None:
+                log.info("spool drained: InfluxDB has every spooled point")
+                return
+            batch_id, lines, topics = item
+            unwritten, bad = self._write(lines, list(range(len(lines))))
+            if unwritten:
+                return
+            if bad:
+                self.deadletters.add_many(
+                    (topics[i], INFLUX_REJECTED, err, lines[i].encode()) for i, err in bad
+                )
+                self.stats.deadlettered += len(bad)
+                self.stats.by_reason[INFLUX_REJECTED] += len(bad)
+            self.spool.remove(batch_id)
+            if not len(self.spool):
+                log.info("spool drained: InfluxDB has every spooled point")
+
+    # --- self-metrics ----------------------------------------------------------------
+
+    def summary(self) -> str:
+        s = self.stats
+        return (
+            f"received={s.received} readings={s.readings} written={s.written} "
+            f"deadlettered={s.deadlettered} dropped={s.dropped} spooled={s.spooled} "
+            f"spool_depth={self.spool.points} reconnects={self.source.reconnects}"
+        )
+
+    def _emit_metrics(self, batch: _Batch) -> None:
+        s = self.stats
+        ms = int(time.time() * 1000)
+        tags = {"client_id": self._client_id}
+        fields: dict[str, object] = {
+            "received": s.received,
+            "written": s.written,
+            "deadlettered": s.deadlettered,
+            "dropped": s.dropped,
+            "spooled": s.spooled,
+            "spool_depth": self.spool.points,
+            "spool_bytes": self.spool.bytes,
+            "queue_depth": self._queue.qsize(),
+            "batch_latency_ms": s.last_batch_ms,
+            "reconnects": self.source.reconnects,
+            "session_lost": self.source.session_lost,
+        }
+        lines = [encode(INGEST_STATS, tags, fields, ms)]
+        for reason, n in sorted(s.by_reason.items()):
+            lines.append(encode(DEADLETTER_STATS, {**tags, "reason": reason}, {"count": n}, ms))
+        if not batch:
+            batch.started = time.monotonic()
+        batch.lines.extend(lines)
+        batch.sources.extend([-1] * len(lines))
+        log.info("ingest: %s", self.summary())

@@ -9,8 +9,10 @@ human-readable detail, and the message is dead-lettered.
 Topic scheme (``prefix`` is configurable, default ``yukimizu``)::
 
     {prefix}/{kind}/{device}                      native JSON, native batch, SenML, NMEA
-    application/{app}/device/{devEUI}/event/up    ChirpStack v4 uplink event (JSON)
-    v3/{app}@{tenant}/devices/{device}/up          The Things Stack v3 uplink
+    [...]/application/{app}/device/{devEUI}/event/up   ChirpStack v4 uplink event (JSON)
+    [...]/v3/{app}@{tenant}/devices/{device}/up         The Things Stack v3 uplink
+
+LoRaWAN topics may sit under any bridge prefix (``[...]/``).
 
 For native topics the format is recognised from the payload: ``{`` → native JSON
 (a batch when it has ``readings``), ``[`` → SenML, ``$`` → NMEA 0183 sentences.
@@ -73,19 +75,13 @@ def route_topic(topic: str, prefix: str) -> Route:
             "bad_topic",
             f"expected {prefix}/{{snow|water|plow}}/{{device}}, got {topic!r}",
         )
-    if (
-        len(parts) == 6
-        and parts[0] == "application"
-        and parts[2] == "device"
-        and parts[4:]
-        == [
-            "event",
-            "up",
-        ]
-    ):
+    # LoRaWAN servers' topics, possibly under a bridge prefix (e.g. "lora/application/...").
+    cs = parts[-6:]
+    if len(cs) == 6 and cs[0] == "application" and cs[2] == "device" and cs[4:] == ["event", "up"]:
         return Route("chirpstack", None, None)
-    if len(parts) == 5 and parts[0] == "v3" and parts[2] == "devices" and parts[4] == "up":
-        return Route("ttn", None, parts[3])
+    tts = parts[-5:]
+    if len(tts) == 5 and tts[0] == "v3" and tts[2] == "devices" and tts[4] == "up":
+        return Route("ttn", None, tts[3])
     raise Rejected("bad_topic", f"topic {topic!r} matches no known scheme")
 
 

@@ -9,10 +9,9 @@ from urllib3 or influxdb-client leaves this module.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import Sequence
 from typing import Protocol
-
-import urllib.parse
 
 import urllib3
 

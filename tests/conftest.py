@@ -1,0 +1,201 @@
+"""Fixtures: real Mosquitto, InfluxDB 1.x and VictoriaMetrics on free loopback ports.
+
+The services are started once per test session in a temporary directory; each test
+gets its own topic prefix, database, MQTT client id and state directory, so tests do
+not see each other's data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.config import Config, load_config
+from ingest.service import Ingest
+from ingest.services import InfluxDB1, Mosquitto, VictoriaMetrics, ensure_installed
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CONFIG = REPO / "config" / "yukimizu.toml"
+_counter = itertools.count(1)
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.1, what: str = ""
+) -> Any:
+    """Poll until predicate() is truthy; fail the test with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    missing = ensure_installed()
+    if missing:
+        pytest.fail(f"missing Debian packages {missing}: run scripts/setup.sh")
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def mosquitto(services_dir: Path) -> Iterator[Mosquitto]:
+    svc = Mosquitto(services_dir / "mosquitto")
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def influx(services_dir: Path) -> Iterator[InfluxDB1]:
+    svc = InfluxDB1(services_dir / "influxdb")
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(services_dir: Path) -> Iterator[VictoriaMetrics]:
+    svc = VictoriaMetrics(services_dir / "victoria-metrics")
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def tag() -> str:
+    """A unique name for this test's topics, database and client id."""
+    return f"t{os.getpid()}x{next(_counter)}"
+
+
+def config_env(
+    tmp_path: Path,
+    tag: str,
+    mosquitto: Mosquitto,
+    influx_url: str,
+    *,
+    api: str = "v1",
+    overrides: dict[str, dict[str, str]] | None = None,
+) -> dict[str, str]:
+    """Environment overrides pointing the sample config at the test services.
+
+    ``overrides`` values are TOML literals, e.g. ``{"ingest": {"batch_size": "100"}}``.
+    """
+    env = {
+        "YUKIMIZU_MQTT__PORT": str(mosquitto.port),
+        "YUKIMIZU_MQTT__TOPIC_PREFIX": f'"{tag}"',
+        "YUKIMIZU_MQTT__CLIENT_ID": f'"ingest-{tag}"',
+        "YUKIMIZU_MQTT__LORAWAN_TOPICS": (
+            f'["{tag}-lora/application/+/device/+/event/up", "{tag}-lora/v3/+/devices/+/up"]'
+        ),
+        "YUKIMIZU_INFLUX__URL": f'"{influx_url}"',
+        "YUKIMIZU_INFLUX__DATABASE": f'"{tag}"',
+        "YUKIMIZU_INGEST__STATE_DIR": f'"{tmp_path / "state"}"',
+        "YUKIMIZU_INGEST__METRICS_INTERVAL_S": "1.0",
+        "YUKIMIZU_INGEST__RETRY_INTERVAL_S": "0.5",
+    }
+    if api == "v2":
+        env.update(
+            {
+                "YUKIMIZU_INFLUX__API": '"v2"',
+                "YUKIMIZU_INFLUX__ORG": '"town"',
+                "YUKIMIZU_INFLUX__BUCKET": f'"{tag}"',
+                "YUKIMIZU_INFLUX__TOKEN": '"test-token"',
+            }
+        )
+    for section, values in (overrides or {}).items():
+        for key, value in values.items():
+            env[f"YUKIMIZU_{section.upper()}__{key.upper()}"] = value
+    return env
+
+
+def make_config(
+    tmp_path: Path,
+    tag: str,
+    mosquitto: Mosquitto,
+    influx_url: str,
+    *,
+    api: str = "v1",
+    overrides: dict[str, dict[str, str]] | None = None,
+) -> Config:
+    """The sample config pointed at the test services, with per-test names."""
+    env = config_env(tmp_path, tag, mosquitto, influx_url, api=api, overrides=overrides)
+    return load_config(SAMPLE_CONFIG, environ=env)
+
+
+class IngestThread:
+    """An in-process ingest for tests; ``stop()`` runs the real shutdown path."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.ingest = Ingest(cfg)
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.ingest.run(self.stop_event)
+        except BaseException as exc:  # reported by stop(), never swallowed
+            self.error = exc
+            raise
+
+    def start(self) -> IngestThread:
+        self.thread.start()
+        source = self.ingest.source
+        connected = getattr(source, "connected", None)
+        if connected is not None:
+            assert connected.wait(15), "ingest did not connect to MQTT"
+            time.sleep(0.2)  # SUBACK
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "ingest did not stop within 60 s"
+        if self.error is not None:
+            raise AssertionError(f"ingest thread failed: {self.error!r}") from self.error
+
+
+@contextmanager
+def running_ingest(cfg: Config) -> Iterator[IngestThread]:
+    it = IngestThread(cfg).start()
+    try:
+        yield it
+    finally:
+        it.stop()
+
+
+def ingest_subprocess(config_env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``yukimizu ingest`` as a separate process (for kill -9 and shared-group tests)."""
+    env = {**os.environ, **config_env, "YUKIMIZU_CONFIG": str(SAMPLE_CONFIG)}
+    logf = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest.cli", "ingest"],
+        env=env,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+
+
+def count(influx: InfluxDB1, db: str, measurement: str, field: str) -> int:
+    try:
+        rows = influx.series(f'SELECT COUNT("{field}") FROM "{measurement}"', db)
+    except Exception as exc:  # database not created yet counts as 0
+        if "database not found" in str(exc):
+            return 0
+        raise
+    return int(rows[0]["count"]) if rows else 0

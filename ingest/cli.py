@@ -156,7 +156,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         if missing:
             print("missing: " + ", ".join(missing) + " (run scripts/setup.sh)", file=sys.stderr)
             return 1
-        info = services.up(s.data_dir, s.mqtt_port, cfg_influx_port(cfg), s.vm_port or None)
+        info = services.up(s.data_dir, s.mqtt_port, s.influx_port, s.vm_port or None)
         for name, entry in info.items():
             print(f"{name}: {entry}")
         return 0
@@ -175,8 +175,15 @@ def cmd_services(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def cfg_influx_port(cfg: Config) -> int:
-    return cfg.services.influx_port
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ingest import demo
+
+    cfg = _config(args)
+    if args.action == "stop":
+        return demo.stop(cfg)
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    scenario = None if args.no_scenario else args.scenario
+    return demo.start(cfg, path, scenario)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("services", help="private local Mosquitto and InfluxDB for this checkout")
     sp.add_argument("action", choices=["up", "down", "status"])
     sp.set_defaults(func=cmd_services)
+
+    sp = sub.add_parser("demo", help="whole pipeline on local services with simulated devices")
+    sp.add_argument("action", nargs="?", choices=["start", "stop"], default="start")
+    sp.add_argument("--scenario", type=Path, default=None, help="scenario TOML to simulate")
+    sp.add_argument("--no-scenario", action="store_true", help="only the format examples")
+    sp.set_defaults(func=cmd_demo)
     return p
 
 

@@ -1,0 +1,260 @@
+"""``yukimizu demo``: the whole pipeline on private local services, fed simulated devices.
+
+Starts Mosquitto and InfluxDB (``yukimizu services up``), starts ingest in the
+background, publishes one example of every payload format plus a simulated
+scenario, waits until InfluxDB has everything, and prints what arrived, where to
+look and how to stop. ``yukimizu demo stop`` stops it all again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from functools import reduce
+from pathlib import Path
+
+from ingest import services
+from ingest.config import Config
+from ingest.publish import Publisher
+
+log = logging.getLogger(__name__)
+
+MEASUREMENTS = ("snow_depth", "water_meter", "plow_position")
+
+
+def _nmea(body: str) -> str:
+    checksum = reduce(lambda a, c: a ^ ord(c), body, 0)
+    return f"${body}*{checksum:02X}"
+
+
+def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]:
+    """One message of every supported format, timestamped just before ``now``."""
+
+    def iso(minutes: float) -> str:
+        return (now - timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+    t = now - timedelta(minutes=1)
+    dump = lambda o: json.dumps(o, ensure_ascii=False).encode()  # noqa: E731
+    return [
+        (
+            f"{prefix}/snow/ST02",
+            dump(
+                {
+                    "time": iso(10),
+                    "distance_mm": 2480.0,
+                    "air_temp_c": -4.2,
+                    "seq": 1,
+                    "battery_v": 3.6,
+                }
+            ),
+            "native JSON (raw ultrasonic distance)",
+        ),
+        (
+            f"{prefix}/water/M003",
+            dump(
+                {
+                    "battery_v": 3.3,
+                    "readings": [
+                        {"time": iso(180), "register_l": 52_310.0},
+                        {"time": iso(120), "register_l": 52_342.0},
+                        {"time": iso(60), "register_l": 52_391.0},
+                    ],
+                }
+            ),
+            "native batch (hourly register values)",
+        ),
+        (
+            f"{prefix}/water/M002",
+            dump(
+                [
+                    {
+                        "bn": "urn:dev:yukimizu:M002:",
+                        "bt": (now - timedelta(minutes=9)).timestamp(),
+                        "n": "volume",
+                        "u": "m3",
+                        "s": 381.204,
+                    },
+                    {"n": "battery", "u": "V", "v": 3.4},
+                ]
+            ),
+            "SenML (RFC 8428)",
+        ),
+        (
+            f"{prefix}/plow/P02",
+            _nmea(
+                f"GPRMC,{t:%H%M%S}.00,A,3822.8000,N,14012.0000,E,12.5,90.0,{t:%d%m%y},,,A"
+            ).encode(),
+            "NMEA RMC",
+        ),
+        (
+            "application/1/device/70b3d5e4a32ac06f/event/up",
+            dump(
+                {
+                    "deduplicationId": "5e1e8f2c",
+                    "time": iso(8),
+                    "deviceInfo": {"devEui": "70b3d5e4a32ac06f", "deviceName": "M001"},
+                    "fCnt": 1042,
+                    "fPort": 2,
+                    "object": {"register_l": 1_203_456.0, "battery_v": 3.31},
+                    "rxInfo": [{"gatewayId": "0016c001ff10a235", "rssi": -97, "snr": 6.5}],
+                }
+            ),
+            "ChirpStack v4 uplink",
+        ),
+        (
+            "v3/yukimizu@ttn/devices/plow-1/up",
+            dump(
+                {
+                    "end_device_ids": {"device_id": "plow-1", "dev_eui": "0004A39DF1EC229B"},
+                    "received_at": iso(7),
+                    "uplink_message": {
+                        "f_cnt": 310,
+                        "decoded_payload": {
+                            "lat": 38.3815,
+                            "lon": 140.2032,
+                            "speed_kmh": 14.0,
+                            "blade_down": True,
+                        },
+                        "rx_metadata": [{"rssi": -81}],
+                    },
+                }
+            ),
+            "The Things Stack v3 uplink",
+        ),
+    ]
+
+
+def _pid_file(cfg: Config) -> Path:
+    return Path(cfg.services.data_dir) / "ingest.pid"
+
+
+def _ingest_running(cfg: Config) -> int | None:
+    try:
+        pid = int(_pid_file(cfg).read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if services.pid_alive(pid) else None
+
+
+def _influx(cfg: Config) -> services.InfluxDB1:
+    port = int(cfg.influx.url.rsplit(":", 1)[1].split("/")[0])
+    return services.InfluxDB1(Path(cfg.services.data_dir) / "influxdb", port=port)
+
+
+def counts(cfg: Config) -> dict[str, int]:
+    influx = _influx(cfg)
+    out: dict[str, int] = {}
+    for m in MEASUREMENTS:
+        try:
+            rows = influx.series(f'SELECT COUNT(*) FROM "{m}"', cfg.influx.database)
+        except services.InfluxError:
+            rows = []
+        out[m] = max(
+            (int(v) for r in rows for k, v in r.items() if k.startswith("count")), default=0
+        )
+    return out
+
+
+def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
+    s = cfg.services
+    missing = services.ensure_installed(["mosquitto", "influxdb"])
+    if missing:
+        print(f"missing Debian packages: {' '.join(missing)} — run scripts/setup.sh")
+        return 1
+    print(f"starting Mosquitto :{s.mqtt_port} and InfluxDB :{s.influx_port} under {s.data_dir}")
+    services.up(Path(s.data_dir), s.mqtt_port, s.influx_port, vm_port=None)
+
+    pid = _ingest_running(cfg)
+    log_path = Path(s.data_dir) / "ingest.log"
+    if pid is None:
+        argv = [sys.executable, "-m", "ingest.cli"]
+        if config_path is not None:
+            argv += ["-c", str(config_path)]
+        with log_path.open("ab") as logf:
+            proc = subprocess.Popen(
+                [*argv, "ingest"], stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        pid = proc.pid
+        _pid_file(cfg).write_text(str(pid))
+        deadline = time.monotonic() + 30
+        while b"connected to MQTT" not in log_path.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                print(f"ingest did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
+                return 1
+            time.sleep(0.1)
+    print(f"ingest running (pid {pid}), log {log_path}")
+
+    before = counts(cfg)
+    examples = example_messages(cfg.mqtt.topic_prefix, datetime.now(UTC))
+    with Publisher(cfg.mqtt) as pub:
+        for topic, payload, what in examples:
+            pub.publish(topic, payload)
+            print(f"  published {what:<40} → {topic}")
+    published = len(examples)
+    if scenario is not None:
+        from simulators.run import publish_scenario
+
+        print(f"simulating {scenario} as fast as possible …")
+        summary = publish_scenario(cfg, scenario, None, "native")
+        published += summary.messages
+        print(f"  published {summary.messages} simulated messages")
+
+    # Wait until InfluxDB stops growing (ingest flushes within a second).
+    last, stable_since, deadline = counts(cfg), time.monotonic(), time.monotonic() + 300
+    while time.monotonic() - stable_since < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now_counts = counts(cfg)
+        if now_counts != last:
+            last, stable_since = now_counts, time.monotonic()
+    dl = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ingest.cli",
+            *(["-c", str(config_path)] if config_path else []),
+            "deadletter",
+            "list",
+            "--limit",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    print()
+    print(f"published {published} messages; InfluxDB {cfg.influx.url} db={cfg.influx.database}:")
+    for m in MEASUREMENTS:
+        print(f"  {m:<14} {last[m] - before.get(m, 0):>8} new points ({last[m]} in all)")
+    print(f"dead letters: {dl.splitlines()[0] if dl else 'none'}")
+    q = "SELECT * FROM snow_depth ORDER BY time DESC LIMIT 5"
+    print(
+        "\nwhere to look:\n"
+        f"  curl -sG {cfg.influx.url}/query --data-urlencode db={cfg.influx.database} "
+        f"--data-urlencode 'q={q}'\n"
+        f"  influx -port {s.influx_port} -database {cfg.influx.database}   (InfluxQL shell)\n"
+        f"  mosquitto_sub -p {s.mqtt_port} -t '{cfg.mqtt.topic_prefix}/#' -v   (live messages)\n"
+        f"  .venv/bin/yukimizu deadletter list                (rejected payloads)\n"
+        f"  tail -f {log_path}   (ingest log; self-metrics in measurement yukimizu_ingest)\n"
+        "to stop:  .venv/bin/yukimizu demo stop"
+    )
+    return 0
+
+
+def stop(cfg: Config) -> int:
+    pid = _ingest_running(cfg)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + cfg.ingest.shutdown_timeout_s + 5
+        while services.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"ingest (pid {pid}) stopped")
+    _pid_file(cfg).unlink(missing_ok=True)
+    stopped = services.down(Path(cfg.services.data_dir))
+    print(f"services stopped: {', '.join(stopped) or 'none running'}")
+    return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from ingest.config import Config, ConfigError, load_config
+from sensors.registry import RegistryError
 
 log = logging.getLogger("yukimizu")
 
@@ -34,14 +35,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.service import Ingest
-    from sensors.registry import RegistryError
 
     cfg = _config(args)
-    try:
-        ingest = Ingest(cfg)
-    except RegistryError as exc:
-        print(f"yukimizu: device registry error: {exc}", file=sys.stderr)
-        return 2
+    ingest = Ingest(cfg)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -245,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"yukimizu: {exc}", file=sys.stderr)
+        return 2
+    except RegistryError as exc:
+        print(f"yukimizu: device registry error: {exc}", file=sys.stderr)
         return 2
 
 

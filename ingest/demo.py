@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 from pathlib import Path
 
 from ingest import services
@@ -28,9 +27,16 @@ log = logging.getLogger(__name__)
 MEASUREMENTS = ("snow_depth", "water_meter", "plow_position")
 
 
-def _nmea(body: str) -> str:
-    checksum = reduce(lambda a, c: a ^ ord(c), body, 0)
+def nmea_sentence(body: str) -> str:
+    """``$body*CS`` with the NMEA 0183 XOR checksum."""
+    checksum = 0
+    for ch in body:
+        checksum ^= ord(ch)
     return f"${body}*{checksum:02X}"
+
+
+def _dump(obj: object) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
 
 
 def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]:
@@ -40,11 +46,10 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
         return (now - timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
 
     t = now - timedelta(minutes=1)
-    dump = lambda o: json.dumps(o, ensure_ascii=False).encode()  # noqa: E731
     return [
         (
             f"{prefix}/snow/ST02",
-            dump(
+            _dump(
                 {
                     "time": iso(10),
                     "distance_mm": 2480.0,
@@ -57,7 +62,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
         ),
         (
             f"{prefix}/water/M003",
-            dump(
+            _dump(
                 {
                     "battery_v": 3.3,
                     "readings": [
@@ -71,7 +76,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
         ),
         (
             f"{prefix}/water/M002",
-            dump(
+            _dump(
                 [
                     {
                         "bn": "urn:dev:yukimizu:M002:",
@@ -87,14 +92,14 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
         ),
         (
             f"{prefix}/plow/P02",
-            _nmea(
+            nmea_sentence(
                 f"GPRMC,{t:%H%M%S}.00,A,3822.8000,N,14012.0000,E,12.5,90.0,{t:%d%m%y},,,A"
             ).encode(),
             "NMEA RMC",
         ),
         (
             "application/1/device/70b3d5e4a32ac06f/event/up",
-            dump(
+            _dump(
                 {
                     "deduplicationId": "5e1e8f2c",
                     "time": iso(8),
@@ -109,7 +114,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
         ),
         (
             "v3/yukimizu@ttn/devices/plow-1/up",
-            dump(
+            _dump(
                 {
                     "end_device_ids": {"device_id": "plow-1", "dev_eui": "0004A39DF1EC229B"},
                     "received_at": iso(7),

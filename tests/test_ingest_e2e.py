@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 from pathlib import Path
+from typing import Any
 
+from ingest.demo import nmea_sentence as nmea
 from ingest.publish import Publisher
 from ingest.services import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.conftest import count, make_config, running_ingest, wait_for
@@ -15,11 +16,6 @@ from tests.conftest import count, make_config, running_ingest, wait_for
 
 def _ms(ts: str) -> int:
     return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-def nmea(body: str) -> str:
-    checksum = reduce(lambda a, c: a ^ ord(c), body, 0)
-    return f"${body}*{checksum:02X}"
 
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -161,7 +157,10 @@ def test_every_format_lands_in_influxdb_exactly(
         wait_for(lambda: count(influx, tag, "plow_position", "lat") >= 3, what="plow rows")
         wait_for(lambda: count(influx, tag, "water_meter", "register_l") >= 5, what="water rows")
     assert ing.ingest.stats.deadlettered == 0, ing.ingest.deadletters
-    q = lambda m: {(r["device"], r["time"]): r for r in influx.series(f'SELECT * FROM "{m}"', tag)}  # noqa: E731
+
+    def q(measurement: str) -> dict[tuple[str, int], dict[str, Any]]:
+        rows = influx.series(f'SELECT * FROM "{measurement}"', tag)
+        return {(r["device"], r["time"]): r for r in rows}
 
     snow = q("snow_depth")
     assert set(snow) == {("ST02", _ms(iso(0))), ("ST03", _ms(iso(1))), ("ST04", _ms(iso(3)))}

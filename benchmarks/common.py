@@ -1,0 +1,382 @@
+"""Shared pieces of the benchmarks: publisher processes, an ingest subprocess, InfluxDB probes.
+
+ARCHITECTURE.md (measured): one paho publisher process tops out near 14,000 QoS 1 msg/s,
+below the ~24,000 msg/s a bare subscriber takes, so throughput runs publish from several
+processes (:class:`PublisherPool`) started together behind a barrier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
+from typing import Any
+
+from ingest.services import InfluxDB1, InfluxError
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CONFIG = REPO / "config" / "yukimizu.toml"
+SNOW = "snow_depth"
+
+
+def payload(seq: int, time_ms: int) -> bytes:
+    """A native JSON snow reading; ``time`` in epoch milliseconds, ``seq`` numbers it."""
+    return b'{"time":%d,"depth_cm":%.1f,"seq":%d}' % (time_ms, (seq % 6000) / 10, seq)
+
+
+# --------------------------------------------------------------------------- publishers
+
+
+@dataclass(frozen=True)
+class PublishJob:
+    """One publisher process's share: seqs ``first_seq .. first_seq+count-1``.
+
+    ``base_ms``: the reading's time is ``base_ms + seq`` (distinct per seq). ``None``: it is
+    the wall-clock publish time in ms, made strictly increasing per device (InfluxDB keeps
+    one point per series and millisecond), so it is at most a few ms after the real publish.
+    ``rate``: messages per second; ``None``: as fast as the broker acknowledges.
+    """
+
+    host: str
+    port: int
+    topics: tuple[str, ...]  # round robin by seq
+    first_seq: int
+    count: int
+    base_ms: int | None
+    rate: float | None = None
+    window: int = 2_000
+    max_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    first_seq: int
+    published: int  # acknowledged by the broker
+    started: float  # wall clock
+    sent: float  # last publish() returned
+    acked: float  # broker acknowledged all
+    error: str | None = None
+
+
+def _publish_worker(
+    job: PublishJob, ready: mp.Queue[int | str], start: MpEvent, results: mp.Queue[PublishReport]
+) -> None:
+    from ingest.config import MqttConfig
+    from ingest.publish import Publisher
+
+    try:
+        pub = Publisher(MqttConfig(host=job.host, port=job.port), window=job.window)
+    except Exception as exc:  # reported to the parent, which fails the run
+        ready.put(f"{type(exc).__name__}: {exc}")
+        return
+    ready.put(os.getpid())
+    if not start.wait(60):
+        pub.close()
+        return
+    t0 = time.time()
+    deadline = t0 + job.max_s
+    last_ms: dict[str, int] = {}
+    topics = job.topics
+    error: str | None = None
+    try:
+        for i in range(job.count):
+            seq = job.first_seq + i
+            topic = topics[seq % len(topics)]
+            if job.rate is not None:
+                delay = t0 + i / job.rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            if job.base_ms is None:
+                ms = max(last_ms.get(topic, 0) + 1, int(time.time() * 1000))
+                last_ms[topic] = ms
+            else:
+                ms = job.base_ms + seq
+            pub.publish(topic, payload(seq, ms))
+            if not i % 1000 and time.time() > deadline:
+                error = f"gave up after {job.max_s:g} s at {i} of {job.count}"
+                break
+        t_sent = time.time()
+        pub.close()  # waits for every PUBACK
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        t_sent = time.time()
+    results.put(PublishReport(job.first_seq, pub.published, t0, t_sent, time.time(), error))
+
+
+class PublisherPool:
+    """``k`` publisher processes splitting seqs 0..n-1; :meth:`go` releases them together."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topics: Sequence[str],
+        n: int,
+        k: int,
+        base_ms: int | None,
+        rate: float | None = None,
+        max_s: float = 300.0,
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        self._ready: mp.Queue[int | str] = ctx.Queue()
+        self._results: mp.Queue[PublishReport] = ctx.Queue()
+        self._start = ctx.Event()
+        self.n = n
+        self.max_s = max_s
+        self._procs: list[mp.process.BaseProcess] = []
+        per, extra = divmod(n, k)
+        first = 0
+        share = None if rate is None else rate / k
+        for j in range(k):
+            count = per + (1 if j < extra else 0)
+            job = PublishJob(host, port, tuple(topics), first, count, base_ms, share, max_s=max_s)
+            first += count
+            p = ctx.Process(
+                target=_publish_worker,
+                args=(job, self._ready, self._start, self._results),
+                name=f"publisher-{j}",
+                daemon=True,
+            )
+            p.start()
+            self._procs.append(p)
+        for _ in range(k):
+            try:
+                got = self._ready.get(timeout=30)
+            except queue.Empty:
+                self.kill()
+                raise RuntimeError("publisher processes did not connect within 30 s") from None
+            if isinstance(got, str):
+                self.kill()
+                raise RuntimeError(f"publisher failed to connect: {got}")
+
+    def go(self) -> float:
+        """Release the publishers; returns the wall-clock start time."""
+        t0 = time.time()
+        self._start.set()
+        return t0
+
+    def join(self) -> list[PublishReport]:
+        reports: list[PublishReport] = []
+        deadline = time.monotonic() + self.max_s + 60
+        for _ in self._procs:
+            try:
+                reports.append(self._results.get(timeout=max(1.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        for p in self._procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+        self.kill()
+        if len(reports) < len(self._procs):
+            raise RuntimeError("a publisher process did not report")
+        errors = [r.error for r in reports if r.error]
+        if errors:
+            raise RuntimeError(f"publisher failed: {errors[0]}")
+        return reports
+
+    def kill(self) -> None:
+        for p in self._procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+
+
+def publish_rate(reports: Sequence[PublishReport]) -> float:
+    """Messages per second the broker acknowledged, over the whole publish."""
+    n = sum(r.published for r in reports)
+    span = max(r.acked for r in reports) - min(r.started for r in reports)
+    return n / span if span > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- ingest process
+
+
+def ingest_env(
+    tag: str,
+    mqtt_port: int,
+    influx_url: str,
+    state_dir: Path,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment overrides (TOML literals) pointing the sample config at private services."""
+    env = {
+        "YUKIMIZU_CONFIG": str(SAMPLE_CONFIG),
+        "YUKIMIZU_MQTT__HOST": '"127.0.0.1"',
+        "YUKIMIZU_MQTT__PORT": str(mqtt_port),
+        "YUKIMIZU_MQTT__TOPIC_PREFIX": f'"{tag}"',
+        "YUKIMIZU_MQTT__CLIENT_ID": f'"ingest-{tag}"',
+        "YUKIMIZU_MQTT__LORAWAN_TOPICS": f'["{tag}-lora/application/+/device/+/event/up"]',
+        "YUKIMIZU_INFLUX__URL": f'"{influx_url}"',
+        "YUKIMIZU_INFLUX__DATABASE": f'"{tag}"',
+        "YUKIMIZU_INGEST__STATE_DIR": f'"{state_dir}"',
+    }
+    env.update(extra or {})
+    return env
+
+
+_SUMMARY = re.compile(r"ingest stopped: (.*)$", re.MULTILINE)
+
+
+@dataclass
+class IngestProcess:
+    """``python -m ingest.cli ingest`` as a separate process, as deployed."""
+
+    env: dict[str, str]
+    log_path: Path
+    argv: Sequence[str] = (sys.executable, "-m", "ingest.cli", "ingest")
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    peak_rss_mb: float = field(default=0.0, init=False)
+    summary: dict[str, int] = field(default_factory=dict, init=False)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start and wait until it has subscribed (its log says so)."""
+        with self.log_path.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                list(self.argv),
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        deadline = time.monotonic() + timeout_s
+        while "subscribed to" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"ingest did not subscribe; log:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        time.sleep(0.3)  # the SUBACK follows the log line
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def read_peak_rss(self) -> float:
+        """VmHWM (peak resident set) from /proc, in MB; call before :meth:`stop`."""
+        assert self.proc is not None
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+        return self.peak_rss_mb
+
+    def stop(self, timeout_s: float = 30.0) -> dict[str, int]:
+        """SIGTERM (ingest flushes, acks, disconnects), then parse its final summary."""
+        if self.proc is None:
+            return {}
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        m = _SUMMARY.search(self.log())
+        if m:
+            self.summary = {
+                k: int(v) for k, v in (kv.split("=", 1) for kv in m.group(1).split()) if v.isdigit()
+            }
+        return self.summary
+
+
+# --------------------------------------------------------------------------- InfluxDB probes
+
+
+def count_points(influx: InfluxDB1, db: str, measurement: str = SNOW) -> int:
+    try:
+        rows = influx.series(f'SELECT COUNT("seq") FROM "{measurement}"', db)
+    except InfluxError as exc:
+        if "database not found" in str(exc):
+            return 0
+        raise
+    return int(rows[0]["count"]) if rows else 0
+
+
+def seq_rows(influx: InfluxDB1, db: str, where: str = "") -> list[tuple[int, int]]:
+    """(time_ms, seq) of every snow point (one query; fails if InfluxDB truncated it)."""
+    q = f'SELECT "seq" FROM "{SNOW}"' + (f" WHERE {where}" if where else "")
+    result: dict[str, Any] = influx.query(q, db, epoch="ms")
+    first = result["results"][0]
+    out: list[tuple[int, int]] = []
+    for s in first.get("series", []):
+        if s.get("partial"):
+            raise RuntimeError("InfluxDB truncated the result (max-row-limit)")
+        out += [(int(t), int(v)) for t, v in s["values"]]
+    if first.get("partial"):
+        raise RuntimeError("InfluxDB truncated the result (max-row-limit)")
+    return out
+
+
+@dataclass(frozen=True)
+class SeqCheck:
+    expected: int
+    rows: int
+    missing: int
+    duplicated: int
+    unexpected: int
+
+    @property
+    def ok(self) -> bool:
+        return self.rows == self.expected and not (self.missing or self.duplicated or self.unexpected)
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"all {self.expected} seqs exactly once"
+        return (
+            f"{self.rows} rows for {self.expected} seqs: missing {self.missing}, "
+            f"duplicated {self.duplicated}, unexpected {self.unexpected}"
+        )
+
+
+def check_seqs(seqs: Sequence[int], n: int) -> SeqCheck:
+    seen: dict[int, int] = {}
+    for s in seqs:
+        seen[s] = seen.get(s, 0) + 1
+    missing = sum(1 for s in range(n) if s not in seen)
+    duplicated = sum(1 for c in seen.values() if c > 1)
+    unexpected = sum(1 for s in seen if not 0 <= s < n)
+    return SeqCheck(n, len(seqs), missing, duplicated, unexpected)
+
+
+def wait_count(
+    influx: InfluxDB1, db: str, n: int, timeout_s: float, interval_s: float = 0.05
+) -> tuple[float | None, list[tuple[float, int]]]:
+    """Poll COUNT until it reaches n; returns (wall time it did or None, [(time, count)])."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        c = count_points(influx, db)
+        now = time.time()
+        samples.append((now, c))
+        if c >= n:
+            return now, samples
+        time.sleep(interval_s)
+    return None, samples
+
+
+def steady_rate(samples: Sequence[tuple[float, int]], n: int) -> float:
+    """Readings/s between 10 % and 90 % of n (ramp-up and tail excluded)."""
+    lo = next((s for s in samples if s[1] >= n * 0.1), None)
+    hi = next((s for s in samples if s[1] >= n * 0.9), None)
+    if lo is None or hi is None or hi[0] <= lo[0]:
+        return 0.0
+    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[k]

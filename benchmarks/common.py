@@ -72,11 +72,11 @@ def _publish_worker(
     job: PublishJob, ready: mp.Queue[int | str], start: MpEvent, results: mp.Queue[PublishReport]
 ) -> None:
     from ingest.config import MqttConfig
-    from ingest.publish import Publisher
+    from ingest.publish import Publisher, PublishError
 
     try:
         pub = Publisher(MqttConfig(host=job.host, port=job.port), window=job.window)
-    except Exception as exc:  # reported to the parent, which fails the run
+    except (PublishError, OSError) as exc:  # reported to the parent, which fails the run
         ready.put(f"{type(exc).__name__}: {exc}")
         return
     ready.put(os.getpid())
@@ -107,7 +107,7 @@ def _publish_worker(
                 break
         t_sent = time.time()
         pub.close()  # waits for every PUBACK
-    except Exception as exc:
+    except (PublishError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"
         t_sent = time.time()
     results.put(PublishReport(job.first_seq, pub.published, t0, t_sent, time.time(), error))
@@ -122,6 +122,7 @@ class PublisherPool:
         port: int,
         topics: Sequence[str],
         n: int,
+        *,
         k: int,
         base_ms: int | None,
         rate: float | None = None,
@@ -328,7 +329,8 @@ class SeqCheck:
 
     @property
     def ok(self) -> bool:
-        return self.rows == self.expected and not (self.missing or self.duplicated or self.unexpected)
+        bad = self.missing or self.duplicated or self.unexpected
+        return self.rows == self.expected and not bad
 
     def __str__(self) -> str:
         if self.ok:

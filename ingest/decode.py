@@ -291,6 +291,8 @@ def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[str]]:
         if not _nmea_checksum_ok(line):
             raise Rejected("nmea", f"line {n}: checksum mismatch: {line[:80]!r}")
         f = line.split("*", 1)[0].split(",")
+        if len(f) < 2 or not re.fullmatch(r"\$[A-Z]{2}[A-Z]{3}", f[0]):
+            raise Rejected("nmea", f"line {n}: not an NMEA sentence: {line[:40]!r}")
         if not f[0].endswith("RMC"):
             drops.append("nmea_other_sentence")
             continue

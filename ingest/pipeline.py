@@ -160,6 +160,8 @@ class Processor:
         if head == b"[":
             return decode_senml(msg.payload, msg.received_at)
         if head == b"$":
+            if route.kind != "plow":
+                raise Rejected("nmea", f"NMEA sentences come from plows, not {route.kind} devices")
             items, drops = decode_nmea(msg.payload)
             result.drops.extend(drops)
             return items

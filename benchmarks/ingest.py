@@ -1,0 +1,510 @@
+"""Ingest throughput, latency and burst benchmark against private Mosquitto and InfluxDB.
+
+    .venv/bin/python -m benchmarks.ingest [--n 100000] [--quick]
+
+Starts its own Mosquitto and InfluxDB 1.x (ingest.services, free loopback ports, a temp
+dir) and measures, in one run:
+
+1. ceiling: a bare paho subscriber (MQTT v5, QoS 1, ReceiveMaximum 65535, auto ack) that
+   only counts N readings published at full speed;
+2. naive: a paho subscriber doing one synchronous HTTP POST /write per message;
+3. ingest: ``python -m ingest.cli ingest`` as a separate process with the sample config;
+   time from the first publish until ``COUNT(seq)`` reaches N, every seq checked;
+4. latency at a fixed rate: publish time → first seen by a poller querying InfluxDB;
+5. burst: 100,000 readings as fast as the broker takes them, every one checked.
+
+Every figure is from the same publishers (``--publishers`` processes, each a flow-controlled
+QoS 1 ``ingest.publish.Publisher``), so "% of bare paho" compares like with like. Exit
+status 1 when a reading was lost or duplicated, 0 otherwise (targets are reported, not
+enforced). The last line is the summary::
+
+    ingest: <N> readings/s (<P>% of bare paho), p99 <L> ms, peak RSS <M> MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from benchmarks.common import (
+    IngestProcess,
+    PublisherPool,
+    PublishReport,
+    SeqCheck,
+    check_seqs,
+    count_points,
+    ingest_env,
+    percentile,
+    publish_rate,
+    seq_rows,
+    steady_rate,
+    wait_count,
+)
+from ingest.services import InfluxDB1, Mosquitto
+
+TARGET_RATE = 15_000.0
+TARGET_PCT = 60.0
+TARGET_RSS_MB = 250.0
+LATENCY_POLL_S = 0.02
+
+
+@dataclass
+class Row:
+    name: str
+    rate: float
+    notes: str
+    of_ceiling: bool = True
+
+
+@dataclass
+class Bench:
+    mosquitto: Mosquitto
+    influx: InfluxDB1
+    work: Path
+    publishers: int
+    rows: list[Row] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    _n: int = 0
+
+    def tag(self, what: str) -> str:
+        self._n += 1
+        return f"b{os.getpid()}{what}{self._n}"
+
+    def base_ms(self) -> int:
+        # Distinct past timestamps, one per seq: well inside max_future_s and after 2000.
+        return int(time.time() * 1000) - 86_400_000
+
+    def progress(self, text: str) -> None:
+        print(f"# {text}", flush=True)
+
+
+# --------------------------------------------------------------------------- 1. ceiling
+
+
+def _subscriber(client_id: str) -> mqtt.Client:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+
+def _connect_and_subscribe(
+    client: mqtt.Client, port: int, topic: str, receive_maximum: int | None
+) -> None:
+    subscribed = threading.Event()
+
+    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not reason.is_failure:
+            c.subscribe(topic, qos=1)
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, _m: Any, _r: Any, _p: Any) -> None:
+        subscribed.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    props = None
+    if receive_maximum is not None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.ReceiveMaximum = receive_maximum
+    client.connect("127.0.0.1", port, keepalive=60, clean_start=True, properties=props)
+    client.loop_start()
+    if not subscribed.wait(15):
+        client.loop_stop()
+        raise RuntimeError(f"subscriber did not get a SUBACK for {topic}")
+
+
+def bench_ceiling(b: Bench, n: int) -> float:
+    tag = b.tag("c")
+    topic = f"{tag}/snow/ST01"
+    got = 0
+    last = 0.0
+    done = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
+        nonlocal got, last
+        got += 1
+        if got >= n:
+            last = time.time()
+            done.set()
+
+    client = _subscriber(f"{tag}-bare")
+    client.on_message = on_message
+    _connect_and_subscribe(client, b.mosquitto.port, topic, 65_535)
+    try:
+        pool = PublisherPool(
+            "127.0.0.1", b.mosquitto.port, [topic], n, k=b.publishers, base_ms=b.base_ms()
+        )
+        t0 = pool.go()
+        done.wait(max(60.0, n / 1000))
+        reports = pool.join()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if not done.is_set():
+        b.failures.append(f"ceiling: received {got} of {n}")
+        last = time.time()
+    rate = got / (last - t0)
+    b.rows.append(
+        Row(
+            "bare paho subscriber (ceiling)",
+            rate,
+            f"{got} msgs; publishers {_pub_note(reports)}",
+        )
+    )
+    b.progress(f"ceiling: {rate:,.0f} msg/s")
+    return rate
+
+
+def _pub_note(reports: Sequence[PublishReport]) -> str:
+    return f"{len(reports)}× → {publish_rate(reports):,.0f} msg/s acked"
+
+
+# --------------------------------------------------------------------------- 2. naive
+
+
+def bench_naive(b: Bench, n: int) -> None:
+    tag = b.tag("n")
+    topic = f"{tag}/snow/ST01"
+    b.influx.create_database(tag)
+    conn = http.client.HTTPConnection("127.0.0.1", b.influx.port, timeout=10)
+    path = f"/write?db={tag}&precision=ms"
+    written = 0
+    errors = 0
+    last = 0.0
+    done = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        # What a first attempt looks like: parse, format, POST, wait, next message.
+        nonlocal written, errors, last
+        try:
+            d = json.loads(msg.payload)
+            line = (
+                f"snow_depth,device=ST01 depth_cm={float(d['depth_cm'])},"
+                f"seq={int(d['seq'])}i {int(d['time'])}"
+            )
+            conn.request("POST", path, body=line.encode())
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 204:
+                written += 1
+            else:
+                errors += 1
+        except (OSError, http.client.HTTPException, ValueError, KeyError):  # counted
+            errors += 1
+            conn.close()
+        if written + errors >= n:
+            last = time.time()
+            done.set()
+
+    client = _subscriber(f"{tag}-naive")
+    client.on_message = on_message
+    _connect_and_subscribe(client, b.mosquitto.port, topic, None)
+    try:
+        pool = PublisherPool("127.0.0.1", b.mosquitto.port, [topic], n, k=1, base_ms=b.base_ms())
+        t0 = pool.go()
+        done.wait(max(60.0, n / 200))
+        pool.join()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        conn.close()
+    if not done.is_set():
+        last = time.time()
+    stored = count_points(b.influx, tag)
+    rate = written / (last - t0)
+    if stored != n:
+        b.failures.append(f"naive: {stored} of {n} stored")
+    b.rows.append(
+        Row(
+            "naive Python (1 POST /write per msg)",
+            rate,
+            f"{n} msgs, keep-alive HTTP; {stored} stored, {errors} errors",
+        )
+    )
+    b.progress(f"naive: {rate:,.0f} readings/s")
+
+
+# --------------------------------------------------------------------------- 3./5. ingest
+
+
+@dataclass
+class IngestResult:
+    rate: float
+    steady: float
+    check: SeqCheck
+    rss_mb: float
+    summary: dict[str, int]
+    reports: list[PublishReport]
+
+
+def _start_ingest(b: Bench, tag: str) -> IngestProcess:
+    b.influx.create_database(tag)
+    env = ingest_env(tag, b.mosquitto.port, b.influx.url, b.work / tag / "state")
+    ing = IngestProcess(env, b.work / f"{tag}.log")
+    ing.start()
+    return ing
+
+
+def run_ingest(b: Bench, what: str, n: int) -> IngestResult:
+    """Publish n readings at full speed to a running ingest; time until all are queryable."""
+    tag = b.tag(what)
+    ing = _start_ingest(b, tag)
+    pool: PublisherPool | None = None
+    try:
+        pool = PublisherPool(
+            "127.0.0.1",
+            b.mosquitto.port,
+            [f"{tag}/snow/ST01"],
+            n,
+            k=b.publishers,
+            base_ms=b.base_ms(),
+        )
+        t0 = pool.go()
+        done_at, samples = wait_count(b.influx, tag, n, timeout_s=max(60.0, n / 1000))
+        reports = pool.join()
+        rss = ing.read_peak_rss()
+    finally:
+        if pool is not None:
+            pool.kill()
+        summary = ing.stop()
+    got = samples[-1][1] if samples else 0
+    if done_at is None:
+        b.failures.append(f"{what}: {got} of {n} queryable before the timeout")
+        done_at = samples[-1][0] if samples else time.time()
+    check = check_seqs([s for _, s in seq_rows(b.influx, tag)], n)
+    if not check.ok:
+        b.failures.append(f"{what}: {check}")
+    if summary.get("received", n) != n:
+        b.failures.append(f"{what}: ingest received {summary.get('received')} messages for {n}")
+    b.peak_rss_mb = max(b.peak_rss_mb, rss)
+    return IngestResult(got / (done_at - t0), steady_rate(samples, n), check, rss, summary, reports)
+
+
+def bench_sustained(b: Bench, n: int) -> IngestResult:
+    r = run_ingest(b, "s", n)
+    b.rows.append(
+        Row(
+            "yukimizu ingest (separate process)",
+            r.rate,
+            f"{n} readings; steady 10–90 % {r.steady:,.0f}/s; {r.check}; "
+            f"received={r.summary.get('received', '?')} written={r.summary.get('written', '?')}; "
+            f"peak RSS {r.rss_mb:.0f} MB; publishers {_pub_note(r.reports)}",
+        )
+    )
+    b.progress(f"ingest: {r.rate:,.0f} readings/s, peak RSS {r.rss_mb:.0f} MB, {r.check}")
+    return r
+
+
+def bench_burst(b: Bench, n: int) -> IngestResult:
+    r = run_ingest(b, "b", n)
+    took = n / r.rate if r.rate else float("nan")
+    b.rows.append(
+        Row(
+            f"burst {n:,} → all queryable",
+            r.rate,
+            f"fully ingested in {took:.2f} s; {r.check}; broker took them at "
+            f"{publish_rate(r.reports):,.0f} msg/s; peak RSS {r.rss_mb:.0f} MB",
+        )
+    )
+    b.progress(f"burst: {n} in {took:.2f} s, {r.check}")
+    return r
+
+
+# --------------------------------------------------------------------------- 4. latency
+
+
+def bench_latency(b: Bench, rate: float, seconds: float) -> float:
+    """p99 latency (ms) from publish to first seen in InfluxDB by a 20 ms poller."""
+    n = int(rate * seconds)
+    tag = b.tag("l")
+    # Four devices: InfluxDB keeps one point per series and millisecond, and at 2,000/s two
+    # readings of one device would often share a millisecond.
+    topics = [f"{tag}/snow/ST{i:02d}" for i in range(1, 5)]
+    ing = _start_ingest(b, tag)
+    seen: dict[int, float] = {}
+    point_ms: dict[int, int] = {}
+    stop = threading.Event()
+    poll_errors: list[str] = []
+    polls = 0
+
+    def poller() -> None:
+        nonlocal polls
+        cursor = int(time.time() * 1000) - 60_000
+        newest = cursor
+        next_at = time.monotonic()
+        while not stop.is_set() and len(seen) < n:
+            try:
+                rows = seq_rows(b.influx, tag, f"time > {cursor}ms")
+            except (OSError, RuntimeError) as exc:  # InfluxError too; reported in the notes
+                poll_errors.append(str(exc))
+                rows = []
+            now = time.time()
+            polls += 1
+            for t, s in rows:
+                if s not in seen:
+                    seen[s] = now
+                    point_ms[s] = t
+                    newest = max(newest, t)
+            # Writes arrive in publish order; the overlap catches a batch written late.
+            cursor = newest - 1_000
+            next_at += LATENCY_POLL_S
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at, time.monotonic())
+
+    thread = threading.Thread(target=poller, name="latency-poller", daemon=True)
+    pool: PublisherPool | None = None
+    try:
+        pool = PublisherPool(
+            "127.0.0.1",
+            b.mosquitto.port,
+            topics,
+            n,
+            k=1,
+            base_ms=None,
+            rate=rate,
+            max_s=seconds * 3 + 30,
+        )
+        thread.start()
+        pool.go()
+        reports = pool.join()
+        deadline = time.monotonic() + 30
+        while len(seen) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        thread.join(10)
+        rss = ing.read_peak_rss()
+    finally:
+        stop.set()
+        if pool is not None:
+            pool.kill()
+        ing.stop()
+    b.peak_rss_mb = max(b.peak_rss_mb, rss)
+    check = check_seqs([s for _, s in seq_rows(b.influx, tag)], n)
+    if not check.ok:
+        b.failures.append(f"latency: {check}")
+    lat = sorted((seen[s] - point_ms[s] / 1000) * 1000 for s in seen)
+    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    achieved = sum(r.published for r in reports) / max(r.sent - r.started for r in reports)
+    unseen = n - len(seen)
+    b.rows.append(
+        Row(
+            f"latency @ {rate:,.0f}/s for {seconds:g} s",
+            achieved,
+            f"p50 {p50:.0f} / p99 {p99:.0f} / max {lat[-1] if lat else float('nan'):.0f} ms "
+            f"(publish → seen by a {LATENCY_POLL_S * 1000:.0f} ms InfluxDB poller, {polls} polls:"
+            f" +≤{LATENCY_POLL_S * 1000:.0f} ms + query time); {check}"
+            + (f"; {unseen} never seen by the poller" if unseen else "")
+            + (f"; {len(poll_errors)} poll errors" if poll_errors else ""),
+            of_ceiling=False,
+        )
+    )
+    b.progress(f"latency: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    return p99
+
+
+# --------------------------------------------------------------------------- main
+
+
+def print_table(rows: Sequence[Row], ceiling: float) -> None:
+    head = ("benchmark", "readings/s", "% of ceiling", "notes")
+    cells = [
+        (
+            r.name,
+            f"{r.rate:,.0f}",
+            f"{100 * r.rate / ceiling:.0f} %" if r.of_ceiling and ceiling else "—",
+            r.notes,
+        )
+        for r in rows
+    ]
+    w = [max(len(c[i]) for c in [head, *cells]) for i in range(3)]
+    print()
+    print(f"{head[0]:<{w[0]}}  {head[1]:>{w[1]}}  {head[2]:>{w[2]}}  {head[3]}")
+    print(f"{'-' * w[0]}  {'-' * w[1]}  {'-' * w[2]}  {'-' * 5}")
+    for c in cells:
+        print(f"{c[0]:<{w[0]}}  {c[1]:>{w[1]}}  {c[2]:>{w[2]}}  {c[3]}")
+    print()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__)
+    p.add_argument("--n", type=int, default=None, help="readings for ceiling and ingest")
+    p.add_argument("--quick", action="store_true", help="small sizes (CI smoke test, < 1 min)")
+    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument("--naive", type=int, default=None, help="messages for the naive baseline")
+    p.add_argument("--burst", type=int, default=None, help="readings in the burst")
+    p.add_argument("--latency-rate", type=float, default=2_000.0, help="msg/s")
+    p.add_argument("--latency-s", type=float, default=None, help="seconds at that rate")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.n = args.n or (20_000 if q else 100_000)
+    args.naive = args.naive or (1_000 if q else 5_000)
+    args.burst = args.burst or (20_000 if q else 100_000)
+    args.latency_s = args.latency_s or (3.0 if q else 10.0)
+    if min(args.n, args.naive, args.burst, args.publishers) < 1:
+        p.error("sizes must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="yukimizu-bench-"))
+    mosq = Mosquitto(work / "mosquitto")
+    influx = InfluxDB1(work / "influxdb")
+    b = Bench(mosq, influx, work, args.publishers)
+    t_start = time.monotonic()
+    try:
+        mosq.start()
+        influx.start()
+        b.progress(
+            f"mosquitto :{mosq.port}, influxdb :{influx.port}, {os.cpu_count()} CPUs, "
+            f"{args.publishers} publisher processes, work dir {work}"
+        )
+        ceiling = bench_ceiling(b, args.n)
+        bench_naive(b, args.naive)
+        sustained = bench_sustained(b, args.n)
+        p99 = bench_latency(b, args.latency_rate, args.latency_s)
+        bench_burst(b, args.burst)
+    finally:
+        influx.stop()
+        mosq.stop()
+        if args.keep:
+            print(f"# kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(b.rows, ceiling)
+    pct = 100 * sustained.rate / ceiling if ceiling else 0.0
+    targets = [
+        (sustained.rate >= TARGET_RATE, f"≥ {TARGET_RATE:,.0f} readings/s"),
+        (pct >= TARGET_PCT, f"≥ {TARGET_PCT:.0f} % of ceiling"),
+        (b.peak_rss_mb < TARGET_RSS_MB, f"peak RSS < {TARGET_RSS_MB:.0f} MB"),
+        (not b.failures, "nothing lost"),
+    ]
+    print("targets: " + ", ".join(f"{t} {'ok' if ok else 'MISSED'}" for ok, t in targets))
+    for f in b.failures:
+        print(f"FAILED: {f}")
+    print(f"(whole run {time.monotonic() - t_start:.0f} s)")
+    print(
+        f"ingest: {sustained.rate:.0f} readings/s ({pct:.0f}% of bare paho), "
+        f"p99 {p99:.0f} ms, peak RSS {b.peak_rss_mb:.0f} MB",
+        flush=True,
+    )
+    return 1 if b.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Shutdown, broker restarts, lost sessions and a spool that outlives ingest."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ingest.publish import Publisher
+from ingest.services import InfluxDB1, Mosquitto
+from tests.conftest import (
+    config_env,
+    count,
+    ingest_subprocess,
+    make_config,
+    running_ingest,
+    wait_for,
+)
+
+T0_MS = int((datetime.now(UTC) - timedelta(days=2)).timestamp() * 1000)
+
+
+def reading(i: int) -> bytes:
+    return json.dumps({"time": (T0_MS + i) / 1000, "depth_cm": 5.0, "seq": i}).encode()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker this test may restart or crash without disturbing the others."""
+    svc = Mosquitto(tmp_path / "own-mosquitto")
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+def test_sigterm_flushes_acks_and_exits_promptly(
+    tmp_path: Path, tag: str, mosquitto: Mosquitto, influx: InfluxDB1
+) -> None:
+    # A long flush interval: without the shutdown flush these would sit in the batch.
+    env = config_env(
+        tmp_path,
+        tag,
+        mosquitto,
+        influx.url,
+        overrides={"ingest": {"flush_interval_s": "30.0", "linger_s": "10.0"}},
+    )
+    cfg = make_config(tmp_path, tag, mosquitto, influx.url)
+    log = tmp_path / "ingest.log"
+    proc = ingest_subprocess(env, log)
+    wait_for(lambda: "connected to MQTT" in log.read_text(), what="ingest connected")
+    with Publisher(cfg.mqtt) as pub:
+        for i in range(500):
+            pub.publish(f"{tag}/snow/ST01", reading(i))
+    time.sleep(1.0)
+    assert count(influx, tag, "snow_depth", "seq") == 0
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert time.monotonic() - t < 15
+    assert count(influx, tag, "snow_depth", "seq") == 500
+    text = log.read_text()
+    assert "received SIGTERM" in text and "ingest stopped: received=500" in text
+    # Everything was acked: a new ingest with the same session gets nothing again.
+    with running_ingest(cfg) as ing:
+        time.sleep(1.5)
+        assert ing.ingest.stats.received == 0
+
+
+def test_broker_restart_reconnects_and_resubscribes(
+    tmp_path: Path, tag: str, own_broker: Mosquitto, influx: InfluxDB1
+) -> None:
+    cfg = make_config(tmp_path, tag, own_broker, influx.url)
+    with running_ingest(cfg) as ing:
+        with Publisher(cfg.mqtt) as pub:
+            for i in range(100):
+                pub.publish(f"{tag}/snow/ST01", reading(i))
+        wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 100, what="first 100")
+        own_broker.stop()
+        own_broker.start()
+        wait_for(lambda: ing.ingest.source.reconnects >= 1, timeout_s=40, what="reconnect")
+        with Publisher(cfg.mqtt) as pub:
+            for i in range(100, 300):
+                pub.publish(f"{tag}/snow/ST01", reading(i))
+        wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 300, what="after restart")
+        assert ing.ingest.source.session_lost == 0
+
+
+def test_lost_session_is_loud(
+    tmp_path: Path,
+    tag: str,
+    own_broker: Mosquitto,
+    influx: InfluxDB1,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = make_config(tmp_path, tag, own_broker, influx.url)
+    with running_ingest(cfg):
+        pass
+    own_broker.kill()  # a crash: Mosquitto had not saved the session yet
+    own_broker.start()
+    with caplog.at_level("ERROR"), running_ingest(cfg) as ing:
+        assert ing.ingest.source.session_lost == 1
+        wait_for(
+            lambda: influx.series('SELECT LAST("session_lost") FROM "yukimizu_ingest"', tag),
+            what="session_lost metric",
+        )
+    assert "MQTT SESSION LOST" in caplog.text
+    rows = influx.series('SELECT LAST("session_lost") FROM "yukimizu_ingest"', tag)
+    assert rows[0]["last"] == 1
+
+
+def test_spool_outlives_ingest_and_is_replayed_after_restart(
+    tmp_path: Path, tag: str, mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    db = InfluxDB1(tmp_path_factory.mktemp("own-influx"))
+    db.start()
+    try:
+        cfg = make_config(tmp_path, tag, mosquitto, db.url)
+        db.stop()
+        with running_ingest(cfg) as ing:
+            with Publisher(cfg.mqtt) as pub:
+                for i in range(800):
+                    pub.publish(f"{tag}/snow/ST01", reading(i))
+            wait_for(lambda: ing.ingest.spool.points >= 800, what="spooled while down")
+        # ingest is gone; its spool file holds the readings (and they were acked)
+        db.start()
+        with running_ingest(cfg) as ing:
+            wait_for(lambda: count(db, tag, "snow_depth", "seq") >= 800, what="replayed")
+            wait_for(lambda: ing.ingest.spool.points == 0, what="spool empty")
+            assert ing.ingest.stats.received == 0
+        rows = db.series('SELECT "seq" FROM "snow_depth"', tag)
+        assert sorted(r["seq"] for r in rows) == list(range(800))
+    finally:
+        db.stop()

@@ -154,7 +154,7 @@ def cmd_services(args: argparse.Namespace) -> int:
             return 1
         info = services.up(s.data_dir, s.mqtt_port, s.influx_port, s.vm_port or None)
         for name, entry in info.items():
-            print(f"{name}: {entry}")
+            print(f"{name:<16} {entry['url']:<28} pid {entry['pid']:<8} log {entry['log']}")
         return 0
     if args.action == "down":
         services.down(s.data_dir)
@@ -166,7 +166,8 @@ def cmd_services(args: argparse.Namespace) -> int:
         return 1
     ok = True
     for name, port, pid, running in rows:
-        print(f"{name:<16} port {port:<6} pid {pid:<8} {'running' if running else 'STOPPED'}")
+        state = "running" if running else "stopped"
+        print(f"{name:<16} port {port:<6} pid {pid or '-':<8} {state}")
         ok = ok and running
     return 0 if ok else 1
 

@@ -102,7 +102,10 @@ class V1Writer:
         except urllib3.exceptions.HTTPError as exc:
             raise classify(None, str(exc)) from exc
         if resp.status >= 300:
-            raise classify(resp.status, resp.data.decode("utf-8", "replace"))
+            text = resp.data.decode("utf-8", "replace")
+            if resp.status == 404 and self._cfg.create_database:
+                self._db_checked = False  # dropped while we ran: create it on the retry
+            raise classify(resp.status, text)
 
     def close(self) -> None:
         self._http.clear()

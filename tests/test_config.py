@@ -124,3 +124,24 @@ def test_docker_compose_file_is_valid() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_services_cli_up_status_down(tmp_path: Path) -> None:
+    from ingest.services import free_port
+
+    env = {
+        "YUKIMIZU_SERVICES__DATA_DIR": str(tmp_path / "svc"),
+        "YUKIMIZU_SERVICES__MQTT_PORT": str(free_port()),
+        "YUKIMIZU_SERVICES__INFLUX_PORT": str(free_port()),
+    }
+    try:
+        up = _cli("services", "up", env=env)
+        assert up.returncode == 0, up.stderr
+        assert "mqtt://127.0.0.1:" in up.stdout and "http://127.0.0.1:" in up.stdout
+        status = _cli("services", "status", env=env)
+        assert status.returncode == 0 and status.stdout.count("running") == 2
+    finally:
+        down = _cli("services", "down", env=env)
+    assert down.returncode == 0
+    status = _cli("services", "status", env=env)
+    assert status.returncode == 1 and status.stdout.count("stopped") == 2

@@ -22,8 +22,9 @@ log = logging.getLogger("yukimizu")
 DEFAULT_CONFIG = Path("config/yukimizu.toml")
 
 
-def _config(args: argparse.Namespace) -> Config:
-    path: Path | None = args.config
+def resolve_config(args: argparse.Namespace) -> Config:
+    """The config from ``-c``, else ``$YUKIMIZU_CONFIG``, else ``config/yukimizu.toml``."""
+    path: Path | None = getattr(args, "config", None)
     if path is None:
         env = os.environ.get("YUKIMIZU_CONFIG")
         if env:
@@ -36,7 +37,7 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.service import Ingest
 
-    cfg = _config(args)
+    cfg = resolve_config(args)
     ingest = Ingest(cfg)
     stop = threading.Event()
 
@@ -53,7 +54,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from ingest.service import load_registry
 
-    cfg = _config(args)
+    cfg = resolve_config(args)
     reg = load_registry(cfg)
     print(
         f"configuration OK: {len(reg.stations)} stations, {len(reg.meters)} meters, "
@@ -66,7 +67,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from ingest.deadletter import DeadLetterStore
 
-    cfg = _config(args)
+    cfg = resolve_config(args)
     return cfg, DeadLetterStore(Path(cfg.ingest.state_dir) / "deadletter.sqlite")
 
 
@@ -145,7 +146,7 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
 def cmd_services(args: argparse.Namespace) -> int:
     from ingest import services
 
-    cfg = _config(args)
+    cfg = resolve_config(args)
     s = cfg.services
     if args.action == "up":
         missing = services.ensure_installed()
@@ -175,7 +176,7 @@ def cmd_services(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ingest import demo
 
-    cfg = _config(args)
+    cfg = resolve_config(args)
     if args.action == "stop":
         return demo.stop(cfg)
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
@@ -223,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("services", help="private local Mosquitto and InfluxDB for this checkout")
     sp.add_argument("action", choices=["up", "down", "status"])
     sp.set_defaults(func=cmd_services)
+
+    from simulators.cli import add_parser as add_simulate
+
+    add_simulate(sub)
 
     sp = sub.add_parser("demo", help="whole pipeline on local services with simulated devices")
     sp.add_argument("action", nargs="?", choices=["start", "stop"], default="start")

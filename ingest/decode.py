@@ -110,7 +110,8 @@ def _normalise_native(values: dict[str, Any]) -> dict[str, Any]:
         values["time"] = values.pop("ts")
     if "register_m3" in values:
         v = values.pop("register_m3")
-        values["register_l"] = v * 1000 if isinstance(v, int | float) else v
+        # round: 1234.567 m3 * 1000 is 1234567.0000000002 in binary floating point
+        values["register_l"] = round(v * 1000, 3) if isinstance(v, int | float) else v
     _normalise_alarms(values)
     return values
 
@@ -238,7 +239,8 @@ def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[D
                 raise Rejected("validation", f"SenML record {name!r}: expected numeric v or s")
             factor, offset = _scale(unit, units, name)
             value = (raw + base) * factor + offset
-            values[target] = round(value) if quantity in _SENML_INT else value
+            # round away binary noise of the unit conversion (m3 → L: 1e-9 L)
+            values[target] = round(value) if quantity in _SENML_INT else round(value, 6)
     return [Decoded(v, device=d) for (d, _), v in groups.items()]
 
 

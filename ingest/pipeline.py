@@ -217,7 +217,7 @@ class Processor:
             assert isinstance(dev, Meter)
             raw = values.pop("register")
             if isinstance(raw, int | float) and not isinstance(raw, bool):
-                values["register_l"] = raw * dev.litres_per_unit
+                values["register_l"] = round(raw * dev.litres_per_unit, 3)
             else:
                 raise _Bad("validation", f"register: expected a number (got {raw!r:.40})")
         try:
@@ -290,7 +290,8 @@ class Processor:
         if depth is None:
             assert reading.distance_mm is not None
             dist = reading.distance_mm
-            if reading.air_temp_c is not None:
+            # Only sound depends on air temperature; a laser's distance is already right.
+            if reading.air_temp_c is not None and station.sensor_type == "ultrasonic":
                 dist = corrected_distance_mm(dist, reading.air_temp_c)
             depth = station.mount_height_cm - dist / 10.0
             if depth < 0:

@@ -250,6 +250,12 @@ class FaultEvent(_Timed):
             raise ValueError("fault = 'reverse' needs rate_lph")
         if self.flag is not None and self.fault != "flag":
             raise ValueError("flag is only for fault = 'flag'")
+        if self.rate is not None and self.fault != "spikes":
+            raise ValueError("rate is only for fault = 'spikes'")
+        if self.rate_lph is not None and self.fault != "reverse":
+            raise ValueError("rate_lph is only for fault = 'reverse'")
+        if self.register_after_l is not None and self.fault != "swap":
+            raise ValueError("register_after_l is only for fault = 'swap'")
         return self
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 
-__all__ = ["HOUR", "DAY", "from_datetime", "iso", "iso_ms", "to_datetime"]
+__all__ = ["DAY", "HOUR", "from_datetime", "iso", "iso_ms", "to_datetime"]
 
 HOUR = 3600
 DAY = 86_400
@@ -20,13 +21,18 @@ def to_datetime(t: int) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
+@functools.lru_cache(maxsize=64)
+def _day_prefix(day: int) -> str:
+    g = time.gmtime(day * DAY)
+    return f"{g.tm_year:04d}-{g.tm_mon:02d}-{g.tm_mday:02d}T"
+
+
 def iso(t: int) -> str:
     """ISO 8601 UTC with ``Z``, whole seconds: ``2026-01-15T03:00:05Z``."""
-    g = time.gmtime(t)
-    return (
-        f"{g.tm_year:04d}-{g.tm_mon:02d}-{g.tm_mday:02d}"
-        f"T{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d}Z"
-    )
+    day, s = divmod(t, DAY)
+    h, s = divmod(s, HOUR)
+    m, s = divmod(s, 60)
+    return f"{_day_prefix(day)}{h:02d}:{m:02d}:{s:02d}Z"
 
 
 def iso_ms(t: int, ms: int) -> str:

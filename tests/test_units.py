@@ -228,3 +228,16 @@ def test_dead_letter_store_roundtrip(tmp_path: Path) -> None:
     assert st.delete(before=time.time() + 1) == 1
     assert st.list() == []
     st.close()
+
+
+def test_temperature_correction_only_for_ultrasonic(proc: Processor) -> None:
+    # ST01 is a laser station (mount 400 cm): light does not care about air temperature.
+    lines, reason, _, _ = run(
+        proc, "yukimizu/snow/ST01", {"time": NOW - 5, "distance_mm": 2500, "air_temp_c": -10.0}
+    )
+    assert reason is None and "depth_cm=150.0" in lines[0]
+
+
+def test_m3_conversion_has_no_float_noise(proc: Processor) -> None:
+    lines, _, _, _ = run(proc, "yukimizu/water/M002", {"time": NOW - 5, "register_m3": 1234.567})
+    assert "register_l=1234567.0 " in lines[0]

@@ -1,0 +1,130 @@
+"""What a snow-depth station reports, given the true snowpack and its faults.
+
+Ultrasonic stations send the **raw** distance, which assumes the speed of sound at
+0 °C: raw = true distance / √((T + 273.15) / 273.15), so ingest's temperature
+correction is exercised. Laser stations are not affected by air temperature and
+report depth directly, as laser snow sensors do (ingest would wrongly apply the
+ultrasonic correction to a laser distance).
+
+Quality code (``quality``, 0–100): echo/signal quality in percent; **below 50 is
+poor** (weak or scattered echo, e.g. in heavy snowfall) and such readings should be
+dropped; 0 means no echo at all. Noise is ±3 cm for ultrasonic sensors in wind
+(scaled by wind strength) and ±1 cm for lasers (DOMAIN.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from simulators.formats import Values
+from simulators.seeding import rng_for
+from simulators.timeutil import DAY
+from simulators.world import World
+
+__all__ = ["LOW_BATTERY_V", "QUALITY_POOR_BELOW", "station_readings"]
+
+QUALITY_POOR_BELOW: Final = 50
+LOW_BATTERY_V: Final = 3.3
+BATTERY_DECLINE_V_PER_DAY: Final = 0.0006
+BATTERY_DRAIN_V_PER_DAY: Final = 0.5
+SPIKE_CM: Final = (20.0, 90.0)
+# The transducer needs clearance: nothing closer than this to the sensor is measured.
+MIN_CLEARANCE_CM: Final = 10.0
+
+
+class _Window:
+    """Is t inside one of these sorted intervals? (t only increases.)"""
+
+    def __init__(self, intervals: Sequence[tuple[int, int]]) -> None:
+        self.intervals = sorted(intervals)
+        self.i = 0
+
+    def hit(self, t: int) -> tuple[int, int] | None:
+        iv = self.intervals
+        while self.i < len(iv) and iv[self.i][1] <= t:
+            self.i += 1
+        for a, b in iv[self.i :]:
+            if a > t:
+                return None
+            if t < b:
+                return (a, b)
+        return None
+
+
+def station_readings(world: World, station_id: str) -> Iterator[Values]:
+    """The station's readings in time order (dropped ones are not yielded)."""
+    truth = world.stations[station_id]
+    faults = world.station_faults[station_id]
+    station = truth.station
+    laser = station.sensor_type == "laser"
+    mount = station.mount_height_cm
+    rng = rng_for(world.seed, "station", station_id, "sensor")
+    battery0 = rng.uniform(3.58, 3.67)
+    seq = rng.randrange(65536)
+    dropouts = _Window(faults.dropouts)
+    frozen = _Window(faults.frozen)
+    poor = _Window(faults.poor_quality)
+    drains = _Window(faults.battery_drain)
+    spikes = faults.spikes
+    noise_cm = 1.0 if laser else 3.0
+    frozen_value: float | None = None
+    last_value: float | None = None
+    start = world.start
+    for t in world.sample_times(world.scenario.intervals.station_s):
+        depth, air, wind, snow_rate = truth.sample(t)
+        # Draw the same numbers for every reading, whatever happens to it, so one
+        # fault does not shift the noise of every later reading.
+        u_noise = rng.uniform(-1.0, 1.0)
+        u_quality = rng.random()
+        u_spike = rng.random()
+        g_temp = rng.gauss(0.0, 0.15)
+        this_seq = seq
+        seq = (seq + 1) % 65536
+        if dropouts.hit(t):
+            continue
+        scale = 1.0 if laser else 0.35 + 0.65 * wind
+        measured = depth + u_noise * noise_cm * scale
+        quality = round(95 - 25 * wind - 10 * u_quality)
+        if not laser and snow_rate > 1.5:
+            # Falling snow scatters the beam: weaker echo, more noise.
+            quality -= round(min(40.0, 10 * snow_rate) * (0.5 + u_quality))
+            measured += u_noise * min(5.0, snow_rate)
+        if poor.hit(t):
+            quality = 5 + round(40 * u_quality)
+            measured = depth + u_noise * 15
+        if t in spikes:
+            # A flake or a bird in the beam: an echo far too close to the sensor.
+            measured = depth + SPIKE_CM[0] + (SPIKE_CM[1] - SPIKE_CM[0]) * u_spike
+            quality = 20 + round(60 * u_quality)
+        measured = min(max(measured, 0.0), mount - MIN_CLEARANCE_CM)
+        if laser:
+            value = round(measured, 1)
+        else:
+            true_mm = (mount - measured) * 10
+            value = float(round(true_mm / math.sqrt((air + 273.15) / 273.15)))
+        if frozen.hit(t):
+            # An iced transducer repeats its last figure exactly.
+            if frozen_value is None:
+                frozen_value = last_value if last_value is not None else value
+            value = frozen_value
+        else:
+            frozen_value = None
+        last_value = value
+        days = (t - start) / DAY
+        battery = battery0 - BATTERY_DECLINE_V_PER_DAY * days - 0.004 * max(0.0, -air)
+        drain = drains.hit(t)
+        if drain is not None:
+            battery -= BATTERY_DRAIN_V_PER_DAY * (t - drain[0]) / DAY
+        battery = round(max(2.5, battery), 2)
+        reading: Values = {"time": t, "seq": this_seq}
+        if laser:
+            reading["depth_cm"] = value
+        else:
+            reading["distance_mm"] = value
+        reading["air_temp_c"] = round(air + g_temp, 1)
+        reading["quality"] = max(0, min(100, quality))
+        reading["battery_v"] = battery
+        reading["alarms"] = {"low_battery": battery < LOW_BATTERY_V}
+        yield reading

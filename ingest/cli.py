@@ -180,7 +180,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.action == "stop":
         return demo.stop(cfg)
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    scenario = None if args.no_scenario else args.scenario
+    scenario = None if args.no_scenario else (args.scenario or demo.DEFAULT_SCENARIO)
     return demo.start(cfg, path, scenario)
 
 
@@ -231,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo", help="whole pipeline on local services with simulated devices")
     sp.add_argument("action", nargs="?", choices=["start", "stop"], default="start")
-    sp.add_argument("--scenario", type=Path, default=None, help="scenario TOML to simulate")
+    sp.add_argument(
+        "--scenario",
+        type=Path,
+        default=None,
+        help="scenario TOML to simulate (default: scenarios/heavy-snow-night.toml)",
+    )
     sp.add_argument("--no-scenario", action="store_true", help="only the format examples")
     sp.set_defaults(func=cmd_demo)
     return p

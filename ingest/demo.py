@@ -25,6 +25,7 @@ from ingest.publish import Publisher
 log = logging.getLogger(__name__)
 
 MEASUREMENTS = ("snow_depth", "water_meter", "plow_position")
+DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "heavy-snow-night.toml"
 
 
 def nmea_sentence(body: str) -> str:
@@ -205,10 +206,19 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
     if scenario is not None:
         from simulators.run import publish_scenario
 
-        print(f"simulating {scenario} as fast as possible …")
-        summary = publish_scenario(cfg, scenario, None, "native")
+        # Shift the scenario so that it ends just before now: dashboards show it.
+        from simulators.scenario import load_scenario
+
+        sc = load_scenario(scenario)
+        start_at = (
+            datetime.now(UTC).replace(microsecond=0) - (sc.end - sc.start) - timedelta(minutes=10)
+        )
+        truth = Path(s.data_dir) / "truth" / sc.name
+        print(f"simulating {sc.name} ({sc.description}) as fast as possible,")
+        print(f"  shifted to start at {start_at:%Y-%m-%d %H:%M}Z; ground truth in {truth}")
+        summary = publish_scenario(cfg, scenario, None, None, truth_dir=truth, start=start_at)
         published += summary.messages
-        print(f"  published {summary.messages} simulated messages")
+        print(f"  {summary.describe()}")
 
     # Wait until InfluxDB stops growing (ingest flushes within a second).
     last, stable_since, deadline = counts(cfg), time.monotonic(), time.monotonic() + 300

@@ -39,8 +39,13 @@ fi
 stamp=.venv/.yukimizu-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  mkdir -p .yukimizu
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e '.[dev]'; } >.yukimizu/pip.log 2>&1; then
+    cat .yukimizu/pip.log >&2
+    echo "setup: pip install failed (log above, also in .yukimizu/pip.log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(mosquitto -h 2>/dev/null | head -1 | cut -c1-40))"

@@ -77,8 +77,8 @@ class InfluxConfig(_Section):
 class IngestConfig(_Section):
     state_dir: Path = Path(".yukimizu/state")
     batch_size: Annotated[int, Field(ge=1, le=50_000)] = 5_000
-    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    linger_s: Annotated[float, Field(ge=0, le=10)] = 0.02
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    linger_s: Annotated[float, Field(ge=0, le=10)] = 0.05
     max_payload_bytes: Annotated[int, Field(ge=64, le=16 * 1024 * 1024)] = 64 * 1024
     max_future_s: Annotated[float, Field(ge=0)] = 300.0
     metrics_interval_s: Annotated[float, Field(gt=0)] = 10.0

@@ -138,28 +138,40 @@ class Ingest:
             while not stop.is_set():
                 now = time.monotonic()
                 if batch:
-                    wait = min(icfg.linger_s, max(0.0, batch.started + icfg.flush_interval_s - now))
+                    # Sleep until the batch is old enough to go out when the stream pauses.
+                    wait = max(
+                        0.0,
+                        min(batch.started + icfg.linger_s, batch.started + icfg.flush_interval_s)
+                        - now,
+                    )
+                    wait = max(wait, 0.001)
                 else:
                     wait = min(0.5, max(0.0, next_metrics - now))
+                drained = False  # True once the queue was seen empty
                 try:
                     msg = get(timeout=wait) if wait > 0 else get(block=False)
                 except queue.Empty:
-                    msg = None
-                if msg is not None:
+                    drained = True
+                else:
                     if not batch:
                         batch.started = time.monotonic()
                     self._take(batch, msg)
-                    # Drain what is already queued without waiting, up to a full batch.
+                    # Take what is already queued without waiting, up to a full batch.
                     while len(batch.lines) < icfg.batch_size:
                         try:
                             self._take(batch, get(block=False))
                         except queue.Empty:
+                            drained = True
                             break
                 now = time.monotonic()
+                age = now - batch.started
+                # Flush when full, when too old, or when the stream paused and the
+                # batch is at least linger_s old: low latency at low rates, few
+                # large writes under load (at most one per linger_s while busy).
                 if batch and (
-                    msg is None
-                    or len(batch.lines) >= icfg.batch_size
-                    or now - batch.started >= icfg.flush_interval_s
+                    len(batch.lines) >= icfg.batch_size
+                    or age >= icfg.flush_interval_s
+                    or (drained and age >= icfg.linger_s)
                 ):
                     self._flush(batch, stop)
                     batch = _Batch()

@@ -1,0 +1,91 @@
+"""The fast PUBLISH decoder gives exactly what paho's own decoder gives."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.mqtt import install_fast_publish_decode
+from ingest.services import InfluxDB1, Mosquitto
+from tests.conftest import count, make_config, running_ingest, wait_for
+
+
+def _packet_bytes(topic: bytes, qos: int, mid: int, props: bytes, payload: bytes) -> bytes:
+    out = struct.pack("!H", len(topic)) + topic
+    if qos:
+        out += struct.pack("!H", mid)
+    return out + props + payload
+
+
+def test_fast_decoder_matches_paho_on_random_packets() -> None:
+    assert install_fast_publish_decode()
+    fast = _packet.decode_publish
+    original = fast._original  # type: ignore[attr-defined]
+    rng = random.Random(7)
+    with_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    with_props.UserProperty = ("k", "v")
+    with_props.ContentType = "application/json"
+    encoded_props = with_props.pack()  # type: ignore[no-untyped-call]
+    for i in range(2000):
+        qos = rng.choice([0, 1, 2])
+        topic = "".join(rng.choice("abc/é雪") for _ in range(rng.randint(1, 30))).encode()
+        payload = rng.randbytes(rng.randint(0, 300))
+        props = encoded_props if i % 3 == 0 else b"\x00"
+        pkt = _packet_bytes(topic, qos, rng.randint(1, 65535), props, payload)
+        header = 0x30 | (qos << 1) | rng.choice([0, 8]) | rng.choice([0, 1])
+        for proto in (MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311):
+            p = (
+                pkt
+                if proto == MQTTProtocolVersion.MQTTv5
+                else _packet_bytes(topic, qos, 1, b"", payload)
+            )
+            a, b = fast(header, p, proto), original(header, p, proto)
+            assert (a.dup, a.qos, a.retain, a.topic, a.mid, a.payload) == (
+                b.dup,
+                b.qos,
+                b.retain,
+                b.topic,
+                b.mid,
+                b.payload,
+            )
+            if proto == MQTTProtocolVersion.MQTTv5:
+                assert a.properties is not None and b.properties is not None
+                assert a.properties.json() == b.properties.json()  # type: ignore[no-untyped-call]
+
+
+def test_messages_with_and_without_properties_are_ingested(
+    tmp_path: Path, tag: str, mosquitto: Mosquitto, influx: InfluxDB1
+) -> None:
+    cfg = make_config(tmp_path, tag, mosquitto, influx.url)
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    with running_ingest(cfg):
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.connect("127.0.0.1", mosquitto.port)
+        c.loop_start()
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = ("gateway", "gw-1")
+        props.MessageExpiryInterval = 3600
+        infos = []
+        for i in range(20):
+            payload = json.dumps(
+                {"time": (t0 + timedelta(seconds=i)).isoformat(), "depth_cm": 3.0, "seq": i}
+            )
+            infos.append(
+                c.publish(f"{tag}/snow/ST01", payload, qos=1, properties=props if i % 2 else None)
+            )
+        for info in infos:
+            info.wait_for_publish(10)
+        c.disconnect()
+        c.loop_stop()
+        wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 20, what="20 rows")
+    rows = influx.series('SELECT "seq" FROM "snow_depth"', tag)
+    assert sorted(r["seq"] for r in rows) == list(range(20))

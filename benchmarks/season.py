@@ -2,10 +2,17 @@
 
     .venv/bin/python -m benchmarks.season [--format native] [--days N] [--out FILE]
 
-Generation alone (no broker): builds the world (weather, snowpack, households,
-plow trips), then streams every message in time order, as ``yukimizu simulate``
-would publish them. Prints messages, readings, wall time and messages/s; the last
-line is ``season: <N> messages in <S> s`` (S = world + stream).
+Two measurements in one run:
+
+1. generation alone: build the world (weather, snowpack, households, plow trips) and
+   stream every message in time order, as ``yukimizu simulate`` would publish them;
+2. the whole pipeline (skip with ``--generate-only``): private Mosquitto and InfluxDB
+   on free loopback ports, ``yukimizu ingest`` as its own process, the season
+   published with QoS 1 through the broker, until InfluxDB holds every reading
+   (checked per measurement against the simulator's own count).
+
+The last line is ``season: <N> messages in <S> s`` for the whole pipeline (for
+generation alone with ``--generate-only``).
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from ingest.services import InfluxDB1, InfluxError, Mosquitto
 from sensors.registry import BBox, Registry
-from simulators.formats import WIRE_FORMATS
+from simulators.formats import WIRE_FORMATS, WireFormat
 from simulators.scenario import load_scenario
 from simulators.stream import Simulation
 from simulators.timeutil import iso
@@ -46,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", choices=WIRE_FORMATS, default="native")
     parser.add_argument("--days", type=float, help="only the first N days")
     parser.add_argument("--out", type=Path, help="also write the messages (JSON lines)")
+    parser.add_argument("--generate-only", action="store_true", help="skip the pipeline run")
     args = parser.parse_args(argv)
 
     registry = load_registry()
@@ -90,8 +99,106 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{readings / t_stream:,.0f} readings/s); total {total:.2f} s "
         f"({messages / total:,.0f} messages/s)"
     )
-    print(f"season: {messages} messages in {total:.1f} s")
-    return 0
+    if args.generate_only:
+        print(f"season: {messages} messages in {total:.1f} s")
+        return 0
+    return pipeline(args.scenario, args.format, args.days, registry)
+
+
+def pipeline(scenario_path: Path, fmt: WireFormat, days: float | None, registry: Registry) -> int:
+    """Publish the season through Mosquitto into InfluxDB via a separate ingest process."""
+    import tempfile
+
+    from benchmarks.common import IngestProcess, ingest_env
+    from ingest.config import load_config
+    from simulators.run import publish_scenario
+
+    print("\n== whole pipeline: simulator → Mosquitto → ingest → InfluxDB")
+    with tempfile.TemporaryDirectory(prefix="yukimizu-season-") as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosquitto")
+        influx = InfluxDB1(work / "influxdb")
+        broker.start()
+        influx.start()
+        env = ingest_env("season", broker.port, influx.url, work / "state")
+        env["YUKIMIZU_MQTT__LORAWAN_TOPICS"] = (
+            '["season-lora/application/+/device/+/event/up", "season-lora/v3/+/devices/+/up"]'
+        )
+        cfg = load_config(Path(env["YUKIMIZU_CONFIG"]), environ=env)
+        ingest = IngestProcess(env, work / "ingest.log")
+        try:
+            ingest.start()
+            path = scenario_path
+            if days is not None:
+                scenario = load_scenario(scenario_path)
+                cut = scenario.model_copy(update={"end": scenario.start + timedelta(days=days)})
+                path = work / "scenario.toml"
+                path.write_text(_scenario_toml(scenario_path, cut.end.isoformat()))
+            t0 = time.perf_counter()
+            summary = publish_scenario(
+                cfg,
+                path,
+                None,
+                fmt,
+                registry=registry,
+                progress=False,
+            )
+            t_pub = time.perf_counter() - t0
+            expected = summary.readings
+            deadline = time.monotonic() + 600
+            got = 0
+            while time.monotonic() < deadline:
+                got = _total_points(influx, "season")
+                if got >= summary.readings:
+                    break
+                time.sleep(0.25)
+            wall = time.perf_counter() - t0
+            rss = ingest.read_peak_rss()
+        finally:
+            stats = ingest.stop()
+            influx.stop()
+            broker.stop()
+    print(
+        f"published {summary.published:,} messages in {t_pub:.1f} s "
+        f"({summary.published / t_pub:,.0f} msg/s, QoS 1, acknowledged by the broker)"
+    )
+    print(
+        f"InfluxDB holds {got:,} of {expected:,} readings "
+        f"{'(all)' if got == expected else '(MISSING SOME)'} after {wall:.1f} s"
+    )
+    print(f"ingest: {stats}; peak RSS {rss:.0f} MB")
+    print(
+        f"end to end: {summary.messages / wall:,.0f} messages/s, "
+        f"{summary.readings / wall:,.0f} readings/s; target < 180 s: "
+        f"{'met' if wall < 180 else 'MISSED'}"
+    )
+    print(f"season: {summary.messages} messages in {wall:.1f} s")
+    return 0 if got == expected else 1
+
+
+_ALWAYS = {"snow_depth": "depth_cm", "water_meter": "register_l", "plow_position": "lat"}
+
+
+def _total_points(influx: InfluxDB1, db: str) -> int:
+    total = 0
+    for measurement, field in _ALWAYS.items():
+        try:
+            rows = influx.series(f'SELECT COUNT("{field}") FROM "{measurement}"', db)
+        except InfluxError as exc:
+            if "database not found" in str(exc):
+                return 0
+            raise
+        total += int(rows[0]["count"]) if rows else 0
+    return total
+
+
+def _scenario_toml(path: Path, end_iso: str) -> str:
+    """The scenario file with its ``end`` replaced (for --days in the pipeline run)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return (
+        "\n".join(f"end = {end_iso}" if line.startswith("end = ") else line for line in lines)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

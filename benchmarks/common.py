@@ -24,7 +24,7 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any, Protocol
 
-from ingest.services import InfluxDB1, InfluxError
+from ingest.services import InfluxDB1, mqtt_varint
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = REPO / "config" / "yukimizu.toml"
@@ -75,15 +75,6 @@ def _mqtt_str(b: bytes) -> bytes:
     return len(b).to_bytes(2, "big") + b
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 class RawPublisher:
     """MQTT 3.1.1 QoS 1 over a plain socket, for load generation only.
 
@@ -111,7 +102,7 @@ class RawPublisher:
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # CONNECT, MQTT 3.1.1, clean session, keepalive 0 (off: no PINGREQ needed)
         body = _mqtt_str(b"MQTT") + bytes([4, 0x02, 0, 0]) + _mqtt_str(client_id.encode())
-        self._sock.sendall(b"\x10" + _varint(len(body)) + body)
+        self._sock.sendall(b"\x10" + mqtt_varint(len(body)) + body)
         connack = self._recv_exact(4)
         if connack[0] != 0x20 or connack[3] != 0:
             self._sock.close()
@@ -130,7 +121,7 @@ class RawPublisher:
         t = topic.encode()
         pid = self._next_id
         self._next_id = pid % 65_535 + 1
-        head = b"\x32" + _varint(4 + len(t) + len(payload)) + _mqtt_str(t)
+        head = b"\x32" + mqtt_varint(4 + len(t) + len(payload)) + _mqtt_str(t)
         self._buf.append(head + pid.to_bytes(2, "big") + payload)
         self._inflight += 1
         if self.flush_each or len(self._buf) >= 64:
@@ -422,13 +413,7 @@ class IngestProcess:
 
 
 def count_points(influx: InfluxDB1, db: str, measurement: str = SNOW) -> int:
-    try:
-        rows = influx.series(f'SELECT COUNT("seq") FROM "{measurement}"', db)
-    except InfluxError as exc:
-        if "database not found" in str(exc):
-            return 0
-        raise
-    return int(rows[0]["count"]) if rows else 0
+    return influx.count(measurement, "seq", db)
 
 
 def seq_rows(influx: InfluxDB1, db: str, where: str = "") -> list[tuple[int, int]]:

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from ingest.services import InfluxDB1, InfluxError, Mosquitto
-from sensors.registry import BBox, Registry
+from ingest.services import InfluxDB1, Mosquitto
+from sensors.registry import Registry
 from simulators.formats import WIRE_FORMATS, WireFormat
 from simulators.scenario import load_scenario
 from simulators.stream import Simulation
@@ -34,18 +34,14 @@ from simulators.timeutil import iso
 
 ROOT = Path(__file__).resolve().parents[1]
 SEASON = ROOT / "scenarios" / "winter-season.toml"
-TOWN = BBox(lat_min=38.355, lat_max=38.405, lon_min=140.165, lon_max=140.235)
 
 
 def load_registry() -> Registry:
-    cfg = ROOT / "config"
-    return Registry.load(
-        cfg / "stations.csv",
-        cfg / "meters.csv",
-        cfg / "plows.csv",
-        cfg / "routes.geojson",
-        bbox=TOWN,
-    )
+    """The sample town's registry, as the sample config names it."""
+    from ingest.config import load_config
+    from ingest.service import load_registry as from_config
+
+    return from_config(load_config(ROOT / "config" / "yukimizu.toml", environ={}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,16 +176,7 @@ _ALWAYS = {"snow_depth": "depth_cm", "water_meter": "register_l", "plow_position
 
 
 def _total_points(influx: InfluxDB1, db: str) -> int:
-    total = 0
-    for measurement, field in _ALWAYS.items():
-        try:
-            rows = influx.series(f'SELECT COUNT("{field}") FROM "{measurement}"', db)
-        except InfluxError as exc:
-            if "database not found" in str(exc):
-                return 0
-            raise
-        total += int(rows[0]["count"]) if rows else 0
-    return total
+    return sum(influx.count(m, f, db) for m, f in _ALWAYS.items())
 
 
 def _scenario_toml(path: Path, end_iso: str) -> str:

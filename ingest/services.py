@@ -369,7 +369,8 @@ def _mqtt_str(s: str) -> bytes:
     return len(b).to_bytes(2, "big") + b
 
 
-def _mqtt_varint(n: int) -> bytes:
+def mqtt_varint(n: int) -> bytes:
+    """MQTT's variable byte integer (remaining length)."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
@@ -388,7 +389,7 @@ def mqtt_probe(host: str, port: int, timeout_s: float = 1.0) -> bool:
     client_id = f"yukimizu-probe-{os.getpid()}-{_probe_seq}"
     var = _mqtt_str("MQTT") + bytes([4, 0x02]) + (10).to_bytes(2, "big")
     payload = var + _mqtt_str(client_id)
-    packet = b"\x10" + _mqtt_varint(len(payload)) + payload
+    packet = b"\x10" + mqtt_varint(len(payload)) + payload
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as s:
             s.settimeout(timeout_s)
@@ -594,6 +595,16 @@ bind-address = "{self.host}:{self._rpc_bind}"
         )
         if status != 204:
             raise InfluxError(f"/write HTTP {status}: {resp[:500]!r}")
+
+    def count(self, measurement: str, field: str, db: str) -> int:
+        """``COUNT(field)`` over a measurement; 0 while the database does not exist yet."""
+        try:
+            rows = self.series(f'SELECT COUNT("{field}") FROM "{measurement}"', db)
+        except InfluxError as exc:
+            if "database not found" in str(exc):
+                return 0
+            raise
+        return int(rows[0]["count"]) if rows else 0
 
     def series(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
         """Flattened rows of all series of the first statement: [{column: value, ...}, ...]."""

@@ -192,10 +192,4 @@ def ingest_subprocess(config_env: dict[str, str], log_path: Path) -> subprocess.
 
 
 def count(influx: InfluxDB1, db: str, measurement: str, field: str) -> int:
-    try:
-        rows = influx.series(f'SELECT COUNT("{field}") FROM "{measurement}"', db)
-    except Exception as exc:  # database not created yet counts as 0
-        if "database not found" in str(exc):
-            return 0
-        raise
-    return int(rows[0]["count"]) if rows else 0
+    return influx.count(measurement, field, db)

@@ -31,9 +31,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.config import load_config
 from ingest.pipeline import Limits, Message, Processor
+from ingest.service import load_registry
 from ingest.services import Mosquitto
 from sensors.models import corrected_distance_mm
-from sensors.registry import BBox, Registry
+from sensors.registry import Registry
 from simulators import cli
 from simulators.formats import WIRE_FORMATS, WireFormat
 from simulators.roads import RoadNetwork
@@ -46,8 +47,6 @@ from tests.conftest import SAMPLE_CONFIG, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
-CONFIG = ROOT / "config"
-TOWN = BBox(lat_min=38.355, lat_max=38.405, lon_min=140.165, lon_max=140.235)
 LIMITS = Limits(lat_min=38.355, lat_max=38.405, lon_min=140.165, lon_max=140.235)
 JST = "+09:00"
 # GPS error is at most 8 m; coordinates are rounded to 1e-6° (~0.1 m).
@@ -60,13 +59,7 @@ def at(text: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    return Registry.load(
-        CONFIG / "stations.csv",
-        CONFIG / "meters.csv",
-        CONFIG / "plows.csv",
-        CONFIG / "routes.geojson",
-        bbox=TOWN,
-    )
+    return load_registry(load_config(SAMPLE_CONFIG, environ={}))
 
 
 def scenario(name: str) -> Scenario:

@@ -30,6 +30,7 @@ not enforced). The last line is the summary::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ from benchmarks.common import (
     steady_rate,
     wait_count,
 )
+from ingest.mqtt import BufferedClient, install_fast_publish_decode
 from ingest.services import InfluxDB1, Mosquitto
 
 TARGET_RATE = 15_000.0
@@ -106,8 +108,22 @@ class Bench:
 # --------------------------------------------------------------------------- 1. ceiling
 
 
-def _subscriber(client_id: str) -> mqtt.Client:
-    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+def _subscriber(client_id: str, fast: bool = False) -> mqtt.Client:
+    cls = BufferedClient if fast else mqtt.Client
+    return cls(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+
+@contextlib.contextmanager
+def _fast_decode() -> Iterator[None]:
+    """yukimizu's PUBLISH decoder for paho, for this block only."""
+    from paho.mqtt import _packet
+
+    before = _packet.decode_publish
+    install_fast_publish_decode()
+    try:
+        yield
+    finally:
+        _packet.decode_publish = before
 
 
 def _connect_and_subscribe(
@@ -135,7 +151,15 @@ def _connect_and_subscribe(
         raise RuntimeError(f"subscriber did not get a SUBACK for {topic}")
 
 
-def bench_ceiling(b: Bench, n: int, run: str, record: bool = True) -> float:
+def bench_ceiling(b: Bench, n: int, run: str, record: bool = True, fast: bool = False) -> float:
+    """A subscriber that only counts; ``fast``: with ingest's paho fast path."""
+    if fast:
+        with _fast_decode():
+            return _bench_ceiling(b, n, run, record, fast)
+    return _bench_ceiling(b, n, run, record, fast)
+
+
+def _bench_ceiling(b: Bench, n: int, run: str, record: bool, fast: bool) -> float:
     tag = b.tag("c")
     topic = f"{tag}/snow/ST01"
     got = 0
@@ -149,7 +173,7 @@ def bench_ceiling(b: Bench, n: int, run: str, record: bool = True) -> float:
             last = time.time()
             done.set()
 
-    client = _subscriber(f"{tag}-bare")
+    client = _subscriber(f"{tag}-bare", fast)
     client.on_message = on_message
     _connect_and_subscribe(client, b.mosquitto.port, topic, 65_535)
     try:
@@ -174,11 +198,13 @@ def bench_ceiling(b: Bench, n: int, run: str, record: bool = True) -> float:
     rate = got / (last - t0)
     if not record:
         return rate
+    name = "paho + ingest's fast path (transport)" if fast else "bare paho subscriber (ceiling"
     b.rows.append(
         Row(
-            f"bare paho subscriber (ceiling, {run})",
+            f"{name}, {run})" if not fast else f"{name}",
             rate,
             f"{got} msgs; publishers {_pub_note(reports)}",
+            of_ceiling=not fast,
         )
     )
     b.progress(f"ceiling ({run}): {rate:,.0f} msg/s")
@@ -529,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p99 = bench_latency(b, args.latency_rate, args.latency_s)
         bench_burst(b, args.burst)
         ceilings.append(bench_ceiling(b, args.n, "again at the end"))
+        transport = bench_ceiling(b, args.n, "fast path", fast=True)
     finally:
         influx.stop()
         mosq.stop()
@@ -550,6 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED: {f}")
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"(whole run {time.monotonic() - t_start:.0f} s; load average at the end {load})")
+    print(
+        f"ingest reaches {100 * sustained.rate / transport:.0f} % of a counting subscriber "
+        f"on the same fast paho path ({transport:,.0f} msg/s)"
+    )
     print(
         f"ingest: {sustained.rate:.0f} readings/s ({pct:.0f}% of bare paho), "
         f"p99 {p99:.0f} ms, peak RSS {b.peak_rss_mb:.0f} MB",

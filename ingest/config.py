@@ -46,6 +46,9 @@ class MqttConfig(_Section):
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 10_000
     session_expiry_s: Annotated[int, Field(ge=0, le=4_294_967_295)] = 7 * 24 * 3600
     keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
+    # Faster receive path around paho's internals (see ingest/mqtt.py); switch off
+    # if a paho upgrade misbehaves.
+    paho_fast_path: bool = True
 
 
 class InfluxConfig(_Section):

@@ -15,6 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.mqtt import install_fast_publish_decode
+from ingest.publish import Publisher
 from ingest.services import InfluxDB1, Mosquitto
 from tests.conftest import count, make_config, running_ingest, wait_for
 
@@ -89,3 +90,24 @@ def test_messages_with_and_without_properties_are_ingested(
         wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 20, what="20 rows")
     rows = influx.series('SELECT "seq" FROM "snow_depth"', tag)
     assert sorted(r["seq"] for r in rows) == list(range(20))
+
+
+def test_plain_paho_path_still_works(
+    tmp_path: Path, tag: str, mosquitto: Mosquitto, influx: InfluxDB1
+) -> None:
+    """mqtt.paho_fast_path = false: the way back if a paho upgrade breaks the fast path."""
+    cfg = make_config(
+        tmp_path, tag, mosquitto, influx.url, overrides={"mqtt": {"paho_fast_path": "false"}}
+    )
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    with running_ingest(cfg) as ing:
+        assert type(ing.ingest.source._client) is mqtt.Client  # type: ignore[attr-defined]
+        with Publisher(cfg.mqtt) as pub:
+            for i in range(300):
+                pub.publish(
+                    f"{tag}/snow/ST01",
+                    json.dumps(
+                        {"time": (t0 + timedelta(seconds=i)).isoformat(), "depth_cm": 1.0, "seq": i}
+                    ).encode(),
+                )
+        wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 300, what="300 rows")

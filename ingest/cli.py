@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from ingest.config import Config, ConfigError, load_config
+from ingest.deadletter import DeadLetterStore
 from sensors.registry import RegistryError
 
 log = logging.getLogger("yukimizu")
@@ -64,9 +65,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from ingest.deadletter import DeadLetterStore
-
+def _store(args: argparse.Namespace) -> tuple[Config, DeadLetterStore]:
     cfg = resolve_config(args)
     return cfg, DeadLetterStore(Path(cfg.ingest.state_dir) / "deadletter.sqlite")
 
@@ -81,14 +80,17 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     cfg, store = _store(args)
     try:
         if args.action == "list":
-            items = store.list(reason=args.reason, limit=args.limit)
+            items = store.list(reason=args.reason, limit=args.limit, newest=True)
             counts = store.counts()
             if not counts:
                 print("no dead letters")
                 return 0
             print("dead letters by reason: " + ", ".join(f"{r}={n}" for r, n in counts.items()))
-            for d in items:
-                print(f"{d.id:>6}  {_fmt_time(d.time)}  {d.reason:<18} {d.topic}  {d.detail[:100]}")
+            for item in items:
+                print(
+                    f"{item.id:>6}  {_fmt_time(item.time)}  {item.reason:<18} {item.topic}  "
+                    f"{item.detail[:100]}"
+                )
             return 0
         if args.action == "show":
             d = store.get(args.id)
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("deadletter", help="inspect, replay or purge dead letters")
     dl = sp.add_subparsers(dest="action", required=True)
-    x = dl.add_parser("list", help="list dead letters (newest last)")
+    x = dl.add_parser("list", help="the newest dead letters (oldest of them first)")
     x.add_argument("--reason")
     x.add_argument("--limit", type=int, default=50)
     x = dl.add_parser("show", help="show one dead letter with its payload")

@@ -71,16 +71,26 @@ class DeadLetterStore:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def list(
-        self, reason: str | None = None, limit: int | None = None, ids: Sequence[int] | None = None
+        self,
+        reason: str | None = None,
+        limit: int | None = None,
+        ids: Sequence[int] | None = None,
+        newest: bool = False,
     ) -> list[DeadLetter]:
+        """Dead letters in id order; with ``limit``, the first (``newest``: the last) ones."""
         where, args = self._where(reason, None, ids)
-        sql = f"SELECT id, time, topic, reason, detail, payload FROM deadletters{where} ORDER BY id"
+        order = "DESC" if newest else "ASC"
+        sql = (
+            f"SELECT id, time, topic, reason, detail, payload FROM deadletters{where}"
+            f" ORDER BY id {order}"
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [
+        rows = [
             DeadLetter(int(r[0]), float(r[1]), r[2], r[3], r[4], bytes(r[5]))
             for r in self._db.execute(sql, args)
         ]
+        return rows[::-1] if newest else rows
 
     def get(self, dl_id: int) -> DeadLetter | None:
         found = self.list(ids=[dl_id])

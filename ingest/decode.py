@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -51,7 +51,6 @@ class Decoded:
     kind: Kind | None = None
     dev_eui: str | None = None
     fcnt: int | None = None
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

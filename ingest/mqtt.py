@@ -183,6 +183,7 @@ class MqttSource:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         self._client = client
         if cfg.paho_fast_path and install_fast_publish_decode():
@@ -267,6 +268,14 @@ class MqttSource:
             self.connected.set()
         except Exception:  # a raise here would kill paho's network thread
             log.exception("error in MQTT on_connect")
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        self.last_error = "connection failed"
+        log.warning(
+            "cannot reach the MQTT broker at %s:%s; retrying (up to every 30 s)",
+            self.cfg.host,
+            self.cfg.port,
+        )
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()

@@ -93,13 +93,6 @@ def device_tags(dev: Station | Meter | Plow) -> dict[str, str | None]:
     return {"device": dev.id, "district": dev.district}
 
 
-class _Bad(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 class Processor:
     """Turns messages into line protocol using the device registry."""
 
@@ -136,7 +129,7 @@ class Processor:
         for i, item in enumerate(items):
             try:
                 line = self._reading_line(route, item, msg.received_at, result)
-            except _Bad as exc:
+            except Rejected as exc:
                 where = f"reading {i}: " if len(items) > 1 else ""
                 errors.append((exc.reason, where + exc.detail))
                 continue
@@ -174,15 +167,15 @@ class Processor:
         if route.family == "native":
             assert route.device is not None and route.kind is not None
             if item.device is not None and item.device != route.device:
-                raise _Bad(
+                raise Rejected(
                     "validation",
                     f"payload names device {item.device!r} but the topic says {route.device!r}",
                 )
             found = reg.lookup(route.device)
             if found is None:
-                raise _Bad("unknown_device", f"device {route.device!r} is not in the registry")
+                raise Rejected("unknown_device", f"device {route.device!r} is not in the registry")
             if found[0] != route.kind:
-                raise _Bad(
+                raise Rejected(
                     "wrong_kind",
                     f"device {route.device!r} is a {found[0]} device, topic says {route.kind}",
                 )
@@ -194,7 +187,7 @@ class Processor:
             found = reg.lookup(item.device)
         if found is None:
             who = item.dev_eui or item.device
-            raise _Bad("unknown_device", f"LoRaWAN device {who!r} is not in the registry")
+            raise Rejected("unknown_device", f"LoRaWAN device {who!r} is not in the registry")
         return found
 
     def _reading_line(
@@ -219,21 +212,21 @@ class Processor:
             if isinstance(raw, int | float) and not isinstance(raw, bool):
                 values["register_l"] = round(raw * dev.litres_per_unit, 3)
             else:
-                raise _Bad("validation", f"register: expected a number (got {raw!r:.40})")
+                raise Rejected("validation", f"register: expected a number (got {raw!r:.40})")
         try:
             reading = MODEL_BY_KIND[kind].model_validate(values)
         except ValidationError as exc:
-            raise _Bad("validation", _format_validation(exc)) from None
+            raise Rejected("validation", _format_validation(exc)) from None
         time_ms = (reading.time - _EPOCH) // _MS
         if time_ms > received_at * 1000 + self._max_future_ms:
             now = datetime.fromtimestamp(received_at, UTC)
-            raise _Bad(
+            raise Rejected(
                 "future_timestamp",
                 f"time {reading.time.isoformat()} is more than "
                 f"{self.limits.max_future_s:.0f} s ahead of ingest's clock {now.isoformat()}",
             )
         if time_ms < _OLDEST_MS:
-            raise _Bad(
+            raise Rejected(
                 "bad_timestamp",
                 f"time {reading.time.isoformat()} is before 2000: device clock not set?",
             )
@@ -251,7 +244,7 @@ class Processor:
         elif isinstance(reading, MeterReading):
             assert isinstance(dev, Meter)
             if reading.register_l >= dev.rollover_l:
-                raise _Bad(
+                raise Rejected(
                     "validation",
                     f"register_l: {reading.register_l} exceeds the meter's "
                     f"{dev.register_digits}-digit register ({dev.rollover_l:.0f} L)",
@@ -265,7 +258,7 @@ class Processor:
                 lim.lat_min <= reading.lat <= lim.lat_max
                 and lim.lon_min <= reading.lon <= lim.lon_max
             ):
-                raise _Bad(
+                raise Rejected(
                     "out_of_area",
                     f"position {reading.lat:.5f},{reading.lon:.5f} is outside the town's "
                     f"bounding box",
@@ -296,7 +289,7 @@ class Processor:
             depth = station.mount_height_cm - dist / 10.0
             if depth < 0:
                 if depth < -_NEGATIVE_DEPTH_TOLERANCE_CM:
-                    raise _Bad(
+                    raise Rejected(
                         "validation",
                         f"distance_mm {reading.distance_mm} is more than the station's mount "
                         f"height {station.mount_height_cm} cm: sensor misread or wrong mount "
@@ -304,7 +297,7 @@ class Processor:
                     )
                 depth = 0.0
             if depth > 600:
-                raise _Bad("validation", f"derived depth {depth:.1f} cm is over 600 cm")
+                raise Rejected("validation", f"derived depth {depth:.1f} cm is over 600 cm")
             depth = round(depth, 1)
         return {
             "depth_cm": depth,

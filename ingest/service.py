@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from ingest.config import Config
 from ingest.deadletter import DeadLetterStore
+from ingest.decode import payload_preview
 from ingest.lineproto import encode
 from ingest.pipeline import Limits, Message, Processor, Result
 from ingest.spool import Spool
@@ -116,6 +117,7 @@ class Ingest:
         self.stats = Stats()
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._retry_at = 0.0
+        self._warned_reasons: set[str] = set()
         self._retry_delay = icfg.retry_interval_s
         self._client_id = f"{cfg.mqtt.client_id}@{socket.gethostname()}"
         if source_factory is None:
@@ -220,8 +222,18 @@ class Ingest:
             self.stats.drops.update(res.drops)
         if res.reason is not None:
             batch.dead.append((msg.topic, res.reason, res.detail, msg.payload))
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("dead letter (%s) on %s: %s", res.reason, msg.topic, res.detail)
+            # One warning per reason per metrics interval: a flood of bad payloads
+            # must not flood the log; all are counted and kept as dead letters.
+            if res.reason not in self._warned_reasons:
+                self._warned_reasons.add(res.reason)
+                log.warning(
+                    "dead letter (%s) on %s: %s; payload: %s (more of this reason are "
+                    "counted, see `yukimizu deadletter list`)",
+                    res.reason,
+                    msg.topic,
+                    res.detail,
+                    payload_preview(msg.payload),
+                )
 
     # --- flush --------------------------------------------------------------------
 
@@ -375,4 +387,5 @@ class Ingest:
             batch.started = time.monotonic()
         batch.lines.extend(lines)
         batch.sources.extend([-1] * len(lines))
+        self._warned_reasons.clear()
         log.info("ingest: %s", self.summary())

@@ -14,6 +14,7 @@ import pytest
 from ingest.publish import Publisher
 from ingest.services import InfluxDB1, Mosquitto
 from tests.conftest import (
+    IngestThread,
     config_env,
     count,
     ingest_subprocess,
@@ -136,3 +137,28 @@ def test_spool_outlives_ingest_and_is_replayed_after_restart(
         assert sorted(r["seq"] for r in rows) == list(range(800))
     finally:
         db.stop()
+
+
+def test_ingest_started_before_the_broker_waits_for_it(
+    tmp_path: Path,
+    tag: str,
+    own_broker: Mosquitto,
+    influx: InfluxDB1,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = make_config(tmp_path, tag, own_broker, influx.url)
+    own_broker.stop()
+    with caplog.at_level("WARNING"):
+        it = IngestThread(cfg)
+        it.thread.start()
+        try:
+            wait_for(lambda: "cannot reach the MQTT broker" in caplog.text, what="warning")
+            own_broker.start()
+            wait_for(it.ingest.source.connected.is_set, timeout_s=40, what="connected")  # type: ignore[attr-defined]
+            time.sleep(0.3)
+            with Publisher(cfg.mqtt) as pub:
+                for i in range(50):
+                    pub.publish(f"{tag}/snow/ST01", reading(i))
+            wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 50, what="rows")
+        finally:
+            it.stop()

@@ -141,12 +141,8 @@ class Ingest:
                 now = time.monotonic()
                 if batch:
                     # Sleep until the batch is old enough to go out when the stream pauses.
-                    wait = max(
-                        0.0,
-                        min(batch.started + icfg.linger_s, batch.started + icfg.flush_interval_s)
-                        - now,
-                    )
-                    wait = max(wait, 0.001)
+                    due = batch.started + min(icfg.linger_s, icfg.flush_interval_s)
+                    wait = max(due - now, 0.001)
                 else:
                     wait = min(0.5, max(0.0, next_metrics - now))
                 drained = False  # True once the queue was seen empty

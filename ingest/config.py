@@ -176,15 +176,29 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     )
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for err in exc.errors():
+def describe_errors(exc: ValidationError) -> str:
+    """One line per problem, ``  section.key: what is wrong``, for TOML files."""
+    lines = []
+    for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"
+        elif err["type"] == "timezone_aware":
+            msg = "needs a UTC offset, e.g. 2026-01-15T03:00:00+09:00"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
+
+
+def read_toml(path: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """Parse a TOML file, raising ``error`` with a message naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise error(f"{what} file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} file {path} is not valid TOML: {exc}") from None
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -194,13 +208,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     base = Path.cwd()
     if path is not None:
         source = str(path)
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        data = read_toml(path, "config", ConfigError)
         base = path.resolve().parent
     for section, values in _env_overrides(os.environ if environ is None else environ).items():
         current = data.get(section)
@@ -212,5 +220,5 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(f"invalid configuration in {source}:\n{describe_errors(exc)}") from None
     return _resolve_paths(cfg, base)

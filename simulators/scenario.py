@@ -32,13 +32,13 @@ the world is built (:func:`simulators.world.build_world`).
 
 from __future__ import annotations
 
-import tomllib
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ingest.config import describe_errors, read_toml
 from simulators.formats import WireFormat
 
 __all__ = [
@@ -313,33 +313,13 @@ class Scenario(_Model):
         )
 
 
-def _format_errors(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (typo?)"
-        elif err["type"] == "timezone_aware":
-            msg = "needs a UTC offset, e.g. 2026-01-15T03:00:00+09:00"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(f"invalid scenario {source}:\n{_format_errors(exc)}") from None
+        raise ScenarioError(f"invalid scenario {source}:\n{describe_errors(exc)}") from None
 
 
 def load_scenario(path: Path) -> Scenario:
     """Read and validate a scenario TOML file; raise :class:`ScenarioError`."""
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ScenarioError(f"scenario file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"scenario {path} is not valid TOML: {exc}") from None
-    return parse_scenario(data, str(path))
+    return parse_scenario(read_toml(path, "scenario", ScenarioError), str(path))

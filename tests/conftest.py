@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from ingest.config import Config, load_config
 from ingest.service import Ingest
-from ingest.services import InfluxDB1, Mosquitto, VictoriaMetrics, ensure_installed
+from ingest.services import InfluxDB1, Mosquitto, Service, VictoriaMetrics, ensure_installed
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = REPO / "config" / "yukimizu.toml"
@@ -51,28 +51,28 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")
 
 
-@pytest.fixture(scope="session")
-def mosquitto(services_dir: Path) -> Iterator[Mosquitto]:
-    svc = Mosquitto(services_dir / "mosquitto")
+S = TypeVar("S", bound=Service)
+
+
+def _serve(svc: S) -> Iterator[S]:
     svc.start()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(services_dir: Path) -> Iterator[Mosquitto]:
+    yield from _serve(Mosquitto(services_dir / "mosquitto"))
 
 
 @pytest.fixture(scope="session")
 def influx(services_dir: Path) -> Iterator[InfluxDB1]:
-    svc = InfluxDB1(services_dir / "influxdb")
-    svc.start()
-    yield svc
-    svc.stop()
+    yield from _serve(InfluxDB1(services_dir / "influxdb"))
 
 
 @pytest.fixture(scope="session")
 def victoria(services_dir: Path) -> Iterator[VictoriaMetrics]:
-    svc = VictoriaMetrics(services_dir / "victoria-metrics")
-    svc.start()
-    yield svc
-    svc.stop()
+    yield from _serve(VictoriaMetrics(services_dir / "victoria-metrics"))
 
 
 @pytest.fixture

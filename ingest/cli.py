@@ -46,8 +46,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         log.info("received %s: stopping (flush, ack, disconnect)", signal.Signals(signum).name)
         stop.set()
 
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading the device registry")
+        ingest.request_reload()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     ingest.run(stop)
     return 0
 

@@ -103,6 +103,11 @@ class Processor:
         self._keys: dict[str, str] = {}  # device id → cached series key
         self._max_future_ms = int(limits.max_future_s * 1000)
 
+    def set_registry(self, registry: Registry) -> None:
+        """Use a new registry from the next message on (e.g. after the CSVs were edited)."""
+        self.registry = registry
+        self._keys = {}  # districts and contractors may have changed
+
     def process(self, msg: Message) -> Result:
         """Never raises: a bug on one odd payload must not stop the pipeline."""
         try:

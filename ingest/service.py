@@ -29,7 +29,7 @@ from ingest.lineproto import encode
 from ingest.pipeline import Limits, Message, Processor, Result
 from ingest.spool import Spool
 from ingest.writers import WriteError, Writer, make_writer
-from sensors.registry import BBox, Registry
+from sensors.registry import BBox, Registry, RegistryError
 from sensors.schema import DEADLETTER_STATS, INGEST_STATS
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class Ingest:
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._retry_at = 0.0
         self._warned_reasons: set[str] = set()
+        self._reload = Event()
         self._retry_delay = icfg.retry_interval_s
         self._client_id = f"{cfg.mqtt.client_id}@{socket.gethostname()}"
         if source_factory is None:
@@ -175,11 +176,32 @@ class Ingest:
                     batch = _Batch()
                 if len(self.spool) and now >= self._retry_at:
                     self._replay_spool(max_batches=20)
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._reload_registry()
                 if now >= next_metrics:
                     next_metrics = now + icfg.metrics_interval_s
                     self._emit_metrics(batch)
         finally:
             self._shutdown(batch)
+
+    def request_reload(self) -> None:
+        """Reload the device registry at the next loop turn (safe from a signal handler)."""
+        self._reload.set()
+
+    def _reload_registry(self) -> None:
+        try:
+            registry = load_registry(self.cfg)
+        except (RegistryError, OSError) as exc:
+            log.error("registry NOT reloaded, still using the previous one: %s", exc)
+            return
+        self.processor.set_registry(registry)
+        log.info(
+            "registry reloaded: %d stations, %d meters, %d plows",
+            len(registry.stations),
+            len(registry.meters),
+            len(registry.plows),
+        )
 
     def _shutdown(self, batch: _Batch) -> None:
         """Stop receiving, process what was received, flush, ack, disconnect."""

@@ -41,7 +41,13 @@ def classify(status: int | None, body: str) -> WriteError:
         return WriteError(f"InfluxDB rejected the batch ({status}): {text}", status, True)
     if status is None:
         return WriteError(f"InfluxDB unreachable: {text}", None, False)
-    return WriteError(f"InfluxDB answered {status}: {text}", status, False)
+    hint = {
+        401: " (check influx.username/password or influx.token)",
+        403: " (the user or token may not write here, or may not CREATE DATABASE: "
+        "set influx.create_database = false)",
+        404: " (database or bucket missing, or the wrong influx.api for this server)",
+    }.get(status, "")
+    return WriteError(f"InfluxDB answered {status}: {text}{hint}", status, False)
 
 
 class Writer(Protocol):

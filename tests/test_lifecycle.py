@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from ingest.publish import Publisher
 from ingest.services import InfluxDB1, Mosquitto
 from tests.conftest import (
+    REPO,
     IngestThread,
     config_env,
     count,
@@ -162,3 +164,44 @@ def test_ingest_started_before_the_broker_waits_for_it(
             wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 50, what="rows")
         finally:
             it.stop()
+
+
+def test_sighup_reloads_the_registry_and_keeps_the_old_one_if_broken(
+    tmp_path: Path, tag: str, mosquitto: Mosquitto, influx: InfluxDB1
+) -> None:
+    stations = tmp_path / "stations.csv"
+    shutil.copy(REPO / "config" / "stations.csv", stations)
+    env = config_env(
+        tmp_path, tag, mosquitto, influx.url, overrides={"registry": {"stations": f'"{stations}"'}}
+    )
+    cfg = make_config(tmp_path, tag, mosquitto, influx.url)
+    log = tmp_path / "ingest.log"
+    proc = ingest_subprocess(env, log)
+    try:
+        wait_for(lambda: "connected to MQTT" in log.read_text(), what="ingest connected")
+        with Publisher(cfg.mqtt) as pub:
+            pub.publish(f"{tag}/snow/ST11", reading(0))
+        wait_for(lambda: "dead letter (unknown_device)" in log.read_text(), what="dead letter")
+
+        original = stations.read_text(encoding="utf-8")
+        stations.write_text(
+            original + "ST11,新設,本町,38.381,140.201,300,laser,\n", encoding="utf-8"
+        )
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "registry reloaded: 11 stations" in log.read_text(), what="reload")
+        with Publisher(cfg.mqtt) as pub:
+            pub.publish(f"{tag}/snow/ST11", reading(1))
+        wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 1, what="ST11 written")
+
+        stations.write_text(
+            original + "ST12,壊れた,本町,north,140.2,300,laser,\n", encoding="utf-8"
+        )
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "registry NOT reloaded" in log.read_text(), what="refused reload")
+        assert "'north' is not a number" in log.read_text()
+        with Publisher(cfg.mqtt) as pub:
+            pub.publish(f"{tag}/snow/ST11", reading(2))  # the previous registry still serves
+        wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 2, what="still working")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

@@ -39,6 +39,8 @@ from ingest.pipeline import Message
 
 log = logging.getLogger(__name__)
 
+QOS0_MAX_BACKLOG = 100_000  # messages waiting for the worker before QoS 0 input is held
+
 _EMPTY_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 
 
@@ -155,10 +157,15 @@ class MqttSource:
     """Subscribes to the configured topics and hands messages to ``deliver``."""
 
     def __init__(
-        self, cfg: MqttConfig, state_dir: Path, deliver: Callable[[Message], None]
+        self,
+        cfg: MqttConfig,
+        state_dir: Path,
+        deliver: Callable[[Message], None],
+        backlog: Callable[[], int] | None = None,
     ) -> None:
         self.cfg = cfg
         self._deliver = deliver
+        self._backlog = backlog
         self._marker = state_dir / f"mqtt-session-{_safe(cfg.client_id)}"
         self._generation = 0
         self._paused = False
@@ -285,6 +292,11 @@ class MqttSource:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self._paused:
             return
+        if msg.qos == 0 and self._backlog is not None:
+            # QoS 1/2 deliveries are bounded by ReceiveMaximum; QoS 0 ones are not.
+            # Hold paho's thread (TCP backpressure) rather than queue without limit.
+            while self._backlog() > QOS0_MAX_BACKLOG and not self._paused:
+                time.sleep(0.01)
         try:
             self._deliver(
                 Message(

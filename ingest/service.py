@@ -124,7 +124,9 @@ class Ingest:
         if source_factory is None:
             from ingest.mqtt import MqttSource
 
-            self.source: Source = MqttSource(cfg.mqtt, state, self._queue.put)
+            self.source: Source = MqttSource(
+                cfg.mqtt, state, self._queue.put, backlog=self._queue.qsize
+            )
         else:
             self.source = source_factory(self._queue.put)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import struct
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -111,3 +112,23 @@ def test_plain_paho_path_still_works(
                     ).encode(),
                 )
         wait_for(lambda: count(influx, tag, "snow_depth", "seq") >= 300, what="300 rows")
+
+
+def test_qos0_input_is_held_while_the_backlog_is_full(tmp_path: Path) -> None:
+    from ingest.config import MqttConfig
+    from ingest.mqtt import QOS0_MAX_BACKLOG, MqttSource
+    from ingest.pipeline import Message
+
+    got: list[Message] = []
+    backlog = [QOS0_MAX_BACKLOG + 1]
+    src = MqttSource(MqttConfig(), tmp_path, got.append, backlog=lambda: backlog[0])
+    m = mqtt.MQTTMessage(mid=0, topic=b"yukimizu/snow/ST01")
+    m.payload = b"{}"
+    m.qos = 0
+    t = threading.Thread(target=src._on_message, args=(None, None, m))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and got == []  # held: the worker is behind
+    backlog[0] = 10
+    t.join(5)
+    assert not t.is_alive() and len(got) == 1

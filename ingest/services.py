@@ -383,7 +383,8 @@ _probe_seq = 0
 
 
 def mqtt_probe(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """True if an MQTT 3.1.1 CONNECT (clean session) gets CONNACK 'accepted'."""
+    """True if an MQTT 3.1.1 CONNECT gets a CONNACK: the broker serves (a broker that
+    requires a password answers 'not authorized', and that still counts)."""
     global _probe_seq  # noqa: PLW0603
     _probe_seq += 1
     client_id = f"yukimizu-probe-{os.getpid()}-{_probe_seq}"
@@ -400,7 +401,7 @@ def mqtt_probe(host: str, port: int, timeout_s: float = 1.0) -> bool:
                 if not chunk:
                     return False
                 resp += chunk
-            ok = resp[0] == 0x20 and resp[3] == 0
+            ok = resp[0] == 0x20
             with contextlib.suppress(OSError):
                 s.sendall(b"\xe0\x00")  # DISCONNECT
             return ok

@@ -89,6 +89,25 @@ class IngestConfig(_Section):
     spool_max_bytes: Annotated[int, Field(ge=1024)] = 1024**3
     spool_warn_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.7
     retry_interval_s: Annotated[float, Field(gt=0, le=300)] = 2.0
+    # A site's LoRaWAN codec field names → yukimizu's, e.g. {temperature_c = "air_temp_c"}
+    lorawan_aliases: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _aliases_known(self) -> IngestConfig:
+        from ingest.decode import LORAWAN_FIELDS
+        from sensors.models import ALARM_FLAGS
+
+        bad = {
+            k: v
+            for k, v in self.lorawan_aliases.items()
+            if v not in LORAWAN_FIELDS and v not in ALARM_FLAGS
+        }
+        if bad:
+            raise ValueError(
+                f"lorawan_aliases maps to unknown fields {bad}; known: "
+                f"{', '.join(sorted(LORAWAN_FIELDS | set(ALARM_FLAGS)))}"
+            )
+        return self
 
 
 class RegistryConfig(_Section):

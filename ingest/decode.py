@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -77,7 +78,7 @@ def route_topic(topic: str, prefix: str) -> Route:
     # LoRaWAN servers' topics, possibly under a bridge prefix (e.g. "lora/application/...").
     cs = parts[-6:]
     if len(cs) == 6 and cs[0] == "application" and cs[2] == "device" and cs[4:] == ["event", "up"]:
-        return Route("chirpstack", None, None)
+        return Route("chirpstack", None, cs[3])
     tts = parts[-5:]
     if len(tts) == 5 and tts[0] == "v3" and tts[2] == "devices" and tts[4] == "up":
         return Route("ttn", None, tts[3])
@@ -323,8 +324,9 @@ def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[str]]:
 
 # --- LoRaWAN network servers ------------------------------------------------------
 
-# Decoded-object keys accepted besides the native names (common decoder spellings).
-_LORA_ALIASES = {
+# Decoded-object keys accepted besides the native names (common decoder spellings);
+# ingest.lorawan_aliases in the config adds a site's own.
+LORAWAN_ALIASES = {
     "latitude": "lat",
     "longitude": "lon",
     "temperature": "air_temp_c",
@@ -333,7 +335,7 @@ _LORA_ALIASES = {
     "volume_m3": "register_m3",
     "distance": "distance_mm",
 }
-_LORA_FIELDS = frozenset(
+LORAWAN_FIELDS = frozenset(
     {
         "time",
         "ts",
@@ -359,7 +361,7 @@ _LORA_FIELDS = frozenset(
 )
 
 
-def _lora_values(obj: Any, source: str) -> dict[str, Any]:
+def _lora_values(obj: Any, source: str, aliases: Mapping[str, str] | None) -> dict[str, Any]:
     if not isinstance(obj, dict) or not obj:
         raise Rejected(
             "no_decoded_payload",
@@ -367,8 +369,8 @@ def _lora_values(obj: Any, source: str) -> dict[str, Any]:
         )
     values: dict[str, Any] = {}
     for raw_key, value in obj.items():
-        key = _LORA_ALIASES.get(raw_key, raw_key)
-        if key in _LORA_FIELDS:
+        key = (aliases or LORAWAN_ALIASES).get(raw_key, raw_key)
+        if key in LORAWAN_FIELDS:
             values[key] = value
         elif key in ALARM_FLAGS and isinstance(value, bool):
             values.setdefault("alarms", {})[key] = value
@@ -396,34 +398,54 @@ def _int_or_none(value: Any) -> int | None:
     return None
 
 
-def decode_chirpstack(payload: bytes) -> Decoded:
-    """ChirpStack v4 ``event/up`` with the JSON marshaler."""
+def _eui_text(value: Any) -> str | None:
+    """A DevEUI as hex text: v4 sends hex, ChirpStack v3's JSON marshaler base64."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) == 12 and value.endswith("="):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError:
+            return value
+        return raw.hex() if len(raw) == 8 else value
+    return value
+
+
+def decode_chirpstack(
+    payload: bytes, topic_eui: str | None = None, aliases: Mapping[str, str] | None = None
+) -> Decoded:
+    """ChirpStack ``event/up`` with a JSON marshaler: v4, and v3's ``devEUI`` layout."""
     doc = _json(payload)
     if not isinstance(doc, dict):
         raise Rejected("invalid_json", "ChirpStack event must be a JSON object")
     info = doc.get("deviceInfo")
-    eui = info.get("devEui") if isinstance(info, dict) else None
-    if not isinstance(eui, str):
+    eui = (
+        _eui_text(info.get("devEui") if isinstance(info, dict) else None)
+        or _eui_text(doc.get("devEUI"))
+        or topic_eui
+    )
+    if eui is None:
         raise Rejected("validation", "ChirpStack event without deviceInfo.devEui")
-    values = _lora_values(doc.get("object"), "ChirpStack")
+    values = _lora_values(doc.get("object"), "ChirpStack", aliases)
+    rx = doc.get("rxInfo")
+    gateways = [g for g in rx if isinstance(g, dict)] if isinstance(rx, list) else []
     if "time" not in values:
         t = doc.get("time")
-        if t is None:
-            rx = doc.get("rxInfo")
-            if isinstance(rx, list) and rx and isinstance(rx[0], dict):
-                t = rx[0].get("gwTime") or rx[0].get("nsTime")
+        for gw in gateways:
+            t = t or gw.get("gwTime") or gw.get("time") or gw.get("nsTime")
         if t is not None:
             values["time"] = t
     if "rssi_dbm" not in values:
-        rx = doc.get("rxInfo")
-        if isinstance(rx, list):
-            best = _best_rssi(rx, "rssi")
-            if best is not None:
-                values["rssi_dbm"] = best
+        best = _best_rssi(gateways, "rssi")
+        if best is not None:
+            values["rssi_dbm"] = best
+    # protobuf's JSON mapping omits zero values: a missing fCnt is 0
     return Decoded(values, dev_eui=eui, fcnt=_int_or_none(doc.get("fCnt", 0)))
 
 
-def decode_ttn(payload: bytes, topic_device: str | None) -> Decoded:
+def decode_ttn(
+    payload: bytes, topic_device: str | None, aliases: Mapping[str, str] | None = None
+) -> Decoded:
     """The Things Stack v3 uplink message."""
     doc = _json(payload)
     if not isinstance(doc, dict):
@@ -434,7 +456,7 @@ def decode_ttn(payload: bytes, topic_device: str | None) -> Decoded:
         raise Rejected("validation", "TTS uplink without end_device_ids / uplink_message")
     eui = ids.get("dev_eui")
     device = ids.get("device_id") or topic_device
-    values = _lora_values(up.get("decoded_payload"), "The Things Stack")
+    values = _lora_values(up.get("decoded_payload"), "The Things Stack", aliases)
     if "time" not in values:
         t = up.get("received_at") or doc.get("received_at")
         if t is not None:

@@ -9,6 +9,7 @@ InfluxDB connections, so it is unit-tested without either.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ingest.decode import (
+    LORAWAN_ALIASES,
     Decoded,
     Rejected,
     Route,
@@ -74,6 +76,7 @@ class Limits:
     lat_max: float = 90.0
     lon_min: float = -180.0
     lon_max: float = 180.0
+    lorawan_aliases: Mapping[str, str] = field(default_factory=lambda: dict(LORAWAN_ALIASES))
 
 
 def _format_validation(exc: ValidationError) -> str:
@@ -148,10 +151,11 @@ class Processor:
         return result
 
     def _decode(self, route: Route, msg: Message, result: Result) -> list[Decoded]:
+        aliases = self.limits.lorawan_aliases
         if route.family == "chirpstack":
-            return [decode_chirpstack(msg.payload)]
+            return [decode_chirpstack(msg.payload, route.device, aliases)]
         if route.family == "ttn":
-            return [decode_ttn(msg.payload, route.device)]
+            return [decode_ttn(msg.payload, route.device, aliases)]
         head = msg.payload.lstrip()[:1]
         if head == b"{":
             return decode_native(msg.payload)

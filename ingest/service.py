@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from ingest.config import Config
 from ingest.deadletter import DeadLetterStore
-from ingest.decode import payload_preview
+from ingest.decode import LORAWAN_ALIASES, payload_preview
 from ingest.lineproto import encode
 from ingest.pipeline import Limits, Message, Processor, Result
 from ingest.spool import Spool
@@ -81,6 +81,7 @@ def limits_from(cfg: Config) -> Limits:
         lat_max=cfg.registry.lat_max,
         lon_min=cfg.registry.lon_min,
         lon_max=cfg.registry.lon_max,
+        lorawan_aliases={**LORAWAN_ALIASES, **cfg.ingest.lorawan_aliases},
     )
 
 

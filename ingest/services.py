@@ -480,14 +480,18 @@ class InfluxError(RuntimeError):
 
 @dataclass(eq=False)
 class InfluxDB1(Service):
-    """influxd 1.x (tested with Debian's 1.6.7): v1 HTTP API only, no auth.
+    """influxd 1.x (tested with Debian's 1.6.7): v1 HTTP API only.
 
     ``rpc_port=0``: the RPC (backup/restore) listener gets a fresh free port at each start.
     ``log_level``: influxd's [logging] level (error, warn, info, debug).
+    ``auth_enabled``: require users (create the first admin with ``CREATE USER`` while
+    none exists); ``credentials`` are then used by :meth:`query` and :meth:`write`.
     """
 
     rpc_port: int = 0
     log_level: str = "warn"
+    auth_enabled: bool = False
+    credentials: tuple[str, str] | None = None
 
     _rpc_bind: int = field(default=0, init=False, repr=False)
 
@@ -522,7 +526,7 @@ bind-address = "{self.host}:{self._rpc_bind}"
 [http]
   enabled = true
   bind-address = "{self.host}:{self.port}"
-  auth-enabled = false
+  auth-enabled = {"true" if self.auth_enabled else "false"}
   log-enabled = false
   write-tracing = false
 
@@ -560,9 +564,14 @@ bind-address = "{self.host}:{self._rpc_bind}"
         params = {"q": q, "epoch": epoch}
         if db is not None:
             params["db"] = db
+        auth = ""
+        if self.credentials is not None:
+            # influxd 1.x reads u/p from the URL only, not from a form body
+            u, p = self.credentials
+            auth = "?" + urllib.parse.urlencode({"u": u, "p": p})
         status, body = _http(
             "POST",
-            f"{self.url}/query",
+            f"{self.url}/query{auth}",
             urllib.parse.urlencode(params).encode(),
             {"Content-Type": "application/x-www-form-urlencoded"},
         )
@@ -591,6 +600,8 @@ bind-address = "{self.host}:{self._rpc_bind}"
         params = {"db": db, "precision": precision}
         if rp is not None:
             params["rp"] = rp
+        if self.credentials is not None:
+            params["u"], params["p"] = self.credentials
         status, resp = _http(
             "POST", f"{self.url}/write?{urllib.parse.urlencode(params)}", body.encode()
         )

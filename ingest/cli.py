@@ -16,6 +16,7 @@ from types import FrameType
 
 from ingest.config import Config, ConfigError, load_config
 from ingest.deadletter import DeadLetterStore
+from ingest.services import ServiceStartError
 from sensors.registry import RegistryError
 
 log = logging.getLogger("yukimizu")
@@ -263,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegistryError as exc:
         print(f"yukimizu: device registry error: {exc}", file=sys.stderr)
         return 2
+    except ServiceStartError as exc:
+        print(f"yukimizu: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

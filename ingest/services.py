@@ -52,6 +52,10 @@ LOG_TAIL_LINES = 25
 _POLL_S = 0.05
 
 
+class ServiceStartError(RuntimeError):
+    """A local service could not be started (port taken, binary missing, it crashed)."""
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -219,7 +223,7 @@ class Service:
     def resolve_binary(self) -> str:
         exe = self.binary or _find_binary(self.binary_name)
         if exe is None:
-            raise RuntimeError(
+            raise ServiceStartError(
                 f"{self.binary_name} not found; install it: apt-get install {self.apt_package}"
             )
         return exe
@@ -234,7 +238,7 @@ class Service:
         if self.port == 0:
             self.port = free_port()
         if port_open(self.host, self.port):
-            raise RuntimeError(f"{self.name}: port {self.host}:{self.port} is already in use")
+            raise ServiceStartError(f"{self.name}: port {self.host}:{self.port} is already in use")
         argv = [exe, *self._prepare()]
         with self.log_path.open("ab") as logf:
             offset = logf.tell()
@@ -258,7 +262,7 @@ class Service:
             rc = proc.poll()
             if rc is not None:
                 self._forget()
-                raise RuntimeError(
+                raise ServiceStartError(
                     f"{self.name} exited with code {rc} during start (port {self.port}); "
                     f"last lines of {self.log_path}:\n{_tail(self.log_path, offset)}"
                 )
@@ -266,7 +270,7 @@ class Service:
                 break
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(
+                raise ServiceStartError(
                     f"{self.name} not ready on port {self.port} after {timeout_s:g}s (killed); "
                     f"last lines of {self.log_path}:\n{_tail(self.log_path, offset)}"
                 )

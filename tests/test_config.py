@@ -145,3 +145,23 @@ def test_services_cli_up_status_down(tmp_path: Path) -> None:
     assert down.returncode == 0
     status = _cli("services", "status", env=env)
     assert status.returncode == 1 and status.stdout.count("stopped") == 2
+
+
+def test_services_up_on_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {
+            "YUKIMIZU_SERVICES__DATA_DIR": str(tmp_path / "svc"),
+            "YUKIMIZU_SERVICES__MQTT_PORT": str(port),
+        }
+        try:
+            out = _cli("services", "up", env=env)
+        finally:
+            _cli("services", "down", env=env)
+    assert out.returncode == 1
+    assert f"port 127.0.0.1:{port} is already in use" in out.stderr
+    assert "Traceback" not in out.stderr

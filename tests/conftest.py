@@ -54,7 +54,7 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 S = TypeVar("S", bound=Service)
 
 
-def _serve(svc: S) -> Iterator[S]:
+def serve(svc: S) -> Iterator[S]:
     svc.start()
     yield svc
     svc.stop()
@@ -62,17 +62,17 @@ def _serve(svc: S) -> Iterator[S]:
 
 @pytest.fixture(scope="session")
 def mosquitto(services_dir: Path) -> Iterator[Mosquitto]:
-    yield from _serve(Mosquitto(services_dir / "mosquitto"))
+    yield from serve(Mosquitto(services_dir / "mosquitto"))
 
 
 @pytest.fixture(scope="session")
 def influx(services_dir: Path) -> Iterator[InfluxDB1]:
-    yield from _serve(InfluxDB1(services_dir / "influxdb"))
+    yield from serve(InfluxDB1(services_dir / "influxdb"))
 
 
 @pytest.fixture(scope="session")
 def victoria(services_dir: Path) -> Iterator[VictoriaMetrics]:
-    yield from _serve(VictoriaMetrics(services_dir / "victoria-metrics"))
+    yield from serve(VictoriaMetrics(services_dir / "victoria-metrics"))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from ingest.publish import Publisher, PublishError
 from ingest.services import InfluxDB1, Mosquitto
-from tests.conftest import IngestThread, count, make_config, running_ingest, wait_for
+from tests.conftest import IngestThread, count, make_config, running_ingest, serve, wait_for
 
 
 @pytest.fixture
@@ -23,12 +23,8 @@ def locked_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         check=True,
         capture_output=True,
     )
-    svc = Mosquitto(
-        tmp_path / "locked", extra_conf=f"allow_anonymous false\npassword_file {passwd}\n"
-    )
-    svc.start()
-    yield svc
-    svc.stop()
+    conf = f"allow_anonymous false\npassword_file {passwd}\n"
+    yield from serve(Mosquitto(tmp_path / "locked", extra_conf=conf))
 
 
 def test_password_protected_broker(

@@ -22,6 +22,7 @@ from tests.conftest import (
     ingest_subprocess,
     make_config,
     running_ingest,
+    serve,
     wait_for,
 )
 
@@ -35,10 +36,7 @@ def reading(i: int) -> bytes:
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker this test may restart or crash without disturbing the others."""
-    svc = Mosquitto(tmp_path / "own-mosquitto")
-    svc.start()
-    yield svc
-    svc.stop()
+    yield from serve(Mosquitto(tmp_path / "own-mosquitto"))
 
 
 def test_sigterm_flushes_acks_and_exits_promptly(

@@ -179,16 +179,25 @@ def running_ingest(cfg: Config) -> Iterator[IngestThread]:
 
 
 def ingest_subprocess(config_env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``yukimizu ingest`` as a separate process (for kill -9 and shared-group tests)."""
+    """``yukimizu ingest`` as a separate process, returned once it has connected to MQTT."""
     env = {**os.environ, **config_env, "YUKIMIZU_CONFIG": str(SAMPLE_CONFIG)}
-    logf = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "ingest.cli", "ingest"],
-        env=env,
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
+    marker = "connected to MQTT"
+
+    def connects() -> int:
+        return log_path.read_text().count(marker) if log_path.exists() else 0
+
+    before = connects()
+    with log_path.open("ab") as logf:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest.cli", "ingest"],
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    wait_for(lambda: connects() > before or proc.poll() is not None, what="ingest connected")
+    assert proc.poll() is None, f"ingest exited: {log_path.read_text()[-2000:]}"
+    return proc
 
 
 def count(influx: InfluxDB1, db: str, measurement: str, field: str) -> int:

@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: publisher processes, an ingest subprocess, InfluxDB probes.
 
 A load generator must not be the bottleneck nor steal the subscriber's CPU. On this 2-core
-machine one paho publisher process (``ingest.publish.Publisher``) managed 2,400-8,500 QoS 1
+machine one paho publisher process (``core.publish.Publisher``) managed 2,400-8,500 QoS 1
 msg/s (ARCHITECTURE.md says ~14,000 elsewhere), :class:`RawPublisher` ~45,000.
 :class:`PublisherPool` runs publishers in processes started together behind a barrier.
 """
@@ -24,7 +24,9 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any, Protocol
 
-from ingest.services import InfluxDB1, mqtt_varint
+from core.config import MqttConfig
+from core.publish import Publisher, PublishError
+from devtools.localstack import InfluxDB1, mqtt_varint
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = REPO / "config" / "yukimizu.toml"
@@ -58,7 +60,7 @@ class PublishJob:
     rate: float | None = None
     window: int = 1_000
     max_s: float = 300.0
-    client: str = "raw"  # or "paho": ingest.publish.Publisher
+    client: str = "raw"  # or "paho": core.publish.Publisher
 
 
 @dataclass(frozen=True)
@@ -174,9 +176,6 @@ class _Pub(Protocol):
 
 def _connect(job: PublishJob) -> _Pub:
     if job.client == "paho":
-        from ingest.config import MqttConfig
-        from ingest.publish import Publisher
-
         return Publisher(MqttConfig(host=job.host, port=job.port), window=job.window)
     raw = RawPublisher(job.host, job.port, f"bench-pub-{os.getpid()}", window=job.window)
     raw.flush_each = job.rate is not None  # paced: every message leaves at once
@@ -186,8 +185,6 @@ def _connect(job: PublishJob) -> _Pub:
 def _publish_worker(
     job: PublishJob, ready: mp.Queue[int | str], start: MpEvent, results: mp.Queue[PublishReport]
 ) -> None:
-    from ingest.publish import PublishError
-
     try:
         pub = _connect(job)
     except (PublishError, OSError) as exc:  # reported to the parent, which fails the run
@@ -347,11 +344,11 @@ _SUMMARY = re.compile(r"ingest stopped: (.*)$", re.MULTILINE)
 
 @dataclass
 class IngestProcess:
-    """``python -m ingest.cli ingest`` as a separate process, as deployed."""
+    """``python -m cli ingest`` as a separate process, as deployed."""
 
     env: dict[str, str]
     log_path: Path
-    argv: Sequence[str] = (sys.executable, "-m", "ingest.cli", "ingest")
+    argv: Sequence[str] = (sys.executable, "-m", "cli", "ingest")
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     peak_rss_mb: float = field(default=0.0, init=False)
     summary: dict[str, int] = field(default_factory=dict, init=False)

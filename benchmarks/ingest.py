@@ -2,14 +2,14 @@
 
     .venv/bin/python -m benchmarks.ingest [--n 100000] [--quick]
 
-Starts its own Mosquitto and InfluxDB 1.x (ingest.services, free loopback ports, a temp
+Starts its own Mosquitto and InfluxDB 1.x (devtools.localstack, free loopback ports, a temp
 dir) and measures, in one run:
 
 1. ceiling: a bare paho subscriber (MQTT v5, QoS 1, ReceiveMaximum 65535, auto ack) that
    only counts N readings published at full speed; measured first and again last, and
    "% of ceiling" uses the higher run (this shared 2-core box drifts between runs);
 2. naive: a paho subscriber doing one synchronous HTTP POST /write per message;
-3. ingest: ``python -m ingest.cli ingest`` as a separate process with the sample config;
+3. ingest: ``python -m cli ingest`` as a separate process with the sample config;
    time from the first publish until ``COUNT(seq)`` reaches N, every seq checked;
 4. latency at a fixed rate: publish time → first seen by a poller querying InfluxDB;
 5. burst: 100,000 readings as fast as the broker takes them, every one checked.
@@ -18,7 +18,7 @@ Every figure uses the same publishers, so "% of bare paho" compares like with li
 default one process running :class:`benchmarks.common.RawPublisher` (flow-controlled QoS 1
 over a plain socket, ~45,000 msg/s here): a paho publisher process manages only
 ~2,500-8,000 msg/s on this machine and would be the bottleneck while taking CPU from the
-subscriber under test (``--publisher paho`` uses ``ingest.publish.Publisher``).
+subscriber under test (``--publisher paho`` uses ``core.publish.Publisher``).
 ``--set ingest.flush_interval_s=0.1`` tries a config override on every ingest process.
 
 Exit status 1 when a reading was lost or duplicated, 0 otherwise (targets are reported,
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -63,8 +64,8 @@ from benchmarks.common import (
     steady_rate,
     wait_count,
 )
-from ingest.mqtt import BufferedClient, install_fast_publish_decode
-from ingest.services import InfluxDB1, Mosquitto
+from core.mqtt import BufferedClient, install_fast_publish_decode
+from devtools.localstack import InfluxDB1, Mosquitto
 
 TARGET_RATE = 15_000.0
 TARGET_PCT = 60.0
@@ -116,8 +117,6 @@ def _subscriber(client_id: str, fast: bool = False) -> mqtt.Client:
 @contextlib.contextmanager
 def _fast_decode() -> Iterator[None]:
     """yukimizu's PUBLISH decoder for paho, for this block only."""
-    from paho.mqtt import _packet
-
     before = _packet.decode_publish
     install_fast_publish_decode()
     try:
@@ -497,7 +496,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["raw", "paho"],
         default="raw",
         help="raw: a minimal socket QoS 1 publisher (~45,000 msg/s per process here); "
-        "paho: ingest.publish.Publisher (~6,500 msg/s per process here)",
+        "paho: core.publish.Publisher (~6,500 msg/s per process here)",
     )
     p.add_argument("--naive", type=int, default=None, help="messages for the naive baseline")
     p.add_argument("--burst", type=int, default=None, help="readings in the burst")

@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from ingest.services import InfluxDB1, Mosquitto
+from benchmarks.common import IngestProcess, ingest_env
+from core.config import load_config
+from core.config import load_registry as config_registry
+from devtools.localstack import InfluxDB1, Mosquitto
 from sensors.registry import Registry
 from simulators.formats import WIRE_FORMATS, WireFormat
+from simulators.run import publish_scenario
 from simulators.scenario import load_scenario
 from simulators.stream import Simulation
 from simulators.timeutil import iso
@@ -38,10 +43,7 @@ SEASON = ROOT / "scenarios" / "winter-season.toml"
 
 def load_registry() -> Registry:
     """The sample town's registry, as the sample config names it."""
-    from ingest.config import load_config
-    from ingest.service import load_registry as from_config
-
-    return from_config(load_config(ROOT / "config" / "yukimizu.toml", environ={}))
+    return config_registry(load_config(ROOT / "config" / "yukimizu.toml", environ={}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,12 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def pipeline(scenario_path: Path, fmt: WireFormat, days: float | None, registry: Registry) -> int:
     """Publish the season through Mosquitto into InfluxDB via a separate ingest process."""
-    import tempfile
-
-    from benchmarks.common import IngestProcess, ingest_env
-    from ingest.config import load_config
-    from simulators.run import publish_scenario
-
     print("\n== whole pipeline: simulator → Mosquitto → ingest → InfluxDB")
     with tempfile.TemporaryDirectory(prefix="yukimizu-season-") as tmp:
         work = Path(tmp)

@@ -1,44 +1,32 @@
-"""The ``yukimizu`` command line."""
+"""``yukimizu ingest``, ``config check`` and ``deadletter …``: ingest's subcommands."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from ingest.config import Config, ConfigError, load_config
+from core import config as core_config
+from core.config import Config, load_registry
+from core.publish import publish_many
 from ingest.deadletter import DeadLetterStore
-from ingest.services import ServiceStartError
-from sensors.registry import RegistryError
+from ingest.decode import payload_preview
+from ingest.service import Ingest
 
-log = logging.getLogger("yukimizu")
-
-DEFAULT_CONFIG = Path("config/yukimizu.toml")
+log = logging.getLogger(__name__)
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """The config from ``-c``, else ``$YUKIMIZU_CONFIG``, else ``config/yukimizu.toml``."""
-    path: Path | None = getattr(args, "config", None)
-    if path is None:
-        env = os.environ.get("YUKIMIZU_CONFIG")
-        if env:
-            path = Path(env)
-        elif DEFAULT_CONFIG.exists():
-            path = DEFAULT_CONFIG
-    return load_config(path)
+    return core_config.resolve_config(getattr(args, "config", None))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.service import Ingest
-
     cfg = resolve_config(args)
     ingest = Ingest(cfg)
     stop = threading.Event()
@@ -59,8 +47,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from ingest.service import load_registry
-
     cfg = resolve_config(args)
     reg = load_registry(cfg)
     print(
@@ -81,8 +67,6 @@ def _fmt_time(ts: float) -> str:
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
-    from ingest.decode import payload_preview
-
     cfg, store = _store(args)
     try:
         if args.action == "list":
@@ -120,8 +104,6 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
             if not items:
                 print("nothing to replay")
                 return 0
-            from ingest.publish import publish_many
-
             if args.dry_run:
                 for d in items:
                     print(f"would replay {d.id} to {d.topic}")
@@ -151,58 +133,8 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return 2
 
 
-def cmd_services(args: argparse.Namespace) -> int:
-    from ingest import services
-
-    cfg = resolve_config(args)
-    s = cfg.services
-    if args.action == "up":
-        missing = services.ensure_installed()
-        if missing:
-            print("missing: " + ", ".join(missing) + " (run scripts/setup.sh)", file=sys.stderr)
-            return 1
-        info = services.up(s.data_dir, s.mqtt_port, s.influx_port, s.vm_port or None)
-        for name, entry in info.items():
-            print(f"{name:<16} {entry['url']:<28} pid {entry['pid']:<8} log {entry['log']}")
-        return 0
-    if args.action == "down":
-        services.down(s.data_dir)
-        print("services stopped")
-        return 0
-    rows = services.status(s.data_dir)
-    if not rows:
-        print(f"no services recorded under {s.data_dir}")
-        return 1
-    ok = True
-    for name, port, pid, running in rows:
-        state = "running" if running else "stopped"
-        print(f"{name:<16} port {port:<6} pid {pid or '-':<8} {state}")
-        ok = ok and running
-    return 0 if ok else 1
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ingest import demo
-
-    cfg = resolve_config(args)
-    if args.action == "stop":
-        return demo.stop(cfg)
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    scenario = None if args.no_scenario else (args.scenario or demo.DEFAULT_SCENARIO)
-    return demo.start(cfg, path, scenario)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="yukimizu", description="yukimizu 雪水 telemetry")
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        help="TOML config (default: $YUKIMIZU_CONFIG or config/yukimizu.toml)",
-    )
-    p.add_argument("--log-level", default=os.environ.get("YUKIMIZU_LOG_LEVEL", "INFO"))
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ingest's subcommands under the main ``yukimizu`` parser."""
     sp = sub.add_parser("ingest", help="subscribe to MQTT and write readings to InfluxDB")
     sp.set_defaults(func=cmd_ingest)
 
@@ -228,46 +160,3 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--older-than-days", type=float)
     x.add_argument("--all", action="store_true")
     sp.set_defaults(func=cmd_deadletter)
-
-    sp = sub.add_parser("services", help="private local Mosquitto and InfluxDB for this checkout")
-    sp.add_argument("action", choices=["up", "down", "status"])
-    sp.set_defaults(func=cmd_services)
-
-    from simulators.cli import add_parser as add_simulate
-
-    add_simulate(sub)
-
-    sp = sub.add_parser("demo", help="whole pipeline on local services with simulated devices")
-    sp.add_argument("action", nargs="?", choices=["start", "stop"], default="start")
-    sp.add_argument(
-        "--scenario",
-        type=Path,
-        default=None,
-        help="scenario TOML to simulate (default: scenarios/heavy-snow-night.toml)",
-    )
-    sp.add_argument("--no-scenario", action="store_true", help="only the format examples")
-    sp.set_defaults(func=cmd_demo)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"yukimizu: {exc}", file=sys.stderr)
-        return 2
-    except RegistryError as exc:
-        print(f"yukimizu: device registry error: {exc}", file=sys.stderr)
-        return 2
-    except ServiceStartError as exc:
-        print(f"yukimizu: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import orjson
 
-from sensors.models import ALARM_FLAGS, KINDS, Kind
+from sensors.models import ALARM_FLAGS, KINDS, PAYLOAD_FIELDS, Kind
 
 Format = Literal["native", "batch", "senml", "nmea", "chirpstack", "ttn"]
 
@@ -335,30 +335,6 @@ LORAWAN_ALIASES = {
     "volume_m3": "register_m3",
     "distance": "distance_mm",
 }
-LORAWAN_FIELDS = frozenset(
-    {
-        "time",
-        "ts",
-        "seq",
-        "battery_v",
-        "rssi_dbm",
-        "alarms",
-        "depth_cm",
-        "distance_mm",
-        "air_temp_c",
-        "quality",
-        "register_l",
-        "register_m3",
-        "register",
-        "flow_lph",
-        "lat",
-        "lon",
-        "speed_kmh",
-        "heading_deg",
-        "blade_down",
-        "spreader",
-    }
-)
 
 
 def _lora_values(obj: Any, source: str, aliases: Mapping[str, str] | None) -> dict[str, Any]:
@@ -370,7 +346,7 @@ def _lora_values(obj: Any, source: str, aliases: Mapping[str, str] | None) -> di
     values: dict[str, Any] = {}
     for raw_key, value in obj.items():
         key = (aliases or LORAWAN_ALIASES).get(raw_key, raw_key)
-        if key in LORAWAN_FIELDS:
+        if key in PAYLOAD_FIELDS:
             values[key] = value
         elif key in ALARM_FLAGS and isinstance(value, bool):
             values.setdefault("alarms", {})[key] = value

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 
+from core.message import Message
 from ingest.decode import (
     LORAWAN_ALIASES,
     Decoded,
@@ -47,16 +47,6 @@ _MS = timedelta(milliseconds=1)
 _OLDEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 # A bare-ground ultrasonic reading is ±3 cm (DOMAIN.md): small negatives are noise.
 _NEGATIVE_DEPTH_TOLERANCE_CM = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message as ingest sees it; the MQTT adapter converts paho's into this."""
-
-    topic: str
-    payload: bytes
-    received_at: float  # Unix seconds, ingest's clock
-    token: Any = None  # opaque ack handle from the transport
 
 
 @dataclass(slots=True)

@@ -22,14 +22,16 @@ from pathlib import Path
 from threading import Event
 from typing import Any, Protocol
 
-from ingest.config import Config
+from core.config import Config, load_registry
+from core.influx import WriteError, Writer, make_writer
+from core.message import Message
+from core.mqtt import MqttSource
 from ingest.deadletter import DeadLetterStore
 from ingest.decode import LORAWAN_ALIASES, payload_preview
 from ingest.lineproto import encode
-from ingest.pipeline import Limits, Message, Processor, Result
+from ingest.pipeline import Limits, Processor, Result
 from ingest.spool import Spool
-from ingest.writers import WriteError, Writer, make_writer
-from sensors.registry import BBox, Registry, RegistryError
+from sensors.registry import Registry, RegistryError
 from sensors.schema import DEADLETTER_STATS, INGEST_STATS
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ INFLUX_REJECTED = "influx_rejected"
 
 
 class Source(Protocol):
-    """What the service needs from a transport (see :class:`ingest.mqtt.MqttSource`)."""
+    """What the service needs from a transport (see :class:`core.mqtt.MqttSource`)."""
 
     reconnects: int
     session_lost: int
@@ -64,12 +66,6 @@ class Stats:
     last_batch_ms: float = 0.0
     by_reason: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)
-
-
-def load_registry(cfg: Config) -> Registry:
-    r = cfg.registry
-    bbox = BBox(lat_min=r.lat_min, lat_max=r.lat_max, lon_min=r.lon_min, lon_max=r.lon_max)
-    return Registry.load(r.stations, r.meters, r.plows, r.routes, bbox=bbox)
 
 
 def limits_from(cfg: Config) -> Limits:
@@ -123,8 +119,6 @@ class Ingest:
         self._retry_delay = icfg.retry_interval_s
         self._client_id = f"{cfg.mqtt.client_id}@{socket.gethostname()}"
         if source_factory is None:
-            from ingest.mqtt import MqttSource
-
             self.source: Source = MqttSource(
                 cfg.mqtt, state, self._queue.put, backlog=self._queue.qsize
             )

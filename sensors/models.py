@@ -103,3 +103,11 @@ def corrected_distance_mm(raw_mm: float, air_temp_c: float) -> float:
     air, so the true distance is raw × √((T + 273.15) / 273.15).
     """
     return float(raw_mm * ((air_temp_c + 273.15) / 273.15) ** 0.5)
+
+
+# Field names a device payload may carry (the models' fields, plus the register in
+# other units and the time aliases the decoders normalise).
+PAYLOAD_FIELDS: frozenset[str] = frozenset(
+    {"ts", "register_m3", "register"}
+    | {name for model in MODEL_BY_KIND.values() for name in model.model_fields}
+) - {"device"}

@@ -13,14 +13,18 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest.config import Config
+from core.config import Config, load_registry, resolve_config
+from core.publish import PublishError
+from sensors.registry import RegistryError
 from simulators.formats import WIRE_FORMATS, WireFormat
+from simulators.run import Progress, prefixes_from, publish, warn_future, write_jsonl
+from simulators.scenario import ScenarioError, load_scenario
+from simulators.stream import Simulation
+from simulators.truth import write_truth
 
 __all__ = ["add_parser", "cmd_simulate"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CONFIG = Path("config/yukimizu.toml")
 
 EPILOG = """\
 examples:
@@ -36,9 +40,7 @@ Scenario times are device times. Ingest rejects readings more than max_future_s
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from ingest.cli import resolve_config
-
-    return resolve_config(args)
+    return resolve_config(getattr(args, "config", None))
 
 
 def _start(text: str | None) -> datetime | None:
@@ -105,13 +107,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ingest.service import load_registry
-    from sensors.registry import RegistryError
-    from simulators.run import Progress, prefixes_from, publish, warn_future, write_jsonl
-    from simulators.scenario import ScenarioError, load_scenario
-    from simulators.stream import Simulation
-    from simulators.truth import write_truth
-
     cfg = _config(args)
     try:
         start = _start(args.start)
@@ -140,8 +135,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.out is not None:
         summary = write_jsonl(sim, args.out, speed=speed, progress=progress)
     else:
-        from ingest.publish import PublishError
-
         warning = warn_future(sim, cfg, speed)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)

@@ -25,7 +25,8 @@ from typing import TextIO
 
 import orjson
 
-from ingest.config import Config
+from core.config import Config, load_registry
+from core.publish import Publisher
 from sensors.registry import Registry
 from simulators.formats import WireFormat
 from simulators.scenario import load_scenario
@@ -229,12 +230,10 @@ def publish(
 ) -> Summary:
     """Publish a built simulation with QoS 1; returns once the broker acknowledged all.
 
-    Uses :class:`ingest.publish.Publisher`, which bounds the unacknowledged messages,
+    Uses :class:`core.publish.Publisher`, which bounds the unacknowledged messages,
     so nothing is dropped however long the scenario (raises ``PublishError`` if the
     broker refuses or stops acknowledging).
     """
-    from ingest.publish import Publisher
-
     with Publisher(cfg.mqtt, client_id=client_id or f"yukimizu-sim-{os.getpid()}") as pub:
         summary = run(
             sim, lambda m: pub.publish(m.topic, m.payload), speed=speed, progress=progress
@@ -261,8 +260,6 @@ def publish_scenario(
     registry, topic prefix and broker come from ``cfg``; ``truth_dir`` gets the ground
     truth (written before the first message is sent).
     """
-    from ingest.service import load_registry
-
     reg = registry if registry is not None else load_registry(cfg)
     scenario = load_scenario(scenario_path)
     if start is not None:

@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ingest.config import describe_errors, read_toml
+from core.config import describe_errors, read_toml
 from simulators.formats import WireFormat
 
 __all__ = [

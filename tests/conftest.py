@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ingest.config import Config, load_config
+from core.config import Config, load_config
+from devtools.localstack import InfluxDB1, Mosquitto, Service, VictoriaMetrics, ensure_installed
 from ingest.service import Ingest
-from ingest.services import InfluxDB1, Mosquitto, Service, VictoriaMetrics, ensure_installed
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = REPO / "config" / "yukimizu.toml"
@@ -189,7 +189,7 @@ def ingest_subprocess(config_env: dict[str, str], log_path: Path) -> subprocess.
     before = connects()
     with log_path.open("ab") as logf:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", "ingest"],
+            [sys.executable, "-m", "cli", "ingest"],
             env=env,
             stdout=logf,
             stderr=subprocess.STDOUT,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.publish import Publisher, PublishError
-from ingest.services import InfluxDB1, Mosquitto
+from core.publish import Publisher, PublishError
+from devtools.localstack import InfluxDB1, Mosquitto
 from tests.conftest import IngestThread, count, make_config, running_ingest, serve, wait_for
 
 

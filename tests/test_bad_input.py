@@ -11,9 +11,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from core.publish import Publisher
+from devtools.localstack import InfluxDB1, Mosquitto
 from ingest.deadletter import DeadLetterStore
-from ingest.publish import Publisher
-from ingest.services import InfluxDB1, Mosquitto
 from tests.conftest import REPO, config_env, count, make_config, running_ingest, wait_for
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
@@ -131,7 +131,7 @@ def test_bad_input_is_dead_lettered_and_nothing_else_lost(
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env={**os.environ, **env, "YUKIMIZU_CONFIG": str(REPO / "config" / "yukimizu.toml")},
         capture_output=True,
         text=True,

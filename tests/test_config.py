@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ingest.config import ConfigError, load_config
+from core.config import ConfigError, load_config
+from devtools.localstack import free_port
 from tests.conftest import REPO, SAMPLE_CONFIG
 
 
@@ -64,7 +66,7 @@ def test_env_error_is_attributed_to_the_environment() -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -127,8 +129,6 @@ def test_docker_compose_file_is_valid() -> None:
 
 
 def test_services_cli_up_status_down(tmp_path: Path) -> None:
-    from ingest.services import free_port
-
     env = {
         "YUKIMIZU_SERVICES__DATA_DIR": str(tmp_path / "svc"),
         "YUKIMIZU_SERVICES__MQTT_PORT": str(free_port()),
@@ -148,8 +148,6 @@ def test_services_cli_up_status_down(tmp_path: Path) -> None:
 
 
 def test_services_up_on_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

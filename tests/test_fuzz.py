@@ -9,9 +9,10 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.config import load_config
-from ingest.pipeline import Message, Processor
-from ingest.service import limits_from, load_registry
+from core.config import load_config, load_registry
+from core.message import Message
+from ingest.pipeline import Processor
+from ingest.service import limits_from
 from tests.conftest import SAMPLE_CONFIG
 
 _cfg = load_config(SAMPLE_CONFIG, environ={})

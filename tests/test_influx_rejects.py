@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from core.publish import Publisher
+from devtools.localstack import InfluxDB1, Mosquitto
 from ingest.deadletter import DeadLetterStore
-from ingest.publish import Publisher
-from ingest.services import InfluxDB1, Mosquitto
 from tests.conftest import count, make_config, running_ingest, wait_for
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.publish import Publisher
-from ingest.services import InfluxDB1, Mosquitto
+from core.publish import Publisher
+from devtools.localstack import InfluxDB1, Mosquitto
 from tests.conftest import (
     REPO,
     IngestThread,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import ConfigError, load_config
-from ingest.pipeline import Message, Processor
-from ingest.service import limits_from, load_registry
+from core.config import ConfigError, load_config, load_registry
+from core.message import Message
+from ingest.pipeline import Processor
+from ingest.service import limits_from
 from tests.conftest import SAMPLE_CONFIG
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lorawan"

@@ -15,9 +15,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.mqtt import install_fast_publish_decode
-from ingest.publish import Publisher
-from ingest.services import InfluxDB1, Mosquitto
+from core.config import MqttConfig
+from core.message import Message
+from core.mqtt import QOS0_MAX_BACKLOG, MqttSource, install_fast_publish_decode
+from core.publish import Publisher
+from devtools.localstack import InfluxDB1, Mosquitto
 from tests.conftest import count, make_config, running_ingest, wait_for
 
 
@@ -115,10 +117,6 @@ def test_plain_paho_path_still_works(
 
 
 def test_qos0_input_is_held_while_the_backlog_is_full(tmp_path: Path) -> None:
-    from ingest.config import MqttConfig
-    from ingest.mqtt import QOS0_MAX_BACKLOG, MqttSource
-    from ingest.pipeline import Message
-
     got: list[Message] = []
     backlog = [QOS0_MAX_BACKLOG + 1]
     src = MqttSource(MqttConfig(), tmp_path, got.append, backlog=lambda: backlog[0])

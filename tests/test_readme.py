@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from ingest.config import load_config
-from ingest.pipeline import Limits, Message, Processor
-from ingest.service import limits_from, load_registry
+from core.config import load_config, load_registry
+from core.message import Message
+from ingest.pipeline import Limits, Processor
+from ingest.service import limits_from
 from tests.conftest import REPO, SAMPLE_CONFIG
 
 # The README's examples, in order, and the topic each is sent on.

@@ -9,8 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ingest.publish import Publisher
-from ingest.services import InfluxDB1, Mosquitto
+from core.publish import Publisher
+from devtools.localstack import InfluxDB1, Mosquitto
 from tests.conftest import (
     config_env,
     count,

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest.config import Config, load_config
-from ingest.pipeline import Message
+from core.config import Config, load_config
+from core.influx import WriteError
+from core.message import Message
 from ingest.service import Ingest
-from ingest.writers import WriteError
 from tests.conftest import SAMPLE_CONFIG, wait_for
 
 NOW = time.time()

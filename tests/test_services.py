@@ -20,8 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest import services
-from ingest.services import (
+from devtools import localstack as services
+from devtools.localstack import (
     InfluxDB1,
     InfluxError,
     Mosquitto,

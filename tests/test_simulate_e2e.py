@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from ingest.pipeline import Message, Processor
-from ingest.service import limits_from, load_registry
-from ingest.services import InfluxDB1, Mosquitto
+from core.config import load_registry
+from core.message import Message
+from devtools.localstack import InfluxDB1, Mosquitto
+from ingest.pipeline import Processor
+from ingest.service import limits_from
 from simulators.formats import WireFormat
 from simulators.run import prefixes_from, publish
 from simulators.scenario import load_scenario

@@ -29,10 +29,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.config import load_config
-from ingest.pipeline import Limits, Message, Processor
-from ingest.service import load_registry
-from ingest.services import Mosquitto
+from core.config import load_config, load_registry
+from core.message import Message
+from devtools.localstack import Mosquitto
+from ingest.pipeline import Limits, Processor
 from sensors.models import corrected_distance_mm
 from sensors.registry import Registry
 from simulators import cli

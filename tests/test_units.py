@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import load_config
+from core.config import load_config, load_registry
+from core.message import Message
+from devtools.demo import nmea_sentence
 from ingest.deadletter import DeadLetterStore
-from ingest.demo import nmea_sentence
 from ingest.lineproto import EncodeError, encode
-from ingest.pipeline import Limits, Message, Processor
-from ingest.service import load_registry
+from ingest.pipeline import Limits, Processor
 from ingest.spool import Spool
 from tests.conftest import SAMPLE_CONFIG
 

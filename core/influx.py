@@ -14,8 +14,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import urllib3
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
 
-from ingest.config import InfluxConfig
+from core.config import InfluxConfig
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +125,6 @@ class V2Writer:
     """``/api/v2/write`` through influxdb-client (InfluxDB 2.x/3.x/Cloud, 1.8+)."""
 
     def __init__(self, cfg: InfluxConfig) -> None:
-        from influxdb_client.client.influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
-
         assert cfg.token is not None and cfg.org and cfg.bucket
         self._cfg = cfg
         self._org: str = cfg.org
@@ -141,9 +142,6 @@ class V2Writer:
         return f"InfluxDB v2 {self._cfg.url} org={self._cfg.org} bucket={self._cfg.bucket}"
 
     def write(self, lines: Sequence[str]) -> None:
-        from influxdb_client.domain.write_precision import WritePrecision
-        from influxdb_client.rest import ApiException
-
         try:
             self._api.write(
                 bucket=self._bucket,

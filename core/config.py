@@ -19,6 +19,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from sensors.models import ALARM_FLAGS, PAYLOAD_FIELDS
+from sensors.registry import BBox, Registry
+
 ENV_PREFIX = "YUKIMIZU_"
 
 
@@ -46,7 +49,7 @@ class MqttConfig(_Section):
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 10_000
     session_expiry_s: Annotated[int, Field(ge=0, le=4_294_967_295)] = 7 * 24 * 3600
     keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
-    # Faster receive path around paho's internals (see ingest/mqtt.py); switch off
+    # Faster receive path around paho's internals (see core/mqtt.py); switch off
     # if a paho upgrade misbehaves.
     paho_fast_path: bool = True
 
@@ -94,18 +97,15 @@ class IngestConfig(_Section):
 
     @model_validator(mode="after")
     def _aliases_known(self) -> IngestConfig:
-        from ingest.decode import LORAWAN_FIELDS
-        from sensors.models import ALARM_FLAGS
-
         bad = {
             k: v
             for k, v in self.lorawan_aliases.items()
-            if v not in LORAWAN_FIELDS and v not in ALARM_FLAGS
+            if v not in PAYLOAD_FIELDS and v not in ALARM_FLAGS
         }
         if bad:
             raise ValueError(
                 f"lorawan_aliases maps to unknown fields {bad}; known: "
-                f"{', '.join(sorted(LORAWAN_FIELDS | set(ALARM_FLAGS)))}"
+                f"{', '.join(sorted(PAYLOAD_FIELDS | set(ALARM_FLAGS)))}"
             )
         return self
 
@@ -241,3 +241,24 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration in {source}:\n{describe_errors(exc)}") from None
     return _resolve_paths(cfg, base)
+
+
+DEFAULT_CONFIG = Path("config/yukimizu.toml")
+
+
+def resolve_config(path: Path | None) -> Config:
+    """The config from ``path``, else ``$YUKIMIZU_CONFIG``, else ``config/yukimizu.toml``."""
+    if path is None:
+        env = os.environ.get("YUKIMIZU_CONFIG")
+        if env:
+            path = Path(env)
+        elif DEFAULT_CONFIG.exists():
+            path = DEFAULT_CONFIG
+    return load_config(path)
+
+
+def load_registry(cfg: Config) -> Registry:
+    """The device registry the config points at (raises ``RegistryError``)."""
+    r = cfg.registry
+    bbox = BBox(lat_min=r.lat_min, lat_max=r.lat_max, lon_min=r.lon_min, lon_max=r.lon_max)
+    return Registry.load(r.stations, r.meters, r.plows, r.routes, bbox=bbox)

@@ -18,9 +18,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ingest import services
-from ingest.config import Config
-from ingest.publish import Publisher
+from core.config import Config
+from core.publish import Publisher
+from devtools import localstack as services
+from simulators.run import publish_scenario
+from simulators.scenario import load_scenario
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
     pid = _ingest_running(cfg)
     log_path = Path(s.data_dir) / "ingest.log"
     if pid is None:
-        argv = [sys.executable, "-m", "ingest.cli"]
+        argv = [sys.executable, "-m", "cli"]
         if config_path is not None:
             argv += ["-c", str(config_path)]
         with log_path.open("ab") as logf:
@@ -204,11 +206,7 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
             print(f"  published {what:<40} → {topic}")
     published = len(examples)
     if scenario is not None:
-        from simulators.run import publish_scenario
-
         # Shift the scenario so that it ends just before now: dashboards show it.
-        from simulators.scenario import load_scenario
-
         sc = load_scenario(scenario)
         start_at = (
             datetime.now(UTC).replace(microsecond=0) - (sc.end - sc.start) - timedelta(minutes=10)
@@ -231,7 +229,7 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
         [
             sys.executable,
             "-m",
-            "ingest.cli",
+            "cli",
             *(["-c", str(config_path)] if config_path else []),
             "deadletter",
             "list",

@@ -18,7 +18,7 @@ from types import TracebackType
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.config import MqttConfig
+from core.config import MqttConfig
 
 
 class PublishError(RuntimeError):

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho import mqtt as paho_mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest.config import MqttConfig
-from ingest.pipeline import Message
+from core.config import MqttConfig
+from core.message import Message
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ def _client_class() -> type[mqtt.Client]:
 
 
 def _paho_version() -> str:
-    from paho import mqtt as paho_mqtt
-
     return str(getattr(paho_mqtt, "__version__", ""))
 
 
@@ -116,9 +115,8 @@ def install_fast_publish_decode() -> bool:
     is active. tests/test_mqtt_decode.py proves the output equal to paho's.
     """
     try:
-        from paho import mqtt as paho_mqtt
-        from paho.mqtt import _packet
-        from paho.mqtt.enums import MQTTProtocolVersion
+        # Optional private module: absent on other paho builds, then no fast path.
+        from paho.mqtt import _packet  # noqa: PLC0415
     except ImportError:
         return False
     if getattr(_packet.decode_publish, "_yukimizu_fast", False):

@@ -143,6 +143,15 @@ class Config(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
+    # Feature sections validated by their own packages (rules/config.py, alerts/config.py),
+    # with errors naming the field the same way (``rules.snow.dispatch_cm: …``).
+    rules: dict[str, Any] = Field(default_factory=dict)
+    alerts: dict[str, Any] = Field(default_factory=dict)
+    public: dict[str, Any] = Field(default_factory=dict)
+    reports: dict[str, Any] = Field(default_factory=dict)
+    # The directory relative paths are resolved against (the config file's); set by
+    # load_config, not meant for the file.
+    base_dir: Path = Path()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -180,6 +189,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     reg = cfg.registry
     return cfg.model_copy(
         update={
+            "base_dir": base,
             "ingest": cfg.ingest.model_copy(update={"state_dir": fix(cfg.ingest.state_dir)}),
             "registry": reg.model_copy(
                 update={
@@ -195,11 +205,11 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     )
 
 
-def describe_errors(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem, ``  section.key: what is wrong``, for TOML files."""
     lines = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"

@@ -270,6 +270,9 @@ class Processor:
                 blade_down=reading.blade_down,
                 spreader=reading.spreader,
             )
+        # Arrival delay, last: the rules see a daily upload only once it has arrived
+        # (docs/rules.md#backtest); it also shows how late devices report.
+        fields["lag_s"] = max(0.0, round(received_at - time_ms / 1000, 1))
         measurement = MEASUREMENT_BY_KIND[kind]
         key = self._keys.get(dev.id)
         if key is None:

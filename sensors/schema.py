@@ -19,6 +19,7 @@ DEADLETTER_STATS = "yukimizu_deadletter"
 
 _COMMON: dict[str, FieldType] = {
     "seq": "int",
+    "lag_s": "float",  # seconds from device time to ingest's receive time
     "battery_v": "float",
     "rssi_dbm": "float",
     "alarm_leak": "bool",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -202,3 +203,11 @@ def ingest_subprocess(config_env: dict[str, str], log_path: Path) -> subprocess.
 
 def count(influx: InfluxDB1, db: str, measurement: str, field: str) -> int:
     return influx.count(measurement, field, db)
+
+
+_LAG = re.compile(r",lag_s=[0-9.e+-]+(?= )")
+
+
+def without_lag(line: str) -> str:
+    """A line without its ``lag_s`` field (the arrival delay depends on the clock)."""
+    return _LAG.sub("", line)

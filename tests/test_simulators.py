@@ -338,6 +338,8 @@ def test_every_format_decodes_to_the_same_values(
             fields = dict(got[key])
             fields.pop("rssi_dbm", None)  # only LoRaWAN metadata carries it
             expected = dict(want)
+            # Formats are sent at different moments (a LoRaWAN uplink per value).
+            fields.pop("lag_s"), expected.pop("lag_s")
             if fmt == "nmea" and key[0] == "plow_position":
                 expected.pop("blade_down")  # RMC has no blade input
                 for name, tol in _NMEA_TOL.items():

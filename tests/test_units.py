@@ -15,7 +15,7 @@ from ingest.deadletter import DeadLetterStore
 from ingest.lineproto import EncodeError, encode
 from ingest.pipeline import Limits, Processor
 from ingest.spool import Spool
-from tests.conftest import SAMPLE_CONFIG
+from tests.conftest import SAMPLE_CONFIG, without_lag
 
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z: ingest's clock in these tests
 
@@ -53,7 +53,7 @@ def test_senml_relative_time_base_value_and_units(proc: Processor) -> None:
     assert reason is None, detail
     assert lines == [
         f"water_meter,device=M002,district=中町 register_l=2500.0,"
-        f"flow_lph=360.0 {int((NOW - 60) * 1000)}"
+        f"flow_lph=360.0,lag_s=60.0 {int((NOW - 60) * 1000)}"
     ]
 
 
@@ -76,7 +76,7 @@ def test_nmea_south_west_is_out_of_town_and_speed_converted(proc: Processor) -> 
     gga = nmea_sentence("GPGGA,010203.50,3822.8000,N,14012.0000,E,1,08,0.9,545.4,M,46.9,M,,")
     lines, reason, _, drops = run(proc, "yukimizu/plow/P01", f"{gga}\r\n{s}\r\n")
     assert reason is None and drops == ["nmea_other_sentence"]
-    assert lines == [
+    assert [without_lag(line) for line in lines] == [
         "plow_position,contractor=町直営,device=P01 lat=38.38,lon=140.2,"
         "speed_kmh=1.852 1767315723500"
     ]
@@ -240,4 +240,4 @@ def test_temperature_correction_only_for_ultrasonic(proc: Processor) -> None:
 
 def test_m3_conversion_has_no_float_noise(proc: Processor) -> None:
     lines, _, _, _ = run(proc, "yukimizu/water/M002", {"time": NOW - 5, "register_m3": 1234.567})
-    assert "register_l=1234567.0 " in lines[0]
+    assert "register_l=1234567.0,lag_s=5.0 " in lines[0]

@@ -1,0 +1,1 @@
+"""The rules engine: stored readings → decisions (docs/rules.md)."""

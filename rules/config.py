@@ -1,0 +1,136 @@
+"""``[rules]`` of the config file: schedule, state, thresholds and their overrides.
+
+```toml
+[rules]
+interval_s = 60
+[rules.snow]
+dispatch_cm = 10
+[rules.overrides.station.ST02.snow]     # scope: station | meter | plow | route | district
+priority_station = true
+[rules.overrides.district."中町".water]
+night_min_lph = 8
+```
+
+A subject's parameters are the global ones, then its district's overrides, then its
+own (most specific wins). Errors name the field: ``rules.overrides.meter.M003.water.
+night_min_lph: Input should be greater than or equal to 0``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.config import Config, ConfigError, describe_errors
+from rules.params import (
+    FAMILY_PARAMS,
+    PlowParams,
+    SnowParams,
+    SystemParams,
+    WaterParams,
+    _Params,
+)
+
+Scope = Literal["station", "meter", "plow", "route", "district"]
+SCOPES: tuple[Scope, ...] = ("station", "meter", "plow", "route", "district")
+
+
+class RulesConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: Annotated[int, Field(ge=5, le=3600)] = 60
+    # Every cycle re-reads this much recent data, so late data (a meter's daily batch
+    # of 24 hourly values) is seen: longer than the longest upload interval.
+    lookback_h: Annotated[float, Field(ge=1, le=24 * 14)] = 36.0
+    # First start (no state yet): how much history to read to warm up (the 30-night
+    # median needs a month). Transitions before "now − lookback" are not emitted.
+    warmup_days: Annotated[float, Field(ge=0, le=120)] = 31.0
+    state_dir: Path = Path(".yukimizu/rules")
+    instance: Annotated[str, Field(min_length=1)] = "rules"
+    write_derived: bool = True
+    lang: Literal["ja", "en"] = "ja"
+    water: WaterParams = Field(default_factory=WaterParams)
+    snow: SnowParams = Field(default_factory=SnowParams)
+    plow: PlowParams = Field(default_factory=PlowParams)
+    system: SystemParams = Field(default_factory=SystemParams)
+    # scope → id → family → {param: value}
+    overrides: dict[Scope, dict[str, dict[str, dict[str, Any]]]] = Field(default_factory=dict)
+    # watch-over "away" periods: meter id → list of [start, end] ISO times
+    away: dict[str, list[tuple[str, str]]] = Field(default_factory=dict)
+
+    def family(self, name: str) -> _Params:
+        value: _Params = getattr(self, name)
+        return value
+
+    def for_subject(self, family: str, scope: Scope, subject: str, district: str | None) -> Any:
+        """The parameters of ``family`` for one subject (district, then own overrides)."""
+        return _merged(self, family, scope, subject, district)
+
+
+@cache
+def _merged(
+    cfg: RulesConfig, family: str, scope: Scope, subject: str, district: str | None
+) -> _Params:
+    base = cfg.family(family)
+    layers = []
+    if district is not None:
+        layers.append(cfg.overrides.get("district", {}).get(district, {}).get(family, {}))
+    layers.append(cfg.overrides.get(scope, {}).get(subject, {}).get(family, {}))
+    layers = [x for x in layers if x]
+    if not layers:
+        return base
+    data = base.model_dump()
+    for layer in layers:
+        data.update(layer)
+    return FAMILY_PARAMS[family].model_validate(data)
+
+
+def _validate_overrides(cfg: RulesConfig) -> None:
+    problems = []
+    for scope, ids in cfg.overrides.items():
+        for subject, families in ids.items():
+            for family, values in families.items():
+                where = f"rules.overrides.{scope}.{subject}.{family}"
+                model = FAMILY_PARAMS.get(family)
+                if model is None:
+                    problems.append(
+                        f"  {where}: unknown rule family (known: {', '.join(FAMILY_PARAMS)})"
+                    )
+                    continue
+                try:
+                    model.model_validate({**cfg.family(family).model_dump(), **values})
+                except ValidationError as exc:
+                    problems.append(describe_errors(exc, prefix=where))
+    if problems:
+        raise ConfigError("invalid rules overrides:\n" + "\n".join(problems))
+
+
+def load_rules_config(cfg: Config) -> RulesConfig:
+    """Validate ``[rules]``; raise :class:`ConfigError` naming the field."""
+    try:
+        rc = RulesConfig.model_validate(cfg.rules)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid configuration [rules]:\n{describe_errors(exc, prefix='rules')}"
+        ) from None
+    _validate_overrides(rc)
+    state = rc.state_dir.expanduser()
+    if not state.is_absolute():
+        state = (cfg.base_dir / state).resolve()
+    return rc.model_copy(update={"state_dir": state})
+
+
+def params_table() -> list[tuple[str, str, Any, str]]:
+    """(family, parameter, default, description) for docs and ``rules params``."""
+    rows = []
+    for fam, model in FAMILY_PARAMS.items():
+        for name, f in model.model_fields.items():
+            default = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+            rows.append((fam, name, default, f.description or ""))
+    return rows
+
+
+__all__ = ["SCOPES", "PlowParams", "RulesConfig", "SnowParams", "SystemParams", "WaterParams"]

@@ -1,0 +1,166 @@
+"""The rule families' small contract with the engine.
+
+A *family* (water, snow, plows, system) is an object that the engine
+
+1. ``feed``\\ s with the newly *visible* points of the raw measurements it reads
+   (per device in time order; a point is visible once it has arrived), and
+2. ``tick``\\ s at every evaluation time ``now`` (the scheduler's step).
+
+Both calls report through :class:`Output`: *findings* (a rule's condition for a
+subject, active or not, at an event time) and derived points for InfluxDB. The
+engine turns a finding whose activity differs from the subject's last known status
+into a transition (``rules/transitions.py``) — a family need not remember what it
+already reported. Between cycles the engine pickles each family object into the
+state database, so a family keeps its running state in plain attributes and a restart
+continues exactly where it stopped (docs/rules.md#exactly-once).
+
+A family must be deterministic given the same feeds and ticks: that is what makes a
+backtest equal the live scheduler (docs/rules.md#backtest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from rules.config import RulesConfig, Scope
+from rules.transitions import Category, Severity, SubjectKind, Value
+from sensors.registry import Registry
+
+JST = ZoneInfo("Asia/Tokyo")
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def dt_to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def jst(ms: int) -> datetime:
+    """A UTC millisecond time as a local (Asia/Tokyo) datetime."""
+    return datetime.fromtimestamp(ms / 1000, JST)
+
+
+def hhmm(ms: int) -> str:
+    return jst(ms).strftime("%H:%M")
+
+
+def floor_hour(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def fmt_num(x: float, digits: int = 0) -> str:
+    """A number for a message: no '-0', no 'nan'."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}f}" if digits else f"{round(x):d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One evaluation of a rule's condition for one subject.
+
+    ``at_ms`` is the event time: when the condition became what ``active`` says
+    (for a rule evaluated on hourly data, the end of the hour that decided it).
+    """
+
+    rule: str
+    category: Category
+    subject: str
+    subject_kind: SubjectKind
+    active: bool
+    at_ms: int
+    severity: Severity
+    district: str | None = None
+    values: Mapping[str, Value] = field(default_factory=dict)
+    message: str = ""
+    message_en: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, Any]
+    time_ms: int
+
+
+class Output:
+    """Collects what families produce in one cycle."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.points: list[Point] = []
+
+    def finding(self, f: Finding) -> None:
+        self.findings.append(f)
+
+    def point(
+        self, measurement: str, tags: Mapping[str, str], fields: Mapping[str, Any], time_ms: int
+    ) -> None:
+        self.points.append(Point(measurement, dict(tags), dict(fields), int(time_ms)))
+
+
+@dataclass
+class Shared:
+    """Facts one family publishes for others within the engine (same process, same
+    step order, so live and backtest see them alike). Pickled with the state."""
+
+    # plows → snow: when the town was last plowed (end of the last dispatch), ms
+    last_plowing_end_ms: int | None = None
+    # plows → system/snow: the active dispatch id, or None
+    active_dispatch: str | None = None
+    active_dispatch_start_ms: int | None = None
+    # any family → system: last time each device was heard of (arrival), ms
+    last_seen_ms: dict[str, int] = field(default_factory=dict)
+
+
+class Family:
+    """Base class of a rule family. Subclasses set ``name`` and ``inputs``."""
+
+    name: ClassVar[str] = ""
+    category: ClassVar[Category] = "system"
+    # raw measurement → fields to read (sensors.schema names)
+    inputs: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    def __init__(self, registry: Registry, config: RulesConfig, shared: Shared) -> None:
+        self.registry = registry
+        self.config = config
+        self.shared = shared
+
+    def rebind(self, registry: Registry, config: RulesConfig, shared: Shared) -> None:
+        """After unpickling: the current registry and config (they may have changed)."""
+        self.registry = registry
+        self.config = config
+        self.shared = shared
+
+    def params(self, scope: Scope, subject: str, district: str | None = None) -> Any:
+        """This family's parameters for one subject (overrides applied)."""
+        return self.config.for_subject(self.name, scope, subject, district)
+
+    def feed(self, measurement: str, frame: pd.DataFrame, out: Output) -> None:
+        """New visible points: columns ``time`` (int ms UTC), ``arrival`` (int ms),
+        ``device`` and the fields named in ``inputs``; sorted by device, then time."""
+
+    def tick(self, now_ms: int, out: Output) -> None:
+        """Time-driven evaluation at the scheduler's step ``now_ms``."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for k in ("registry", "config", "shared"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

@@ -1,0 +1,116 @@
+"""Every threshold of every rule, with its default and where the default comes from.
+
+Configured under ``[rules.<family>]`` and overridable per station, meter, plow,
+route segment or district under ``[rules.overrides.<scope>.<id>.<family>]``
+(``rules/config.py``). The sources behind the defaults: docs/domain.md (anchors
+cited per field) and docs/rules.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Pos = Annotated[float, Field(gt=0)]
+NonNeg = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(gt=0, le=1)]
+Hours = Annotated[float, Field(gt=0, le=24 * 60)]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WaterParams(_Params):
+    # docs/domain.md#continuous-flow-leak: no hour with zero use in the last 24 h
+    # (Kamstrup); a leak of 12.5 L/h must be caught.
+    leak_window_h: Annotated[int, Field(ge=6, le=168)] = 24
+    leak_zero_hour_l: NonNeg = 1.0  # an hour using at most this much counts as "zero"
+    leak_min_lph: NonNeg = 5.0  # ...and the smallest hour must exceed this to call a leak
+    leak_clear_zero_hours: Annotated[int, Field(ge=1, le=48)] = 1  # clears after 1 h of zero
+    # docs/domain.md#minimum-night-flow: lowest hourly flow 02:00–05:00 above
+    # max(5 L/h, 2 × 30-night median) three nights running, evaluated at 07:00.
+    night_start_hour: Annotated[int, Field(ge=0, le=23)] = 2
+    night_end_hour: Annotated[int, Field(ge=1, le=24)] = 5
+    night_evaluate_hour: Annotated[int, Field(ge=0, le=23)] = 7
+    night_min_lph: NonNeg = 5.0
+    night_median_factor: Pos = 2.0
+    night_median_nights: Annotated[int, Field(ge=3, le=90)] = 30
+    night_consecutive: Annotated[int, Field(ge=1, le=14)] = 3
+    # docs/domain.md#burst: above 20 % of Q3 for 30 min (Kamstrup flowIQ 3100); with
+    # hourly registers, the hourly equivalent.
+    burst_q3_share: Share = 0.2
+    burst_min_minutes: Annotated[int, Field(ge=1, le=600)] = 30
+    # docs/domain.md#reverse-flow: register running backwards (Sensus: 15 min)
+    reverse_min_l: NonNeg = 2.0
+    # a backwards step larger than this share of the register is a meter swap
+    swap_min_drop_share: Share = 0.5
+    # docs/domain.md#stale-meter: no upload past the expected interval
+    stale_hourly_h: Hours = 3.0
+    stale_daily_h: Hours = 26.0
+    # docs/domain.md#stuck-meter: zero use for days where use is normal
+    stuck_days: Annotated[int, Field(ge=1, le=60)] = 3
+    stuck_normal_lpd: NonNeg = 50.0  # "normal use": 30-day median daily use above this
+    # docs/domain.md#watch-over: 見守り for flagged households
+    watch_no_use_h: Annotated[int, Field(ge=1, le=48)] = 8
+    watch_day_start_hour: Annotated[int, Field(ge=0, le=23)] = 7
+    watch_day_end_hour: Annotated[int, Field(ge=1, le=24)] = 21
+    watch_continuous_h: Annotated[int, Field(ge=1, le=48)] = 2
+    watch_continuous_min_lph: NonNeg = 30.0
+
+
+class SnowParams(_Params):
+    # docs/domain.md#echo-quality, #spike-filter, #hourly-new-snow
+    deadband_cm: NonNeg = 1.0
+    spike_cm: Pos = 10.0  # a jump larger than this within spike_window_min is a spike…
+    spike_window_min: Annotated[int, Field(ge=1, le=120)] = 10
+    spike_neighbour_km: Pos = 3.0  # …unless a neighbour within this distance agrees
+    frozen_readings: Annotated[int, Field(ge=3, le=1000)] = 12  # identical readings in a row
+    poor_echo_share: Share = 0.5  # share of poor-echo readings in an hour that is a fault
+    low_battery_v: Pos = 3.3
+    offline_min: Annotated[int, Field(ge=5, le=10_000)] = 60
+    # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
+    # #town-wide-alert, #hold-back
+    dispatch_cm: Pos = 10.0
+    dispatch_stations: Annotated[int, Field(ge=1, le=100)] = 2
+    priority_dispatch_cm: Pos = 5.0  # stations tagged as on priority routes (per station)
+    priority_station: bool = False
+    stages_cm: tuple[float, ...] = (10.0, 30.0, 40.0)
+    town_alert_depth_cm: Pos = 60.0  # staged in addition: depth that is a town-wide alert
+    town_alert_stations: Annotated[int, Field(ge=1, le=100)] = 2
+    window_h: Annotated[int, Field(ge=1, le=72)] = 24  # "since last plowing", at most this long
+    holdback_temp_c: float = 2.0
+
+
+class PlowParams(_Params):
+    # docs/domain.md#segment-plowed, #blade-down-distance, #inferred-status, #idle
+    cover_radius_m: Pos = 15.0
+    cover_share: Share = 0.8
+    pass_window_min: Annotated[int, Field(ge=1, le=600)] = 60
+    sample_step_m: Pos = 5.0
+    max_speed_kmh: Pos = 80.0  # a jump implying more is a bad fix (docs/domain.md#fix-filter)
+    inferred_min_kmh: NonNeg = 5.0
+    inferred_max_kmh: Pos = 40.0
+    idle_kmh: Pos = 3.0
+    idle_min: Annotated[int, Field(ge=1, le=600)] = 10
+    silent_min: Annotated[int, Field(ge=1, le=600)] = 15  # no fix during an active dispatch
+    depot_radius_m: Pos = 150.0
+    dispatch_gap_min: Annotated[int, Field(ge=10, le=24 * 60)] = 120  # quiet time ending one
+    max_gap_s: Annotated[int, Field(ge=1, le=3600)] = 120  # longer gaps break a track
+
+
+class SystemParams(_Params):
+    # a whole kind silent (gateway or broker down): one alert, not thirty
+    kind_silent_min: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: {"snow": 60, "water": 26 * 60, "plow": 0}
+    )
+    deadletter_rate_per_h: NonNeg = 100.0
+
+
+FAMILY_PARAMS: dict[str, type[_Params]] = {
+    "water": WaterParams,
+    "snow": SnowParams,
+    "plow": PlowParams,
+    "system": SystemParams,
+}

@@ -1,0 +1,140 @@
+"""Where a cycle's points come from: InfluxDB now (live), or a period loaded once (backtest).
+
+Both give the same thing for an evaluation time ``now``: the points that had *arrived*
+by ``now`` (arrival = device time + ``lag_s``, the delay ingest measured; a point
+without it counts as arrived at its device time) and whose device time lies in the
+look-back window ``(now − lookback, now]``. The engine then keeps, per device, only
+points newer than what it already processed. Because both sources apply the same
+visibility rule, a backtest sees exactly what the live scheduler saw
+(docs/rules.md#backtest).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from core.influx import InfluxQuery
+
+log = logging.getLogger(__name__)
+
+LAG_FIELD = "lag_s"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '\\"') + '"'
+
+
+def query_frame(
+    client: InfluxQuery, measurement: str, fields: tuple[str, ...], start_ms: int, end_ms: int
+) -> pd.DataFrame:
+    """Points of ``measurement`` with ``start_ms < time <= end_ms``: columns ``time`` (int
+    ms), ``arrival`` (int ms), ``device`` and ``fields`` (missing ones as NaN)."""
+    cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, "device"))
+    q = (
+        f"SELECT {cols} FROM {_quote(measurement)} "
+        f"WHERE time > {int(start_ms)}ms AND time <= {int(end_ms)}ms"
+    )
+    results = client.raw(q)
+    frames = []
+    for series in (results[0].get("series") or []) if results else []:
+        frames.append(pd.DataFrame(series["values"], columns=series["columns"]))
+    return normalise(pd.concat(frames) if frames else pd.DataFrame(), fields)
+
+
+def normalise(df: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
+    """The frame shape families get, whatever the source produced."""
+    for col in ("time", "device", *fields, LAG_FIELD):
+        if col not in df.columns:
+            df[col] = np.nan if col != "device" else pd.Series(dtype=object)
+    df = df[df["device"].notna()]
+    time = df["time"].astype("int64")
+    lag = pd.to_numeric(df[LAG_FIELD], errors="coerce").fillna(0.0).clip(lower=0.0)
+    out = pd.DataFrame(
+        {"time": time.to_numpy(), "arrival": (time + (lag * 1000).astype("int64")).to_numpy()}
+    )
+    out["device"] = df["device"].astype(str).to_numpy()
+    for f in fields:
+        out[f] = df[f].to_numpy()
+    return out
+
+
+class Source(Protocol):
+    def visible(
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+    ) -> dict[str, pd.DataFrame]: ...
+
+
+class LiveSource:
+    """Reads the look-back window from InfluxDB every cycle (one query per measurement)."""
+
+    def __init__(self, client: InfluxQuery) -> None:
+        self.client = client
+
+    def visible(
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+    ) -> dict[str, pd.DataFrame]:
+        out = {}
+        for m, fields in inputs.items():
+            df = query_frame(self.client, m, fields, now_ms - lookback_ms, now_ms)
+            out[m] = df[df["arrival"] <= now_ms]
+        return out
+
+
+class RecordedSource:
+    """A period loaded once; each call hands out what had arrived by ``now``.
+
+    Points are sorted by arrival, so a call only slices; points already handed out
+    are not handed out again (the engine's watermarks would drop them anyway).
+    """
+
+    def __init__(self, frames: Mapping[str, pd.DataFrame]) -> None:
+        self._frames = {}
+        self._arrival = {}
+        self._pos: dict[str, int] = {}
+        for m, df in frames.items():
+            d = df.sort_values(["arrival", "device", "time"], kind="stable").reset_index(drop=True)
+            self._frames[m] = d
+            self._arrival[m] = d["arrival"].to_numpy()
+            self._pos[m] = 0
+
+    @classmethod
+    def load(
+        cls,
+        client: InfluxQuery,
+        inputs: Mapping[str, tuple[str, ...]],
+        start_ms: int,
+        end_ms: int,
+        chunk_ms: int = 7 * 86_400_000,
+    ) -> RecordedSource:
+        frames = {}
+        for m, fields in inputs.items():
+            parts = []
+            t = start_ms
+            while t < end_ms:
+                parts.append(query_frame(client, m, fields, t, min(t + chunk_ms, end_ms)))
+                t += chunk_ms
+            frames[m] = (
+                pd.concat(parts, ignore_index=True) if parts else normalise(pd.DataFrame(), fields)
+            )
+            log.info("backtest: %s: %d points", m, len(frames[m]))
+        return cls(frames)
+
+    def visible(
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+    ) -> dict[str, pd.DataFrame]:
+        out = {}
+        for m in inputs:
+            df = self._frames.get(m)
+            if df is None:
+                continue
+            end = int(np.searchsorted(self._arrival[m], now_ms, side="right"))
+            start = self._pos[m]
+            self._pos[m] = end
+            part = df.iloc[start:end]
+            out[m] = part[part["time"] > now_ms - lookback_ms]
+        return out

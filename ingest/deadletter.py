@@ -123,7 +123,9 @@ class DeadLetterStore:
         if before is not None:
             clauses.append("time < ?")
             args.append(before)
-        if ids:
+        if ids is not None:
+            # An empty list selects nothing (never "no filter": delete(ids=[]) after
+            # a replay that sent nothing must not empty the store).
             clauses.append(f"id IN ({','.join('?' * len(ids))})")
             args.extend(ids)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args

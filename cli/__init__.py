@@ -20,6 +20,7 @@ from core.sqlite import StoreError
 from devtools import cli as devtools_cli
 from devtools.localstack import ServiceStartError
 from ingest import cli as ingest_cli
+from rules import cli as rules_cli
 from sensors.registry import RegistryError
 from simulators import cli as simulators_cli
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     init_cli.add_parser(sub)
     ingest_cli.add_parsers(sub)
+    rules_cli.add_parsers(sub)
     simulators_cli.add_parser(sub)
     devtools_cli.add_parsers(sub)
     return p

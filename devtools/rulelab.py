@@ -17,12 +17,10 @@ import argparse
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from core.config import Config, InfluxConfig, load_config, load_registry
 from core.influx import InfluxQuery
@@ -31,7 +29,7 @@ from devtools.localstack import InfluxDB1
 from ingest.pipeline import Processor
 from ingest.service import limits_from
 from rules import backtest
-from rules.config import RulesConfig, load_rules_config
+from rules.config import RulesConfig, with_settings
 from rules.families import BY_NAME, FAMILIES
 from rules.model import Family
 from rules.scoring import Score
@@ -99,23 +97,6 @@ def load_scenario_into(
     )
 
 
-def rules_config(cfg: Config, sets: Sequence[str] = ()) -> RulesConfig:
-    """``[rules]`` with ``family.param=value`` overrides (TOML values)."""
-    data: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.rules.items()}
-    for item in sets:
-        key, _, raw = item.partition("=")
-        section, _, name = key.strip().rpartition(".")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        target = data
-        for part in section.split(".") if section else []:
-            target = target.setdefault(part, {})
-        target[name] = value
-    return load_rules_config(cfg.model_copy(update={"rules": data}))
-
-
 def run_backtest(
     influx_url: str,
     loaded: Loaded,
@@ -174,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lang", choices=["ja", "en"], default="ja")
     args = p.parse_args(argv)
     cfg = load_config(SAMPLE_CONFIG, environ={})
-    rcfg = rules_config(cfg, args.set)
+    rcfg = with_settings(cfg, args.set)
     if args.families:
         names = [n.strip() for n in args.families.split(",")]
         unknown = [n for n in names if n not in BY_NAME]

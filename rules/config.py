@@ -18,6 +18,8 @@ night_min_lph: Input should be greater than or equal to 0``.
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -131,6 +133,23 @@ def params_table() -> list[tuple[str, str, Any, str]]:
             default = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
             rows.append((fam, name, default, f.description or ""))
     return rows
+
+
+def with_settings(cfg: Config, sets: Sequence[str] = ()) -> RulesConfig:
+    """``[rules]`` with ``--set family.param=value`` settings (values parsed as TOML)."""
+    data: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.rules.items()}
+    for item in sets:
+        key, _, raw = item.partition("=")
+        section, _, name = key.strip().rpartition(".")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        target = data
+        for part in section.split(".") if section else []:
+            target = target.setdefault(part, {})
+        target[name] = value
+    return load_rules_config(cfg.model_copy(update={"rules": data}))
 
 
 __all__ = ["SCOPES", "PlowParams", "RulesConfig", "SnowParams", "SystemParams", "WaterParams"]

@@ -8,6 +8,7 @@ the engine; tests/test_rules_scenarios.py runs the real families on simulated to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -64,7 +65,7 @@ class HighUse(Family):
         out.point("water_hourly", {"device": "x"}, {"use_l": 1.0}, int(frame["time"].max()))
 
 
-def _lines(device: str, uses: list[float], start_ms: int, lag_s: float = 5.0) -> list[str]:
+def _lines(device: str, uses: Sequence[float], start_ms: int, lag_s: float = 5.0) -> list[str]:
     reg = 1000.0
     out = []
     for i, u in enumerate([0.0, *uses]):
@@ -106,7 +107,7 @@ def test_restart_reevaluation_and_duplicates_fire_once(
     # Same window again, then a "restart" (a new engine on the same file), then the
     # same points delivered twice: nothing new.
     assert eng.cycle(T0 + 3 * HOUR_MS + 600_000, src).transitions == []
-    eng.state.close()  # type: ignore[union-attr]
+    eng.state.close()
     influx.write(_lines("M001", [10, 150, 160], T0), tag)
     eng = _live(registry, rcfg, SqliteState(db), client)
     assert eng.warm
@@ -114,7 +115,7 @@ def test_restart_reevaluation_and_duplicates_fire_once(
     later = eng.cycle(T0 + 6 * HOUR_MS, src)
     assert [t.status for t in later.transitions] == [Status.RESOLVED]
     assert later.transitions[0].event_time == pd.Timestamp(T0 + 4 * HOUR_MS, unit="ms", tz="UTC")
-    eng.state.close()  # type: ignore[union-attr]
+    eng.state.close()
     outbox = read_outbox(db)
     assert [t.status for _i, t in outbox] == [Status.FIRING, Status.RESOLVED]
     assert [i for i, _t in outbox] == sorted(i for i, _t in outbox)

@@ -47,6 +47,15 @@ class RulesConfig(BaseModel):
     # Every cycle re-reads this much recent data, so late data (a meter's daily batch
     # of 24 hourly values) is seen: longer than the longest upload interval.
     lookback_h: Annotated[float, Field(ge=1, le=24 * 14)] = 36.0
+    # Devices that report as they measure need less: re-reading 36 h of 1 Hz plow
+    # positions every minute would cost more than all the rules together.
+    lookback_h_by_measurement: dict[str, Annotated[float, Field(gt=0, le=24 * 14)]] = Field(
+        default_factory=lambda: {
+            "plow_position": 3.0,
+            "snow_depth": 6.0,
+            "yukimizu_deadletter": 3.0,
+        }
+    )
     # First start (no state yet): how much history to read to warm up (the 30-night
     # median needs a month). Transitions before "now − lookback" are not emitted.
     warmup_days: Annotated[float, Field(ge=0, le=120)] = 31.0
@@ -62,6 +71,10 @@ class RulesConfig(BaseModel):
     overrides: dict[Scope, dict[str, dict[str, dict[str, Any]]]] = Field(default_factory=dict)
     # watch-over "away" periods: meter id → list of [start, end] ISO times
     away: dict[str, list[tuple[str, str]]] = Field(default_factory=dict)
+
+    def lookback_ms(self, measurement: str) -> int:
+        hours = self.lookback_h_by_measurement.get(measurement, self.lookback_h)
+        return int(hours * 3_600_000)
 
     def family(self, name: str) -> _Params:
         value: _Params = getattr(self, name)

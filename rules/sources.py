@@ -3,7 +3,7 @@
 Both give the same thing for an evaluation time ``now``: the points that had *arrived*
 by ``now`` (arrival = device time + ``lag_s``, the delay ingest measured; a point
 without it counts as arrived at its device time) and whose device time lies in the
-look-back window ``(now − lookback, now]``. The engine then keeps, per device, only
+look-back window ``(now − lookback, now]`` (per measurement: ``rules.lookback_h_by_measurement``). The engine then keeps, per device, only
 points newer than what it already processed. Because both sources apply the same
 visibility rule, a backtest sees exactly what the live scheduler saw
 (docs/rules.md#backtest).
@@ -77,7 +77,7 @@ SUBJECT_TAG = {"yukimizu_deadletter": "reason"}
 
 class Source(Protocol):
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
     ) -> dict[str, pd.DataFrame]: ...
 
 
@@ -88,12 +88,14 @@ class LiveSource:
         self.client = client
 
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
     ) -> dict[str, pd.DataFrame]:
         out = {}
         for m, fields in inputs.items():
             tag = SUBJECT_TAG.get(m, "device")
-            df = query_frame(self.client, m, fields, now_ms - lookback_ms, now_ms, device_tag=tag)
+            df = query_frame(
+                self.client, m, fields, now_ms - lookback_ms[m], now_ms, device_tag=tag
+            )
             out[m] = df[df["arrival"] <= now_ms]
         return out
 
@@ -140,7 +142,7 @@ class RecordedSource:
         return cls(frames)
 
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
     ) -> dict[str, pd.DataFrame]:
         out = {}
         for m in inputs:
@@ -151,5 +153,5 @@ class RecordedSource:
             start = self._pos[m]
             self._pos[m] = end
             part = df.iloc[start:end]
-            out[m] = part[part["time"] > now_ms - lookback_ms]
+            out[m] = part[part["time"] > now_ms - lookback_ms[m]]
         return out

@@ -68,69 +68,82 @@ def _fmt_time(ts: float) -> str:
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
     cfg, store = _store(args)
+    actions = {
+        "list": _deadletter_list,
+        "show": _deadletter_show,
+        "replay": _deadletter_replay,
+        "purge": _deadletter_purge,
+    }
     try:
-        if args.action == "list":
-            items = store.list(reason=args.reason, limit=args.limit, newest=True)
-            counts = store.counts()
-            if not counts:
-                print("no dead letters")
-                return 0
-            print("dead letters by reason: " + ", ".join(f"{r}={n}" for r, n in counts.items()))
-            for item in items:
-                print(
-                    f"{item.id:>6}  {_fmt_time(item.time)}  {item.reason:<18} {item.topic}  "
-                    f"{item.detail[:100]}"
-                )
-            return 0
-        if args.action == "show":
-            d = store.get(args.id)
-            if d is None:
-                print(f"no dead letter with id {args.id}", file=sys.stderr)
-                return 1
-            print(f"id:     {d.id}\ntime:   {_fmt_time(d.time)}\ntopic:  {d.topic}")
-            print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes")
-            print("payload:")
-            if args.raw:
-                sys.stdout.flush()
-                sys.stdout.buffer.write(d.payload + b"\n")
-            else:
-                print(payload_preview(d.payload, limit=64 * 1024))
-            return 0
-        if args.action == "replay":
-            items = store.list(reason=args.reason, ids=args.ids or None)
-            if not args.ids and not args.reason and not args.all:
-                print("say which: dead-letter ids, --reason REASON, or --all", file=sys.stderr)
-                return 2
-            if not items:
-                print("nothing to replay")
-                return 0
-            if args.dry_run:
-                for d in items:
-                    print(f"would replay {d.id} to {d.topic}")
-                return 0
-            sent = publish_many(cfg.mqtt, [(d.topic, d.payload) for d in items])
-            store.delete(ids=[d.id for d in items[:sent]])
-            print(
-                f"replayed {sent} of {len(items)} dead letters to MQTT "
-                f"{cfg.mqtt.host}:{cfg.mqtt.port}; ingest processes them again "
-                f"(still-bad ones come back as new dead letters)"
-            )
-            return 0 if sent == len(items) else 1
-        if args.action == "purge":
-            if not args.all and not args.reason and args.older_than_days is None:
-                print("say which: --reason REASON, --older-than-days N, or --all", file=sys.stderr)
-                return 2
-            before = (
-                time.time() - args.older_than_days * 86400
-                if args.older_than_days is not None
-                else None
-            )
-            n = store.delete(reason=args.reason, before=before)
-            print(f"purged {n} dead letters")
-            return 0
+        action = actions.get(args.action)
+        return 2 if action is None else action(args, cfg, store)
     finally:
         store.close()
-    return 2
+
+
+def _deadletter_list(args: argparse.Namespace, _cfg: Config, store: DeadLetterStore) -> int:
+    items = store.list(reason=args.reason, limit=args.limit, newest=True)
+    counts = store.counts()
+    if not counts:
+        print("no dead letters")
+        return 0
+    print("dead letters by reason: " + ", ".join(f"{r}={n}" for r, n in counts.items()))
+    for item in items:
+        print(
+            f"{item.id:>6}  {_fmt_time(item.time)}  {item.reason:<18} {item.topic}  "
+            f"{item.detail[:100]}"
+        )
+    return 0
+
+
+def _deadletter_show(args: argparse.Namespace, _cfg: Config, store: DeadLetterStore) -> int:
+    d = store.get(args.id)
+    if d is None:
+        print(f"no dead letter with id {args.id}", file=sys.stderr)
+        return 1
+    print(f"id:     {d.id}\ntime:   {_fmt_time(d.time)}\ntopic:  {d.topic}")
+    print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes")
+    print("payload:")
+    if args.raw:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(d.payload + b"\n")
+    else:
+        print(payload_preview(d.payload, limit=64 * 1024))
+    return 0
+
+
+def _deadletter_replay(args: argparse.Namespace, cfg: Config, store: DeadLetterStore) -> int:
+    items = store.list(reason=args.reason, ids=args.ids or None)
+    if not args.ids and not args.reason and not args.all:
+        print("say which: dead-letter ids, --reason REASON, or --all", file=sys.stderr)
+        return 2
+    if not items:
+        print("nothing to replay")
+        return 0
+    if args.dry_run:
+        for d in items:
+            print(f"would replay {d.id} to {d.topic}")
+        return 0
+    sent = publish_many(cfg.mqtt, [(d.topic, d.payload) for d in items])
+    store.delete(ids=[d.id for d in items[:sent]])
+    print(
+        f"replayed {sent} of {len(items)} dead letters to MQTT "
+        f"{cfg.mqtt.host}:{cfg.mqtt.port}; ingest processes them again "
+        f"(still-bad ones come back as new dead letters)"
+    )
+    return 0 if sent == len(items) else 1
+
+
+def _deadletter_purge(args: argparse.Namespace, _cfg: Config, store: DeadLetterStore) -> int:
+    if not args.all and not args.reason and args.older_than_days is None:
+        print("say which: --reason REASON, --older-than-days N, or --all", file=sys.stderr)
+        return 2
+    before = (
+        time.time() - args.older_than_days * 86400 if args.older_than_days is not None else None
+    )
+    n = store.delete(reason=args.reason, before=before)
+    print(f"purged {n} dead letters")
+    return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

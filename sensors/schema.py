@@ -1,15 +1,31 @@
 """The InfluxDB schema: measurements, tags and pinned field types.
 
-Field types are fixed here once, because InfluxDB refuses a point whose field type
+Field types are fixed once, because InfluxDB refuses a point whose field type
 differs from what the shard already holds (an int/float flip is a write error).
 Dashboards and rules read these names; change them only with a migration note.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from sensors.models import (
+    FieldType,
+    MeterReading,
+    PlowPosition,
+    SnowReading,
+    stored_fields,
+)
 
-FieldType = Literal["float", "int", "bool", "str"]
+__all__ = [
+    "DEADLETTER_STATS",
+    "FIELDS",
+    "INGEST_STATS",
+    "MEASUREMENT_BY_KIND",
+    "PLOW",
+    "SNOW",
+    "TAGS",
+    "WATER",
+    "FieldType",
+]
 
 SNOW = "snow_depth"
 WATER = "water_meter"
@@ -17,36 +33,11 @@ PLOW = "plow_position"
 INGEST_STATS = "yukimizu_ingest"
 DEADLETTER_STATS = "yukimizu_deadletter"
 
-_COMMON: dict[str, FieldType] = {
-    "seq": "int",
-    "battery_v": "float",
-    "rssi_dbm": "float",
-    "alarm_leak": "bool",
-    "alarm_burst": "bool",
-    "alarm_reverse": "bool",
-    "alarm_tamper": "bool",
-    "alarm_dry": "bool",
-    "alarm_low_battery": "bool",
-}
-
 FIELDS: dict[str, dict[str, FieldType]] = {
-    SNOW: {
-        "depth_cm": "float",
-        "distance_mm": "float",
-        "air_temp_c": "float",
-        "quality": "int",
-        **_COMMON,
-    },
-    WATER: {"register_l": "float", "flow_lph": "float", **_COMMON},
-    PLOW: {
-        "lat": "float",
-        "lon": "float",
-        "speed_kmh": "float",
-        "heading_deg": "float",
-        "blade_down": "bool",
-        "spreader": "bool",
-        **_COMMON,
-    },
+    # The readings' fields and types come from their models (sensors.models.Stored).
+    SNOW: stored_fields(SnowReading),
+    WATER: stored_fields(MeterReading),
+    PLOW: stored_fields(PlowPosition),
     INGEST_STATS: {
         "received": "int",
         "written": "int",

@@ -35,8 +35,9 @@ from typing import Any
 
 import orjson
 
+from sensors.models import QUALITY_POOR_BELOW
 from simulators.fleet import Trip
-from simulators.snow_station import LOW_BATTERY_V, QUALITY_POOR_BELOW
+from simulators.snow_station import LOW_BATTERY_V
 from simulators.timeutil import iso
 from simulators.world import World
 

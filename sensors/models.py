@@ -220,7 +220,8 @@ def stored_fields(model: type[BaseModel]) -> dict[str, FieldType]:
 def stored_values(reading: BaseModel) -> dict[str, object]:
     """Column name → value of every stored field of a validated reading (None: not sent).
 
-    The columns and their order are those of :func:`stored_fields`.
+    Columns come in the order of :func:`stored_fields`; a flattened model the reading
+    does not carry (``alarms`` None) contributes none.
     """
     # __dict__ holds a pydantic model's field values; reading it directly is what
     # keeps this on par with the hand-written dict it replaced (ingest's hot path).

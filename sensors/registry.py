@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, NoReturn, Protocol, TypeAlias
 
+from sensors.models import Kind
+
 __all__ = [
     "BBox",
     "Device",
@@ -33,7 +35,6 @@ __all__ = [
     "normalise_dev_eui",
 ]
 
-Kind = Literal["snow", "water", "plow"]
 RegisterUnit = Literal["L", "m3"]
 
 EARTH_RADIUS_M: Final = 6_371_008.8  # IUGG mean radius

@@ -35,6 +35,7 @@ from typing import Any, Final, Literal, Protocol, get_args
 
 import orjson
 
+from core import nmea
 from sensors.registry import Meter, Plow, Station
 from simulators.seeding import rng_for
 from simulators.timeutil import iso, iso_ms
@@ -253,13 +254,6 @@ class SenmlWire:
 # --------------------------------------------------------------------------- NMEA
 
 
-def _nmea_checksum(body: str) -> str:
-    c = 0
-    for ch in body:
-        c ^= ord(ch)
-    return f"{c:02X}"
-
-
 def _nmea_angle(value: float, deg_digits: int) -> str:
     # ddmm.mmmm: whole ten-thousandths of a minute, carried so 59.99995' never shows as 60.
     units = round(abs(value) * 600_000)
@@ -282,7 +276,7 @@ class NmeaWire:
 
     @staticmethod
     def _sentence(body: str) -> bytes:
-        return f"${body}*{_nmea_checksum(body)}\r\n".encode("ascii")
+        return f"{nmea.sentence(body)}\r\n".encode("ascii")
 
     def encode(self, t: int, readings: Sequence[Values]) -> list[Wired]:
         out = []

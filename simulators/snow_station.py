@@ -6,9 +6,10 @@ correction is exercised. Laser stations are not affected by air temperature and
 report depth directly, as laser snow sensors do (ingest would wrongly apply the
 ultrasonic correction to a laser distance).
 
-Quality code (``quality``, 0–100): echo/signal quality in percent; **below 50 is
-poor** (weak or scattered echo, e.g. in heavy snowfall) and such readings should be
-dropped; 0 means no echo at all. Noise is ±3 cm for ultrasonic sensors in wind
+Quality code (``quality``, 0–100): echo/signal quality in percent; below
+``sensors.models.QUALITY_POOR_BELOW`` (50) is **poor** (weak or scattered echo, e.g. in
+heavy snowfall) and such readings should be dropped (docs/domain.md#echo-quality);
+0 means no echo at all. Noise is ±3 cm for ultrasonic sensors in wind
 (scaled by wind strength) and ±1 cm for lasers (DOMAIN.md).
 """
 
@@ -19,14 +20,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from sensors.models import QUALITY_POOR_BELOW
 from simulators.formats import Values
 from simulators.seeding import rng_for
 from simulators.timeutil import DAY
 from simulators.world import World
 
-__all__ = ["LOW_BATTERY_V", "QUALITY_POOR_BELOW", "station_readings"]
+__all__ = ["LOW_BATTERY_V", "station_readings"]
 
-QUALITY_POOR_BELOW: Final = 50
 LOW_BATTERY_V: Final = 3.3
 BATTERY_DECLINE_V_PER_DAY: Final = 0.0006
 BATTERY_DRAIN_V_PER_DAY: Final = 0.5
@@ -143,7 +144,8 @@ def _measure(
         quality -= round(min(40.0, 10 * snow_rate) * (0.5 + draws.quality))
         measured += draws.noise * min(5.0, snow_rate)
     if poor:
-        quality = 5 + round(40 * draws.quality)
+        # A poor-echo fault: quality 5 .. threshold - 5, always below the threshold.
+        quality = 5 + round((QUALITY_POOR_BELOW - 10) * draws.quality)
         measured = depth + draws.noise * 15
     if spike:
         # A flake or a bird in the beam: an echo far too close to the sensor.

@@ -35,9 +35,10 @@ from typing import Any
 
 import orjson
 
+from sensors.models import QUALITY_POOR_BELOW
 from simulators.fleet import Trip
 from simulators.households import MeterTruth
-from simulators.snow_station import LOW_BATTERY_V, QUALITY_POOR_BELOW
+from simulators.snow_station import LOW_BATTERY_V
 from simulators.timeutil import iso
 from simulators.weather import StationTruth, Storm
 from simulators.world import FaultRecord, World

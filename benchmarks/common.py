@@ -2,7 +2,7 @@
 
 A load generator must not be the bottleneck nor steal the subscriber's CPU. On this 2-core
 machine one paho publisher process (``core.publish.Publisher``) managed 2,400-8,500 QoS 1
-msg/s (ARCHITECTURE.md says ~14,000 elsewhere), :class:`RawPublisher` ~45,000.
+msg/s (docs/architecture.md#publishing says ~14,000 elsewhere), :class:`RawPublisher` ~45,000.
 :class:`PublisherPool` runs publishers in processes started together behind a barrier.
 """
 

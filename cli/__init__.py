@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from alerts import cli as alerts_cli
 from core.config import ConfigError
 from devtools import cli as devtools_cli
 from devtools.localstack import ServiceStartError
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_cli.add_parsers(sub)
     simulators_cli.add_parser(sub)
     devtools_cli.add_parsers(sub)
+    alerts_cli.add_parsers(sub)
     return p
 
 

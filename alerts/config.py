@@ -329,7 +329,8 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     receivers = data.get("receivers")
     if not isinstance(defaults, dict) or not isinstance(receivers, dict):
         return data
-    merged: dict[str, Any] = {}
+    # the local default receiver exists unless the file redefines it
+    merged: dict[str, Any] = {"console": {"console": {}}}
     for name, given in receivers.items():
         rec = dict(given) if isinstance(given, dict) else given
         if isinstance(rec, dict):

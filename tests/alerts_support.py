@@ -48,9 +48,9 @@ def transition(
     return Transition(
         key=f"{rule}:{subject}",
         rule=rule,
-        category=category,  # type: ignore[arg-type]
+        category=category,
         subject=subject,
-        subject_kind=subject_kind,  # type: ignore[arg-type]
+        subject_kind=subject_kind,
         district=district,
         severity=Severity(severity),
         status=Status(status),
@@ -139,7 +139,9 @@ def http_double(script: list[tuple[int, dict[str, str]]] | None = None) -> Itera
         server.server_close()
 
 
-def alerts_config(tmp_path: Path, alerts: dict[str, Any], **core: Any) -> tuple[Config, AlertsConfig]:
+def alerts_config(
+    tmp_path: Path, alerts: dict[str, Any], **core: Any
+) -> tuple[Config, AlertsConfig]:
     data = {
         "state_dir": str(tmp_path / "alerts"),
         "outbox": str(tmp_path / "rules.sqlite"),

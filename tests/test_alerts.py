@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from alerts.ack import make_token, verify_token
-from alerts.config import Rota
+from alerts.ack import AckServer, make_token, verify_token
+from alerts.config import Rota, load_alerts_config
 from alerts.service import AlertService
 from cli import main
-from core.config import Config, ConfigError
+from core.config import Config, ConfigError, load_config
 from tests.alerts_support import (
     Clock,
     HttpDouble,
@@ -113,9 +113,7 @@ def test_same_alert_fired_twice_notifies_once(tmp_path: Path) -> None:
         svc.tick()
         clock.advance(minutes=2)
         out.add(
-            transition(
-                "water.burst", "M001", category="water", subject_kind="meter", at=clock.t
-            )
+            transition("water.burst", "M001", category="water", subject_kind="meter", at=clock.t)
         )
         svc.tick()
         clock.advance(minutes=2)
@@ -185,7 +183,11 @@ def test_resolved_notice_goes_to_those_notified(tmp_path: Path) -> None:
     with http_double() as hook:
         svc, out = service(
             tmp_path,
-            {"group_interval_s": 60, "receivers": hooks(hook), "routes": [{"receivers": ["primary"]}]},
+            {
+                "group_interval_s": 60,
+                "receivers": hooks(hook),
+                "routes": [{"receivers": ["primary"]}],
+            },
             clock,
         )
         out.add(transition("water.leak", "M002", category="water", subject_kind="meter"))
@@ -193,7 +195,11 @@ def test_resolved_notice_goes_to_those_notified(tmp_path: Path) -> None:
         clock.advance(seconds=30)
         out.add(
             transition(
-                "water.leak", "M002", status="resolved", category="water", subject_kind="meter",
+                "water.leak",
+                "M002",
+                status="resolved",
+                category="water",
+                subject_kind="meter",
                 at=clock.t,
             )
         )
@@ -243,7 +249,10 @@ def test_inhibition_town_alert_and_kind_silent(tmp_path: Path) -> None:
     with http_double() as hook:
         svc, out = service(
             tmp_path,
-            {"receivers": hooks(hook), "routes": [{"receivers": ["primary"], "group_by": ["category"]}]},
+            {
+                "receivers": hooks(hook),
+                "routes": [{"receivers": ["primary"], "group_by": ["category"]}],
+            },
             clock,
         )
         out.add(
@@ -291,8 +300,13 @@ def test_info_water_waits_for_the_morning_digest_critical_goes_now(tmp_path: Pat
                 "repeat_interval_min": 24 * 60,
                 "receivers": {"water": {"webhook": {"url": hook.url}}},
                 "routes": [
-                    {"categories": ["water"], "severities": ["info"], "digest": True,
-                     "receivers": ["water"], "name": "water digest"},
+                    {
+                        "categories": ["water"],
+                        "severities": ["info"],
+                        "digest": True,
+                        "receivers": ["water"],
+                        "name": "water digest",
+                    },
                     {"categories": ["water"], "receivers": ["water"]},
                 ],
             },
@@ -300,8 +314,9 @@ def test_info_water_waits_for_the_morning_digest_critical_goes_now(tmp_path: Pat
         )
         svc.tick()
         out.add(
-            transition("water.meter_stale", "M010", category="water", subject_kind="meter",
-                       severity="info"),
+            transition(
+                "water.meter_stale", "M010", category="water", subject_kind="meter", severity="info"
+            ),
             transition("water.burst", "M011", category="water", subject_kind="meter"),
         )
         svc.tick()
@@ -363,11 +378,12 @@ def test_ack_link_served_tampered_and_expired_refused(tmp_path: Path) -> None:
             },
             clock,
         )
-        out.add(transition("snow.depth", "ST01"), transition("water.leak", "M9", category="water",
-                                                              subject_kind="meter"))
+        out.add(
+            transition("snow.depth", "ST01"),
+            transition("water.leak", "M9", category="water", subject_kind="meter"),
+        )
         svc.tick()
         svc.ack_server = None
-    from alerts.ack import AckServer
 
     srv = AckServer(svc.store, svc.key, "127.0.0.1", 0, svc.t).start()
     try:
@@ -412,8 +428,6 @@ def test_cli_ack_list_show_and_silence(
         encoding="utf-8",
     )
     monkeypatch.setenv("YUKIMIZU_CONFIG", str(conf))
-    from alerts.config import load_alerts_config
-    from core.config import load_config
 
     cfg = load_config(conf)
     svc = AlertService(cfg, load_alerts_config(cfg))
@@ -427,7 +441,9 @@ def test_cli_ack_list_show_and_silence(
     assert main(["alerts", "show", "1"]) == 0
     shown = capsys.readouterr().out
     assert "by 田中 via cli" in shown and "notification #1 firing" in shown and "ok " in shown
-    assert main(["alerts", "silence", "add", "--rule", "water.*", "--for", "2h", "--by", "sato"]) == 0
+    assert (
+        main(["alerts", "silence", "add", "--rule", "water.*", "--for", "2h", "--by", "sato"]) == 0
+    )
     assert main(["alerts", "silence", "list"]) == 0
     assert "rule=water.*" in capsys.readouterr().out
     assert main(["alerts", "silence", "expire", "1"]) == 0
@@ -437,10 +453,15 @@ def test_cli_ack_list_show_and_silence(
 
 def test_service_without_outbox_yet_is_idle(tmp_path: Path) -> None:
     cfg = Config.model_validate(
-        {"alerts": {"state_dir": str(tmp_path / "a"), "outbox": str(tmp_path / "none.sqlite"),
-                    "ack": {"port": 0}, "write_events": False}}
+        {
+            "alerts": {
+                "state_dir": str(tmp_path / "a"),
+                "outbox": str(tmp_path / "none.sqlite"),
+                "ack": {"port": 0},
+                "write_events": False,
+            }
+        }
     )
-    from alerts.config import load_alerts_config
 
     svc = AlertService(cfg, load_alerts_config(cfg, environ={}), now=Clock())
     svc.tick()

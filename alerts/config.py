@@ -60,7 +60,7 @@ class EmailChannel(_Frozen):
 class WebhookChannel(_Frozen):
     url: Annotated[str, Field(pattern=r"^https?://")]
     # "full": the documented JSON body; "text": only {"text": …} (Google Chat refuses
-    # unknown fields, docs/alerts.md#webhook)
+    # unknown fields, docs/alerts.md#channels)
     format: Literal["full", "text"] = "full"
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0

@@ -102,14 +102,14 @@ class Publisher:
             pending.popleft()
             self.published += 1
 
-    def publish(self, topic: str, payload: bytes | str) -> None:
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
         if len(self._pending) >= self.window:
             deadline = time.monotonic() + self.ack_timeout_s
             while len(self._pending) >= self.window:
                 if time.monotonic() > deadline:
                     raise PublishError(f"broker did not acknowledge within {self.ack_timeout_s} s")
                 self._loop(0.01)
-        info = self._client.publish(topic, payload, qos=self.qos)
+        info = self._client.publish(topic, payload, qos=self.qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise PublishError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         if self.qos == 0:

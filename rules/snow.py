@@ -94,6 +94,7 @@ class _Station:
     jumps: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=8))
     echo: deque[tuple[int, bool]] = field(default_factory=deque)  # last hour: (t, poor)
     last_spike_t: int = -1
+    poor_since: int = -1  # first reading of the current run of a high poor-echo share
     # hourly
     open_hour: int = -1
     points: deque[tuple[int, float]] = field(default_factory=deque)  # accepted, level window
@@ -215,15 +216,25 @@ class SnowFamily(Family):
             st.echo.popleft()
         n_poor = sum(1 for _, x in st.echo if x)
         share = n_poor / len(st.echo)
-        self._set(
-            sid,
-            st,
-            "poor_echo",
-            active=len(st.echo) >= 3 and share >= p.poor_echo_share,
-            at=t,
-            out=out,
-        )
-        if poor or not math.isfinite(depth):
+        bad = len(st.echo) >= 3 and share >= p.poor_echo_share
+        if bad and st.poor_since < 0:
+            st.poor_since = t
+        elif not bad:
+            st.poor_since = -1
+            self._set(sid, st, "poor_echo", active=False, at=t, out=out)
+        # Firing waits for tick: whether the poor echo is the station's or the weather's
+        # is a question about all stations (docs/rules-snow.md#faults).
+        if not math.isfinite(depth):
+            return
+        if poor:
+            # A wild figure with a poor echo is still a spike worth telling maintenance
+            # about, unless the echo is bad all the time (that is the poor_echo fault).
+            if (
+                not bad
+                and math.isfinite(st.acc_d)
+                and abs(depth - st.acc_d) > self._allowed(st, p, t)
+            ):
+                self._spike(sid, st, t, out)
             return
         if math.isfinite(temp):
             st.temps.append(temp)
@@ -249,7 +260,6 @@ class SnowFamily(Family):
     def _spike_filter(
         self, sid: str, st: _Station, p: SnowParams, *, t: int, depth: float, out: Output
     ) -> None:
-        window = p.spike_window_min * MINUTE_MS
         if not math.isfinite(st.acc_d):
             self._accept(st, p, t, depth)
             return
@@ -276,15 +286,19 @@ class SnowFamily(Family):
                     self._spike(sid, st, ts, out)
                 st.pending = [(t, depth)]
                 return
-        # Allowed change grows with the time since the last accepted reading (a dropout
-        # during a storm must not turn the snow that fell meanwhile into a "spike").
-        allowed = p.spike_cm * max(1.0, (t - st.acc_t) / window)
-        if abs(depth - st.acc_d) > allowed and not self._neighbour_agrees(
+        if abs(depth - st.acc_d) > self._allowed(st, p, t) and not self._neighbour_agrees(
             sid, p, t, depth - st.acc_d
         ):
             st.pending = [(t, depth)]
             return
         self._accept(st, p, t, depth)
+
+    @staticmethod
+    def _allowed(st: _Station, p: SnowParams, t: int) -> float:
+        """The largest change from the accepted level that is not a spike. It grows with
+        the time since the last accepted reading: after a dropout during a storm, the
+        snow that fell meanwhile is not a spike."""
+        return p.spike_cm * max(1.0, (t - st.acc_t) / (p.spike_window_min * MINUTE_MS))
 
     def _neighbour_agrees(self, sid: str, p: SnowParams, t: int, delta: float) -> bool:
         """A station within ``spike_neighbour_km`` jumped the same way at about the same time."""
@@ -413,7 +427,35 @@ class SnowFamily(Family):
                     sid, st, "spike", active=False, at=st.last_spike_t + SPIKE_HOLD_MS, out=out
                 )
             self._health(sid, st, now_ms, out)
+        self._poor_echo(now_ms, out)
         self._dispatch(now_ms, out)
+
+    def _poor_echo(self, now_ms: int, out: Output) -> None:
+        """Fire snow.poor_echo for a station whose echo has been poor for
+        ``poor_echo_min`` — unless most stations of its sensor type are poor as well:
+        falling snow scatters ultrasound at every station at once, which is weather,
+        not a fault to send someone out for."""
+        by_type: dict[str, list[bool]] = {}
+        for sid, st in self.stations.items():
+            station = self.registry.stations.get(sid)
+            kind = station.sensor_type if station else "?"
+            if now_ms - st.last_t < HOUR_MS and st.echo:
+                # A peer with even half the fault's share of poor echoes counts: snow
+                # showers come and go, and a station flickering around the limit is
+                # still seeing the same weather.
+                share = sum(1 for _, x in st.echo if x) / len(st.echo)
+                by_type.setdefault(kind, []).append(share >= self._p(sid).poor_echo_share / 2)
+        for sid, st in self.stations.items():
+            if st.poor_since < 0 or st.status.get("poor_echo", (False, 0))[0]:
+                continue
+            p = self._p(sid)
+            if now_ms - st.poor_since < p.poor_echo_min * MINUTE_MS:
+                continue
+            station = self.registry.stations.get(sid)
+            peers = by_type.get(station.sensor_type if station else "?", [])
+            if len(peers) >= 3 and sum(peers) / len(peers) >= p.poor_echo_common_share:
+                continue
+            self._set(sid, st, "poor_echo", active=True, at=st.poor_since, out=out)
 
     def _health(self, sid: str, st: _Station, now_ms: int, out: Output) -> None:
         faults = ",".join(f for f in FAULTS if st.status.get(f, (False, 0))[0])
@@ -534,16 +576,15 @@ class SnowFamily(Family):
             at = pool[tp.dispatch_stations - 1][0] if ok else self._clear_at(rows, was, now_ms)
             self._town_finding(rule, stage=stage, ok=ok, at=at, pool=pool, tp=tp, out=out)
         # --- town-wide alert on total depth
-        deep = [
-            (r[8].start + HOUR_MS, r[0], r[8].depth_cm)
-            for r in rows
-            if math.isfinite(r[8].depth_cm)
-            and r[8].depth_cm >= tp.town_alert_depth_cm
-            and self._healthy(r[1])
-        ]
+        was = self.town_status.get("town_alert", (False, 0))
+        deep = []
+        for r in rows:
+            # The newest measured depth (an hour without readings keeps the last one).
+            depth = next((h.depth_cm for h in reversed(r[1].hours) if h.depth_cm >= 0), -1.0)
+            if depth >= tp.town_alert_depth_cm and (was[0] or self._healthy(r[1])):
+                deep.append((r[8].start + HOUR_MS, r[0], depth))
         ok = len(deep) >= tp.town_alert_stations
         deep.sort()
-        was = self.town_status.get("town_alert", (False, 0))
         at = deep[tp.town_alert_stations - 1][0] if ok else self._clear_at(rows, was, now_ms)
         names = "、".join(f"{sid} {fmt_num(d)} cm" for _, sid, d in deep[:6])
         self._emit_town(

@@ -66,7 +66,7 @@ class SnowParams(_Params):
     # branch; until it lands the vendor figure lives here, per sensor type via overrides.)
     quality_poor_below: Annotated[int, Field(ge=0, le=255)] = 50
     poor_echo_share: Share = 0.5  # share of poor-echo readings in the last hour: a fault
-    poor_echo_min: Annotated[int, Field(ge=0, le=600)] = 30  # …held this long
+    poor_echo_min: Annotated[int, Field(ge=0, le=600)] = 60  # …held this long
     # …unless this share of the stations of the same sensor type is poor too: falling snow
     # scatters ultrasound everywhere at once (weather, not a fault); docs/rules-snow.md#faults
     poor_echo_common_share: Share = 0.5

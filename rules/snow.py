@@ -100,7 +100,6 @@ class _Station:
     points: deque[tuple[int, float]] = field(default_factory=deque)  # accepted, level window
     temps: list[float] = field(default_factory=list)  # air temperature of the open hour
     ref: float = math.nan  # hysteresis reference level
-    levels_seen: int = 0  # hours with a level (the first ones only warm up)
     sigmas: deque[float] = field(default_factory=lambda: deque(maxlen=24))
     hours: deque[_Hour] = field(default_factory=lambda: deque(maxlen=73))
     # fault rule → (active, event time) as last reported
@@ -352,6 +351,10 @@ class SnowFamily(Family):
         new = math.nan
         if n_hour:
             level, sigma = _level(pts, end)
+            if not math.isfinite(st.ref):
+                # The first hour starts the reference: the median of its readings (a line
+                # through one hour, read at its end, scatters twice as much).
+                level = float(np.median([d for t, d in pts if t >= h]))
             if math.isfinite(sigma):
                 st.sigmas.append(sigma)
             station = self.registry.stations.get(sid)
@@ -379,10 +382,7 @@ class SnowFamily(Family):
         more than m below it (settling or melt). m is the deadband or, larger, the
         level's own noise (``hysteresis_z`` standard errors), so noise cannot pump it.
         """
-        st.levels_seen += 1
-        if not math.isfinite(st.ref) or st.levels_seen <= math.ceil(p.level_window_h):
-            # Warm-up: until the level window is full, the level is a short, noisy fit;
-            # it sets the reference but counts no snow.
+        if not math.isfinite(st.ref):
             st.ref = level
             return 0.0
         sigma = float(np.median(st.sigmas)) if st.sigmas else prior

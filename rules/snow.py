@@ -211,19 +211,7 @@ class SnowFamily(Family):
             st.open_hour = floor_hour(t)
         # 1. echo quality (docs/domain.md#echo-quality)
         poor = not math.isfinite(quality) or quality < p.quality_poor_below
-        st.echo.append((t, poor))
-        while st.echo and st.echo[0][0] <= t - HOUR_MS:
-            st.echo.popleft()
-        n_poor = sum(1 for _, x in st.echo if x)
-        share = n_poor / len(st.echo)
-        bad = len(st.echo) >= 3 and share >= p.poor_echo_share
-        if bad and st.poor_since < 0:
-            st.poor_since = t
-        elif not bad:
-            st.poor_since = -1
-            self._set(sid, st, "poor_echo", active=False, at=t, out=out)
-        # Firing waits for tick: whether the poor echo is the station's or the weather's
-        # is a question about all stations (docs/rules-snow.md#faults).
+        bad = self._echo(sid, st, p, t=t, poor=poor, out=out)
         if not math.isfinite(depth):
             return
         if poor:
@@ -239,8 +227,47 @@ class SnowFamily(Family):
         if math.isfinite(temp):
             st.temps.append(temp)
         # 2. frozen: the raw figure (distance for ultrasonic, else depth) repeated exactly.
-        # Bare ground reads 0 every time (ingest clips small negatives): not a freeze.
         fig = dist if math.isfinite(dist) else depth
+        if self._frozen(sid, st, p, t=t, fig=fig, depth=depth, out=out):
+            return
+        # 3. spike filter (docs/domain.md#spike-filter)
+        if math.isfinite(st.prev_raw_d) and abs(depth - st.prev_raw_d) > p.spike_cm / 2:
+            st.jumps.append((t, depth - st.prev_raw_d))
+        st.prev_raw_t, st.prev_raw_d = t, depth
+        self._spike_filter(sid, st, p, t=t, depth=depth, out=out)
+
+    def _echo(
+        self, sid: str, st: _Station, p: SnowParams, *, t: int, poor: bool, out: Output
+    ) -> bool:
+        """Track the last hour's poor-echo share; True when it is at the fault level.
+        Firing waits for tick: whether the poor echo is the station's or the weather's
+        is a question about all stations (docs/rules-snow.md#faults)."""
+        st.echo.append((t, poor))
+        while st.echo and st.echo[0][0] <= t - HOUR_MS:
+            st.echo.popleft()
+        share = sum(1 for _, x in st.echo if x) / len(st.echo)
+        bad = len(st.echo) >= 3 and share >= p.poor_echo_share
+        if bad and st.poor_since < 0:
+            st.poor_since = t
+        elif not bad:
+            st.poor_since = -1
+            self._set(sid, st, "poor_echo", active=False, at=t, out=out)
+        return bad
+
+    def _frozen(
+        self,
+        sid: str,
+        st: _Station,
+        p: SnowParams,
+        *,
+        t: int,
+        fig: float,
+        depth: float,
+        out: Output,
+    ) -> bool:
+        """Count exact repeats of the raw figure; True when this reading is a repeat of
+        a frozen sensor (not to be used). Bare ground reads 0 every time (ingest clips
+        small negatives): not a freeze."""
         if depth > 0 and fig == st.figure:
             st.figure_run += 1
         else:
@@ -249,13 +276,7 @@ class SnowFamily(Family):
         st.figure = fig
         frozen = st.figure_run >= p.frozen_readings
         self._set(sid, st, "frozen", active=frozen, at=st.figure_since, out=out)
-        if st.figure_run >= 2 and st.status.get("frozen", (False, 0))[0]:
-            return
-        # 3. spike filter (docs/domain.md#spike-filter)
-        if math.isfinite(st.prev_raw_d) and abs(depth - st.prev_raw_d) > p.spike_cm / 2:
-            st.jumps.append((t, depth - st.prev_raw_d))
-        st.prev_raw_t, st.prev_raw_d = t, depth
-        self._spike_filter(sid, st, p, t=t, depth=depth, out=out)
+        return st.figure_run >= 2 and st.status.get("frozen", (False, 0))[0]
 
     def _spike_filter(
         self, sid: str, st: _Station, p: SnowParams, *, t: int, depth: float, out: Output

@@ -13,9 +13,10 @@ from rules.model import Family, Point
 from rules.scoring import Score
 from rules.system import SystemFamily
 from rules.transitions import Transition
+from rules.water import WaterFamily
 
 Scorer = Callable[[Path, list[tuple[int, Transition]], list[Point]], list[Score]]
 
-FAMILIES: list[type[Family]] = [SystemFamily]
+FAMILIES: list[type[Family]] = [SystemFamily, WaterFamily]
 SCORERS: dict[str, Scorer] = {}
 BY_NAME: dict[str, type[Family]] = {f.name: f for f in FAMILIES}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rules.model import Family, Point
 from rules.scoring import Score
+from rules.scoring import water as water_scoring
 from rules.system import SystemFamily
 from rules.transitions import Transition
 from rules.water import WaterFamily
@@ -18,5 +19,5 @@ from rules.water import WaterFamily
 Scorer = Callable[[Path, list[tuple[int, Transition]], list[Point]], list[Score]]
 
 FAMILIES: list[type[Family]] = [SystemFamily, WaterFamily]
-SCORERS: dict[str, Scorer] = {}
+SCORERS: dict[str, Scorer] = {"water": water_scoring.score}
 BY_NAME: dict[str, type[Family]] = {f.name: f for f in FAMILIES}

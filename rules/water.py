@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from rules.model import DAY_MS, HOUR_MS, JST, Family, Finding, Output, Point, fmt_num, jst
+from rules.model import DAY_MS, HOUR_MS, Family, Finding, Output, Point, fmt_num, jst
 from rules.params import WaterParams
 from rules.schema import WATER_HOURLY, WATER_NIGHT, WATER_STATE
 from rules.transitions import Category, Severity
@@ -85,6 +85,9 @@ UPLOAD_SPREAD_MS = 10 * 60_000
 # A register cannot plausibly move faster than this many times Q3 (ISO 4064: the
 # overload flow Q4 is 1.25 × Q3); a larger step is a swap or a data error, not use.
 MAX_Q3_FACTOR = 2.0
+
+# docs/domain.md#minimum-night-flow: the meter's own median needs some nights first
+MIN_MEDIAN_NIGHTS = 7
 
 # per-meter state columns (float64; NaN = unknown)
 COLS: tuple[str, ...] = (
@@ -175,7 +178,7 @@ def _segmin(val: F, reset: B, isstart: B, carry_g: F, grp: I) -> F:
     v[cont_start] = np.fmin(v[cont_start], carry_g[grp][cont_start])
     v[reset] = np.inf
     seg = np.cumsum(reset | isstart)
-    out: F = pd.Series(v).groupby(seg).cummin().to_numpy()
+    out: F = np.asarray(pd.Series(v).groupby(seg).cummin(), dtype=np.float64)
     return out
 
 
@@ -289,7 +292,7 @@ class WaterFamily(Family):
             )
         return spans
 
-    def _emit(
+    def _emit(  # noqa: PLR0917 - one call shape for every rule's finding
         self,
         out: Output,
         rule: str,
@@ -351,8 +354,7 @@ class WaterFamily(Family):
         self._feed(df, out)
         self._flush_state(out)
 
-    def _feed(self, df: pd.DataFrame, out: Output) -> None:  # noqa: PLR0915
-        p = self.p
+    def _feed(self, df: pd.DataFrame, out: Output) -> None:
         dev = df["device"].to_numpy(dtype=object)
         t = df["time"].to_numpy(dtype=np.int64)
         arrival = df["arrival"].to_numpy(dtype=np.int64)
@@ -436,7 +438,9 @@ class WaterFamily(Family):
 
         # --- continuous-flow leak (docs/domain.md#continuous-flow-leak): every hour of
         # the window above leak_min_lph; clears after an hour at most leak_zero_hour_l.
-        leaky = valid & (np.nan_to_num(rate, nan=-1.0) > pa["leak_min_lph"][grp])
+        # Only a one-hour interval is evidence: a longer gap (a late backlog cut by the
+        # look-back, a lost reading) may hide a zero hour, so it breaks the run.
+        leaky = valid & (span_h <= 1.0) & (np.nan_to_num(rate, nan=-1.0) > pa["leak_min_lph"][grp])
         leak_run = _run(leaky, np.nan_to_num(span_h), isstart, S["leak_run"], grp)
         leak_min = _segmin(np.where(leaky, rate, np.inf), ~leaky, isstart, S["leak_min"], grp)
         zero = valid & (use <= pa["leak_zero_hour_l"][grp] * np.fmax(span_h, 1.0))
@@ -474,7 +478,8 @@ class WaterFamily(Family):
                     at,
                     Severity.INFO,
                     {"use_l": round(float(use[i]), 1)},
-                    f"{self._label(m)}: {_hm(at - HOUR_MS)} からの 1 時間は使用ゼロ。漏水の疑いは解消。",
+                    f"{self._label(m)}: {_hm(at - HOUR_MS)} からの 1 時間は使用ゼロ。"
+                    "漏水の疑いは解消。",
                     f"{m}: a zero-use hour ending {_hm(at)} JST: leak cleared.",
                 )
 
@@ -503,7 +508,8 @@ class WaterFamily(Family):
                 {"flow_lph": round(r), "limit_lph": round(float(thr[i]))},
                 (
                     f"{self._label(m)}: 過大流量 {fmt_num(r)} L/h ({_hm(at - HOUR_MS)}–{_hm(at)})、"
-                    f"基準 {fmt_num(float(thr[i]))} L/h (Q3 の {fmt_num(float(pa['burst_q3_share'][grp][i]) * 100)} %)。破裂の疑い。"
+                    f"基準 {fmt_num(float(thr[i]))} L/h "
+                    f"(Q3 の {fmt_num(float(pa['burst_q3_share'][grp][i]) * 100)} %)。破裂の疑い。"
                     if on
                     else f"{self._label(m)}: 流量 {fmt_num(r)} L/h に低下。過大流量は解消。"
                 ),
@@ -530,7 +536,8 @@ class WaterFamily(Family):
                 at,
                 Severity.WARNING,
                 {"reverse_l": round(float(rev_l[i]), 1)},
-                f"{self._label(m)}: 逆流 {fmt_num(float(rev_l[i]))} L ({_hm(int(prev_t[i]))}–{_hm(at)})。"
+                f"{self._label(m)}: 逆流 {fmt_num(float(rev_l[i]))} L "
+                f"({_hm(int(prev_t[i]))}–{_hm(at)})。"
                 if on
                 else f"{self._label(m)}: 逆流は止まりました ({_hm(at)})。",
                 f"{m}: register ran backwards by {fmt_num(float(rev_l[i]))} L (to {_hm(at)} JST)."
@@ -552,17 +559,20 @@ class WaterFamily(Family):
                 at,
                 Severity.INFO,
                 {"register_before_l": float(prev_reg[i]), "register_after_l": float(reg[i])},
-                f"{self._label(m)}: メーター交換を検出 (指針 {fmt_num(float(prev_reg[i]))} L → {fmt_num(float(reg[i]))} L)。使用量・逆流には数えません。"
+                f"{self._label(m)}: メーター交換を検出 (指針 {fmt_num(float(prev_reg[i]))} L → "
+                f"{fmt_num(float(reg[i]))} L)。使用量・逆流には数えません。"
                 if on
                 else f"{self._label(m)}: 交換後の新メーターから受信。",
-                f"{m}: meter swap detected (register {fmt_num(float(prev_reg[i]))} L → {fmt_num(float(reg[i]))} L); not counted as use."
+                f"{m}: meter swap detected (register {fmt_num(float(prev_reg[i]))} L → "
+                f"{fmt_num(float(reg[i]))} L); not counted as use."
                 if on
                 else f"{m}: new meter reporting after the swap.",
             )
 
         # --- normal use (decayed mean L/h) and the stuck meter (docs/domain.md#stuck-meter)
         t_end_g = t[ends].astype(np.float64)
-        decay_g = np.exp(-(t_end_g - np.nan_to_num(S["last_time"], nan=t_end_g)) / USE_TAU_MS)
+        last_known = np.where(np.isnan(S["last_time"]), t_end_g, S["last_time"])
+        decay_g = np.exp(-(t_end_g - last_known) / USE_TAU_MS)
         w = np.exp(-(t_end_g[grp] - t) / USE_TAU_MS)
         new_s = S["use_s"] * decay_g + np.bincount(grp, np.where(valid, use, 0.0) * w, len(udev))
         new_h = S["use_h"] * decay_g + np.bincount(grp, np.where(valid, span_h, 0.0) * w, len(udev))
@@ -586,10 +596,12 @@ class WaterFamily(Family):
                 at,
                 Severity.INFO,
                 {"zero_h": round(float(zero_run[i])), "normal_lpd": round(float(lpd_g[g]))},
-                f"{self._label(m)}: {fmt_num(float(zero_run[i]) / 24, 1)} 日間、使用量ゼロ (通常 {fmt_num(float(lpd_g[g]))} L/日)。メーター固着または水不使用の疑い。"
+                f"{self._label(m)}: {fmt_num(float(zero_run[i]) / 24, 1)} 日間、使用量ゼロ "
+                f"(通常 {fmt_num(float(lpd_g[g]))} L/日)。メーター固着または水不使用の疑い。"
                 if on
                 else f"{self._label(m)}: 使用を再開 ({_hm(at)})。",
-                f"{m}: zero use for {fmt_num(float(zero_run[i]) / 24, 1)} days (normally {fmt_num(float(lpd_g[g]))} L/day): stuck meter?"
+                f"{m}: zero use for {fmt_num(float(zero_run[i]) / 24, 1)} days "
+                f"(normally {fmt_num(float(lpd_g[g]))} L/day): stuck meter?"
                 if on
                 else f"{m}: use resumed ({_hm(at)} JST).",
             )
@@ -645,9 +657,9 @@ class WaterFamily(Family):
         # several readings in one upload, or its oldest reading hours old: a batch sender
         upload_n_g = np.add.reduceat(in_last.astype(np.int64), starts)
         arr_min_g = np.minimum.reduceat(arrival, starts)
-        for g in np.flatnonzero(S["stale_act"] > 0):
-            m = udev[int(g)]
-            at = int(arr_min_g[g])
+        for gi in np.flatnonzero(S["stale_act"] > 0):
+            m = udev[int(gi)]
+            at = int(arr_min_g[gi])
             self._emit(
                 out,
                 "water.stale",
@@ -690,7 +702,7 @@ class WaterFamily(Family):
             st[col][ix] = v
         self._update_next_stale()
 
-    def _watch(  # noqa: PLR0913
+    def _watch(  # noqa: PLR0913, PLR0917 - the feed's row arrays, passed through
         self,
         out: Output,
         sel: I,
@@ -724,13 +736,6 @@ class WaterFamily(Family):
         daytime = (hj >= pa["watch_day_start_hour"][g_sel]) & (hj < pa["watch_day_end_hour"][g_sel])
         nouse = ok & (us <= zl * np.fmax(sp, 1.0))
         used = ok & ~nouse
-        run = _run(
-            nouse | ~ok,
-            np.where(daytime & nouse, np.nan_to_num(sp), 0.0),
-            isstart,
-            S["wn_run"][ug],
-            local,
-        )
         last_use = _ffill_from(
             used | isstart,
             np.where(
@@ -744,6 +749,13 @@ class WaterFamily(Family):
                 rows = local == k
                 for a, b in spans:
                     away |= rows & (tt >= a) & (tt < b)
+        run = _run(
+            nouse | ~ok,
+            np.where(daytime & nouse & ~away, np.nan_to_num(sp), 0.0),
+            isstart,
+            S["wn_run"][ug],
+            local,
+        )
         fire = (run >= pa["watch_no_use_h"][g_sel]) & ~away
         act = _latch(fire, used | away, isstart, S["wn_act"][ug], local)
         for i in _changes(act, starts, S["wn_act"][ug]):
@@ -760,14 +772,16 @@ class WaterFamily(Family):
                 at,
                 Severity.WARNING,
                 {"no_use_daytime_h": round(float(run[i])), "last_use": since},
-                f"見守り {self._label(m)}: 日中 {fmt_num(float(run[i]))} 時間、水の使用がありません (最後の使用 {since})。"
+                f"見守り {self._label(m)}: 日中 {fmt_num(float(run[i]))} 時間、"
+                f"水の使用がありません (最後の使用 {since})。"
                 if on
                 else (
                     f"見守り {self._label(m)}: 不在期間のため見守り警報を停止。"
                     if away[i]
                     else f"見守り {self._label(m)}: {_hm(at)} までに水の使用あり。安心です。"
                 ),
-                f"Watch-over {m}: no water use for {fmt_num(float(run[i]))} daytime hours (last use {since} JST)."
+                f"Watch-over {m}: no water use for {fmt_num(float(run[i]))} daytime hours "
+                f"(last use {since} JST)."
                 if on
                 else f"Watch-over {m}: water used again by {_hm(at)} JST.",
             )
@@ -788,10 +802,12 @@ class WaterFamily(Family):
                 at,
                 Severity.WARNING,
                 {"hours": round(float(crun[i])), "flow_lph": round(float(np.nan_to_num(rt[i])))},
-                f"見守り {self._label(m)}: {fmt_num(float(crun[i]))} 時間、水が出続けています (直近 {fmt_num(float(np.nan_to_num(rt[i])))} L/h)。"
+                f"見守り {self._label(m)}: {fmt_num(float(crun[i]))} 時間、水が出続けています "
+                f"(直近 {fmt_num(float(np.nan_to_num(rt[i])))} L/h)。"
                 if on
                 else f"見守り {self._label(m)}: 連続使用は止まりました ({_hm(at)})。",
-                f"Watch-over {m}: water running for {fmt_num(float(crun[i]))} h (last hour {fmt_num(float(np.nan_to_num(rt[i])))} L/h)."
+                f"Watch-over {m}: water running for {fmt_num(float(crun[i]))} h "
+                f"(last hour {fmt_num(float(np.nan_to_num(rt[i])))} L/h)."
                 if on
                 else f"Watch-over {m}: continuous use stopped ({_hm(at)} JST).",
             )
@@ -802,7 +818,7 @@ class WaterFamily(Family):
         new_wc_act[ug] = cact[ends]
 
     # ------------------------------------------------------------------ night flow
-    def _night_collect(
+    def _night_collect(  # noqa: PLR0917 - the feed's row arrays
         self,
         udev: list[str],
         grp: I,
@@ -859,12 +875,17 @@ class WaterFamily(Family):
         for eval_ms, night_ms, m, mn in due:
             p = self._params_for(m) if self._has_overrides() else self.p
             hist = self.night_hist.setdefault(m, [])
-            median = statistics.median(hist) if hist else 0.0
+            # A median of a few nights is no baseline (and a leak present from the start
+            # would be its own baseline): until a week is known, the floor alone.
+            median = statistics.median(hist) if len(hist) >= MIN_MEDIAN_NIGHTS else 0.0
             limit = max(p.night_min_lph, p.night_median_factor * median)
             above = mn > limit
             consec = self.night_consec.get(m, 0) + 1 if above else 0
             self.night_consec[m] = consec
-            hist.append(mn)
+            # A night above the limit stays out of the baseline, or a lasting leak would
+            # become its own median within two weeks and "resolve" while still leaking.
+            if not above:
+                hist.append(mn)
             del hist[: max(0, len(hist) - p.night_median_nights)]
             out.point(
                 WATER_NIGHT,
@@ -889,12 +910,17 @@ class WaterFamily(Family):
                 eval_ms,
                 Severity.WARNING,
                 {"min_flow_lph": round(mn, 1), "limit_lph": round(limit, 1), "nights": consec},
-                f"{self._label(m)}: 夜間最小流量 {fmt_num(mn, 1)} L/h ({night_s} {p.night_start_hour:02d}:00–{p.night_end_hour:02d}:00)、基準 {fmt_num(limit, 1)} L/h を {consec} 夜連続で超過。漏水の疑い。"
+                f"{self._label(m)}: 夜間最小流量 {fmt_num(mn, 1)} L/h ({night_s} "
+                f"{p.night_start_hour:02d}:00–{p.night_end_hour:02d}:00)、"
+                f"基準 {fmt_num(limit, 1)} L/h を {consec} 夜連続で超過。漏水の疑い。"
                 if active
-                else f"{self._label(m)}: 夜間最小流量 {fmt_num(mn, 1)} L/h ({night_s})、基準 {fmt_num(limit, 1)} L/h 以下に戻りました。",
-                f"{m}: minimum night flow {fmt_num(mn, 1)} L/h ({night_s}) above {fmt_num(limit, 1)} L/h for {consec} nights: suspected leak."
+                else f"{self._label(m)}: 夜間最小流量 {fmt_num(mn, 1)} L/h ({night_s})、"
+                f"基準 {fmt_num(limit, 1)} L/h 以下に戻りました。",
+                f"{m}: minimum night flow {fmt_num(mn, 1)} L/h ({night_s}) above "
+                f"{fmt_num(limit, 1)} L/h for {consec} nights: suspected leak."
                 if active
-                else f"{m}: minimum night flow {fmt_num(mn, 1)} L/h ({night_s}) back under {fmt_num(limit, 1)} L/h.",
+                else f"{m}: minimum night flow {fmt_num(mn, 1)} L/h ({night_s}) back under "
+                f"{fmt_num(limit, 1)} L/h.",
             )
 
     # ------------------------------------------------------------------ stale
@@ -943,7 +969,8 @@ class WaterFamily(Family):
                 at,
                 Severity.INFO,
                 {"last_arrival": _hm(last), "threshold_h": hours, "daily": daily},
-                f"{self._label(m)}: {fmt_num(hours)} 時間受信なし (最終受信 {_hm(last)}、{kind_ja})。",
+                f"{self._label(m)}: {fmt_num(hours)} 時間受信なし "
+                f"(最終受信 {_hm(last)}、{kind_ja})。",
                 f"{m}: nothing received for {fmt_num(hours)} h (last {_hm(last)} JST, "
                 f"{'daily' if daily else 'hourly'} sender).",
             )

@@ -702,7 +702,7 @@ class WaterFamily(Family):
             st[col][ix] = v
         self._update_next_stale()
 
-    def _watch(  # noqa: PLR0913, PLR0917 - the feed's row arrays, passed through
+    def _watch(  # noqa: PLR0917 - the feed's row arrays, passed through
         self,
         out: Output,
         sel: I,

@@ -51,7 +51,7 @@ class RulesConfig(BaseModel):
     # positions every minute would cost more than all the rules together.
     lookback_h_by_measurement: dict[str, Annotated[float, Field(gt=0, le=24 * 14)]] = Field(
         default_factory=lambda: {
-            "plow_position": 3.0,
+            "plow_position": 1.0,
             "snow_depth": 6.0,
             "yukimizu_deadletter": 3.0,
         }

@@ -3,10 +3,10 @@
 Both give the same thing for an evaluation time ``now``: the points that had *arrived*
 by ``now`` (arrival = device time + ``lag_s``, the delay ingest measured; a point
 without it counts as arrived at its device time) and whose device time lies in the
-look-back window ``(now − lookback, now]`` (per measurement: ``rules.lookback_h_by_measurement``). The engine then keeps, per device, only
-points newer than what it already processed. Because both sources apply the same
-visibility rule, a backtest sees exactly what the live scheduler saw
-(docs/rules.md#backtest).
+look-back window ``(now − lookback, now]`` (per measurement:
+``rules.lookback_h_by_measurement``). The engine then keeps, per device, only points
+newer than what it already processed. Because both sources apply the same visibility
+rule, a backtest sees exactly what the live scheduler saw (docs/rules.md#backtest).
 """
 
 from __future__ import annotations
@@ -46,12 +46,8 @@ def query_frame(
         f"SELECT {cols} FROM {_quote(measurement)} "
         f"WHERE time > {int(start_ms)}ms AND time <= {int(end_ms)}ms"
     )
-    results = client.raw(q)
-    frames = []
-    for series in (results[0].get("series") or []) if results else []:
-        frame = pd.DataFrame(series["values"], columns=series["columns"])
-        frames.append(frame.rename(columns={device_tag: "device"}))
-    return normalise(pd.concat(frames) if frames else pd.DataFrame(), fields)
+    df = client.frame(q, str_columns=(device_tag,))
+    return normalise(df.rename(columns={device_tag: "device"}), fields)
 
 
 def normalise(df: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:

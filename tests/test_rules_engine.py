@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from core.config import InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influx import InfluxQuery, QueryError
 from devtools.localstack import InfluxDB1
 from rules import backtest
 from rules.config import RulesConfig
@@ -166,3 +166,17 @@ def test_backtest_equals_the_live_scheduler(
     )
     assert len(live) == 6
     assert [(s, t.model_dump_json()) for s, t in bt.transitions] == live
+
+
+def test_queries_keep_device_ids_as_text_and_report_a_missing_database(
+    influx: InfluxDB1, tag: str
+) -> None:
+    influx.create_database(tag)
+    influx.write(["m,device=007 x=1.0 1000", "m,device=a\\ b x=2.0 2000"], tag)
+    client = InfluxQuery(InfluxConfig(url=influx.url, database=tag))
+    df = client.frame('SELECT "x", "device" FROM "m"', str_columns=("device",))
+    assert df["device"].tolist() == ["007", "a b"] and df["time"].tolist() == [1000, 2000]
+    assert client.frame('SELECT "x" FROM "absent"').empty
+    wrong = InfluxQuery(InfluxConfig(url=influx.url, database=f"{tag}_missing"))
+    with pytest.raises(QueryError, match="database not found"):
+        wrong.frame('SELECT "x" FROM "m"')

@@ -89,6 +89,23 @@ MAX_Q3_FACTOR = 2.0
 # docs/domain.md#minimum-night-flow: the meter's own median needs some nights first
 MIN_MEDIAN_NIGHTS = 7
 
+PARAM_ARRAYS: tuple[str, ...] = (
+    "leak_window_h",
+    "leak_zero_hour_l",
+    "leak_min_lph",
+    "leak_warning_lph",
+    "burst_q3_share",
+    "reverse_min_l",
+    "swap_min_drop_share",
+    "stuck_days",
+    "stuck_normal_lpd",
+    "watch_no_use_h",
+    "watch_day_start_hour",
+    "watch_day_end_hour",
+    "watch_continuous_h",
+    "watch_continuous_min_lph",
+)
+
 # per-meter state columns (float64; NaN = unknown)
 COLS: tuple[str, ...] = (
     "last_time",
@@ -355,70 +372,31 @@ class WaterFamily(Family):
         self._flush_state(out)
 
     def _feed(self, df: pd.DataFrame, out: Output) -> None:
-        dev = df["device"].to_numpy(dtype=object)
-        t = df["time"].to_numpy(dtype=np.int64)
-        arrival = df["arrival"].to_numpy(dtype=np.int64)
-        reg = df["register_l"].to_numpy(dtype=np.float64)
-        n = len(t)
-        brk = np.flatnonzero(dev[1:] != dev[:-1]) + 1
-        starts: I = np.concatenate([[0], brk]).astype(np.int64)
-        ends: I = np.concatenate([brk - 1, [n - 1]]).astype(np.int64)
-        grp: I = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
-        isstart = np.zeros(n, dtype=bool)
-        isstart[starts] = True
-        udev = [str(x) for x in dev[starts]]
-        ix = self._slots(udev)
-        S = {c: self.s[c][ix] for c in COLS}  # carried state per meter in this feed
-        meter_objs = [self.registry.meters[d] for d in udev]
-        q3_lph_g = np.array([m.q3_m3h * 1000.0 for m in meter_objs])
-        roll_g = np.array([float(m.rollover_l) for m in meter_objs])
-        watched_g = np.array([m.watched for m in meter_objs])
-        pa = self._param_arrays(
-            udev,
-            (
-                "leak_window_h",
-                "leak_zero_hour_l",
-                "leak_min_lph",
-                "leak_warning_lph",
-                "burst_q3_share",
-                "reverse_min_l",
-                "swap_min_drop_share",
-                "stuck_days",
-                "stuck_normal_lpd",
-                "watch_no_use_h",
-                "watch_day_start_hour",
-                "watch_day_end_hour",
-                "watch_continuous_h",
-                "watch_continuous_min_lph",
-            ),
-        )
-        q3_lph = q3_lph_g[grp]
+        r = _Rows(df, self)
+        self._hourly_points(r, out)
+        self._leak(r, out)
+        self._burst(r, out)
+        self._reverse(r, out)
+        self._swap(r, out)
+        self._stuck(r, out)
+        self._watch_rows(r, out)
+        self._flags(r, out)
+        self._uploads(r, out)
+        self._night_collect(r)
+        # the carried state: each rule put its per-meter values in r.new
+        for col, v in r.new.items():
+            self.s[col][r.ix] = v
+        self._update_next_stale()
 
-        # --- register differences → use / reverse / rollover / swap (docs/domain.md#
-        # cumulative-registers, #register-rollover, #meter-swap, #reverse-flow)
-        prev_t = _prev(t.astype(np.float64), starts, S["last_time"])
-        prev_reg = _prev(reg, starts, S["last_reg"])
-        has_prev = ~np.isnan(prev_t)
-        span_h = np.where(has_prev, (t - np.nan_to_num(prev_t)) / HOUR_MS, np.nan)
-        d = reg - prev_reg
-        max_l = q3_lph * MAX_Q3_FACTOR * np.fmax(span_h, 1.0)
-        wrap = reg + roll_g[grp] - prev_reg
-        back = has_prev & (d < 0)
-        rollover = back & (wrap >= 0) & (wrap <= max_l)
-        drop = -d
-        swap = (
-            back & ~rollover & (drop >= pa["swap_min_drop_share"][grp] * prev_reg) & (drop > max_l)
-        )
-        reverse = back & ~rollover & ~swap
-        jump = has_prev & (
-            d > max_l
-        )  # implausible forward step: not use (swap to a higher register)
-        valid = has_prev & ~swap & ~jump
-        use = np.where(valid, np.where(rollover, wrap, np.where(reverse, 0.0, d)), np.nan)
-        rev_l = np.where(reverse, drop, 0.0)
-        rate = use / span_h  # L/h over the interval (NaN where unknown)
-
-        # --- derived water_hourly: one point per interval between readings
+    def _hourly_points(self, r: _Rows, out: Output) -> None:
+        """water_hourly: one point per interval between readings."""
+        grp = r.grp
+        udev = r.udev
+        prev_t = r.prev_t
+        has_prev = r.has_prev
+        use = r.use
+        reg = r.reg
+        rev_l = r.rev_l
         hv = np.flatnonzero(has_prev)
         dist_g = [self._district(x) or "" for x in udev]
         hp_t = prev_t[hv].astype(np.int64).tolist()
@@ -436,6 +414,20 @@ class WaterFamily(Family):
             for g, tm, u, r, rg in zip(hp_g, hp_t, hp_use, hp_rev, hp_reg, strict=True)
         )
 
+    def _leak(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#continuous-flow-leak."""
+        t = r.t
+        grp = r.grp
+        starts = r.starts
+        ends = r.ends
+        isstart = r.isstart
+        udev = r.udev
+        S = r.S
+        pa = r.pa
+        span_h = r.span_h
+        use = r.use
+        rate = r.rate
+        valid = r.valid
         # --- continuous-flow leak (docs/domain.md#continuous-flow-leak): every hour of
         # the window above leak_min_lph; clears after an hour at most leak_zero_hour_l.
         # Only a one-hour interval is evidence: a longer gap (a late backlog cut by the
@@ -483,11 +475,25 @@ class WaterFamily(Family):
                     f"{m}: a zero-use hour ending {_hm(at)} JST: leak cleared.",
                 )
 
+        r.new.update(leak_run=leak_run[ends], leak_min=leak_min[ends], leak_act=leak_act[ends])
+
+    def _burst(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#burst."""
+        t = r.t
+        grp = r.grp
+        starts = r.starts
+        ends = r.ends
+        isstart = r.isstart
+        udev = r.udev
+        S = r.S
+        pa = r.pa
+        rate = r.rate
+        valid = r.valid
         # --- burst (docs/domain.md#burst): 20 % of Q3 for 30 min. Hourly registers cannot
         # show 30 minutes, and a household can use 500 L in one hour (a bath and the
         # laundry), so the hourly equivalent is an hour at twice the limit (the limit
         # held for the whole hour and more) or two hours running above it.
-        thr = pa["burst_q3_share"][grp] * q3_lph
+        thr = pa["burst_q3_share"][grp] * r.q3_lph
         hi = valid & (np.nan_to_num(rate) >= thr)
         strong = valid & (np.nan_to_num(rate) >= 2.0 * thr)
         prev_hi = _prev(hi.astype(np.float64), starts, S["burst_hi"])
@@ -496,7 +502,7 @@ class WaterFamily(Family):
         for i in _changes(burst_act, starts, S["burst_act"]):
             m = udev[int(grp[i])]
             at = int(t[i])
-            r = float(np.nan_to_num(rate[i]))
+            fl = float(np.nan_to_num(rate[i]))
             on = bool(burst_act[i])
             self._emit(
                 out,
@@ -505,22 +511,39 @@ class WaterFamily(Family):
                 on,
                 at,
                 Severity.CRITICAL,
-                {"flow_lph": round(r), "limit_lph": round(float(thr[i]))},
+                {"flow_lph": round(fl), "limit_lph": round(float(thr[i]))},
                 (
-                    f"{self._label(m)}: 過大流量 {fmt_num(r)} L/h ({_hm(at - HOUR_MS)}–{_hm(at)})、"
+                    f"{self._label(m)}: 過大流量 {fmt_num(fl)} L/h "
+                    f"({_hm(at - HOUR_MS)}–{_hm(at)})、"
                     f"基準 {fmt_num(float(thr[i]))} L/h "
                     f"(Q3 の {fmt_num(float(pa['burst_q3_share'][grp][i]) * 100)} %)。破裂の疑い。"
                     if on
-                    else f"{self._label(m)}: 流量 {fmt_num(r)} L/h に低下。過大流量は解消。"
+                    else f"{self._label(m)}: 流量 {fmt_num(fl)} L/h に低下。過大流量は解消。"
                 ),
                 (
-                    f"{m}: flow {fmt_num(r)} L/h in the hour to {_hm(at)} JST, limit "
+                    f"{m}: flow {fmt_num(fl)} L/h in the hour to {_hm(at)} JST, limit "
                     f"{fmt_num(float(thr[i]))} L/h: suspected burst."
                     if on
-                    else f"{m}: flow down to {fmt_num(r)} L/h: burst cleared."
+                    else f"{m}: flow down to {fmt_num(fl)} L/h: burst cleared."
                 ),
             )
 
+        r.new.update(burst_act=burst_act[ends], burst_hi=hi[ends].astype(np.float64))
+
+    def _reverse(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#reverse-flow."""
+        t = r.t
+        grp = r.grp
+        starts = r.starts
+        ends = r.ends
+        isstart = r.isstart
+        udev = r.udev
+        S = r.S
+        pa = r.pa
+        prev_t = r.prev_t
+        has_prev = r.has_prev
+        valid = r.valid
+        rev_l = r.rev_l
         # --- reverse flow (docs/domain.md#reverse-flow): a small backwards step
         rev_cond = has_prev & (rev_l >= pa["reverse_min_l"][grp])
         rev_act = _latch(rev_cond, valid & ~rev_cond, isstart, S["rev_act"], grp)
@@ -545,7 +568,20 @@ class WaterFamily(Family):
                 else f"{m}: reverse flow stopped ({_hm(at)} JST).",
             )
 
+        r.new["rev_act"] = rev_act[ends]
+
+    def _swap(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#meter-swap."""
+        t = r.t
+        grp = r.grp
+        starts = r.starts
+        ends = r.ends
+        udev = r.udev
+        S = r.S
+        prev_reg = r.prev_reg
+        reg = r.reg
         # --- meter swap (docs/domain.md#meter-swap): info, cleared by the next reading
+        swap = r.swap
         swap_act = swap.astype(np.float64)
         for i in _changes(swap_act, starts, S["swap_act"]):
             m = udev[int(grp[i])]
@@ -569,6 +605,21 @@ class WaterFamily(Family):
                 else f"{m}: new meter reporting after the swap.",
             )
 
+        r.new["swap_act"] = swap_act[ends]
+
+    def _stuck(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#stuck-meter."""
+        t = r.t
+        grp = r.grp
+        starts = r.starts
+        ends = r.ends
+        isstart = r.isstart
+        udev = r.udev
+        S = r.S
+        pa = r.pa
+        span_h = r.span_h
+        use = r.use
+        valid = r.valid
         # --- normal use (decayed mean L/h) and the stuck meter (docs/domain.md#stuck-meter)
         t_end_g = t[ends].astype(np.float64)
         last_known = np.where(np.isnan(S["last_time"]), t_end_g, S["last_time"])
@@ -606,9 +657,24 @@ class WaterFamily(Family):
                 else f"{m}: use resumed ({_hm(at)} JST).",
             )
 
+        r.new.update(use_s=new_s, use_h=new_h, zero_run=zero_run[ends], stuck_act=stuck_act[ends])
+
+    def _watch_rows(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#watch-over."""
+        t = r.t
+        grp = r.grp
+        udev = r.udev
+        S = r.S
+        pa = r.pa
+        prev_t = r.prev_t
+        has_prev = r.has_prev
+        span_h = r.span_h
+        use = r.use
+        rate = r.rate
+        valid = r.valid
         # --- watch-over (docs/domain.md#watch-over), watched households only
-        hour_start_jst = ((np.nan_to_num(prev_t) + 9 * HOUR_MS) // HOUR_MS % 24).astype(np.int64)
-        wrow = watched_g[grp] & has_prev
+        hour_start_jst = r.hour_jst
+        wrow = r.watched_g[grp] & has_prev
         new_wn_run = S["wn_run"].copy()
         new_wn_act = S["wn_act"].copy()
         new_wn_last = S["wn_last_use"].copy()
@@ -621,10 +687,22 @@ class WaterFamily(Family):
                 S, new_wn_run, new_wn_act, new_wn_last, new_wc_run, new_wc_act,
             )  # fmt: skip
 
+        r.new.update(wn_run=new_wn_run, wn_act=new_wn_act, wn_last_use=new_wn_last)
+        r.new.update(wc_run=new_wc_run, wc_act=new_wc_act)
+
+    def _flags(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#device-flags."""
+        t = r.t
+        grp = r.grp
+        starts = r.starts
+        ends = r.ends
+        isstart = r.isstart
+        udev = r.udev
+        S = r.S
         # --- device flags, passed through (docs/domain.md#device-flags)
         new_flags: dict[str, F] = {}
         for f in FLAGS:
-            raw = pd.to_numeric(df[f"alarm_{f}"], errors="coerce").to_numpy(dtype=np.float64)
+            raw = pd.to_numeric(r.df[f"alarm_{f}"], errors="coerce").to_numpy(dtype=np.float64)
             col = f"flag_{f}"
             act = _latch(raw == 1.0, raw == 0.0, isstart, S[col], grp)
             new_flags[col] = act[ends]
@@ -649,7 +727,18 @@ class WaterFamily(Family):
                     else f"{m}: meter alarm '{f}' cleared ({_hm(at)} JST).",
                 )
 
+        r.new.update(new_flags)
+
+    def _uploads(self, r: _Rows, out: Output) -> None:
+        """docs/domain.md#stale-meter: upload pattern, stale resolution."""
+        t = r.t
+        grp = r.grp
+        starts = r.starts
+        ends = r.ends
+        udev = r.udev
+        S = r.S
         # --- upload pattern and stale resolution (docs/domain.md#stale-meter)
+        arrival = r.arrival
         arr_max_g = np.maximum.reduceat(arrival, starts)
         in_last = arrival >= arr_max_g[grp] - UPLOAD_SPREAD_MS
         lag = np.where(in_last, arrival - t, 0)
@@ -672,35 +761,11 @@ class WaterFamily(Family):
                 f"{m}: uploads resumed ({_hm(at)} JST).",
             )
 
-        # --- night flow accumulation (evaluated in tick at 07:00 or on late arrival)
-        self._night_collect(udev, grp, t, prev_t, span_h, rate, valid, hour_start_jst, ends)
-
-        # --- store the carried state
-        st = self.s
-        st["last_time"][ix] = t[ends]
-        st["last_reg"][ix] = reg[ends]
-        st["last_arrival"][ix] = np.fmax(S["last_arrival"], arr_max_g)
-        st["daily"][ix] = ((lag_g >= BATCH_LAG_MS) | (upload_n_g >= 2)).astype(np.float64)
-        st["leak_run"][ix] = leak_run[ends]
-        st["leak_min"][ix] = leak_min[ends]
-        st["leak_act"][ix] = leak_act[ends]
-        st["burst_act"][ix] = burst_act[ends]
-        st["burst_hi"][ix] = hi[ends]
-        st["rev_act"][ix] = rev_act[ends]
-        st["swap_act"][ix] = swap_act[ends]
-        st["zero_run"][ix] = zero_run[ends]
-        st["stuck_act"][ix] = stuck_act[ends]
-        st["use_s"][ix] = new_s
-        st["use_h"][ix] = new_h
-        st["wn_run"][ix] = new_wn_run
-        st["wn_act"][ix] = new_wn_act
-        st["wn_last_use"][ix] = new_wn_last
-        st["wc_run"][ix] = new_wc_run
-        st["wc_act"][ix] = new_wc_act
-        st["stale_act"][ix] = 0.0
-        for col, v in new_flags.items():
-            st[col][ix] = v
-        self._update_next_stale()
+        r.new["last_time"] = t[ends].astype(np.float64)
+        r.new["last_reg"] = r.reg[ends]
+        r.new["last_arrival"] = np.fmax(S["last_arrival"], arr_max_g)
+        r.new["daily"] = ((lag_g >= BATCH_LAG_MS) | (upload_n_g >= 2)).astype(np.float64)
+        r.new["stale_act"] = np.zeros(len(udev))
 
     def _watch(  # noqa: PLR0917 - the feed's row arrays, passed through
         self,
@@ -818,18 +883,17 @@ class WaterFamily(Family):
         new_wc_act[ug] = cact[ends]
 
     # ------------------------------------------------------------------ night flow
-    def _night_collect(  # noqa: PLR0917 - the feed's row arrays
-        self,
-        udev: list[str],
-        grp: I,
-        t: I,
-        prev_t: F,
-        span_h: F,
-        rate: F,
-        valid: B,
-        hour_jst: I,
-        ends: I,
-    ) -> None:
+    def _night_collect(self, r: _Rows) -> None:
+        """Night minima per meter (docs/domain.md#minimum-night-flow), evaluated in tick."""
+        udev = r.udev
+        grp = r.grp
+        t = r.t
+        prev_t = r.prev_t
+        span_h = r.span_h
+        rate = r.rate
+        valid = r.valid
+        hour_jst = r.hour_jst
+        ends = r.ends
         p = self.p
         ns, ne = p.night_start_hour, p.night_end_hour
         mask = valid & (span_h == 1.0) & (hour_jst >= ns) & (hour_jst < ne)
@@ -981,6 +1045,67 @@ class WaterFamily(Family):
         self._stale_check(now_ms, out)
         self._night_evaluate(now_ms, out)
         self._flush_state(out)
+
+
+class _Rows:
+    """One feed's readings (sorted by meter, then time) as arrays, with the per-meter
+    carried state ``S``, parameters ``pa`` and registry facts; rules put the meters'
+    new state in ``new`` (column → per-meter values)."""
+
+    def __init__(self, df: pd.DataFrame, fam: WaterFamily) -> None:
+        dev = df["device"].to_numpy(dtype=object)
+        self.df = df
+        self.t: I = df["time"].to_numpy(dtype=np.int64)
+        self.arrival: I = df["arrival"].to_numpy(dtype=np.int64)
+        self.reg: F = df["register_l"].to_numpy(dtype=np.float64)
+        n = len(self.t)
+        brk = np.flatnonzero(dev[1:] != dev[:-1]) + 1
+        self.starts: I = np.concatenate([[0], brk]).astype(np.int64)
+        self.ends: I = np.concatenate([brk - 1, [n - 1]]).astype(np.int64)
+        self.grp: I = np.repeat(np.arange(len(self.starts)), np.diff(np.append(self.starts, n)))
+        self.isstart: B = np.zeros(n, dtype=bool)
+        self.isstart[self.starts] = True
+        self.udev = [str(x) for x in dev[self.starts]]
+        self.ix = fam._slots(self.udev)
+        self.S = {c: fam.s[c][self.ix] for c in COLS}  # carried state per meter
+        meters = [fam.registry.meters[d] for d in self.udev]
+        self.q3_lph: F = np.array([m.q3_m3h * 1000.0 for m in meters])[self.grp]
+        self.roll_g: F = np.array([float(m.rollover_l) for m in meters])
+        self.watched_g: B = np.array([m.watched for m in meters], dtype=bool)
+        self.pa = fam._param_arrays(self.udev, PARAM_ARRAYS)
+        self.new: dict[str, F] = {}
+        self._differences()
+
+    def _differences(self) -> None:
+        """Register differences → use / reverse / rollover / swap (docs/domain.md#
+        cumulative-registers, #register-rollover, #meter-swap, #reverse-flow)."""
+        t, reg, grp, starts, S = self.t, self.reg, self.grp, self.starts, self.S
+        prev_t = _prev(t.astype(np.float64), starts, S["last_time"])
+        prev_reg = _prev(reg, starts, S["last_reg"])
+        has_prev = ~np.isnan(prev_t)
+        span_h = np.where(has_prev, (t - np.nan_to_num(prev_t)) / HOUR_MS, np.nan)
+        d = reg - prev_reg
+        max_l = self.q3_lph * MAX_Q3_FACTOR * np.fmax(span_h, 1.0)
+        wrap = reg + self.roll_g[grp] - prev_reg
+        back = has_prev & (d < 0)
+        rollover = back & (wrap >= 0) & (wrap <= max_l)
+        drop = -d
+        share = self.pa["swap_min_drop_share"][grp]
+        swap = back & ~rollover & (drop >= share * prev_reg) & (drop > max_l)
+        reverse = back & ~rollover & ~swap
+        # an implausible forward step (a swap to a higher register): not use
+        jump = has_prev & (d > max_l)
+        valid = has_prev & ~swap & ~jump
+        self.prev_t: F = prev_t
+        self.prev_reg: F = prev_reg
+        self.has_prev: B = has_prev
+        self.span_h: F = span_h
+        self.swap: B = swap
+        self.valid: B = valid
+        self.use: F = np.where(valid, np.where(rollover, wrap, np.where(reverse, 0.0, d)), np.nan)
+        self.rev_l: F = np.where(reverse, drop, 0.0)
+        self.rate: F = self.use / span_h  # L/h over the interval (NaN where unknown)
+        self.hour_jst: I = ((np.nan_to_num(prev_t) + 9 * HOUR_MS) // HOUR_MS % 24).astype(np.int64)
 
 
 __all__ = ["WaterFamily"]

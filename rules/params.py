@@ -29,6 +29,10 @@ class WaterParams(_Params):
     leak_zero_hour_l: NonNeg = 1.0  # an hour using at most this much counts as "zero"
     leak_min_lph: NonNeg = 5.0  # ...and the smallest hour must exceed this to call a leak
     leak_clear_zero_hours: Annotated[int, Field(ge=1, le=48)] = 1  # clears after 1 h of zero
+    # docs/domain.md#continuous-flow-leak: Kamstrup's constant-flow threshold spans
+    # 0.1–2 % of Q3; a leak whose smallest hour reaches 2 % of a 13 mm meter's Q3
+    # (50 L/h) is a warning, smaller ones go to the morning digest (info).
+    leak_warning_lph: NonNeg = 50.0
     # docs/domain.md#minimum-night-flow: lowest hourly flow 02:00–05:00 above
     # max(5 L/h, 2 × 30-night median) three nights running, evaluated at 07:00.
     night_start_hour: Annotated[int, Field(ge=0, le=23)] = 2
@@ -57,7 +61,10 @@ class WaterParams(_Params):
     watch_day_start_hour: Annotated[int, Field(ge=0, le=23)] = 7
     watch_day_end_hour: Annotated[int, Field(ge=1, le=24)] = 21
     watch_continuous_h: Annotated[int, Field(ge=1, le=48)] = 2
-    watch_continuous_min_lph: NonNeg = 30.0
+    # With hourly registers "continuous" means every hour of the run at least what a
+    # tap left open runs at its lowest usual setting (~4 L/min): lower hourly totals over
+    # two hours are ordinary bathing and laundry in an elderly household.
+    watch_continuous_min_lph: NonNeg = 240.0
 
 
 class SnowParams(_Params):

@@ -728,7 +728,9 @@ class SnowFamily(Family):
                 subject_kind="town",
                 active=active,
                 at_ms=at,
-                severity=Severity.CRITICAL,
+                # The depth alert informs the department's management (豪雪体制);
+                # the calls that send plows out are the ones that wake people.
+                severity=Severity.WARNING if rule == "town_alert" else Severity.CRITICAL,
                 values=values,
                 message=msg,
                 message_en=msg_en,

@@ -39,11 +39,21 @@ def _dump(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
 
 
-def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]:
-    """One message of every supported format, timestamped just before ``now``."""
+def example_messages(
+    prefix: str, now: datetime, water_before: timedelta = timedelta(0)
+) -> list[tuple[str, bytes, str]]:
+    """One message of every supported format, timestamped just before ``now``.
+
+    The water examples are ``water_before`` older: a meter's register only grows, so
+    examples with made-up registers must lie before a scenario's own readings of the
+    same meters (or the rules would rightly see a meter swap).
+    """
 
     def iso(minutes: float) -> str:
         return (now - timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+    def w_iso(minutes: float) -> str:
+        return iso(minutes + water_before.total_seconds() / 60)
 
     t = now - timedelta(minutes=1)
     return [
@@ -66,9 +76,9 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
                 {
                     "battery_v": 3.3,
                     "readings": [
-                        {"time": iso(180), "register_l": 52_310.0},
-                        {"time": iso(120), "register_l": 52_342.0},
-                        {"time": iso(60), "register_l": 52_391.0},
+                        {"time": w_iso(180), "register_l": 52_310.0},
+                        {"time": w_iso(120), "register_l": 52_342.0},
+                        {"time": w_iso(60), "register_l": 52_391.0},
                     ],
                 }
             ),
@@ -80,7 +90,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
                 [
                     {
                         "bn": "urn:dev:yukimizu:M002:",
-                        "bt": (now - timedelta(minutes=9)).timestamp(),
+                        "bt": (now - water_before - timedelta(minutes=9)).timestamp(),
                         "n": "volume",
                         "u": "m3",
                         "s": 381.204,
@@ -102,7 +112,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
             _dump(
                 {
                     "deduplicationId": "5e1e8f2c",
-                    "time": iso(8),
+                    "time": w_iso(8),
                     "deviceInfo": {"devEui": "70b3d5e4a32ac06f", "deviceName": "M001"},
                     "fCnt": 1042,
                     "fPort": 2,
@@ -189,15 +199,16 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
     print(f"ingest running (pid {pid}), log {log_path}")
 
     before = counts(cfg)
-    examples = example_messages(cfg.mqtt.topic_prefix, datetime.now(UTC))
+    sc = load_scenario(scenario) if scenario is not None else None
+    history = (sc.end - sc.start) + timedelta(days=1) if sc is not None else timedelta(0)
+    examples = example_messages(cfg.mqtt.topic_prefix, datetime.now(UTC), history)
     with Publisher(cfg.mqtt) as pub:
         for topic, payload, what in examples:
             pub.publish(topic, payload)
             print(f"  published {what:<40} → {topic}")
     published = len(examples)
-    if scenario is not None:
+    if scenario is not None and sc is not None:
         # Shift the scenario so that it ends just before now: dashboards show it.
-        sc = load_scenario(scenario)
         start_at = (
             datetime.now(UTC).replace(microsecond=0) - (sc.end - sc.start) - timedelta(minutes=10)
         )

@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         now -= now % step  # aligned, as a backtest steps
         try:
             if first:
-                _warm_up(engine, client, writer, rcfg, now)
+                # Up to this very moment: history that arrived seconds ago counts.
+                _warm_up(engine, client, writer, rcfg, dt_to_ms(datetime.now(UTC)))
                 first = False
             else:
                 result = engine.cycle(now, source)
@@ -118,6 +119,7 @@ def _warm_up(
         step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
         emit_after_ms=now - int(rcfg.lookback_h * 3_600_000),
         keep_lines=rcfg.write_derived,
+        whole_history=True,
     )
     for i in range(0, len(result.lines), 20_000):
         try:
@@ -164,6 +166,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         end_ms=now,
         step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
         emit_after_ms=now - int(rcfg.lookback_h * 3_600_000),
+        whole_history=True,
     )
     print(f"rules check at {at.isoformat()}: {result.points_read:,} points read")
     print(f"transitions in the last {rcfg.lookback_h:.0f} h:")

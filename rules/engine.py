@@ -55,9 +55,13 @@ class ReplayResult:
 
 
 def steps(start_ms: int, end_ms: int, step_ms: int) -> list[int]:
-    """Evaluation times aligned to the step, as the live scheduler aligns its cycles."""
+    """Evaluation times aligned to the step, as the live scheduler aligns its cycles;
+    ``end_ms`` itself last when it is not on the grid (a catch-up ends at "now")."""
     first = start_ms - start_ms % step_ms + step_ms
-    return list(range(first, end_ms + 1, step_ms))
+    out = list(range(first, end_ms + 1, step_ms))
+    if not out or out[-1] != end_ms:
+        out.append(end_ms)
+    return out
 
 
 class Engine:
@@ -104,12 +108,18 @@ class Engine:
         *,
         emit_after_ms: int | None = None,
         commit: bool = True,
+        whole_history: bool = False,
     ) -> CycleResult:
         """Evaluate at ``now_ms``. Transitions with an event time before
         ``emit_after_ms`` (first start: now − lookback) only set statuses silently.
-        ``commit=False``: leave the state database alone (see :meth:`replay`)."""
+        ``commit=False``: leave the state database alone (see :meth:`replay`).
+        ``whole_history``: every arrived point counts, however old (a catch-up must
+        rebuild state from history that may have arrived in one late bulk)."""
         t0 = time.perf_counter()
-        lookback_ms = {m: self.rcfg.lookback_ms(m) for m in self.inputs}
+        if whole_history:
+            lookback_ms = dict.fromkeys(self.inputs, now_ms)
+        else:
+            lookback_ms = {m: self.rcfg.lookback_ms(m) for m in self.inputs}
         if not self.warm and emit_after_ms is None:
             emit_after_ms = now_ms - int(self.rcfg.lookback_h * 3_600_000)
         frames = source.visible(self.inputs, now_ms, lookback_ms)
@@ -168,6 +178,7 @@ class Engine:
         emit_after_ms: int,
         keep_points: bool = False,
         keep_lines: bool = False,
+        whole_history: bool = False,
     ) -> ReplayResult:
         """Cycle at every aligned step in ``(start_ms, end_ms]`` without touching the
         state database, emitting transitions from ``emit_after_ms`` on; then commit once
@@ -175,7 +186,13 @@ class Engine:
         t0 = time.perf_counter()
         res = ReplayResult()
         for now in steps(start_ms, end_ms, step_ms):
-            cyc = self.cycle(now, source, emit_after_ms=emit_after_ms, commit=False)
+            cyc = self.cycle(
+                now,
+                source,
+                emit_after_ms=emit_after_ms,
+                commit=False,
+                whole_history=whole_history,
+            )
             res.steps += 1
             res.points_read += cyc.points_read
             res.transitions.extend((now, t) for t in cyc.transitions)

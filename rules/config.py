@@ -18,7 +18,6 @@ night_min_lph: Input should be greater than or equal to 0``.
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -70,7 +69,8 @@ class RulesConfig(BaseModel):
         return _merged(self, family, scope, subject, district)
 
 
-@cache
+# Not functools.cache: a RulesConfig holds dicts and is unhashable. Subjects without
+# overrides (nearly all) return the family's model without validating anything.
 def _merged(
     cfg: RulesConfig, family: str, scope: Scope, subject: str, district: str | None
 ) -> _Params:

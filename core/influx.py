@@ -8,12 +8,14 @@ from urllib3 or influxdb-client leaves this module.
 
 from __future__ import annotations
 
+import io
 import logging
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
+import pandas as pd
 import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -224,6 +226,37 @@ class InfluxQuery:
         if resp.status >= 300 or errors:
             raise QueryError(f"/query HTTP {resp.status}: {'; '.join(errors) or text[:300]}")
         return results
+
+    def frame(self, q: str, str_columns: Sequence[str] = ()) -> pd.DataFrame:
+        """One SELECT's rows as a DataFrame (``time`` in epoch ms, tags selected as
+        columns), fetched as CSV: parsing a million rows as CSV with pandas is several
+        times faster than as JSON (measured in benchmarks/rules.py)."""
+        fields = {"q": q, "db": self.database, "epoch": "ms"}
+        if self._cfg.retention_policy and self._cfg.api == "v1":
+            fields["rp"] = self._cfg.retention_policy
+        url = self._url + "?" + urllib.parse.urlencode(fields)
+        try:
+            resp = self._http.request(
+                "GET", url, headers={**self._headers, "Accept": "application/csv"}
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise QueryError(f"InfluxDB unreachable at {self._url}: {exc}") from exc
+        if resp.status >= 300:
+            raise QueryError(f"/query HTTP {resp.status}: {resp.data[:300]!r}")
+        if not resp.data.strip():
+            # InfluxDB's CSV output drops statement errors ("database not found"):
+            # an empty answer is asked again as JSON, which reports them (and is cheap).
+            self.raw(q)
+            return pd.DataFrame()
+        try:
+            # Tags stay text: a device named "007" is not the number 7.
+            dtype = dict.fromkeys(str_columns, str)
+            df = pd.read_csv(io.BytesIO(resp.data), low_memory=False, dtype=dtype)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise QueryError(f"/query: unreadable CSV: {exc}") from None
+        if "error" in df.columns and len(df.columns) <= 2:
+            raise QueryError(f"/query: {df['error'].iloc[0]}")
+        return df.drop(columns=[c for c in ("name", "tags") if c in df.columns])
 
     def rows(self, q: str) -> list[dict[str, Any]]:
         """Flattened rows of every series of the first statement, tags included."""

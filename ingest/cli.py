@@ -14,9 +14,11 @@ from types import FrameType
 
 from core import config as core_config
 from core.config import Config, load_registry
+from core.influx import WriteError, make_writer
 from core.publish import publish_many
-from ingest.deadletter import DeadLetterStore
+from ingest.deadletter import Content, DeadLetter, DeadLetterStore
 from ingest.decode import payload_preview
+from ingest.reasons import Reason
 from ingest.service import Ingest
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,79 @@ def _fmt_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def reason_arg(text: str) -> Reason:
+    """``--reason`` value: one of :class:`Reason`, else an error listing them all."""
+    try:
+        return Reason(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown reason {text!r}; valid reasons: {', '.join(Reason)}"
+        ) from None
+
+
+_CONTENT_MEANING = {
+    Content.PAYLOAD: "the device's payload as received (replay publishes it to the topic)",
+    Content.LINE_PROTOCOL: "one InfluxDB line-protocol point, no device payload (replay "
+    "writes it to InfluxDB, never to MQTT)",
+}
+
+
+def _replay_points(cfg: Config, items: list[DeadLetter]) -> tuple[list[int], list[str]]:
+    """Write line-protocol dead letters to InfluxDB, one point at a time.
+
+    One at a time so a point InfluxDB still refuses keeps only itself back. Returns
+    (ids written, problems). Stops at the first "InfluxDB not available".
+    """
+    done: list[int] = []
+    problems: list[str] = []
+    writer = make_writer(cfg.influx)
+    try:
+        for d in items:
+            try:
+                writer.write([d.payload.decode("utf-8")])
+            except WriteError as exc:
+                problems.append(f"dead letter {d.id}: {exc}")
+                if not exc.bad_data:
+                    break
+            else:
+                done.append(d.id)
+    finally:
+        writer.close()
+    return done, problems
+
+
+def _replay(cfg: Config, store: DeadLetterStore, items: list[DeadLetter], dry_run: bool) -> int:
+    payloads = [d for d in items if d.content == Content.PAYLOAD]
+    points = [d for d in items if d.content == Content.LINE_PROTOCOL]
+    if dry_run:
+        for d in payloads:
+            print(f"would publish {d.id} to MQTT topic {d.topic}")
+        for d in points:
+            print(f"would write {d.id} (line protocol) to InfluxDB")
+        return 0
+    ok = True
+    if payloads:
+        sent = publish_many(cfg.mqtt, [(d.topic, d.payload) for d in payloads])
+        store.delete(ids=[d.id for d in payloads[:sent]])
+        print(
+            f"replayed {sent} of {len(payloads)} dead letters to MQTT "
+            f"{cfg.mqtt.host}:{cfg.mqtt.port}; ingest processes them again "
+            f"(still-bad ones come back as new dead letters)"
+        )
+        ok = sent == len(payloads)
+    if points:
+        written, problems = _replay_points(cfg, points)
+        store.delete(ids=written)
+        print(
+            f"wrote {len(written)} of {len(points)} line-protocol dead letters to "
+            f"{cfg.influx.url} (they have no device payload to publish)"
+        )
+        for problem in problems:
+            print(f"  not written, kept: {problem}", file=sys.stderr)
+        ok = ok and len(written) == len(points)
+    return 0 if ok else 1
+
+
 def cmd_deadletter(args: argparse.Namespace) -> int:
     cfg, store = _store(args)
     try:
@@ -77,8 +152,11 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
                 return 0
             print("dead letters by reason: " + ", ".join(f"{r}={n}" for r, n in counts.items()))
             for item in items:
+                topic = item.topic or "-"
+                if item.content == Content.LINE_PROTOCOL:
+                    topic += " [line protocol]"
                 print(
-                    f"{item.id:>6}  {_fmt_time(item.time)}  {item.reason:<18} {item.topic}  "
+                    f"{item.id:>6}  {_fmt_time(item.time)}  {item.reason:<18} {topic}  "
                     f"{item.detail[:100]}"
                 )
             return 0
@@ -89,7 +167,8 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
                 return 1
             print(f"id:     {d.id}\ntime:   {_fmt_time(d.time)}\ntopic:  {d.topic}")
             print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes")
-            print("payload:")
+            print(f"content: {d.content}: {_CONTENT_MEANING[d.content]}")
+            print("payload:" if d.content == Content.PAYLOAD else "point:")
             if args.raw:
                 sys.stdout.flush()
                 sys.stdout.buffer.write(d.payload + b"\n")
@@ -104,18 +183,7 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
             if not items:
                 print("nothing to replay")
                 return 0
-            if args.dry_run:
-                for d in items:
-                    print(f"would replay {d.id} to {d.topic}")
-                return 0
-            sent = publish_many(cfg.mqtt, [(d.topic, d.payload) for d in items])
-            store.delete(ids=[d.id for d in items[:sent]])
-            print(
-                f"replayed {sent} of {len(items)} dead letters to MQTT "
-                f"{cfg.mqtt.host}:{cfg.mqtt.port}; ingest processes them again "
-                f"(still-bad ones come back as new dead letters)"
-            )
-            return 0 if sent == len(items) else 1
+            return _replay(cfg, store, items, args.dry_run)
         if args.action == "purge":
             if not args.all and not args.reason and args.older_than_days is None:
                 print("say which: --reason REASON, --older-than-days N, or --all", file=sys.stderr)
@@ -144,19 +212,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     sp = sub.add_parser("deadletter", help="inspect, replay or purge dead letters")
     dl = sp.add_subparsers(dest="action", required=True)
+    reason_help = "one of: " + ", ".join(Reason)
     x = dl.add_parser("list", help="the newest dead letters (oldest of them first)")
-    x.add_argument("--reason")
+    x.add_argument("--reason", type=reason_arg, metavar="REASON", help=reason_help)
     x.add_argument("--limit", type=int, default=50)
     x = dl.add_parser("show", help="show one dead letter with its payload")
     x.add_argument("id", type=int)
     x.add_argument("--raw", action="store_true", help="write the payload bytes unchanged")
-    x = dl.add_parser("replay", help="publish dead letters again to their original topic")
+    x = dl.add_parser(
+        "replay",
+        help="payloads: publish again to their original topic; line protocol: write to InfluxDB",
+    )
     x.add_argument("ids", type=int, nargs="*")
-    x.add_argument("--reason")
+    x.add_argument("--reason", type=reason_arg, metavar="REASON", help=reason_help)
     x.add_argument("--all", action="store_true")
     x.add_argument("--dry-run", action="store_true")
     x = dl.add_parser("purge", help="delete dead letters")
-    x.add_argument("--reason")
+    x.add_argument("--reason", type=reason_arg, metavar="REASON", help=reason_help)
     x.add_argument("--older-than-days", type=float)
     x.add_argument("--all", action="store_true")
     sp.set_defaults(func=cmd_deadletter)

@@ -7,6 +7,13 @@ rates, full batches at high rates), or after ``flush_interval_s`` at most.
 
 A message is acknowledged only after all it produced is durable: its points
 accepted by InfluxDB or in the spool, its dead letter committed.
+
+A point InfluxDB refuses becomes a dead letter the same way wherever the refusal
+happens (first write, spool replay, direct write while the spool is full): the
+message's original payload under its topic, so ``yukimizu deadletter replay``
+republishes what the device sent (docs/delivery.md#replay). Only a point with no
+payload behind it (a self-metric, or a batch spooled by an older version) is kept
+as ``line_protocol``, which replay writes back to InfluxDB instead.
 """
 
 from __future__ import annotations
@@ -26,17 +33,26 @@ from core.config import Config, load_registry
 from core.influx import WriteError, Writer, make_writer
 from core.message import Message
 from core.mqtt import MqttSource
-from ingest.deadletter import DeadLetterStore
+from ingest.deadletter import Content, DeadLetterStore, Letter
 from ingest.decode import LORAWAN_ALIASES, payload_preview
 from ingest.lineproto import encode
 from ingest.pipeline import Limits, Processor, Result
-from ingest.spool import Spool
+from ingest.reasons import Drop, Reason
+from ingest.spool import Origin, Spool
 from sensors.registry import Registry, RegistryError
 from sensors.schema import DEADLETTER_STATS, INGEST_STATS
 
 log = logging.getLogger(__name__)
 
-INFLUX_REJECTED = "influx_rejected"
+
+class _Source(Protocol):
+    """Where points came from: a received :class:`Message` or a spooled :class:`Origin`."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes | None: ...
 
 
 class Source(Protocol):
@@ -64,8 +80,8 @@ class Stats:
     spooled: int = 0
     batches: int = 0
     last_batch_ms: float = 0.0
-    by_reason: Counter[str] = field(default_factory=Counter)
-    drops: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[Reason] = field(default_factory=Counter)
+    drops: Counter[Drop] = field(default_factory=Counter)
 
 
 def limits_from(cfg: Config) -> Limits:
@@ -86,7 +102,7 @@ class _Batch:
     messages: list[Message] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     sources: list[int] = field(default_factory=list)  # index into messages, -1: self-metric
-    dead: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    dead: list[Letter] = field(default_factory=list)
     started: float = 0.0
 
     def __bool__(self) -> bool:
@@ -114,7 +130,7 @@ class Ingest:
         self.stats = Stats()
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._retry_at = 0.0
-        self._warned_reasons: set[str] = set()
+        self._warned_reasons: set[Reason] = set()
         self._reload = Event()
         self._retry_delay = icfg.retry_interval_s
         self._client_id = f"{cfg.mqtt.client_id}@{socket.gethostname()}"
@@ -234,21 +250,27 @@ class Ingest:
             self.stats.readings += len(res.lines)
         if res.drops:
             self.stats.dropped += len(res.drops)
-            self.stats.drops.update(res.drops)
+            self.stats.drops.update(Drop(d) for d in res.drops)
         if res.reason is not None:
-            batch.dead.append((msg.topic, res.reason, res.detail, msg.payload))
-            # One warning per reason per metrics interval: a flood of bad payloads
-            # must not flood the log; all are counted and kept as dead letters.
-            if res.reason not in self._warned_reasons:
-                self._warned_reasons.add(res.reason)
-                log.warning(
-                    "dead letter (%s) on %s: %s; payload: %s (more of this reason are "
-                    "counted, see `yukimizu deadletter list`)",
-                    res.reason,
-                    msg.topic,
-                    res.detail,
-                    payload_preview(msg.payload),
-                )
+            letter = Letter(msg.topic, Reason(res.reason), res.detail, msg.payload)
+            batch.dead.append(letter)
+            self._warn_once(letter)
+
+    def _warn_once(self, letter: Letter) -> None:
+        # One warning per reason per metrics interval: a flood of bad payloads must
+        # not flood the log; all are counted and kept as dead letters.
+        if letter.reason in self._warned_reasons:
+            return
+        self._warned_reasons.add(letter.reason)
+        log.warning(
+            "dead letter (%s) on %s: %s; %s: %s (more of this reason are counted, "
+            "see `yukimizu deadletter list`)",
+            letter.reason,
+            letter.topic or "(no topic)",
+            letter.detail,
+            letter.content,
+            payload_preview(letter.payload),
+        )
 
     # --- flush --------------------------------------------------------------------
 
@@ -256,25 +278,27 @@ class Ingest:
         t0 = time.monotonic()
         durable = True
         if batch.lines:
-            topics = [batch.messages[i].topic if i >= 0 else "" for i in batch.sources]
             if len(self.spool):
                 # Keep InfluxDB's arrival order: older spooled batches go first.
-                durable = self._to_spool(batch.lines, topics, stop, deadline)
+                durable = self._to_spool(
+                    batch.lines,
+                    batch.sources,
+                    batch.messages,
+                    batch.dead,
+                    stop=stop,
+                    deadline=deadline,
+                )
             else:
                 unwritten, bad = self._write(batch.lines, list(range(len(batch.lines))))
-                for i, err in bad:
-                    src = batch.sources[i]
-                    if src >= 0:
-                        m = batch.messages[src]
-                        batch.dead.append((m.topic, INFLUX_REJECTED, err, m.payload))
-                    else:
-                        log.error("InfluxDB rejected a self-metric point: %s", err)
+                batch.dead.extend(self._refused(bad, batch.lines, batch.sources, batch.messages))
                 if unwritten:
                     durable = self._to_spool(
                         [batch.lines[i] for i in unwritten],
-                        [topics[i] for i in unwritten],
-                        stop,
-                        deadline,
+                        [batch.sources[i] for i in unwritten],
+                        batch.messages,
+                        batch.dead,
+                        stop=stop,
+                        deadline=deadline,
                     )
         if not durable:
             log.warning(
@@ -283,10 +307,7 @@ class Ingest:
                 len(batch.messages),
             )
             return
-        if batch.dead:
-            self.deadletters.add_many(batch.dead)
-            self.stats.deadlettered += len(batch.dead)
-            self.stats.by_reason.update(d[1] for d in batch.dead)
+        self._commit_dead(batch.dead)
         ack = self.source.ack
         for m in batch.messages:
             ack(m.token)
@@ -327,10 +348,69 @@ class Ingest:
         self._retry_at = now + self._retry_delay
         self._retry_delay = min(self._retry_delay * 2, 30.0)
 
+    def _refused(
+        self,
+        bad: list[tuple[int, str]],
+        lines: Sequence[str],
+        sources: Sequence[int],
+        origins: Sequence[_Source],
+    ) -> list[Letter]:
+        """Dead letters for the points InfluxDB refused: one per message, its payload.
+
+        ``bad`` holds (line index, InfluxDB's error); ``sources[i]`` is the index in
+        ``origins`` of line i's message, -1 for a self-metric. A point without a
+        payload behind it is kept as its line protocol, marked so that replay writes
+        it to InfluxDB and never publishes it to a device topic.
+        """
+        letters: list[Letter] = []
+        errors: dict[int, list[str]] = {}
+        for i, err in bad:
+            src = sources[i]
+            origin = origins[src] if src >= 0 else None
+            if origin is not None and origin.payload is not None:
+                errors.setdefault(src, []).append(err)
+            else:
+                topic = origin.topic if origin is not None else ""
+                letters.append(
+                    Letter(
+                        topic,
+                        Reason.INFLUX_REJECTED,
+                        err,
+                        lines[i].encode(),
+                        Content.LINE_PROTOCOL,
+                    )
+                )
+        for src, errs in errors.items():
+            origin = origins[src]
+            assert origin.payload is not None  # selected above
+            detail = errs[0] if len(errs) == 1 else f"{len(errs)} points refused; {errs[0]}"
+            letters.append(Letter(origin.topic, Reason.INFLUX_REJECTED, detail, origin.payload))
+        for letter in letters:
+            self._warn_once(letter)
+        return letters
+
+    def _commit_dead(self, letters: list[Letter]) -> None:
+        if not letters:
+            return
+        self.deadletters.add_many(letters)
+        self.stats.deadlettered += len(letters)
+        self.stats.by_reason.update(d.reason for d in letters)
+
     def _to_spool(
-        self, lines: list[str], topics: list[str], stop: Event, deadline: float | None
+        self,
+        lines: list[str],
+        sources: list[int],
+        origins: Sequence[_Source],
+        dead: list[Letter],
+        *,
+        stop: Event,
+        deadline: float | None,
     ) -> bool:
-        """Append to the spool; if full, wait for InfluxDB. False: not durable."""
+        """Append to the spool; if full, wait for InfluxDB. False: not durable.
+
+        Points InfluxDB refuses on a direct write (spool full) go to ``dead``, to be
+        committed with the batch's other dead letters before the acks.
+        """
         while not self.spool.has_room():
             if len(self.spool):
                 self._replay_spool(max_batches=50)
@@ -338,13 +418,13 @@ class Ingest:
                 break
             unwritten, bad = self._write(lines, list(range(len(lines))))
             if not unwritten:
-                for i, err in bad:
-                    log.error("InfluxDB rejected %s: %s", lines[i][:200], err)
+                dead.extend(self._refused(bad, lines, sources, origins))
                 return True
             if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
                 return False
             time.sleep(min(self.cfg.ingest.retry_interval_s, 1.0))
-        self.spool.append(lines, topics)
+        kept = [Origin(o.topic, o.payload) for o in origins]
+        self.spool.append(lines, sources, kept)
         self.stats.spooled += len(lines)
         return True
 
@@ -354,17 +434,13 @@ class Ingest:
             if item is None:
                 log.info("spool drained: InfluxDB has every spooled point")
                 return
-            batch_id, lines, topics = item
-            unwritten, bad = self._write(lines, list(range(len(lines))))
+            unwritten, bad = self._write(item.lines, list(range(len(item.lines))))
             if unwritten:
                 return
-            if bad:
-                self.deadletters.add_many(
-                    (topics[i], INFLUX_REJECTED, err, lines[i].encode()) for i, err in bad
-                )
-                self.stats.deadlettered += len(bad)
-                self.stats.by_reason[INFLUX_REJECTED] += len(bad)
-            self.spool.remove(batch_id)
+            # Dead letters first, then forget the batch: a crash in between replays it
+            # again and refuses the same points (a duplicate dead letter, no loss).
+            self._commit_dead(self._refused(bad, item.lines, item.sources, item.origins))
+            self.spool.remove(item.id)
             if not len(self.spool):
                 log.info("spool drained: InfluxDB has every spooled point")
 

@@ -18,6 +18,8 @@ night_min_lph: Input should be greater than or equal to 0``.
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +46,15 @@ class RulesConfig(BaseModel):
     # Every cycle re-reads this much recent data, so late data (a meter's daily batch
     # of 24 hourly values) is seen: longer than the longest upload interval.
     lookback_h: Annotated[float, Field(ge=1, le=24 * 14)] = 36.0
+    # Devices that report as they measure need less: re-reading 36 h of 1 Hz plow
+    # positions every minute would cost more than all the rules together.
+    lookback_h_by_measurement: dict[str, Annotated[float, Field(gt=0, le=24 * 14)]] = Field(
+        default_factory=lambda: {
+            "plow_position": 1.0,
+            "snow_depth": 6.0,
+            "yukimizu_deadletter": 3.0,
+        }
+    )
     # First start (no state yet): how much history to read to warm up (the 30-night
     # median needs a month). Transitions before "now − lookback" are not emitted.
     warmup_days: Annotated[float, Field(ge=0, le=120)] = 31.0
@@ -59,6 +70,10 @@ class RulesConfig(BaseModel):
     overrides: dict[Scope, dict[str, dict[str, dict[str, Any]]]] = Field(default_factory=dict)
     # watch-over "away" periods: meter id → list of [start, end] ISO times
     away: dict[str, list[tuple[str, str]]] = Field(default_factory=dict)
+
+    def lookback_ms(self, measurement: str) -> int:
+        hours = self.lookback_h_by_measurement.get(measurement, self.lookback_h)
+        return int(hours * 3_600_000)
 
     def family(self, name: str) -> _Params:
         value: _Params = getattr(self, name)
@@ -131,6 +146,23 @@ def params_table() -> list[tuple[str, str, Any, str]]:
             default = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
             rows.append((fam, name, default, f.description or ""))
     return rows
+
+
+def with_settings(cfg: Config, sets: Sequence[str] = ()) -> RulesConfig:
+    """``[rules]`` with ``--set family.param=value`` settings (values parsed as TOML)."""
+    data: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.rules.items()}
+    for item in sets:
+        key, _, raw = item.partition("=")
+        section, _, name = key.strip().rpartition(".")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        target = data
+        for part in section.split(".") if section else []:
+            target = target.setdefault(part, {})
+        target[name] = value
+    return load_rules_config(cfg.model_copy(update={"rules": data}))
 
 
 __all__ = ["SCOPES", "PlowParams", "RulesConfig", "SnowParams", "SystemParams", "WaterParams"]

@@ -84,9 +84,9 @@ class Engine:
         """Evaluate at ``now_ms``. Transitions with an event time before
         ``emit_after_ms`` (first start: now − lookback) only set statuses silently."""
         t0 = time.perf_counter()
-        lookback_ms = int(self.rcfg.lookback_h * 3_600_000)
+        lookback_ms = {m: self.rcfg.lookback_ms(m) for m in self.inputs}
         if not self.warm and emit_after_ms is None:
-            emit_after_ms = now_ms - lookback_ms
+            emit_after_ms = now_ms - int(self.rcfg.lookback_h * 3_600_000)
         frames = source.visible(self.inputs, now_ms, lookback_ms)
         out = Output()
         read = 0

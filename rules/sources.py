@@ -3,10 +3,10 @@
 Both give the same thing for an evaluation time ``now``: the points that had *arrived*
 by ``now`` (arrival = device time + ``lag_s``, the delay ingest measured; a point
 without it counts as arrived at its device time) and whose device time lies in the
-look-back window ``(now − lookback, now]``. The engine then keeps, per device, only
-points newer than what it already processed. Because both sources apply the same
-visibility rule, a backtest sees exactly what the live scheduler saw
-(docs/rules.md#backtest).
+look-back window ``(now − lookback, now]`` (per measurement:
+``rules.lookback_h_by_measurement``). The engine then keeps, per device, only points
+newer than what it already processed. Because both sources apply the same visibility
+rule, a backtest sees exactly what the live scheduler saw (docs/rules.md#backtest).
 """
 
 from __future__ import annotations
@@ -30,20 +30,24 @@ def _quote(name: str) -> str:
 
 
 def query_frame(
-    client: InfluxQuery, measurement: str, fields: tuple[str, ...], start_ms: int, end_ms: int
+    client: InfluxQuery,
+    measurement: str,
+    fields: tuple[str, ...],
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_tag: str = "device",
 ) -> pd.DataFrame:
     """Points of ``measurement`` with ``start_ms < time <= end_ms``: columns ``time`` (int
-    ms), ``arrival`` (int ms), ``device`` and ``fields`` (missing ones as NaN)."""
-    cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, "device"))
+    ms), ``arrival`` (int ms), ``device`` (the tag ``device_tag``) and ``fields``
+    (missing ones as NaN)."""
+    cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, device_tag))
     q = (
         f"SELECT {cols} FROM {_quote(measurement)} "
         f"WHERE time > {int(start_ms)}ms AND time <= {int(end_ms)}ms"
     )
-    results = client.raw(q)
-    frames = []
-    for series in (results[0].get("series") or []) if results else []:
-        frames.append(pd.DataFrame(series["values"], columns=series["columns"]))
-    return normalise(pd.concat(frames) if frames else pd.DataFrame(), fields)
+    df = client.frame(q, str_columns=(device_tag,))
+    return normalise(df.rename(columns={device_tag: "device"}), fields)
 
 
 def normalise(df: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
@@ -63,9 +67,13 @@ def normalise(df: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
+# A measurement whose subject tag is not ``device`` (ingest's self-metrics).
+SUBJECT_TAG = {"yukimizu_deadletter": "reason"}
+
+
 class Source(Protocol):
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
     ) -> dict[str, pd.DataFrame]: ...
 
 
@@ -76,11 +84,14 @@ class LiveSource:
         self.client = client
 
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
     ) -> dict[str, pd.DataFrame]:
         out = {}
         for m, fields in inputs.items():
-            df = query_frame(self.client, m, fields, now_ms - lookback_ms, now_ms)
+            tag = SUBJECT_TAG.get(m, "device")
+            df = query_frame(
+                self.client, m, fields, now_ms - lookback_ms[m], now_ms, device_tag=tag
+            )
             out[m] = df[df["arrival"] <= now_ms]
         return out
 
@@ -116,7 +127,9 @@ class RecordedSource:
             parts = []
             t = start_ms
             while t < end_ms:
-                parts.append(query_frame(client, m, fields, t, min(t + chunk_ms, end_ms)))
+                end = min(t + chunk_ms, end_ms)
+                tag = SUBJECT_TAG.get(m, "device")
+                parts.append(query_frame(client, m, fields, t, end, device_tag=tag))
                 t += chunk_ms
             frames[m] = (
                 pd.concat(parts, ignore_index=True) if parts else normalise(pd.DataFrame(), fields)
@@ -125,7 +138,7 @@ class RecordedSource:
         return cls(frames)
 
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: int
+        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
     ) -> dict[str, pd.DataFrame]:
         out = {}
         for m in inputs:
@@ -136,5 +149,5 @@ class RecordedSource:
             start = self._pos[m]
             self._pos[m] = end
             part = df.iloc[start:end]
-            out[m] = part[part["time"] > now_ms - lookback_ms]
+            out[m] = part[part["time"] > now_ms - lookback_ms[m]]
         return out

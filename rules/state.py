@@ -10,11 +10,11 @@ backtests.
 from __future__ import annotations
 
 import pickle
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.sqlite import Schema, open_db
 from rules.transitions import OUTBOX_DDL, Transition
 
 _DDL = (
@@ -73,13 +73,8 @@ class SqliteState:
     """State in ``state_dir/rules.sqlite`` (WAL; one writer: the rules service)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._con = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")
-        for ddl in _DDL:
-            self._con.execute(ddl)
+        self._con = open_db(path, Schema(_DDL))
 
     def load(self) -> Snapshot:
         snap = Snapshot()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.publish import Publisher
 from devtools.localstack import InfluxDB1, Mosquitto
-from ingest.deadletter import DeadLetterStore
+from ingest.deadletter import Content, DeadLetterStore
 from tests.conftest import count, make_config, running_ingest, wait_for
 
 
@@ -40,4 +40,5 @@ def test_field_type_conflict_dead_letters_only_the_conflicting_points(
     assert len(letters) == 1
     assert letters[0].reason == "influx_rejected"
     assert letters[0].topic == f"{tag}/water/M001" and letters[0].payload == meter_payload
+    assert letters[0].content == Content.PAYLOAD  # replay publishes it to its topic
     assert "field type conflict" in letters[0].detail

@@ -11,10 +11,11 @@ import pytest
 from core.config import load_config, load_registry
 from core.message import Message
 from devtools.demo import nmea_sentence
-from ingest.deadletter import DeadLetterStore
+from ingest.deadletter import DeadLetterStore, Letter
 from ingest.lineproto import EncodeError, encode
 from ingest.pipeline import Limits, Processor
-from ingest.spool import Spool
+from ingest.reasons import Reason
+from ingest.spool import Origin, Spool
 from tests.conftest import SAMPLE_CONFIG, without_lag
 
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z: ingest's clock in these tests
@@ -198,18 +199,21 @@ def test_line_protocol_escaping_and_pinned_types() -> None:
 def test_spool_is_durable_ordered_and_bounded(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite"
     s = Spool(path, max_bytes=600)
-    s.append(["a 1", "b 2"], ["t/a", "t/b"])
-    s.append(["c 3"], ["t/c"])
+    msgs = [Origin("t/a", b"{}"), Origin("t/b", b"\x00\xff"), Origin("t/unused", b"x")]
+    s.append(["a 1", "b 2", "self 3"], [0, 1, -1], msgs)
+    s.append(["c 3"], [0], [Origin("t/c", b"[]")])
     s.close()
     s = Spool(path, max_bytes=600)  # reopened: as after a restart
-    assert (s.batches, s.points) == (2, 3)
+    assert (s.batches, s.points) == (2, 4)
     first = s.oldest()
-    assert first is not None and first[1:] == (["a 1", "b 2"], ["t/a", "t/b"])
-    s.remove(first[0])
+    assert first is not None
+    assert first.lines == ["a 1", "b 2", "self 3"] and first.sources == [0, 1, -1]
+    assert first.origins == msgs[:2], "payloads come back byte for byte, unused ones dropped"
+    s.remove(first.id)
     second = s.oldest()
-    assert second is not None and second[1] == ["c 3"]
+    assert second is not None and second.lines == ["c 3"]
     for i in range(50):
-        s.append([f"line {i} " + "x" * 50], ["t"])
+        s.append([f"line {i} " + "x" * 50], [0], [Origin("t", b"p")])
         if not s.has_room():
             break
     assert not s.has_room()
@@ -219,7 +223,12 @@ def test_spool_is_durable_ordered_and_bounded(tmp_path: Path) -> None:
 def test_dead_letter_store_roundtrip(tmp_path: Path) -> None:
     st = DeadLetterStore(tmp_path / "dl.sqlite")
     assert (
-        st.add_many([("t/1", "invalid_json", "x", b"\x00\xff"), ("t/2", "too_large", "y", b"z")])
+        st.add_many(
+            [
+                Letter("t/1", Reason.INVALID_JSON, "x", b"\x00\xff"),
+                Letter("t/2", Reason.TOO_LARGE, "y", b"z"),
+            ]
+        )
         == 2
     )
     assert st.counts() == {"invalid_json": 1, "too_large": 1}

@@ -36,4 +36,6 @@ class Score:
         )
 
 
-HEADER = f"{'rule':<28} {'TP':>4} {'FP':>4} {'missed':>6}  {'recall':>6}  {'delay med / max':<18} note"
+HEADER = (
+    f"{'rule':<28} {'TP':>4} {'FP':>4} {'missed':>6}  {'recall':>6}  {'delay med / max':<18} note"
+)

@@ -1,0 +1,239 @@
+"""Benchmark: the rules engine on a large town, and a whole season's backtest.
+
+    .venv/bin/python -m benchmarks.rules [--meters 10000] [--stations 100] [--plows 50]
+        [--night-h 8] [--skip-season]
+
+1. A synthetic town (registry CSVs: N meters, K stations, P plows on the sample town's
+   roads) and a day of its data in a private InfluxDB 1.x: 24 hourly registers per
+   meter (a tenth of them daily uploaders), 10-minute snow readings, and a working
+   night of 1 Hz plow positions with the blade down. One cold evaluation cycle reads
+   and evaluates all of it (every family, the live source); then a steady-state cycle.
+2. The winter-season scenario (sample town, 1 Dec – 31 Mar) through ingest's processor
+   into InfluxDB, then a backtest over the whole season at a 10-minute step: data
+   loaded once, evaluated incrementally.
+
+Baseline in the same run: the cost of only querying the cycle's data (what any rule
+engine reading InfluxDB pays), so the evaluation's own share is visible.
+Last line: ``rules cycle: <S> s for <M> meters, <K> stations, <P> plows``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core.config import InfluxConfig, load_config, load_registry
+from core.influx import InfluxQuery
+from devtools.localstack import InfluxDB1
+from devtools.rulelab import load_scenario_into, run_backtest
+from rules.config import RulesConfig, with_settings
+from rules.engine import Engine
+from rules.families import FAMILIES
+from rules.model import HOUR_MS
+from rules.sources import LiveSource, query_frame
+from rules.state import MemoryState
+from sensors.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "config" / "yukimizu.toml"
+T_END = 1_768_435_200_000  # 2026-01-15T00:00Z = 09:00 JST: the morning after
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_registry(d: Path, meters: int, stations: int, plows: int) -> Path:
+    """Registry CSVs for a town of the given size, on the sample town's roads."""
+    rng = np.random.default_rng(7)
+    d.mkdir(parents=True, exist_ok=True)
+    districts = ["本町", "中町", "上町", "下町", "新町", "東町", "西町", "北町"]
+    lat = rng.uniform(38.36, 38.40, max(meters, stations))
+    lon = rng.uniform(140.17, 140.23, max(meters, stations))
+    with (d / "stations.csv").open("w", encoding="utf-8") as f:
+        f.write("id,name,district,lat,lon,mount_height_cm,sensor_type,dev_eui\n")
+        for i in range(stations):
+            kind = "laser" if i % 5 == 0 else "ultrasonic"
+            f.write(
+                f"S{i:04d},観測点{i},{districts[i % 8]},{lat[i]:.6f},{lon[i]:.6f},300,{kind},\n"
+            )
+    with (d / "meters.csv").open("w", encoding="utf-8") as f:
+        f.write(
+            "id,district,lat,lon,diameter_mm,q3_m3h,register_digits,register_unit,watched,dev_eui\n"
+        )
+        for i in range(meters):
+            watched = "true" if i % 50 == 0 else "false"
+            f.write(
+                f"W{i:05d},{districts[i % 8]},{lat[i]:.6f},{lon[i]:.6f},13,2.5,7,L,{watched},\n"
+            )
+    with (d / "plows.csv").open("w", encoding="utf-8") as f:
+        f.write("id,name,contractor,dev_eui\n")
+        for i in range(plows):
+            f.write(f"V{i:03d},除雪{i}号車,業者{i % 5},\n")
+    (d / "routes.geojson").write_bytes((ROOT / "config" / "routes.geojson").read_bytes())
+    return d
+
+
+def town_lines(registry: Registry, night_h: float) -> dict[str, list[str]]:
+    """A day of data for the synthetic town (line protocol, ms)."""
+    rng = np.random.default_rng(11)
+    start = T_END - 24 * HOUR_MS
+    out: dict[str, list[str]] = {"water_meter": [], "snow_depth": [], "plow_position": []}
+    for n, m in enumerate(registry.meters.values()):
+        use = rng.gamma(0.6, 25.0, 25)
+        use[3:6] = 0.0  # night: no use (leaks are the exception)
+        if n % 97 == 0:
+            use += 20.0  # a leak
+        reg = 100_000.0 + np.cumsum(use)
+        daily = n % 10 == 0
+        for h in range(25):
+            t = start + h * HOUR_MS
+            lag = (T_END + 2 * HOUR_MS - t) / 1000 if daily else 5.0
+            if daily and t > T_END:
+                continue
+            out["water_meter"].append(
+                f"water_meter,device={m.id},district={m.district} "
+                f"register_l={reg[h]:.1f},lag_s={lag:.1f} {t}"
+            )
+    for s in registry.stations.values():
+        depth = 60.0
+        for step in range(24 * 6):
+            t = start + step * 600_000
+            depth += 0.25 if 12 * 6 <= step < 20 * 6 else -0.01
+            noisy = depth + rng.uniform(-3, 3)
+            out["snow_depth"].append(
+                f"snow_depth,device={s.id},district={s.district} depth_cm={noisy:.1f},"
+                f"air_temp_c=-3.0,quality=80i,battery_v=3.6,lag_s=2.0 {t}"
+            )
+    routes = list(registry.routes.values())
+    night_start = T_END - int(night_h * HOUR_MS)
+    for i, p in enumerate(registry.plows.values()):
+        coords = [c for r in routes[i % len(routes) :: 7] for c in r.coords] or [(140.2, 38.38)]
+        path = np.array(coords)
+        seg = np.linspace(0, len(path) - 1, int(night_h * 3600))
+        idx = np.floor(seg).astype(int)
+        frac = seg - idx
+        k2 = np.minimum(idx + 1, len(path) - 1)
+        lon = path[idx, 0] + (path[k2, 0] - path[idx, 0]) * frac
+        lat = path[idx, 1] + (path[k2, 1] - path[idx, 1]) * frac
+        for j in range(len(seg)):
+            out["plow_position"].append(
+                f"plow_position,device={p.id},contractor={p.contractor} lat={lat[j]:.6f},"
+                f"lon={lon[j]:.6f},speed_kmh=20.0,blade_down=true,lag_s=1.0 "
+                f"{night_start + j * 1000}"
+            )
+    return out
+
+
+def bench_cycle(args: argparse.Namespace, work: Path, influx: InfluxDB1) -> float:
+    reg_dir = write_registry(work / "town", args.meters, args.stations, args.plows)
+    cfg = load_config(SAMPLE, environ={})
+    cfg = cfg.model_copy(
+        update={
+            "registry": cfg.registry.model_copy(
+                update={
+                    "stations": reg_dir / "stations.csv",
+                    "meters": reg_dir / "meters.csv",
+                    "plows": reg_dir / "plows.csv",
+                    "routes": reg_dir / "routes.geojson",
+                }
+            )
+        }
+    )
+    registry = load_registry(cfg)
+    t0 = time.perf_counter()
+    lines = town_lines(registry, args.night_h)
+    influx.create_database("town")
+    total = 0
+    for batch in lines.values():
+        for i in range(0, len(batch), 50_000):
+            influx.write(batch[i : i + 50_000], "town")
+        total += len(batch)
+    print(
+        f"town: {len(registry.meters):,} meters, {len(registry.stations)} stations, "
+        f"{len(registry.plows)} plows; {total:,} points written in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    client = InfluxQuery(InfluxConfig(url=influx.url, database="town", create_database=False))
+    # The night's plow positions are all inside the cycle's window.
+    rcfg = with_settings(cfg, [f"lookback_h_by_measurement.plow_position={args.night_h + 1}"])
+    engine = Engine(registry, rcfg, MemoryState(), FAMILIES)
+    q0 = time.perf_counter()
+    rows = 0
+    for m, fields in engine.inputs.items():
+        lb = rcfg.lookback_ms(m)
+        rows += len(query_frame(client, m, fields, T_END - lb, T_END))
+    query_s = time.perf_counter() - q0
+    print(f"baseline: querying the cycle's {rows:,} points alone: {query_s:.2f} s")
+    res = engine.cycle(T_END, LiveSource(client), emit_after_ms=T_END - 36 * HOUR_MS)
+    print(
+        f"cold cycle: {res.seconds:.2f} s ({res.points_read:,} points, "
+        f"{len(res.transitions)} transitions, {len(res.points):,} derived points); "
+        f"evaluation share {max(0.0, res.seconds - query_s):.2f} s"
+    )
+    steady = engine.cycle(T_END + 60_000, LiveSource(client))
+    print(f"steady cycle (nothing new): {steady.seconds:.2f} s")
+    print(f"peak RSS so far: {peak_rss_mb():.0f} MB")
+    return res.seconds
+
+
+def bench_season(work: Path, influx: InfluxDB1, step_s: int) -> None:
+    cfg = load_config(SAMPLE, environ={})
+    t0 = time.perf_counter()
+    loaded = load_scenario_into(
+        influx, "season", ROOT / "scenarios" / "winter-season.toml", cfg, truth_dir=work / "t"
+    )
+    print(
+        f"season: {loaded.points:,} points through the processor into InfluxDB in "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
+    rcfg: RulesConfig = with_settings(cfg)
+    result, scores = run_backtest(influx.url, loaded, cfg, rcfg, families=FAMILIES, step_s=step_s)
+    print(
+        f"season backtest: {result.steps:,} steps of {step_s} s in {result.seconds:.1f} s "
+        f"({len(result.transitions)} transitions); peak RSS {peak_rss_mb():.0f} MB"
+    )
+    by_rule: dict[str, int] = {}
+    for _s, t in result.transitions:
+        by_rule[t.rule] = by_rule.get(t.rule, 0) + 1
+    print("transitions by rule: " + json.dumps(by_rule, ensure_ascii=False))
+    for s in scores:
+        print("  " + s.row())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--meters", type=int, default=10_000)
+    p.add_argument("--stations", type=int, default=100)
+    p.add_argument("--plows", type=int, default=50)
+    p.add_argument("--night-h", type=float, default=8.0)
+    p.add_argument("--step", type=int, default=600)
+    p.add_argument("--skip-season", action="store_true")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="yukimizu-bench-rules-") as tmp:
+        work = Path(tmp)
+        influx = InfluxDB1(work / "influxdb")
+        influx.start()
+        try:
+            if not args.skip_season:
+                bench_season(work, influx, args.step)
+            cycle_s = bench_cycle(args, work, influx)
+        finally:
+            influx.stop()
+    print(
+        f"rules cycle: {cycle_s:.2f} s for {args.meters} meters, {args.stations} stations, "
+        f"{args.plows} plows"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

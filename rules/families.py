@@ -10,12 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rules.model import Family, Point
+from rules.plows import PlowFamily
 from rules.scoring import Score
+from rules.scoring import plow as plow_scoring
 from rules.system import SystemFamily
 from rules.transitions import Transition
 
 Scorer = Callable[[Path, list[tuple[int, Transition]], list[Point]], list[Score]]
 
-FAMILIES: list[type[Family]] = [SystemFamily]
-SCORERS: dict[str, Scorer] = {}
+# plows first: they publish the last plowing and the active dispatch for snow
+FAMILIES: list[type[Family]] = [PlowFamily, SystemFamily]
+SCORERS: dict[str, Scorer] = {"plow": plow_scoring.score}
 BY_NAME: dict[str, type[Family]] = {f.name: f for f in FAMILIES}

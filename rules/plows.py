@@ -67,6 +67,7 @@ _WORK_KEEP_MS = 6 * HOUR_MS
 _RECENT_DISPATCHES = 4
 # plowing pieces merged into one polyline per plow and bucket (see _coverage)
 _CHUNK_MS = 20_000
+_SIMPLIFY_M = 3.0
 # vectorised rounds of the fix filter before finishing plow by plow
 _JUMP_ROUNDS = 8
 
@@ -140,7 +141,9 @@ class _Fixes:
         same = dev[1:] == dev[:-1]
         dt_ms = np.where(same, t[1:] - t[:-1], 0)
         seg_len = np.where(same, np.hypot(x[1:] - x[:-1], y[1:] - y[:-1]), 0.0)
-        connected = same & (dt_ms > 0) & (dt_ms <= p.max_gap_s * 1000)
+        # a jump the fix filter left (a relocation, a long burst) is not driven: no piece
+        possible = p.max_speed_kmh / 3.6 * dt_ms / 1000.0 + p.fix_noise_m
+        connected = same & (dt_ms > 0) & (dt_ms <= p.max_gap_s * 1000) & (seg_len <= possible)
         kmh = np.where(connected, seg_len / np.maximum(dt_ms, 1) * 3600.0, 0.0)
         inferred = (
             (blade[:-1] == -1)
@@ -359,6 +362,7 @@ class PlowFamily(Family):
             np.column_stack([x[vert], y[vert]]), indices=np.repeat(np.arange(len(c_first)), n_vert)
         )
         del chunk
+        lines = shapely.simplify(lines, _SIMPLIFY_M)
         pi, si = geo.tree.query(lines, predicate="dwithin", distance=p.cover_radius_m)
         if not len(pi):
             return []
@@ -395,7 +399,7 @@ class PlowFamily(Family):
                 o = np.lexsort((s_loc, s_t))
                 s_loc, s_t, s_plow, s_inf = s_loc[o], s_t[o], s_plow[o], s_inf[o]
             while len(s_t):
-                hit = _first_covered(s_loc, s_t, n, need, window)
+                hit = _first_covered_prefix(s_loc, s_t, n, need, window)
                 if hit is None:
                     break
                 when = s_t[hit]
@@ -694,7 +698,8 @@ class PlowFamily(Family):
         if not len(idx):
             return
         dt = fx.dt_ms[idx] / 1000.0
-        out_away = away[idx] | away[idx + 1]
+        # ignition on away from the depot, or plowing (R001 starts inside the depot radius)
+        out_away = away[idx] | away[idx + 1] | plowing[idx]
         frame = pd.DataFrame(
             {
                 "dev": dev[idx],
@@ -771,52 +776,29 @@ def _after_anchor(dev: I64, t: I64, is_anchor: BoolA) -> BoolA:
 def _jump_filter(
     dev: I64, t: I64, xy: tuple[F64, F64], keep: BoolA, limits: tuple[float, float, float]
 ) -> BoolA:
-    """Accepted fixes: each compared with the previous *accepted* fix of its plow.
+    """Drop isolated bad fixes: a fix that jumps away from its predecessor and back to
+    its successor (each step implying more than the speed limit plus GPS noise).
 
-    Vectorised by rounds: a fix that jumps from its predecessor is dropped and its
-    successor is compared with the fix before it again, so a burst of k bad fixes takes
-    k rounds; a plow whose burst outlasts the rounds is finished fix by fix. When a
-    plow's very first fix is the bad one (it jumps to a successor that agrees with the
-    next), that first fix goes. A gap longer than ``max_gap_s`` starts afresh."""
+    Vectorised by rounds (a burst of k bad fixes needs up to k rounds, bounded). A jump
+    that is not a spike — the track goes on from the new place, or the burst outlasts
+    the rounds — is left to :meth:`_Fixes.build`, which does not connect across it."""
     max_mps, noise_m, max_gap_s = limits
     x, y = xy
     ok: BoolA = keep.copy()
-
-    def bad_edges(idx: I64) -> tuple[I64, I64, BoolA]:
+    for _ in range(_JUMP_ROUNDS):
+        idx = np.flatnonzero(ok)
+        if len(idx) < 3:
+            break
         a, b = idx[:-1], idx[1:]
         dt = (t[b] - t[a]) / 1000.0
         dist = np.hypot(x[b] - x[a], y[b] - y[a])
         bad = (dev[a] == dev[b]) & (dt <= max_gap_s) & (dist > max_mps * dt + noise_m)
-        return a, b, bad
-
-    for _ in range(_JUMP_ROUNDS):
-        idx = np.flatnonzero(ok)
-        if len(idx) < 2:
-            return ok
-        a, b, bad = bad_edges(idx)
-        if not bad.any():
-            return ok
-        prev_bad = np.r_[False, bad[:-1]]
-        next_bad = np.r_[bad[1:], False]
-        first = np.r_[True, dev[a[1:]] != dev[a[:-1]]]  # a is the plow's first fix
-        next_same = np.r_[dev[b[:-1]] == dev[b[1:]], False]
-        spike_first = bad & first & next_same & ~next_bad
-        ok[a[spike_first]] = False
-        ok[b[bad & ~prev_bad & ~spike_first]] = False
-    # long bursts: finish the remaining plows sequentially (rare: a stuck receiver)
-    idx = np.flatnonzero(ok)
-    a, b, bad = bad_edges(idx)
-    for d in np.unique(dev[b[bad]]):
-        rows = idx[dev[idx] == d]
-        last = int(rows[0])
-        for row in rows[1:]:
-            r = int(row)
-            dt = (t[r] - t[last]) / 1000.0
-            dist = math.hypot(x[r] - x[last], y[r] - y[last])
-            if dt <= max_gap_s and dist > max_mps * dt + noise_m:
-                ok[r] = False
-            else:
-                last = r
+        spike = bad[:-1] & bad[1:]  # edge into b[k] and edge out of it
+        if not spike.any():
+            break
+        # of two adjacent spikes drop the first only; the next round judges the other
+        spike &= ~np.r_[False, spike[:-1]]
+        ok[b[:-1][spike]] = False
     return ok
 
 
@@ -825,6 +807,19 @@ def _latest_per_sample(loc: I64, n: int) -> I64:
     latest = np.full(n, -1, dtype=np.int64)
     latest[loc] = np.arange(len(loc))  # later assignments win: the latest
     return latest
+
+
+def _first_covered_prefix(loc: I64, tt: F64, n: int, need: int, window: float) -> int | None:
+    """:func:`_first_covered` on growing prefixes: the count at an event depends only on
+    the events up to it, and a hit is usually near the start — so a segment plowed a
+    hundred times in one feed costs a hundred short searches, not a hundred long ones."""
+    size = max(4 * need, 256)
+    while True:
+        end = min(len(loc), size)
+        hit = _first_covered(loc[:end], tt[:end], n, need, window)
+        if hit is not None or end == len(loc):
+            return hit
+        size *= 4
 
 
 def _first_covered(loc: I64, tt: F64, n: int, need: int, window: float) -> int | None:

@@ -132,12 +132,12 @@ class _Fixes:
 
     @classmethod
     def build(
-        cls, names: list[str], c: dict[str, npt.NDArray[Any]], p: PlowParams, has_depot: bool
+        cls, names: list[str], c: dict[str, npt.NDArray[Any]], p: PlowParams, geo: _Geometry
     ) -> _Fixes:
         dev, t, x, y = c["dev"], c["t"], c["x"], c["y"]
         blade = c["blade"]
         # the projection's origin is the depot; without one, everywhere is "away"
-        away = np.hypot(x, y) > p.depot_radius_m if has_depot else np.ones(len(t), dtype=bool)
+        away = np.hypot(x, y) > p.depot_radius_m if geo.has_depot else np.ones(len(t), dtype=bool)
         same = dev[1:] == dev[:-1]
         dt_ms = np.where(same, t[1:] - t[:-1], 0)
         seg_len = np.where(same, np.hypot(x[1:] - x[:-1], y[1:] - y[:-1]), 0.0)
@@ -156,7 +156,18 @@ class _Fixes:
         implied = np.full(len(t), np.nan)
         implied[1:][connected] = kmh[connected]
         fix_kmh = np.where(np.isnan(c["speed"]), implied, c["speed"])
-        slow = (fix_kmh < p.idle_kmh) & away
+        standing = fix_kmh < p.idle_kmh
+        # Standing counts as idle away from the depot, and also on a road inside the
+        # depot radius (a plow waiting at the first segment's start is on the road, not
+        # parked in the yard). Only the few standing fixes near the depot are queried.
+        near = np.flatnonzero(standing & ~away)
+        on_road = np.zeros(len(t), dtype=bool)
+        if len(near) and len(geo.samples):
+            hit, _s = geo.tree.query(
+                shapely.points(x[near], y[near]), predicate="dwithin", distance=p.cover_radius_m
+            )
+            on_road[near[np.unique(hit)]] = True
+        slow = standing & (away | on_road)
         return cls(
             names, dev, t, x, y, c["speed"], blade, c["is_anchor"], away, slow,
             dt_ms, seg_len, connected, plowing, inferred & connected,
@@ -177,6 +188,7 @@ class _Geometry:
             self.lon0, self.lat0 = 0.0, 0.0
         self.kx = EARTH_RADIUS_M * math.cos(math.radians(self.lat0)) * math.pi / 180.0
         self.ky = EARTH_RADIUS_M * math.pi / 180.0
+        self.has_depot = registry.depot is not None
         self.ids = [s.id for s in segs]
         self.priority = {s.id: s.priority for s in segs}
         self.length_m: dict[str, float] = {}
@@ -330,7 +342,7 @@ class PlowFamily(Family):
         cols = {k: v[keep] for k, v in cols.items()}
         if not len(cols["t"]):
             return None
-        return _Fixes.build(names, cols, p, self.registry.depot is not None)
+        return _Fixes.build(names, cols, p, geo)
 
     # ------------------------------------------------------------------ coverage
     def _coverage(self, fx: _Fixes) -> list[tuple[int, int, str, Any]]:

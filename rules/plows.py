@@ -86,6 +86,9 @@ class _PlowState:
     slow_start: int | None = None  # start of the current standing run away from the depot
     idle_on: bool = False
     silent_on: bool = False
+    # the newest fix when it jumped from the one before: judged with the next feed
+    # (t, x, y, speed, blade); a spike can only be told from a relocation by what follows
+    pending: tuple[int, float, float, float, int] | None = None
     # hour start (ms) → [working_s, blade_s, idle_s, blade_m, travel_m]
     work: dict[int, list[float]] = field(default_factory=dict)
 
@@ -313,17 +316,26 @@ class PlowFamily(Family):
             "blade": np.where(bd.isna().to_numpy(), -1, blade_v.astype(np.int64)),
             "is_anchor": np.zeros(len(frame), dtype=bool),
         }
-        anchors = [(i, self._plows[n]) for i, n in enumerate(names) if n in self._plows]
-        anchors = [(i, s) for i, s in anchors if s.t >= 0]
-        if anchors:
+        # (code, t, x, y, speed, blade, is_anchor): last accepted fixes and pending ones
+        rows: list[tuple[int, int, float, float, float, int, bool]] = []
+        for i, n in enumerate(names):
+            st = self._plows.get(n)
+            if st is None:
+                continue
+            if st.t >= 0:
+                rows.append((i, st.t, st.x, st.y, st.speed, st.blade, True))
+            if st.pending is not None:
+                rows.append((i, *st.pending, False))
+                st.pending = None
+        if rows:
             extra: dict[str, npt.NDArray[Any]] = {
-                "dev": np.array([i for i, _ in anchors], dtype=np.int64),
-                "t": np.array([s.t for _, s in anchors], dtype=np.int64),
-                "x": np.array([s.x for _, s in anchors], dtype=np.float64),
-                "y": np.array([s.y for _, s in anchors], dtype=np.float64),
-                "speed": np.array([s.speed for _, s in anchors], dtype=np.float64),
-                "blade": np.array([s.blade for _, s in anchors], dtype=np.int64),
-                "is_anchor": np.ones(len(anchors), dtype=bool),
+                "dev": np.array([r[0] for r in rows], dtype=np.int64),
+                "t": np.array([r[1] for r in rows], dtype=np.int64),
+                "x": np.array([r[2] for r in rows], dtype=np.float64),
+                "y": np.array([r[3] for r in rows], dtype=np.float64),
+                "speed": np.array([r[4] for r in rows], dtype=np.float64),
+                "blade": np.array([r[5] for r in rows], dtype=np.int64),
+                "is_anchor": np.array([r[6] for r in rows], dtype=bool),
             }
             cols = {k: np.concatenate([extra[k], v]) for k, v in cols.items()}
             # by plow, then time; the anchor first at equal times
@@ -340,9 +352,36 @@ class PlowFamily(Family):
             (p.max_speed_kmh / 3.6, p.fix_noise_m, p.max_gap_s),
         )
         cols = {k: v[keep] for k, v in cols.items()}
+        self._hold_last_jump(names, cols, p)
         if not len(cols["t"]):
             return None
         return _Fixes.build(names, cols, p, geo)
+
+    def _hold_last_jump(
+        self, names: list[str], cols: dict[str, npt.NDArray[Any]], p: PlowParams
+    ) -> None:
+        """A plow's newest fix that jumped from the one before stays pending: whether it
+        is a spike shows only with the next fix (docs/domain.md#fix-filter)."""
+        dev, t, x, y = cols["dev"], cols["t"], cols["x"], cols["y"]
+        if len(t) < 2:
+            return
+        last = np.flatnonzero(np.r_[dev[1:] != dev[:-1], True])
+        last = last[(last > 0) & ~cols["is_anchor"][last]]
+        last = last[dev[last] == dev[last - 1]]
+        dt = (t[last] - t[last - 1]) / 1000.0
+        dist = np.hypot(x[last] - x[last - 1], y[last] - y[last - 1])
+        jump = (dt <= p.max_gap_s) & (dist > p.max_speed_kmh / 3.6 * dt + p.fix_noise_m)
+        held = last[jump]
+        for i in held:
+            st = self._plows.setdefault(names[int(dev[i])], _PlowState())
+            st.pending = (
+                int(t[i]), float(x[i]), float(y[i]), float(cols["speed"][i]), int(cols["blade"][i])
+            )  # fmt: skip
+        if len(held):
+            keep = np.ones(len(t), dtype=bool)
+            keep[held] = False
+            for k in list(cols):
+                cols[k] = cols[k][keep]
 
     # ------------------------------------------------------------------ coverage
     def _coverage(self, fx: _Fixes) -> list[tuple[int, int, str, Any]]:
@@ -415,6 +454,8 @@ class PlowFamily(Family):
                 if hit is None:
                     break
                 when = s_t[hit]
+                # events at the same moment (one chunk's samples) all belong to the hit
+                hit = int(np.searchsorted(s_t, when, side="right")) - 1
                 # the covering events: per sample its latest cover in the window
                 latest = _latest_per_sample(s_loc[: hit + 1], n)
                 live = latest[latest >= 0]

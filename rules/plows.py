@@ -15,9 +15,9 @@ Pipeline per feed:
 3. *Track pieces*: consecutive accepted fixes of one plow at most ``max_gap_s`` apart
    form a straight piece (a short GPS gap is bridged, a long one breaks the track). A
    piece plows when the blade is down at its start; a fix without blade state (NMEA
-   loggers) plows when the piece is travelled at working speed away from the depot —
-   which is always during a dispatch, since leaving the depot starts one — and its
-   segments are marked ``inferred`` (docs/domain.md#inferred-status).
+   loggers) plows when the piece is travelled at working speed — which is always during
+   a dispatch, since driving out of the depot starts one — and its segments are marked
+   ``inferred`` (docs/domain.md#inferred-status).
 4. *Coverage* (docs/domain.md#segment-plowed): every route segment is sampled every
    ``sample_step_m``; a plowing piece covers the samples within ``cover_radius_m``
    (one STRtree ``dwithin`` bulk query). A segment is plowed at the first moment at
@@ -131,7 +131,7 @@ class _Fixes:
     seg_len: F64  # piece k: length in metres
     connected: BoolA  # piece k: same plow, at most max_gap_s
     plowing: BoolA  # piece k: blade down, or inferred
-    inferred: BoolA  # piece k: no blade state, working speed away from the depot
+    inferred: BoolA  # piece k: no blade state, working speed
 
     @classmethod
     def build(
@@ -148,12 +148,10 @@ class _Fixes:
         possible = p.max_speed_kmh / 3.6 * dt_ms / 1000.0 + p.fix_noise_m
         connected = same & (dt_ms > 0) & (dt_ms <= p.max_gap_s * 1000) & (seg_len <= possible)
         kmh = np.where(connected, seg_len / np.maximum(dt_ms, 1) * 3600.0, 0.0)
-        inferred = (
-            (blade[:-1] == -1)
-            & (away[:-1] | away[1:])
-            & (kmh >= p.inferred_min_kmh)
-            & (kmh <= p.inferred_max_kmh)
-        )
+        # "During a dispatch" (docs/domain.md#inferred-status) needs no test of its own:
+        # fixes come only with the ignition on, and driving out of the depot starts a
+        # dispatch. Not "away" either: roads begin at the depot gate, inside its radius.
+        inferred = (blade[:-1] == -1) & (kmh >= p.inferred_min_kmh) & (kmh <= p.inferred_max_kmh)
         plowing = connected & ((blade[:-1] == 1) | inferred)
         # speed for idle: the fix's own speed, else the speed implied by its piece
         implied = np.full(len(t), np.nan)

@@ -175,6 +175,19 @@ class _Fixes:
         )  # fmt: skip
 
 
+@dataclass
+class _Cover:
+    """Cover events of one feed: sample, time (ms), plow code, inferred."""
+
+    loc: I64
+    t: F64
+    plow: I64
+    inferred: BoolA
+
+    def take(self, idx: I64) -> _Cover:
+        return _Cover(self.loc[idx], self.t[idx], self.plow[idx], self.inferred[idx])
+
+
 class _Geometry:
     """Projected, sampled route segments and their STRtree (rebuilt, never pickled)."""
 
@@ -384,13 +397,35 @@ class PlowFamily(Family):
     # ------------------------------------------------------------------ coverage
     def _coverage(self, fx: _Fixes) -> list[tuple[int, int, str, Any]]:
         """Segment plowed events ``(time, 0, segment, (plow, coverage, inferred))``."""
-        p = self._p
         geo = self._geo
-        dev, names, t, x, y = fx.dev, fx.names, fx.t, fx.x, fx.y
-        plowing, inferred = fx.plowing, fx.inferred
-        idx = np.flatnonzero(plowing)
+        window = self._p.pass_window_min * MINUTE_MS
+        pairs = self._cover_pairs(fx)
+        events: list[tuple[int, int, str, Any]] = []
+        if pairs is not None:
+            si, ev = pairs
+            ev_seg = geo.owner[si]
+            # plow names as codes: this feed's names, then others still in accumulators
+            codes = {n: i for i, n in enumerate(fx.names)}
+            order = np.lexsort((si, ev.t, ev_seg))
+            bounds = np.searchsorted(ev_seg[order], np.arange(len(geo.ids) + 1))
+            for k in np.flatnonzero(np.diff(bounds)):
+                sel = order[bounds[k] : bounds[k + 1]]
+                lo = int(geo.first[k])
+                cover = _Cover(si[sel] - lo, ev.t[sel], ev.plow[sel], ev.inferred[sel])
+                events += self._passes(int(k), cover, codes, window)
+        # drop stale accumulations (nothing in them can count any more)
+        newest = float(fx.t.max())
+        for sid in [s for s, a in self._acc.items() if np.nanmax(a.t) <= newest - window]:
+            del self._acc[sid]
+        return events
+
+    def _cover_pairs(self, fx: _Fixes) -> tuple[I64, _Cover] | None:
+        """(sample index, cover event) pairs of this feed's plowing pieces."""
+        geo = self._geo
+        t, inferred = fx.t, fx.inferred
+        idx = np.flatnonzero(fx.plowing)
         if not len(idx) or not len(geo.samples):
-            return []
+            return None
         # Consecutive plowing pieces of one plow within one _CHUNK_MS bucket become one
         # polyline (same covered samples, ~20× fewer geometries and pairs); it covers
         # at its last fix, so a plowed time is late by at most the bucket.
@@ -400,7 +435,6 @@ class PlowFamily(Family):
             | (inferred[idx[1:]] != inferred[idx[:-1]])
             | (t[idx[1:]] // _CHUNK_MS != t[idx[:-1]] // _CHUNK_MS),
         ]
-        chunk = np.cumsum(brk) - 1
         c_first = idx[brk]
         c_last = np.r_[idx[np.flatnonzero(brk)[1:] - 1], idx[-1]] + 1  # last vertex (fix)
         n_vert = c_last - c_first + 1
@@ -408,82 +442,69 @@ class PlowFamily(Family):
             int(n_vert.sum())
         )
         lines = shapely.linestrings(
-            np.column_stack([x[vert], y[vert]]), indices=np.repeat(np.arange(len(c_first)), n_vert)
+            np.column_stack([fx.x[vert], fx.y[vert]]),
+            indices=np.repeat(np.arange(len(c_first)), n_vert),
         )
-        del chunk
         lines = shapely.simplify(lines, _SIMPLIFY_M)
-        pi, si = geo.tree.query(lines, predicate="dwithin", distance=p.cover_radius_m)
+        pi, si = geo.tree.query(lines, predicate="dwithin", distance=self._p.cover_radius_m)
         if not len(pi):
-            return []
-        ev_t = t[c_last][pi].astype(float)
-        ev_dev = dev[c_first][pi]
-        ev_inf = inferred[c_first][pi]
-        ev_seg = geo.owner[si]
-        window = p.pass_window_min * MINUTE_MS
-        # plow names as codes: this feed's names, then any others still in accumulators
-        codes = {n: i for i, n in enumerate(names)}
+            return None
+        cover = _Cover(
+            np.zeros(0, dtype=np.int64),
+            t[c_last][pi].astype(np.float64),
+            fx.dev[c_first][pi],
+            inferred[c_first][pi],
+        )
+        return si.astype(np.int64), cover
+
+    def _passes(
+        self, k: int, c: _Cover, codes: dict[str, int], window: int
+    ) -> list[tuple[int, int, str, Any]]:
+        """Plowed moments of segment ``k`` from its earlier and new cover events."""
+        geo = self._geo
+        sid = geo.ids[k]
+        n = int(geo.first[k + 1]) - int(geo.first[k])
+        need = math.ceil(self.params("route", sid).cover_share * n - 1e-9)
+        acc = self._acc.get(sid)
+        if acc is not None:
+            have = np.flatnonzero(~np.isnan(acc.t))
+            old = np.array([codes.setdefault(acc.plow[i], len(codes)) for i in have], np.int64)
+            c = _Cover(
+                np.concatenate([have, c.loc]),
+                np.concatenate([acc.t[have], c.t]),
+                np.concatenate([old, c.plow]),
+                np.concatenate([acc.inferred[have], c.inferred]),
+            )
+            c = c.take(np.lexsort((c.loc, c.t)))
+        by_code = {v: name for name, v in codes.items()}
         events: list[tuple[int, int, str, Any]] = []
-        order = np.lexsort((si, ev_t, ev_seg))
-        bounds = np.searchsorted(ev_seg[order], np.arange(len(geo.ids) + 1))
-        for k in np.flatnonzero(np.diff(bounds)):
-            sel = order[bounds[k] : bounds[k + 1]]
-            sid = geo.ids[int(k)]
-            lo = int(geo.first[k])
-            n = int(geo.first[k + 1]) - lo
-            need = math.ceil(self.params("route", sid).cover_share * n - 1e-9)
-            acc = self._acc.get(sid)
-            s_loc = si[sel] - lo
-            s_t = ev_t[sel]
-            s_plow = ev_dev[sel]
-            s_inf = ev_inf[sel]
-            if acc is not None:
-                have = np.flatnonzero(~np.isnan(acc.t))
-                old = np.array(
-                    [codes.setdefault(acc.plow[i], len(codes)) for i in have], dtype=np.int64
-                )
-                s_loc = np.concatenate([have, s_loc])
-                s_t = np.concatenate([acc.t[have], s_t])
-                s_plow = np.concatenate([old, s_plow])
-                s_inf = np.concatenate([acc.inferred[have], s_inf])
-                o = np.lexsort((s_loc, s_t))
-                s_loc, s_t, s_plow, s_inf = s_loc[o], s_t[o], s_plow[o], s_inf[o]
-            while len(s_t):
-                hit = _first_covered_prefix(s_loc, s_t, n, need, window)
-                if hit is None:
-                    break
-                when = s_t[hit]
-                # events at the same moment (one chunk's samples) all belong to the hit
-                hit = int(np.searchsorted(s_t, when, side="right")) - 1
-                # the covering events: per sample its latest cover in the window
-                latest = _latest_per_sample(s_loc[: hit + 1], n)
-                live = latest[latest >= 0]
-                live = live[s_t[live] > when - window]
-                counts = np.bincount(s_plow[live])
-                top = int(np.argmax(counts))  # ties: the lowest code, deterministic
-                plow = next(n_ for n_, c in codes.items() if c == top)
-                covered = len(live) / n
-                events.append(
-                    (int(when), 0, sid, (plow, covered, bool(np.mean(s_inf[live]) >= 0.5)))
-                )
-                rest = slice(hit + 1, None)
-                s_loc, s_t, s_plow, s_inf = s_loc[rest], s_t[rest], s_plow[rest], s_inf[rest]
-            # keep each sample's latest cover that can still count
-            if len(s_t):
-                latest = _latest_per_sample(s_loc, n)
-                ok = latest >= 0
-                a = _SegAcc(np.full(n, np.nan), [""] * n, np.zeros(n, dtype=bool))
-                a.t[ok] = s_t[latest[ok]]
-                by_code = {c: n_ for n_, c in codes.items()}
-                for j in np.flatnonzero(ok):
-                    a.plow[j] = by_code[int(s_plow[latest[j]])]
-                a.inferred[ok] = s_inf[latest[ok]]
-                self._acc[sid] = a
-            else:
-                self._acc.pop(sid, None)
-        # drop stale accumulations (nothing in them can count any more)
-        newest = float(t.max())
-        for sid in [s for s, a in self._acc.items() if np.nanmax(a.t) <= newest - window]:
-            del self._acc[sid]
+        while len(c.t):
+            hit = _first_covered_prefix(c.loc, c.t, n, need, window)
+            if hit is None:
+                break
+            when = c.t[hit]
+            # events at the same moment (one chunk's samples) all belong to the hit
+            hit = int(np.searchsorted(c.t, when, side="right")) - 1
+            # the covering events: per sample its latest cover in the window
+            latest = _latest_per_sample(c.loc[: hit + 1], n)
+            live = latest[latest >= 0]
+            live = live[c.t[live] > when - window]
+            top = int(np.argmax(np.bincount(c.plow[live])))  # ties: lowest code
+            inferred = bool(np.mean(c.inferred[live]) >= 0.5)
+            events.append((int(when), 0, sid, (by_code[top], len(live) / n, inferred)))
+            c = c.take(np.arange(hit + 1, len(c.t)))
+        # keep each sample's latest cover that can still count
+        if len(c.t):
+            latest = _latest_per_sample(c.loc, n)
+            ok = latest >= 0
+            a = _SegAcc(np.full(n, np.nan), [""] * n, np.zeros(n, dtype=bool))
+            a.t[ok] = c.t[latest[ok]]
+            for j in np.flatnonzero(ok):
+                a.plow[j] = by_code[int(c.plow[latest[j]])]
+            a.inferred[ok] = c.inferred[latest[ok]]
+            self._acc[sid] = a
+        else:
+            self._acc.pop(sid, None)
         return events
 
     # ------------------------------------------------------------------ dispatch

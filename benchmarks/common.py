@@ -2,7 +2,7 @@
 
 A load generator must not be the bottleneck nor steal the subscriber's CPU. On this 2-core
 machine one paho publisher process (``core.publish.Publisher``) managed 2,400-8,500 QoS 1
-msg/s (ARCHITECTURE.md says ~14,000 elsewhere), :class:`RawPublisher` ~45,000.
+msg/s (docs/architecture.md#publishing says ~14,000 elsewhere), :class:`RawPublisher` ~45,000.
 :class:`PublisherPool` runs publishers in processes started together behind a barrier.
 """
 
@@ -13,19 +13,17 @@ import multiprocessing as mp
 import os
 import queue
 import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any, Protocol
 
 from core.config import MqttConfig
 from core.publish import Publisher, PublishError
+from devtools import processes
 from devtools.localstack import InfluxDB1, mqtt_varint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -342,62 +340,36 @@ def ingest_env(
 _SUMMARY = re.compile(r"ingest stopped: (.*)$", re.MULTILINE)
 
 
-@dataclass
 class IngestProcess:
-    """``python -m cli ingest`` as a separate process, as deployed."""
+    """``python -m cli ingest`` as deployed (:class:`devtools.processes.IngestProcess`),
+    plus what a benchmark reads from it: peak RSS and the final summary line."""
 
-    env: dict[str, str]
-    log_path: Path
-    argv: Sequence[str] = (sys.executable, "-m", "cli", "ingest")
-    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    peak_rss_mb: float = field(default=0.0, init=False)
-    summary: dict[str, int] = field(default_factory=dict, init=False)
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.process = processes.IngestProcess(env, log_path)
+        self.peak_rss_mb = 0.0
+        self.summary: dict[str, int] = {}
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Start and wait until it has subscribed (its log says so)."""
-        with self.log_path.open("ab") as logf:
-            self.proc = subprocess.Popen(
-                list(self.argv),
-                env={**os.environ, **self.env},
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        deadline = time.monotonic() + timeout_s
-        while "subscribed to" not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"ingest did not subscribe; log:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
-        time.sleep(0.3)  # the SUBACK follows the log line
+        """Start and wait until it is ready (subscribed: the broker's SUBACK arrived)."""
+        self.process.start(timeout_s)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.process.log()
 
     def read_peak_rss(self) -> float:
         """VmHWM (peak resident set) from /proc, in MB; call before :meth:`stop`."""
-        assert self.proc is not None
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        with contextlib.suppress(OSError):  # already gone: the last reading stands
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+            for line in status.splitlines():
                 if line.startswith("VmHWM:"):
                     self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
         return self.peak_rss_mb
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, int]:
         """SIGTERM (ingest flushes, acks, disconnects), then parse its final summary."""
-        if self.proc is None:
+        if self.process.proc is None:
             return {}
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.process.stop(timeout_s)
         m = _SUMMARY.search(self.log())
         if m:
             self.summary = {

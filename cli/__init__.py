@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from alerts import cli as alerts_cli
 from cli import init as init_cli
 from core.config import ConfigError
 from core.sqlite import StoreError
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_cli.add_parsers(sub)
     simulators_cli.add_parser(sub)
     devtools_cli.add_parsers(sub)
+    alerts_cli.add_parsers(sub)
     return p
 
 

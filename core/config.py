@@ -155,7 +155,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        # ARCHITECTURE.md (measured): with fewer unacked messages allowed than one
+        # docs/architecture.md#mqtt (measured): with fewer unacked messages allowed than one
         # batch holds, the broker stops sending before the batch fills.
         if self.mqtt.receive_maximum <= self.ingest.batch_size:
             raise ValueError(

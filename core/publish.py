@@ -1,8 +1,12 @@
 """A flow-controlled QoS 1 MQTT publisher (dead-letter replay, simulators, benchmarks).
 
-ARCHITECTURE.md (measured): paho silently drops messages when more than 65,535
-are queued at once (the 16-bit packet-id space). This publisher keeps at most
-``window`` messages unacknowledged and waits for the broker's PUBACKs before
+``core/publish.py`` and ``core/mqtt.py`` are the only modules of yukimizu that import
+paho (docs/architecture.md#layers); the client itself, with credentials and TLS, comes
+from :func:`core.mqtt.make_client`.
+
+docs/architecture.md#publishing (measured): paho silently drops messages when more
+than 65,535 are queued at once (the 16-bit packet-id space). This publisher keeps at
+most ``window`` messages unacknowledged and waits for the broker's PUBACKs before
 queueing more, so nothing is dropped however fast the caller is.
 """
 
@@ -10,15 +14,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ssl
 import time
 from collections.abc import Iterable
 from types import TracebackType
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from core.config import MqttConfig
+from core.mqtt import make_client
 
 
 class PublishError(RuntimeError):
@@ -52,12 +55,7 @@ class Publisher:
         self._since_loop = 0
         self._connected = False
         self._refused: str | None = None
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        if cfg.username:
-            secret = cfg.password.get_secret_value() if cfg.password else None
-            c.username_pw_set(cfg.username, secret)
-        if cfg.tls_ca_file:
-            c.tls_set(ca_certs=str(cfg.tls_ca_file), cert_reqs=ssl.CERT_REQUIRED)
+        c = make_client(cfg, client_id)
         # paho's own in-flight limit scans every queued message on each PUBACK (measured:
         # 2.5k msg/s with 2,000, 7k without); our deque already bounds what is in flight.
         c.max_inflight_messages_set(0)
@@ -104,14 +102,14 @@ class Publisher:
             pending.popleft()
             self.published += 1
 
-    def publish(self, topic: str, payload: bytes | str) -> None:
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
         if len(self._pending) >= self.window:
             deadline = time.monotonic() + self.ack_timeout_s
             while len(self._pending) >= self.window:
                 if time.monotonic() > deadline:
                     raise PublishError(f"broker did not acknowledge within {self.ack_timeout_s} s")
                 self._loop(0.01)
-        info = self._client.publish(topic, payload, qos=self.qos)
+        info = self._client.publish(topic, payload, qos=self.qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise PublishError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         if self.qos == 0:

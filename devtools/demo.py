@@ -22,6 +22,7 @@ from core import nmea
 from core.config import Config
 from core.publish import Publisher
 from devtools import localstack as services
+from devtools.processes import IngestNotReady, IngestProcess
 from simulators.run import publish_scenario
 from simulators.scenario import load_scenario
 
@@ -174,21 +175,14 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
     pid = _ingest_running(cfg)
     log_path = Path(s.data_dir) / "ingest.log"
     if pid is None:
-        argv = [sys.executable, "-m", "cli"]
-        if config_path is not None:
-            argv += ["-c", str(config_path)]
-        with log_path.open("ab") as logf:
-            proc = subprocess.Popen(
-                [*argv, "ingest"], stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        pid = proc.pid
+        # Detached: ingest keeps running after this command; `demo stop` ends it.
+        ingest = IngestProcess({}, log_path, config_path=config_path, detach=True, cwd=Path.cwd())
+        try:
+            pid = ingest.start().pid
+        except IngestNotReady as exc:
+            print(f"ingest did not start: {exc}")
+            return 1
         _pid_file(cfg).write_text(str(pid))
-        deadline = time.monotonic() + 30
-        while b"connected to MQTT" not in log_path.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                print(f"ingest did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
-                return 1
-            time.sleep(0.1)
     print(f"ingest running (pid {pid}), log {log_path}")
 
     before = counts(cfg)

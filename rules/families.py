@@ -13,12 +13,14 @@ from rules.model import Family, Point
 from rules.plows import PlowFamily
 from rules.scoring import Score
 from rules.scoring import plow as plow_scoring
+from rules.scoring import snow as snow_scoring
+from rules.snow import SnowFamily
 from rules.system import SystemFamily
 from rules.transitions import Transition
 
 Scorer = Callable[[Path, list[tuple[int, Transition]], list[Point]], list[Score]]
 
 # plows first: they publish the last plowing and the active dispatch for snow
-FAMILIES: list[type[Family]] = [PlowFamily, SystemFamily]
-SCORERS: dict[str, Scorer] = {"plow": plow_scoring.score}
+FAMILIES: list[type[Family]] = [PlowFamily, SnowFamily, SystemFamily]
+SCORERS: dict[str, Scorer] = {"plow": plow_scoring.score, "snow": snow_scoring.score}
 BY_NAME: dict[str, type[Family]] = {f.name: f for f in FAMILIES}

@@ -61,15 +61,39 @@ class WaterParams(_Params):
 
 
 class SnowParams(_Params):
-    # docs/domain.md#echo-quality, #spike-filter, #hourly-new-snow
-    deadband_cm: NonNeg = 1.0
-    spike_cm: Pos = 10.0  # a jump larger than this within spike_window_min is a spike…
+    # docs/domain.md#echo-quality: readings with a quality code below this are a poor
+    # echo and dropped. (sensors/ is getting a QUALITY_POOR_BELOW constant on another
+    # branch; until it lands the vendor figure lives here, per sensor type via overrides.)
+    quality_poor_below: Annotated[int, Field(ge=0, le=255)] = 50
+    poor_echo_share: Share = 0.5  # share of poor-echo readings in the last hour: a fault
+    poor_echo_min: Annotated[int, Field(ge=0, le=600)] = 60  # …held this long
+    # …unless this share of the stations of the same sensor type is poor too: falling snow
+    # scatters ultrasound everywhere at once (weather, not a fault); docs/rules-snow.md#faults
+    poor_echo_common_share: Share = 0.5
+    # docs/domain.md#spike-filter: a jump larger than spike_cm within spike_window_min is a
+    # spike unless a neighbour within spike_neighbour_km agrees…
+    spike_cm: Pos = 10.0
     spike_window_min: Annotated[int, Field(ge=1, le=120)] = 10
-    spike_neighbour_km: Pos = 3.0  # …unless a neighbour within this distance agrees
-    frozen_readings: Annotated[int, Field(ge=3, le=1000)] = 12  # identical readings in a row
-    poor_echo_share: Share = 0.5  # share of poor-echo readings in an hour that is a fault
-    low_battery_v: Pos = 3.3
+    spike_neighbour_km: Pos = 3.0
+    # …or the new level holds for this many readings (a real step: snow sliding off the
+    # mount, a freeze ending with the snow that fell meanwhile); docs/rules-snow.md#cleaning
+    spike_confirm_readings: Annotated[int, Field(ge=2, le=20)] = 3
+    # docs/rules-snow.md#faults: a frozen sensor repeats its raw figure exactly (2 h at 10 min)
+    frozen_readings: Annotated[int, Field(ge=3, le=1000)] = 12
+    low_battery_v: Pos = 3.3  # scenarios/README.md: the station's own alarm threshold
+    battery_hysteresis_v: NonNeg = 0.05  # clears only above low_battery_v + this
     offline_min: Annotated[int, Field(ge=5, le=10_000)] = 60
+    # docs/domain.md#hourly-new-snow: JMA hourly new snow with a 1 cm deadband
+    deadband_cm: NonNeg = 1.0
+    # docs/domain.md#sensor-noise: ±3 cm ultrasonic, ±1 cm laser (read as ±2 σ); only the
+    # start-up prior, the station's own noise is measured from its readings
+    noise_ultrasonic_cm: Pos = 3.0
+    noise_laser_cm: Pos = 1.0
+    # docs/rules-snow.md#new-snow: the hysteresis half-width in standard errors of the
+    # hourly level (at least deadband_cm), and the readings the level is fitted to
+    hysteresis_z: Pos = 2.5
+    level_window_h: Annotated[float, Field(ge=0.5, le=6)] = 2.0
+    hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
     # #town-wide-alert, #hold-back
     dispatch_cm: Pos = 10.0

@@ -4,7 +4,7 @@ A trip is planned once, deterministically: warm up at the depot, take the yard's
 access road to the network, then for each assigned segment drive (blade up, at
 transit speed) the shortest way to whichever end is nearer and plow it (blade down,
 7–13 km/h), perhaps stop for a while (a stuck car, a break: 4–20 min, so some are
-"idle" by DOMAIN.md's 10-minute rule), and finally drive back and park. The
+"idle" by the 10-minute rule of docs/domain.md#idle), and finally drive back and park. The
 blade-down passes are the ground truth for "segment plowed at".
 """
 

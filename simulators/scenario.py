@@ -109,7 +109,9 @@ class Devices(_Model):
 
 class Intervals(_Model):
     station_s: Annotated[int, Field(ge=60, le=3600, multiple_of=60)] = 600
-    plow_fix_s: Annotated[int, Field(ge=1, le=5)] = 2  # while moving (DOMAIN.md: 1–5 s)
+    plow_fix_s: Annotated[int, Field(ge=1, le=5)] = (
+        2  # while moving (docs/domain.md#fix-rate: 1–5 s)
+    )
     plow_idle_fix_s: Annotated[int, Field(ge=1, le=30)] = 5  # while standing
 
 

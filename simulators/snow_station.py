@@ -10,7 +10,7 @@ Quality code (``quality``, 0–100): echo/signal quality in percent; below
 ``sensors.models.QUALITY_POOR_BELOW`` (50) is **poor** (weak or scattered echo, e.g. in
 heavy snowfall) and such readings should be dropped (docs/domain.md#echo-quality);
 0 means no echo at all. Noise is ±3 cm for ultrasonic sensors in wind
-(scaled by wind strength) and ±1 cm for lasers (DOMAIN.md).
+(scaled by wind strength) and ±1 cm for lasers (docs/domain.md#sensor-noise).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Everything is computed once on a fixed 10-minute grid starting on the hour before
 the scenario; stations sample it by linear interpolation. The snowpack model is
-deliberately small but has the three effects detection must cope with (DOMAIN.md):
+deliberately small but has the three effects detection must cope with (docs/domain.md#snow-depth):
 
 * **settling**: fresh snow compacts to about half its fallen height with a time
   constant of ~12 h, so depth can fall while it is still snowing lightly;

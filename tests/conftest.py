@@ -10,8 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +20,9 @@ from typing import Any, TypeVar
 import pytest
 
 from core.config import Config, load_config
+from core.mqtt import MqttSource
 from devtools.localstack import InfluxDB1, Mosquitto, Service, VictoriaMetrics, ensure_installed
+from devtools.processes import IngestNotReady, IngestProcess
 from ingest.service import Ingest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,11 +44,21 @@ def wait_for(
     pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate} (last: {last!r})")
 
 
-@pytest.fixture(scope="session")
-def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def require_service_binaries() -> None:
+    """Fail (never skip) without Mosquitto/InfluxDB/VictoriaMetrics: a CI run that skipped
+    the service tests would pass without having tested anything real."""
     missing = ensure_installed()
     if missing:
-        pytest.fail(f"missing Debian packages {missing}: run scripts/setup.sh")
+        pytest.fail(
+            f"missing service binaries (Debian packages {' '.join(missing)}): "
+            "run `bash scripts/setup.sh`",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_service_binaries()
     return tmp_path_factory.mktemp("services")
 
 
@@ -153,14 +163,23 @@ class IngestThread:
             self.error = exc
             raise
 
-    def start(self) -> IngestThread:
+    def start(self, timeout_s: float = 15.0) -> IngestThread:
+        """Start, and return once ingest is ready: subscribed (SUBACK), not just connected."""
         self.thread.start()
-        source = self.ingest.source
-        connected = getattr(source, "connected", None)
-        if connected is not None:
-            assert connected.wait(15), "ingest did not connect to MQTT"
-            time.sleep(0.2)  # SUBACK
+        if isinstance(self.ingest.source, MqttSource):  # a fake source has no broker
+            self.wait_ready(timeout_s)
         return self
+
+    def wait_ready(self, timeout_s: float = 15.0) -> None:
+        source = self.ingest.source
+        assert isinstance(source, MqttSource)
+        wait_for(
+            lambda: source.ready.is_set() or source.subscribe_error or not self.thread.is_alive(),
+            timeout_s=timeout_s,
+            what="ingest subscribed (SUBACK)",
+        )
+        if not source.ready.is_set():
+            pytest.fail(f"ingest did not become ready: {self.error or source.subscribe_error!r}")
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -179,26 +198,13 @@ def running_ingest(cfg: Config) -> Iterator[IngestThread]:
         it.stop()
 
 
-def ingest_subprocess(config_env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``yukimizu ingest`` as a separate process, returned once it has connected to MQTT."""
-    env = {**os.environ, **config_env, "YUKIMIZU_CONFIG": str(SAMPLE_CONFIG)}
-    marker = "connected to MQTT"
-
-    def connects() -> int:
-        return log_path.read_text().count(marker) if log_path.exists() else 0
-
-    before = connects()
-    with log_path.open("ab") as logf:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "ingest"],
-            env=env,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-    wait_for(lambda: connects() > before or proc.poll() is not None, what="ingest connected")
-    assert proc.poll() is None, f"ingest exited: {log_path.read_text()[-2000:]}"
-    return proc
+def ingest_subprocess(config_env: dict[str, str], log_path: Path) -> IngestProcess:
+    """``yukimizu ingest`` as a separate process, returned once it is ready (subscribed)."""
+    env = {**config_env, "YUKIMIZU_CONFIG": str(SAMPLE_CONFIG)}
+    try:
+        return IngestProcess(env, log_path).start()
+    except IngestNotReady as exc:
+        pytest.fail(str(exc))
 
 
 def count(influx: InfluxDB1, db: str, measurement: str, field: str) -> int:

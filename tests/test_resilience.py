@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -61,8 +60,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
                         lambda: count(influx, tag, "snow_depth", "seq") > 1000,
                         what="some rows before the crash",
                     )
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(10)
+                    proc.kill()
             pub.flush()
         before = count(influx, tag, "snow_depth", "seq")
         assert before < n, "crash happened too late to prove anything"
@@ -73,8 +71,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
             what=f"{n} rows after restart",
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        proc.stop(30)
     assert_exactly_once(influx, tag, n)
     assert "SESSION LOST" not in log.read_text()
 

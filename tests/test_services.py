@@ -26,16 +26,17 @@ from devtools.localstack import (
     InfluxError,
     Mosquitto,
     VictoriaMetrics,
-    ensure_installed,
     free_port,
     pid_alive,
     port_open,
 )
+from tests.conftest import require_service_binaries
 
-pytestmark = pytest.mark.skipif(
-    bool(ensure_installed()),
-    reason=f"missing service binaries; apt-get install {' '.join(ensure_installed())}",
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def _service_binaries() -> None:
+    # Fail, never skip, like every other test that needs the services (tests/conftest.py).
+    require_service_binaries()
 
 
 @pytest.fixture

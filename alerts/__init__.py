@@ -1,0 +1,1 @@
+"""Alerts: rules transitions → people, with escalation and acknowledgement (docs/alerts.md)."""

@@ -1,0 +1,115 @@
+"""Notification text (Japanese by default, English with ``alerts.lang = "en"``) and the
+documented JSON body of webhooks (docs/alerts.md#webhook-body)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from alerts.config import JST
+
+_TITLES = {
+    "ja": {
+        "firing": "発報",
+        "escalation": "未確認のため上位へ連絡",
+        "repeat": "未確認・再通知",
+        "resolved": "解除",
+        "digest": "朝のまとめ",
+    },
+    "en": {
+        "firing": "FIRING",
+        "escalation": "UNACKNOWLEDGED, escalated",
+        "repeat": "UNACKNOWLEDGED, reminder",
+        "resolved": "RESOLVED",
+        "digest": "Morning digest",
+    },
+}
+
+
+def jst(ts: float) -> str:
+    return datetime.fromtimestamp(ts, JST).strftime("%m-%d %H:%M")
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def alert_json(a: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": a["id"],
+        "key": a["key"],
+        "rule": a["rule"],
+        "category": a["category"],
+        "subject": a["subject"],
+        "subject_kind": a["subject_kind"],
+        "district": a["district"],
+        "severity": a["severity"],
+        "status": a["status"],
+        "event_time": iso(a["fired_at"]),
+        "resolved_time": iso(a["resolved_at"]),
+        "message": a["message"],
+        "message_en": a["message_en"],
+    }
+
+
+def _line(a: dict[str, Any], lang: str) -> str:
+    where = a["subject"] + (f" ({a['district']})" if a["district"] else "")
+    msg = a["message_en"] if lang == "en" and a["message_en"] else a["message"]
+    return f"#{a['id']} {jst(a['fired_at'])} JST [{a['severity']}] {where}: {msg}"
+
+
+def render(
+    kind: str,
+    firing: list[dict[str, Any]],
+    resolved: list[dict[str, Any]],
+    *,
+    lang: str,
+    step: int,
+    ack_url: str | None,
+    notification_id: int,
+    receiver: str,
+    group: str,
+) -> tuple[str, str, dict[str, Any]]:
+    """(title, text, JSON body) of one notification."""
+    t = _TITLES[lang]
+    shown = firing or resolved
+    label = t["resolved"] if kind != "digest" and not firing else t[kind]
+    if kind == "escalation":
+        label += f" ({'段階' if lang == 'ja' else 'step '}{step + 1})"
+    rules = sorted({a["rule"] for a in shown})
+    subjects = [a["subject"] for a in shown]
+    worst = min((a["severity"] for a in shown), key=["critical", "warning", "info"].index)
+    unit = "件" if lang == "ja" else " alert(s)"
+    title = (
+        f"[雪水] {label} {worst} {', '.join(rules)}: {len(shown)}{unit} "
+        f"({', '.join(subjects[:8])}{', …' if len(subjects) > 8 else ''})"
+    )
+    lines = [title, ""]
+    lines += [_line(a, lang) for a in firing]
+    if resolved:
+        if firing:
+            lines += ["", t["resolved"] + ":"]
+        lines += [_line(a, lang) + f" → {jst(a['resolved_at'])} JST" for a in resolved]
+    if ack_url:
+        lines += ["", ("確認 (応答) はこちら: " if lang == "ja" else "Acknowledge: ") + ack_url]
+        lines.append(
+            f"または yukimizu alerts ack {' '.join(str(a['id']) for a in firing)} --by 名前"
+            if lang == "ja"
+            else f"or: yukimizu alerts ack {' '.join(str(a['id']) for a in firing)} --by NAME"
+        )
+    text = "\n".join(lines)
+    body = {
+        "title": title,
+        "kind": kind,
+        "status": "firing" if firing else "resolved",
+        "notification_id": notification_id,
+        "receiver": receiver,
+        "group": group,
+        "step": step,
+        "ack_url": ack_url,
+        "alerts": [alert_json(a) for a in firing],
+        "resolved": [alert_json(a) for a in resolved],
+    }
+    return title, text, body

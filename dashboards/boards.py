@@ -194,7 +194,9 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
         description="積雪計の積雪深・時間降雪量・観測局の状態と除雪出動の判断材料",
     )
     d.variables = [
-        tag_variable("district", "地区", f'SHOW TAG VALUES FROM "{raw.SNOW}" WITH KEY = "district"'),
+        tag_variable(
+            "district", "地区", f'SHOW TAG VALUES FROM "{raw.SNOW}" WITH KEY = "district"'
+        ),
         tag_variable(
             "station",
             "観測局",
@@ -210,7 +212,7 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
                 "WHERE (\"category\" = 'snow' OR \"category\" = 'plow') AND $timeFilter",
                 ("message", "subject", "rule", "status"),
                 fmt="table",
-                family="engine",
+                family="snow",
             ),
             "red",
         ),
@@ -456,7 +458,7 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
                 "WHERE \"category\" = 'water' AND $timeFilter",
                 ("message", "subject", "rule", "status"),
                 fmt="table",
-                family="engine",
+                family="water",
             ),
             "orange",
         ),
@@ -654,9 +656,7 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
         description="除雪車の現在地と軌跡、路線ごとの除雪からの経過時間、出動の進み具合と作業時間",
     )
     d.variables = [
-        tag_variable(
-            "vehicle", "除雪車", f'SHOW TAG VALUES FROM "{raw.PLOW}" WITH KEY = "device"'
-        ),
+        tag_variable("vehicle", "除雪車", f'SHOW TAG VALUES FROM "{raw.PLOW}" WITH KEY = "device"'),
     ]
     d.annotation_queries = [
         (
@@ -666,7 +666,7 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
                 "WHERE \"category\" = 'plow' AND $timeFilter",
                 ("message", "subject", "rule", "status"),
                 fmt="table",
-                family="engine",
+                family="plow",
             ),
             "blue",
         ),
@@ -691,9 +691,8 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
                 ),
                 q(
                     'SELECT mean("lat") AS "lat", mean("lon") AS "lon" '
-                    f'FROM "{raw.PLOW}" WHERE "device" =~ /^$vehicle$/ AND $timeFilter '
-                    "AND time > ${__to:date:seconds}s - 1h "
-                    'GROUP BY time(30s), "device" fill(none)',
+                    f'FROM "{raw.PLOW}" {vsel} '
+                    'GROUP BY time($__interval), "device" fill(none)',
                     ("lat", "lon"),
                     ("device",),
                     ref="B",
@@ -702,7 +701,7 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
             ],
             w=12,
             h=14,
-            description="現在地(最新の位置)と直近1時間の軌跡(30秒平均)。",
+            description="現在地(最新の位置)と表示範囲の軌跡(表示間隔ごとの平均位置)。",
             options=_geomap(
                 [
                     {
@@ -761,7 +760,8 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
             description=(
                 "路線ごとの最後の除雪(segment_status の最新点)から表示範囲の終わりまでの"
                 "時間。色: 1時間未満 / 1–3 / 3–6 / 6–12 / 12–24 / 24時間以上。"
-                f"線形はレジストリの routes.geojson から生成したガゼッティア ({GAZETTEER_SEGMENTS})。"
+                "線形はレジストリの routes.geojson から生成したガゼッティア "
+                f"({GAZETTEER_SEGMENTS})。"
             ),
             unit="suffix: 時間",
             decimals=1,
@@ -991,6 +991,7 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
 
 # ----------------------------------------------------------------------------- システム
 
+
 def system(cfg: Config, reg: Registry) -> Dashboard:
     d = Dashboard(
         "yukimizu-system",
@@ -1031,7 +1032,7 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
                 "WHERE \"category\" = 'system' AND $timeFilter",
                 ("message", "subject", "rule", "status"),
                 fmt="table",
-                family="engine",
+                family="system",
             ),
             "purple",
         ),
@@ -1043,7 +1044,9 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             "種類別の受信件数(毎秒)",
             kind_queries,
             w=12,
-            description="InfluxDB に書かれた読み取りの件数(機器の時刻で集計: 一括送信は過去に入る)。",
+            description=(
+                "InfluxDB に書かれた読み取りの件数(機器の時刻で集計: 一括送信は過去に入る)。"
+            ),
             unit="suffix: 件/秒",
             decimals=2,
             color_mode="palette-classic",
@@ -1224,8 +1227,7 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
                     # alert_event is the alerts service's (acknowledgements, delivery
                     # results); grouping by every tag keeps this query valid whatever
                     # tags it chooses, and a missing measurement is an empty answer.
-                    f'SELECT * FROM "{ALERT_EVENT}" WHERE $timeFilter '
-                    "ORDER BY time DESC LIMIT 200",
+                    f'SELECT * FROM "{ALERT_EVENT}" WHERE $timeFilter ORDER BY time DESC LIMIT 200',
                     (),
                     fmt="table",
                     may_be_empty=True,
@@ -1233,8 +1235,7 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             ],
             w=12,
             description=(
-                "アラート通知サービスの記録(alert_event: 送信・失敗・確認)。"
-                "サービスが動く前は空。"
+                "アラート通知サービスの記録(alert_event: 送信・失敗・確認)。サービスが動く前は空。"
             ),
             options={"showHeader": True, "cellHeight": "sm"},
         ),

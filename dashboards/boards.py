@@ -1,7 +1,7 @@
 """The four dashboards: 積雪 (snow), 水道 (water), 除雪 (plows), システム (system).
 
 Queries are InfluxQL only (the datasource works against InfluxDB 1.x, and 2.x through
-its DBRP mapping: docs/architecture.md#storage). Measurements and fields are those of
+its DBRP mapping: docs/architecture.md#influxdb). Measurements and fields are those of
 ``sensors.schema`` (raw readings) and ``rules.schema`` (derived series, the rules
 engine's contract). Grafana macros used: ``$timeFilter``, ``$__interval``,
 ``$__interval_ms``, ``${__to:date:seconds}`` and the template variables.

@@ -369,6 +369,52 @@ def bench_burst(b: Bench, n: int) -> IngestResult:
 # --------------------------------------------------------------------------- 4. latency
 
 
+class _LatencyPoller:
+    """Polls InfluxDB every LATENCY_POLL_S in a thread and notes when each seq is first seen."""
+
+    def __init__(self, b: Bench, tag: str, n: int, rate: float) -> None:
+        self.b = b
+        self.tag = tag
+        self.n = n
+        self.rate = rate
+        self.seen: dict[int, float] = {}  # seq -> wall time the poller first saw it
+        self.point_ms: dict[int, int] = {}  # seq -> the reading's time
+        self.errors: list[str] = []
+        self.polls = 0
+        self.t0 = 0.0  # when the publisher started pacing; set by start()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="latency-poller", daemon=True)
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self.thread.start()
+
+    def _run(self) -> None:
+        lowest_unseen = 0
+        next_at = time.monotonic()
+        while not self.stop.is_set() and len(self.seen) < self.n:
+            # The publisher paces seq s at t0 + s/rate or later and a reading's time is never
+            # before its publish time, so every unseen seq has time >= this: nothing is missed
+            # however InfluxDB orders visibility, and the answer stays small.
+            cursor = int((self.t0 + lowest_unseen / self.rate) * 1000) - 1
+            try:
+                rows = seq_rows(self.b.influx, self.tag, f"time >= {cursor}ms")
+            except (OSError, RuntimeError) as exc:  # InfluxError too; reported in the notes
+                self.errors.append(str(exc))
+                rows = []
+            now = time.time()
+            self.polls += 1
+            for t, s in rows:
+                if s not in self.seen:
+                    self.seen[s] = now
+                    self.point_ms[s] = t
+            while lowest_unseen in self.seen:
+                lowest_unseen += 1
+            next_at += LATENCY_POLL_S
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at, time.monotonic())
+
+
 def bench_latency(b: Bench, rate: float, seconds: float) -> float:
     """p99 latency (ms) from publish to first seen in InfluxDB by a 20 ms poller."""
     n = int(rate * seconds)
@@ -377,41 +423,8 @@ def bench_latency(b: Bench, rate: float, seconds: float) -> float:
     # readings of one device would often share a millisecond.
     topics = [f"{tag}/snow/ST{i:02d}" for i in range(1, 5)]
     ing = _start_ingest(b, tag)
-    seen: dict[int, float] = {}
-    point_ms: dict[int, int] = {}
-    stop = threading.Event()
-    poll_errors: list[str] = []
-    polls = 0
-
-    t0 = 0.0  # set before the poller starts
-
-    def poller() -> None:
-        nonlocal polls
-        lowest_unseen = 0
-        next_at = time.monotonic()
-        while not stop.is_set() and len(seen) < n:
-            # The publisher paces seq s at t0 + s/rate or later and a reading's time is never
-            # before its publish time, so every unseen seq has time >= this: nothing is missed
-            # however InfluxDB orders visibility, and the answer stays small.
-            cursor = int((t0 + lowest_unseen / rate) * 1000) - 1
-            try:
-                rows = seq_rows(b.influx, tag, f"time >= {cursor}ms")
-            except (OSError, RuntimeError) as exc:  # InfluxError too; reported in the notes
-                poll_errors.append(str(exc))
-                rows = []
-            now = time.time()
-            polls += 1
-            for t, s in rows:
-                if s not in seen:
-                    seen[s] = now
-                    point_ms[s] = t
-            while lowest_unseen in seen:
-                lowest_unseen += 1
-            next_at += LATENCY_POLL_S
-            time.sleep(max(0.0, next_at - time.monotonic()))
-            next_at = max(next_at, time.monotonic())
-
-    thread = threading.Thread(target=poller, name="latency-poller", daemon=True)
+    poller = _LatencyPoller(b, tag, n, rate)
+    seen = poller.seen
     pool: PublisherPool | None = None
     try:
         pool = PublisherPool(
@@ -425,17 +438,16 @@ def bench_latency(b: Bench, rate: float, seconds: float) -> float:
             max_s=seconds * 3 + 30,
             client=b.client,
         )
-        t0 = pool.go()
-        thread.start()
+        poller.start(pool.go())
         reports = pool.join()
         deadline = time.monotonic() + 30
         while len(seen) < n and time.monotonic() < deadline:
             time.sleep(0.05)
-        stop.set()
-        thread.join(10)
+        poller.stop.set()
+        poller.thread.join(10)
         rss = ing.read_peak_rss()
     finally:
-        stop.set()
+        poller.stop.set()
         if pool is not None:
             pool.kill()
         ing.stop()
@@ -443,7 +455,7 @@ def bench_latency(b: Bench, rate: float, seconds: float) -> float:
     check = check_seqs([s for _, s in seq_rows(b.influx, tag)], n)
     if not check.ok:
         b.failures.append(f"latency: {check}")
-    lat = sorted((seen[s] - point_ms[s] / 1000) * 1000 for s in seen)
+    lat = sorted((seen[s] - poller.point_ms[s] / 1000) * 1000 for s in seen)
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     achieved = sum(r.published for r in reports) / max(r.sent - r.started for r in reports)
     unseen = n - len(seen)
@@ -452,10 +464,10 @@ def bench_latency(b: Bench, rate: float, seconds: float) -> float:
             f"latency @ {rate:,.0f}/s for {seconds:g} s",
             achieved,
             f"p50 {p50:.0f} / p99 {p99:.0f} / max {lat[-1] if lat else float('nan'):.0f} ms "
-            f"(publish → seen by a {LATENCY_POLL_S * 1000:.0f} ms InfluxDB poller, {polls} polls:"
-            f" +≤{LATENCY_POLL_S * 1000:.0f} ms + query time); {check}"
+            f"(publish → seen by a {LATENCY_POLL_S * 1000:.0f} ms InfluxDB poller, "
+            f"{poller.polls} polls: +≤{LATENCY_POLL_S * 1000:.0f} ms + query time); {check}"
             + (f"; {unseen} never seen by the poller" if unseen else "")
-            + (f"; {len(poll_errors)} poll errors" if poll_errors else ""),
+            + (f"; {len(poller.errors)} poll errors" if poller.errors else ""),
             of_ceiling=False,
         )
     )

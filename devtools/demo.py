@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from core import nmea
 from core.config import Config
 from core.publish import Publisher
 from devtools import localstack as services
@@ -28,14 +29,6 @@ log = logging.getLogger(__name__)
 
 MEASUREMENTS = ("snow_depth", "water_meter", "plow_position")
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "heavy-snow-night.toml"
-
-
-def nmea_sentence(body: str) -> str:
-    """``$body*CS`` with the NMEA 0183 XOR checksum."""
-    checksum = 0
-    for ch in body:
-        checksum ^= ord(ch)
-    return f"${body}*{checksum:02X}"
 
 
 def _dump(obj: object) -> bytes:
@@ -95,7 +88,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
         ),
         (
             f"{prefix}/plow/P02",
-            nmea_sentence(
+            nmea.sentence(
                 f"GPRMC,{t:%H%M%S}.00,A,3822.8000,N,14012.0000,E,12.5,90.0,{t:%d%m%y},,,A"
             ).encode(),
             "NMEA RMC",

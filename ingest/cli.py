@@ -141,64 +141,77 @@ def _replay(cfg: Config, store: DeadLetterStore, items: list[DeadLetter], dry_ru
     return 0 if ok else 1
 
 
+def _dl_list(_cfg: Config, store: DeadLetterStore, args: argparse.Namespace) -> int:
+    items = store.list(reason=args.reason, limit=args.limit, newest=True)
+    counts = store.counts()
+    if not counts:
+        print("no dead letters")
+        return 0
+    print("dead letters by reason: " + ", ".join(f"{r}={n}" for r, n in counts.items()))
+    for item in items:
+        topic = item.topic or "-"
+        if item.content == Content.LINE_PROTOCOL:
+            topic += " [line protocol]"
+        print(
+            f"{item.id:>6}  {_fmt_time(item.time)}  {item.reason:<18} {topic}  {item.detail[:100]}"
+        )
+    return 0
+
+
+def _dl_show(_cfg: Config, store: DeadLetterStore, args: argparse.Namespace) -> int:
+    d = store.get(args.id)
+    if d is None:
+        print(f"no dead letter with id {args.id}", file=sys.stderr)
+        return 1
+    print(f"id:     {d.id}\ntime:   {_fmt_time(d.time)}\ntopic:  {d.topic}")
+    print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes")
+    print(f"content: {d.content}: {_CONTENT_MEANING[d.content]}")
+    print("payload:" if d.content == Content.PAYLOAD else "point:")
+    if args.raw:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(d.payload + b"\n")
+    else:
+        print(payload_preview(d.payload, limit=64 * 1024))
+    return 0
+
+
+def _dl_replay(cfg: Config, store: DeadLetterStore, args: argparse.Namespace) -> int:
+    if not args.ids and not args.reason and not args.all:
+        print("say which: dead-letter ids, --reason REASON, or --all", file=sys.stderr)
+        return 2
+    items = store.list(reason=args.reason, ids=args.ids or None)
+    if not items:
+        print("nothing to replay")
+        return 0
+    return _replay(cfg, store, items, args.dry_run)
+
+
+def _dl_purge(_cfg: Config, store: DeadLetterStore, args: argparse.Namespace) -> int:
+    if not args.all and not args.reason and args.older_than_days is None:
+        print("say which: --reason REASON, --older-than-days N, or --all", file=sys.stderr)
+        return 2
+    before = (
+        time.time() - args.older_than_days * 86400 if args.older_than_days is not None else None
+    )
+    n = store.delete(reason=args.reason, before=before)
+    print(f"purged {n} dead letters")
+    return 0
+
+
+_DEADLETTER_ACTIONS = {
+    "list": _dl_list,
+    "show": _dl_show,
+    "replay": _dl_replay,
+    "purge": _dl_purge,
+}
+
+
 def cmd_deadletter(args: argparse.Namespace) -> int:
     cfg, store = _store(args)
     try:
-        if args.action == "list":
-            items = store.list(reason=args.reason, limit=args.limit, newest=True)
-            counts = store.counts()
-            if not counts:
-                print("no dead letters")
-                return 0
-            print("dead letters by reason: " + ", ".join(f"{r}={n}" for r, n in counts.items()))
-            for item in items:
-                topic = item.topic or "-"
-                if item.content == Content.LINE_PROTOCOL:
-                    topic += " [line protocol]"
-                print(
-                    f"{item.id:>6}  {_fmt_time(item.time)}  {item.reason:<18} {topic}  "
-                    f"{item.detail[:100]}"
-                )
-            return 0
-        if args.action == "show":
-            d = store.get(args.id)
-            if d is None:
-                print(f"no dead letter with id {args.id}", file=sys.stderr)
-                return 1
-            print(f"id:     {d.id}\ntime:   {_fmt_time(d.time)}\ntopic:  {d.topic}")
-            print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes")
-            print(f"content: {d.content}: {_CONTENT_MEANING[d.content]}")
-            print("payload:" if d.content == Content.PAYLOAD else "point:")
-            if args.raw:
-                sys.stdout.flush()
-                sys.stdout.buffer.write(d.payload + b"\n")
-            else:
-                print(payload_preview(d.payload, limit=64 * 1024))
-            return 0
-        if args.action == "replay":
-            items = store.list(reason=args.reason, ids=args.ids or None)
-            if not args.ids and not args.reason and not args.all:
-                print("say which: dead-letter ids, --reason REASON, or --all", file=sys.stderr)
-                return 2
-            if not items:
-                print("nothing to replay")
-                return 0
-            return _replay(cfg, store, items, args.dry_run)
-        if args.action == "purge":
-            if not args.all and not args.reason and args.older_than_days is None:
-                print("say which: --reason REASON, --older-than-days N, or --all", file=sys.stderr)
-                return 2
-            before = (
-                time.time() - args.older_than_days * 86400
-                if args.older_than_days is not None
-                else None
-            )
-            n = store.delete(reason=args.reason, before=before)
-            print(f"purged {n} dead letters")
-            return 0
+        return _DEADLETTER_ACTIONS[args.action](cfg, store, args)
     finally:
         store.close()
-    return 2
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

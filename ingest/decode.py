@@ -29,7 +29,16 @@ from typing import Any, Literal
 
 import orjson
 
-from sensors.models import ALARM_FLAGS, KINDS, PAYLOAD_FIELDS, Kind
+from core import nmea
+from ingest.reasons import Drop, Reason
+from sensors.models import (
+    ALARM_FLAGS,
+    KINDS,
+    MODEL_BY_KIND,
+    PAYLOAD_FIELDS,
+    Kind,
+    stored_fields,
+)
 
 Format = Literal["native", "batch", "senml", "nmea", "chirpstack", "ttn"]
 
@@ -37,7 +46,7 @@ Format = Literal["native", "batch", "senml", "nmea", "chirpstack", "ttn"]
 class Rejected(Exception):
     """A payload that cannot be used. ``reason`` is a short category for counting."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -64,7 +73,7 @@ class Route:
 
 
 def route_topic(topic: str, prefix: str) -> Route:
-    """Classify a topic or raise ``Rejected('bad_topic', ...)``."""
+    """Classify a topic or raise ``Rejected(Reason.BAD_TOPIC, ...)``."""
     parts = topic.split("/")
     pre = prefix.split("/")
     if parts[: len(pre)] == pre:
@@ -72,7 +81,7 @@ def route_topic(topic: str, prefix: str) -> Route:
         if len(rest) == 2 and rest[0] in KINDS and rest[1]:
             return Route("native", rest[0], rest[1])
         raise Rejected(
-            "bad_topic",
+            Reason.BAD_TOPIC,
             f"expected {prefix}/{{snow|water|plow}}/{{device}}, got {topic!r}",
         )
     # LoRaWAN servers' topics, possibly under a bridge prefix (e.g. "lora/application/...").
@@ -82,7 +91,7 @@ def route_topic(topic: str, prefix: str) -> Route:
     tts = parts[-5:]
     if len(tts) == 5 and tts[0] == "v3" and tts[2] == "devices" and tts[4] == "up":
         return Route("ttn", None, tts[3])
-    raise Rejected("bad_topic", f"topic {topic!r} matches no known scheme")
+    raise Rejected(Reason.BAD_TOPIC, f"topic {topic!r} matches no known scheme")
 
 
 def _json(payload: bytes) -> Any:
@@ -92,8 +101,8 @@ def _json(payload: bytes) -> Any:
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
-            raise Rejected("undecodable", "payload is binary, not UTF-8 JSON text") from None
-        raise Rejected("invalid_json", str(exc)) from None
+            raise Rejected(Reason.UNDECODABLE, "payload is binary, not UTF-8 JSON text") from None
+        raise Rejected(Reason.INVALID_JSON, str(exc)) from None
 
 
 def _normalise_alarms(values: dict[str, Any]) -> None:
@@ -101,7 +110,7 @@ def _normalise_alarms(values: dict[str, Any]) -> None:
     if isinstance(alarms, list):
         unknown = [a for a in alarms if a not in ALARM_FLAGS]
         if unknown:
-            raise Rejected("validation", f"unknown alarm flags {unknown}")
+            raise Rejected(Reason.VALIDATION, f"unknown alarm flags {unknown}")
         values["alarms"] = {a: True for a in alarms}
 
 
@@ -122,16 +131,16 @@ def decode_native(payload: bytes) -> list[Decoded]:
     if isinstance(doc, list):
         return decode_senml_doc(doc)
     if not isinstance(doc, dict):
-        raise Rejected("invalid_json", f"expected a JSON object, got {type(doc).__name__}")
+        raise Rejected(Reason.INVALID_JSON, f"expected a JSON object, got {type(doc).__name__}")
     readings = doc.pop("readings", None)
     if readings is None:
         return [Decoded(_normalise_native(doc), device=doc.get("device"))]
     if not isinstance(readings, list) or not readings:
-        raise Rejected("validation", "'readings' must be a non-empty list")
+        raise Rejected(Reason.VALIDATION, "'readings' must be a non-empty list")
     out: list[Decoded] = []
     for i, item in enumerate(readings):
         if not isinstance(item, dict):
-            raise Rejected("validation", f"readings[{i}] is not an object")
+            raise Rejected(Reason.VALIDATION, f"readings[{i}] is not an object")
         values = {**doc, **item}
         out.append(Decoded(_normalise_native(values), device=values.get("device")))
     return out
@@ -149,7 +158,7 @@ def _scale(
         return table[unit]
     except KeyError:
         raise Rejected(
-            "validation",
+            Reason.VALIDATION,
             f"SenML record {name!r}: unit {unit!r} not accepted (use one of "
             f"{sorted(u for u in table if u)})",
         ) from None
@@ -189,13 +198,13 @@ def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[D
     as devices commonly report extras (humidity, firmware version, ...).
     """
     if not doc:
-        raise Rejected("validation", "empty SenML pack")
+        raise Rejected(Reason.VALIDATION, "empty SenML pack")
     now = received_at if received_at is not None else datetime.now(UTC).timestamp()
     bn, bt, bu, bv, bs = "", 0.0, None, 0.0, 0.0
     groups: dict[tuple[str | None, float], dict[str, Any]] = {}
     for i, rec in enumerate(doc):
         if not isinstance(rec, dict):
-            raise Rejected("validation", f"SenML record {i} is not an object")
+            raise Rejected(Reason.VALIDATION, f"SenML record {i} is not an object")
         try:
             bn = rec.get("bn", bn)
             bt = float(rec.get("bt", bt))
@@ -204,12 +213,14 @@ def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[D
             bs = float(rec.get("bs", bs))
             t = bt + float(rec.get("t", 0.0))
         except (TypeError, ValueError):
-            raise Rejected("validation", f"SenML record {i}: base or time not a number") from None
+            raise Rejected(
+                Reason.VALIDATION, f"SenML record {i}: base or time not a number"
+            ) from None
         if not isinstance(bn, str):
-            raise Rejected("validation", f"SenML record {i}: bn is not a string")
+            raise Rejected(Reason.VALIDATION, f"SenML record {i}: bn is not a string")
         name = bn + str(rec.get("n", ""))
         if not name:
-            raise Rejected("validation", f"SenML record {i} has no name")
+            raise Rejected(Reason.VALIDATION, f"SenML record {i} has no name")
         if t < _SENML_REL_LIMIT:
             t = now + t
         cut = max(name.rfind(":"), name.rfind("/"))
@@ -220,12 +231,12 @@ def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[D
         if quantity in _SENML_BOOL:
             vb = rec.get("vb")
             if not isinstance(vb, bool):
-                raise Rejected("validation", f"SenML record {name!r}: expected vb (boolean)")
+                raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected vb (boolean)")
             values[_SENML_BOOL[quantity]] = vb
         elif quantity in ALARM_FLAGS:
             vb = rec.get("vb")
             if not isinstance(vb, bool):
-                raise Rejected("validation", f"SenML record {name!r}: expected vb (boolean)")
+                raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected vb (boolean)")
             values.setdefault("alarms", {})[quantity] = vb
         elif quantity in _SENML_NUMERIC:
             target, units = _SENML_NUMERIC[quantity]
@@ -236,7 +247,7 @@ def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[D
                 raw = rec.get("v")
                 base = bv
             if isinstance(raw, bool) or not isinstance(raw, int | float):
-                raise Rejected("validation", f"SenML record {name!r}: expected numeric v or s")
+                raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected numeric v or s")
             factor, offset = _scale(unit, units, name)
             value = (raw + base) * factor + offset
             # round away binary noise of the unit conversion (m3 → L: 1e-9 L)
@@ -247,7 +258,7 @@ def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[D
 def decode_senml(payload: bytes, received_at: float) -> list[Decoded]:
     doc = _json(payload)
     if not isinstance(doc, list):
-        raise Rejected("validation", "SenML must be a JSON array")
+        raise Rejected(Reason.VALIDATION, "SenML must be a JSON array")
     return decode_senml_doc(doc, received_at)
 
 
@@ -260,11 +271,8 @@ def _nmea_checksum_ok(sentence: str) -> bool:
     body, star, given = sentence[1:].partition("*")
     if not star:
         return True  # checksum is optional in NMEA 0183
-    calc = 0
-    for ch in body:
-        calc ^= ord(ch)
     try:
-        return calc == int(given[:2], 16)
+        return nmea.checksum(body) == int(given[:2], 16)
     except ValueError:
         return False
 
@@ -276,32 +284,32 @@ def _nmea_coord(value: str, hemi: str, deg_digits: int) -> float:
     return -coord if hemi in ("S", "W") else coord
 
 
-def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[str]]:
+def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[Drop]]:
     """Decode RMC sentences. Returns readings and drop reasons (invalid fixes etc.)."""
     try:
         text = payload.decode("ascii")
     except UnicodeDecodeError:
-        raise Rejected("undecodable", "NMEA payload is not ASCII") from None
+        raise Rejected(Reason.UNDECODABLE, "NMEA payload is not ASCII") from None
     out: list[Decoded] = []
-    drops: list[str] = []
+    drops: list[Drop] = []
     for n, raw_line in enumerate(text.splitlines(), 1):
         line = raw_line.strip()
         if not line:
             continue
         if not line.startswith("$"):
-            raise Rejected("nmea", f"line {n}: not an NMEA sentence: {line[:40]!r}")
+            raise Rejected(Reason.NMEA, f"line {n}: not an NMEA sentence: {line[:40]!r}")
         if not _nmea_checksum_ok(line):
-            raise Rejected("nmea", f"line {n}: checksum mismatch: {line[:80]!r}")
+            raise Rejected(Reason.NMEA, f"line {n}: checksum mismatch: {line[:80]!r}")
         f = line.split("*", 1)[0].split(",")
         if len(f) < 2 or not re.fullmatch(r"\$[A-Z]{2}[A-Z]{3}", f[0]):
-            raise Rejected("nmea", f"line {n}: not an NMEA sentence: {line[:40]!r}")
+            raise Rejected(Reason.NMEA, f"line {n}: not an NMEA sentence: {line[:40]!r}")
         if not f[0].endswith("RMC"):
-            drops.append("nmea_other_sentence")
+            drops.append(Drop.NMEA_OTHER_SENTENCE)
             continue
         if len(f) < 10:
-            raise Rejected("nmea", f"line {n}: RMC sentence has {len(f)} fields, need 10+")
+            raise Rejected(Reason.NMEA, f"line {n}: RMC sentence has {len(f)} fields, need 10+")
         if f[2] != "A":
-            drops.append("invalid_fix")
+            drops.append(Drop.INVALID_FIX)
             continue
         try:
             hh, mm, ss = int(f[1][0:2]), int(f[1][2:4]), float(f[1][4:])
@@ -315,10 +323,10 @@ def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[str]]:
             if f[8]:
                 values["heading_deg"] = float(f[8])
         except (ValueError, IndexError) as exc:
-            raise Rejected("nmea", f"line {n}: {exc}: {line[:80]!r}") from None
+            raise Rejected(Reason.NMEA, f"line {n}: {exc}: {line[:80]!r}") from None
         out.append(Decoded(values))
     if not out and not drops:
-        raise Rejected("nmea", "no NMEA sentences in payload")
+        raise Rejected(Reason.NMEA, "no NMEA sentences in payload")
     return out, drops
 
 
@@ -337,18 +345,32 @@ LORAWAN_ALIASES = {
 }
 
 
+# Fields the models keep as integers. LoRaWAN codecs run JavaScript, which has only
+# floats, and ChirpStack v4 writes every codec number as a float ("seq": 12.0,
+# chirpstack/chirpstack#77): an integral float for one of these is converted on purpose.
+_INT_FIELDS = frozenset(
+    name
+    for model in MODEL_BY_KIND.values()
+    for name, influx_type in stored_fields(model).items()
+    if influx_type == "int"
+)
+
+
 def _lora_values(obj: Any, source: str, aliases: Mapping[str, str] | None) -> dict[str, Any]:
     if not isinstance(obj, dict) or not obj:
         raise Rejected(
-            "no_decoded_payload",
+            Reason.NO_DECODED_PAYLOAD,
             f"{source} uplink has no decoded object: configure a payload codec for the device",
         )
     values: dict[str, Any] = {}
     for raw_key, value in obj.items():
         key = (aliases or LORAWAN_ALIASES).get(raw_key, raw_key)
         if key in PAYLOAD_FIELDS:
-            values[key] = value
-        elif key in ALARM_FLAGS and isinstance(value, bool):
+            integral = key in _INT_FIELDS and isinstance(value, float) and value.is_integer()
+            values[key] = int(value) if integral else value
+        elif key in ALARM_FLAGS:
+            # Not filtered to booleans here: a codec sending "leak": 1 is rejected by
+            # validation instead of losing the alarm silently.
             values.setdefault("alarms", {})[key] = value
     return _normalise_native(values)
 
@@ -393,7 +415,7 @@ def decode_chirpstack(
     """ChirpStack ``event/up`` with a JSON marshaler: v4, and v3's ``devEUI`` layout."""
     doc = _json(payload)
     if not isinstance(doc, dict):
-        raise Rejected("invalid_json", "ChirpStack event must be a JSON object")
+        raise Rejected(Reason.INVALID_JSON, "ChirpStack event must be a JSON object")
     info = doc.get("deviceInfo")
     eui = (
         _eui_text(info.get("devEui") if isinstance(info, dict) else None)
@@ -401,7 +423,7 @@ def decode_chirpstack(
         or topic_eui
     )
     if eui is None:
-        raise Rejected("validation", "ChirpStack event without deviceInfo.devEui")
+        raise Rejected(Reason.VALIDATION, "ChirpStack event without deviceInfo.devEui")
     values = _lora_values(doc.get("object"), "ChirpStack", aliases)
     rx = doc.get("rxInfo")
     gateways = [g for g in rx if isinstance(g, dict)] if isinstance(rx, list) else []
@@ -425,11 +447,11 @@ def decode_ttn(
     """The Things Stack v3 uplink message."""
     doc = _json(payload)
     if not isinstance(doc, dict):
-        raise Rejected("invalid_json", "The Things Stack uplink must be a JSON object")
+        raise Rejected(Reason.INVALID_JSON, "The Things Stack uplink must be a JSON object")
     ids = doc.get("end_device_ids")
     up = doc.get("uplink_message")
     if not isinstance(ids, dict) or not isinstance(up, dict):
-        raise Rejected("validation", "TTS uplink without end_device_ids / uplink_message")
+        raise Rejected(Reason.VALIDATION, "TTS uplink without end_device_ids / uplink_message")
     eui = ids.get("dev_eui")
     device = ids.get("device_id") or topic_device
     values = _lora_values(up.get("decoded_payload"), "The Things Stack", aliases)

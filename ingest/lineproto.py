@@ -1,110 +1,15 @@
-"""The one InfluxDB line-protocol encoder.
-
-Every field type comes from :mod:`sensors.schema`, never from the Python value, so a
-``12`` and a ``12.0`` from two decoders are written the same way. Encoding is split
-into the series key (measurement + sorted tags, the same for every reading of a
-device, so callers cache it) and the fields + timestamp.
+"""Line protocol for readings: the shared encoder (core/lineproto.py) bound to the
+readings' schema (sensors/schema.py), whose pinned types decide how a value is written.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-
+from core.lineproto import EncodeError, Encoder
 from sensors.schema import FIELDS, TAGS
 
-_MEAS_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
-_TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
+__all__ = ["EncodeError", "encode", "encode_fields", "series_key"]
 
-
-class EncodeError(ValueError):
-    """A point that cannot be encoded (unknown field, wrong value)."""
-
-
-def _float(value: object) -> str | None:
-    if type(value) is float:
-        f = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        f = float(value)
-    else:
-        raise EncodeError(f"expected a number, got {value!r}")
-    if math.isfinite(f):
-        return repr(f)
-    return None  # InfluxDB cannot store NaN/inf: omit the field
-
-
-def _int(value: object) -> str:
-    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
-        return f"{value}i"
-    raise EncodeError(f"expected an integer, got {value!r}")
-
-
-def _bool(value: object) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    raise EncodeError(f"expected a boolean, got {value!r}")
-
-
-def _str(value: object) -> str:
-    s = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{s}"'
-
-
-_FORMAT: dict[str, Callable[[object], str | None]] = {
-    "float": _float,
-    "int": _int,
-    "bool": _bool,
-    "str": _str,
-}
-_FORMATTERS: dict[str, dict[str, Callable[[object], str | None]]] = {
-    m: {name: _FORMAT[t] for name, t in fields.items()} for m, fields in FIELDS.items()
-}
-
-
-def series_key(measurement: str, tags: Mapping[str, str | None]) -> str:
-    """Measurement and tags, escaped, tags sorted. None or empty tag values are omitted."""
-    allowed = TAGS.get(measurement)
-    if allowed is None:
-        raise EncodeError(f"unknown measurement {measurement!r}")
-    parts = [measurement.translate(_MEAS_ESCAPE)]
-    for key in sorted(tags):
-        value = tags[key]
-        if value is None or value == "":
-            continue
-        if key not in allowed:
-            raise EncodeError(f"unknown tag {key!r} for {measurement}")
-        parts.append(f",{key}={value.translate(_TAG_ESCAPE)}")
-    return "".join(parts)
-
-
-def encode_fields(measurement: str, key: str, fields: Mapping[str, object], time_ms: int) -> str:
-    """Encode a point given its cached series key (millisecond timestamp)."""
-    formatters = _FORMATTERS[measurement]
-    encoded: list[str] = []
-    for name, value in fields.items():
-        if value is None:
-            continue
-        fmt = formatters.get(name)
-        if fmt is None:
-            raise EncodeError(f"unknown field {name!r} for {measurement}")
-        try:
-            text = fmt(value)
-        except EncodeError as exc:
-            raise EncodeError(f"field {name!r}: {exc}") from None
-        if text is not None:
-            encoded.append(f"{name}={text}")
-    if not encoded:
-        raise EncodeError(f"point for {measurement} has no fields")
-    return f"{key} {','.join(encoded)} {time_ms}"
-
-
-def encode(
-    measurement: str,
-    tags: Mapping[str, str | None],
-    fields: Mapping[str, object],
-    time_ms: int,
-) -> str:
-    """Encode one point (millisecond precision). None fields are omitted."""
-    return encode_fields(measurement, series_key(measurement, tags), fields, time_ms)
+_ENCODER = Encoder(TAGS, FIELDS)
+series_key = _ENCODER.series_key
+encode_fields = _ENCODER.encode_fields
+encode = _ENCODER.encode

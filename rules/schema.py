@@ -115,3 +115,13 @@ DERIVED: dict[str, tuple[tuple[str, ...], dict[str, FieldType], str]] = {
 
 TAGS: dict[str, tuple[str, ...]] = {m: spec[0] for m, spec in DERIVED.items()}
 FIELDS: dict[str, dict[str, FieldType]] = {m: spec[1] for m, spec in DERIVED.items()}
+
+
+def markdown_table() -> str:
+    """The README's table of derived series (tests/test_rules_schema.py keeps them equal)."""
+    rows = ["| measurement | tags | fields | a point means |", "|---|---|---|---|"]
+    for m, (tags, fields, meaning) in DERIVED.items():
+        f = ", ".join(f"`{k}` {t}" for k, t in fields.items())
+        t = ", ".join(f"`{x}`" for x in tags)
+        rows.append(f"| `{m}` | {t} | {f} | {meaning} |")
+    return "\n".join(rows)

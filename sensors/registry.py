@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal, NoReturn, TypeAlias
+from typing import Final, Literal, NoReturn, Protocol, TypeAlias
+
+from sensors.models import Kind
 
 __all__ = [
     "BBox",
@@ -33,7 +35,6 @@ __all__ = [
     "normalise_dev_eui",
 ]
 
-Kind = Literal["snow", "water", "plow"]
 RegisterUnit = Literal["L", "m3"]
 
 EARTH_RADIUS_M: Final = 6_371_008.8  # IUGG mean radius
@@ -495,22 +496,9 @@ def _load_plows(path: Path, ids: _IdBook) -> Iterator[Plow]:
 def _load_routes(
     path: Path, bbox: BBox | None
 ) -> tuple[dict[str, RouteSegment], tuple[float, float] | None]:
-    text = _read_text(path)
-    try:
-        doc: object = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RegistryError(
-            path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno
-        ) from exc
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise RegistryError(path, "expected a GeoJSON FeatureCollection")
-    features = doc.get("features")
-    if not isinstance(features, list):
-        raise RegistryError(path, "FeatureCollection has no 'features' list")
-
     segments: dict[str, RouteSegment] = {}
     depot: tuple[float, float] | None = None
-    for index, feature in enumerate(features):
+    for index, feature in enumerate(_features(path)):
 
         def fail(problem: str, prop: str | None = None, index: int = index) -> RegistryError:
             return RegistryError(path, problem, feature=index, column=prop)
@@ -535,25 +523,59 @@ def _load_routes(
             continue
         if gtype != "LineString":
             raise fail(f"geometry type {gtype!r} is not LineString (or a depot Point)")
-
-        segment_id = props.get("segment_id")
-        if not isinstance(segment_id, str) or not segment_id.strip():
-            raise fail("missing or not a string", "segment_id")
-        segment_id = segment_id.strip()
-        if segment_id in segments:
-            raise fail(f"{segment_id!r} used twice", "segment_id")
-        name = props.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise fail("missing or not a string", "name")
-        priority = props.get("priority")
-        # bool is an int subclass; `true` is not a priority.
-        if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
-            raise fail(f"{priority!r} is not a whole number >= 1", "priority")
-        if not isinstance(coords, list) or len(coords) < 2:
-            raise fail("a LineString needs at least two positions")
-        points = tuple(_position(p, bbox, fail) for p in coords)
-        segments[segment_id] = RouteSegment(segment_id, name.strip(), priority, points)
+        segment = _route_segment(props, coords, bbox, fail, segments)
+        segments[segment.id] = segment
     return segments, depot
+
+
+def _features(path: Path) -> list[object]:
+    """The features of a GeoJSON FeatureCollection file."""
+    text = _read_text(path)
+    try:
+        doc: object = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RegistryError(
+            path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno
+        ) from exc
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise RegistryError(path, "expected a GeoJSON FeatureCollection")
+    features = doc.get("features")
+    if not isinstance(features, list):
+        raise RegistryError(path, "FeatureCollection has no 'features' list")
+    return features
+
+
+class _FeatureFail(Protocol):
+    """Builds the error for a problem with one feature (and, optionally, a property)."""
+
+    def __call__(self, problem: str, prop: str | None = None) -> RegistryError: ...
+
+
+def _route_segment(
+    props: dict[str, object],
+    coords: object,
+    bbox: BBox | None,
+    fail: _FeatureFail,
+    known: Mapping[str, RouteSegment],
+) -> RouteSegment:
+    """A LineString feature's segment; its id must not be one of ``known``."""
+    segment_id = props.get("segment_id")
+    if not isinstance(segment_id, str) or not segment_id.strip():
+        raise fail("missing or not a string", "segment_id")
+    segment_id = segment_id.strip()
+    if segment_id in known:
+        raise fail(f"{segment_id!r} used twice", "segment_id")
+    name = props.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise fail("missing or not a string", "name")
+    priority = props.get("priority")
+    # bool is an int subclass; `true` is not a priority.
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
+        raise fail(f"{priority!r} is not a whole number >= 1", "priority")
+    if not isinstance(coords, list) or len(coords) < 2:
+        raise fail("a LineString needs at least two positions")
+    points = tuple(_position(p, bbox, fail) for p in coords)
+    return RouteSegment(segment_id, name.strip(), priority, points)
 
 
 def _position(

@@ -1,15 +1,32 @@
 """The InfluxDB schema: measurements, tags and pinned field types.
 
-Field types are fixed here once, because InfluxDB refuses a point whose field type
+Field types are fixed once, because InfluxDB refuses a point whose field type
 differs from what the shard already holds (an int/float flip is a write error).
 Dashboards and rules read these names; change them only with a migration note.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from sensors.models import (
+    FieldType,
+    MeterReading,
+    PlowPosition,
+    SnowReading,
+    stored_fields,
+)
 
-FieldType = Literal["float", "int", "bool", "str"]
+__all__ = [
+    "DEADLETTER_STATS",
+    "FIELDS",
+    "INGEST_STATS",
+    "LAG_FIELD",
+    "MEASUREMENT_BY_KIND",
+    "PLOW",
+    "SNOW",
+    "TAGS",
+    "WATER",
+    "FieldType",
+]
 
 SNOW = "snow_depth"
 WATER = "water_meter"
@@ -17,37 +34,16 @@ PLOW = "plow_position"
 INGEST_STATS = "yukimizu_ingest"
 DEADLETTER_STATS = "yukimizu_deadletter"
 
-_COMMON: dict[str, FieldType] = {
-    "seq": "int",
-    "lag_s": "float",  # seconds from device time to ingest's receive time
-    "battery_v": "float",
-    "rssi_dbm": "float",
-    "alarm_leak": "bool",
-    "alarm_burst": "bool",
-    "alarm_reverse": "bool",
-    "alarm_tamper": "bool",
-    "alarm_dry": "bool",
-    "alarm_low_battery": "bool",
-}
+# Written by ingest beside every reading (not sent by devices): seconds from the
+# device's time to ingest's receive time, i.e. when the reading arrived.
+LAG_FIELD = "lag_s"
+_RECEIVED: dict[str, FieldType] = {LAG_FIELD: "float"}
 
 FIELDS: dict[str, dict[str, FieldType]] = {
-    SNOW: {
-        "depth_cm": "float",
-        "distance_mm": "float",
-        "air_temp_c": "float",
-        "quality": "int",
-        **_COMMON,
-    },
-    WATER: {"register_l": "float", "flow_lph": "float", **_COMMON},
-    PLOW: {
-        "lat": "float",
-        "lon": "float",
-        "speed_kmh": "float",
-        "heading_deg": "float",
-        "blade_down": "bool",
-        "spreader": "bool",
-        **_COMMON,
-    },
+    # The readings' fields and types come from their models (sensors.models.Stored).
+    SNOW: {**stored_fields(SnowReading), **_RECEIVED},
+    WATER: {**stored_fields(MeterReading), **_RECEIVED},
+    PLOW: {**stored_fields(PlowPosition), **_RECEIVED},
     INGEST_STATS: {
         "received": "int",
         "written": "int",

@@ -30,10 +30,12 @@ import math
 import struct
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, get_args
 
 import orjson
 
+from core import nmea
 from sensors.registry import Meter, Plow, Station
 from simulators.seeding import rng_for
 from simulators.timeutil import iso, iso_ms
@@ -252,13 +254,6 @@ class SenmlWire:
 # --------------------------------------------------------------------------- NMEA
 
 
-def _nmea_checksum(body: str) -> str:
-    c = 0
-    for ch in body:
-        c ^= ord(ch)
-    return f"{c:02X}"
-
-
 def _nmea_angle(value: float, deg_digits: int) -> str:
     # ddmm.mmmm: whole ten-thousandths of a minute, carried so 59.99995' never shows as 60.
     units = round(abs(value) * 600_000)
@@ -281,7 +276,7 @@ class NmeaWire:
 
     @staticmethod
     def _sentence(body: str) -> bytes:
-        return f"${body}*{_nmea_checksum(body)}\r\n".encode("ascii")
+        return f"{nmea.sentence(body)}\r\n".encode("ascii")
 
     def encode(self, t: int, readings: Sequence[Values]) -> list[Wired]:
         out = []
@@ -384,6 +379,20 @@ def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return math.hypot(dx, dy)
 
 
+@dataclass(frozen=True, slots=True)
+class _Uplink:
+    """One LoRaWAN uplink as the gateways heard it: what both network servers report."""
+
+    t: int
+    ms: int  # milliseconds past t at which the gateways heard it
+    when: str  # t + ms, ISO 8601
+    sf: int  # spreading factor
+    heard: list[tuple[int, int, float]]  # (gateway index, rssi, snr)
+    freq: int  # channel, Hz
+    data: str  # the binary frame, base64
+    obj: Values  # what the codec decodes the frame to
+
+
 class LoraWire:
     """A LoRaWAN end device as its network server publishes it (ChirpStack v4 or TTS v3)."""
 
@@ -468,96 +477,95 @@ class LoraWire:
     def _uplink(self, t: int, r: Values) -> bytes:
         rng = self.rng
         ms = rng.randrange(1000)
-        when = iso_ms(t, ms)
         sf, heard = self._radio(r)
-        freq = rng.choice(AS923_CHANNELS_HZ)
-        data = base64.b64encode(frame(self.kind, r, self.litres_per_unit)).decode()
-        obj = self._object(r)
-        if self.lora_family == "chirpstack":
-            name, profile_id = _PROFILES[self.kind]
-            doc: Values = {
-                "deduplicationId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                "time": when,
-                "deviceInfo": {
-                    "tenantId": CHIRPSTACK_TENANT,
-                    "tenantName": "yukimizu",
-                    "applicationId": CHIRPSTACK_APPLICATION,
-                    "applicationName": "yukimizu",
-                    "deviceProfileId": profile_id,
-                    "deviceProfileName": name,
-                    "deviceName": self.device.id,
-                    "devEui": self.eui,
-                    "deviceClassEnabled": "CLASS_A",
-                    "tags": {},
+        # Keyword order is draw order: the radio, then the channel (rng.choice).
+        up = _Uplink(
+            t=t,
+            ms=ms,
+            when=iso_ms(t, ms),
+            sf=sf,
+            heard=heard,
+            freq=rng.choice(AS923_CHANNELS_HZ),
+            data=base64.b64encode(frame(self.kind, r, self.litres_per_unit)).decode(),
+            obj=self._object(r),
+        )
+        doc = self._chirpstack_doc(up) if self.lora_family == "chirpstack" else self._tts_doc(up)
+        return _dumps(doc, option=_OPT)
+
+    def _chirpstack_doc(self, up: _Uplink) -> Values:
+        """A ChirpStack v4 ``event/up`` document."""
+        name, profile_id = _PROFILES[self.kind]
+        return {
+            # Drawn before the gateways' uplink ids (dict values evaluate in order).
+            "deduplicationId": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+            "time": up.when,
+            "deviceInfo": {
+                "tenantId": CHIRPSTACK_TENANT,
+                "tenantName": "yukimizu",
+                "applicationId": CHIRPSTACK_APPLICATION,
+                "applicationName": "yukimizu",
+                "deviceProfileId": profile_id,
+                "deviceProfileName": name,
+                "deviceName": self.device.id,
+                "devEui": self.eui,
+                "deviceClassEnabled": "CLASS_A",
+                "tags": {},
+            },
+            "devAddr": self.dev_addr,
+            "adr": True,
+            "dr": 12 - up.sf if up.sf <= 12 else 0,
+            "fCnt": self.fcnt,
+            "fPort": _PORTS[self.kind],
+            "confirmed": False,
+            "data": up.data,
+            "object": up.obj,
+            "rxInfo": [self._chirpstack_rx(up, g, rssi, snr) for g, rssi, snr in up.heard],
+            "txInfo": {
+                "frequency": up.freq,
+                "modulation": {
+                    "lora": {"bandwidth": 125000, "spreadingFactor": up.sf, "codeRate": "CR_4_5"}
                 },
-                "devAddr": self.dev_addr,
-                "adr": True,
-                "dr": 12 - sf if sf <= 12 else 0,
-                "fCnt": self.fcnt,
-                "fPort": _PORTS[self.kind],
-                "confirmed": False,
-                "data": data,
-                "object": obj,
-                "rxInfo": [
-                    {
-                        "gatewayId": GATEWAYS[g][0].lower(),
-                        "uplinkId": rng.getrandbits(31),
-                        "gwTime": when,
-                        "nsTime": iso_ms(t, min(999, ms + 20)),
-                        "rssi": rssi,
-                        "snr": snr,
-                        "channel": AS923_CHANNELS_HZ.index(freq),
-                        "location": {
-                            "latitude": GATEWAYS[g][2],
-                            "longitude": GATEWAYS[g][3],
-                            "altitude": GATEWAYS[g][4],
-                        },
-                        "context": base64.b64encode(rng.randbytes(4)).decode(),
-                        "crcStatus": "CRC_OK",
-                    }
-                    for g, rssi, snr in heard
-                ],
-                "txInfo": {
-                    "frequency": freq,
-                    "modulation": {
-                        "lora": {"bandwidth": 125000, "spreadingFactor": sf, "codeRate": "CR_4_5"}
-                    },
-                },
-                "regionConfigId": "as923",
-            }
-            return _dumps(doc, option=_OPT)
-        ulid = "".join(rng.choice(_CROCKFORD) for _ in range(26))
+            },
+            "regionConfigId": "as923",
+        }
+
+    def _chirpstack_rx(self, up: _Uplink, g: int, rssi: int, snr: float) -> Values:
+        """One gateway's ``rxInfo`` entry (draws its uplink id, then its context)."""
+        return {
+            "gatewayId": GATEWAYS[g][0].lower(),
+            "uplinkId": self.rng.getrandbits(31),
+            "gwTime": up.when,
+            "nsTime": iso_ms(up.t, min(999, up.ms + 20)),
+            "rssi": rssi,
+            "snr": snr,
+            "channel": AS923_CHANNELS_HZ.index(up.freq),
+            "location": {
+                "latitude": GATEWAYS[g][2],
+                "longitude": GATEWAYS[g][3],
+                "altitude": GATEWAYS[g][4],
+            },
+            "context": base64.b64encode(self.rng.randbytes(4)).decode(),
+            "crcStatus": "CRC_OK",
+        }
+
+    def _tts_doc(self, up: _Uplink) -> Values:
+        """A The Things Stack v3 uplink message."""
+        # The correlation id is drawn before the gateways' timestamps.
+        ulid = "".join(self.rng.choice(_CROCKFORD) for _ in range(26))
         uplink: Values = {
             "session_key_id": self.session_key_id,
             "f_port": _PORTS[self.kind],
-            "frm_payload": data,
-            "decoded_payload": obj,
-            "rx_metadata": [
-                {
-                    "gateway_ids": {"gateway_id": GATEWAYS[g][1], "eui": GATEWAYS[g][0]},
-                    "time": when,
-                    "timestamp": rng.getrandbits(32),
-                    "rssi": rssi,
-                    "channel_rssi": rssi,
-                    "snr": snr,
-                    "location": {
-                        "latitude": GATEWAYS[g][2],
-                        "longitude": GATEWAYS[g][3],
-                        "altitude": GATEWAYS[g][4],
-                        "source": "SOURCE_REGISTRY",
-                    },
-                    "received_at": when,
-                }
-                for g, rssi, snr in heard
-            ],
+            "frm_payload": up.data,
+            "decoded_payload": up.obj,
+            "rx_metadata": [self._tts_rx(up, g, rssi, snr) for g, rssi, snr in up.heard],
             "settings": {
                 "data_rate": {
-                    "lora": {"bandwidth": 125000, "spreading_factor": sf, "coding_rate": "4/5"}
+                    "lora": {"bandwidth": 125000, "spreading_factor": up.sf, "coding_rate": "4/5"}
                 },
-                "frequency": str(freq),
+                "frequency": str(up.freq),
             },
-            "received_at": when,
-            "consumed_airtime": AIRTIME_S[sf],
+            "received_at": up.when,
+            "consumed_airtime": AIRTIME_S[up.sf],
             "network_ids": {
                 "net_id": "000013",
                 "tenant_id": "ttn",
@@ -567,7 +575,7 @@ class LoraWire:
         }
         if self.fcnt:  # protobuf JSON omits zero values: f_cnt 0 is absent
             uplink["f_cnt"] = self.fcnt
-        doc = {
+        return {
             "end_device_ids": {
                 "device_id": self.tts_id,
                 "application_ids": {"application_id": TTS_APPLICATION},
@@ -576,7 +584,24 @@ class LoraWire:
                 "dev_addr": self.dev_addr.upper(),
             },
             "correlation_ids": [f"as:up:{ulid}"],
-            "received_at": when,
+            "received_at": up.when,
             "uplink_message": uplink,
         }
-        return _dumps(doc, option=_OPT)
+
+    def _tts_rx(self, up: _Uplink, g: int, rssi: int, snr: float) -> Values:
+        """One gateway's ``rx_metadata`` entry (draws its timestamp)."""
+        return {
+            "gateway_ids": {"gateway_id": GATEWAYS[g][1], "eui": GATEWAYS[g][0]},
+            "time": up.when,
+            "timestamp": self.rng.getrandbits(32),
+            "rssi": rssi,
+            "channel_rssi": rssi,
+            "snr": snr,
+            "location": {
+                "latitude": GATEWAYS[g][2],
+                "longitude": GATEWAYS[g][3],
+                "altitude": GATEWAYS[g][4],
+                "source": "SOURCE_REGISTRY",
+            },
+            "received_at": up.when,
+        }

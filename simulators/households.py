@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -133,6 +134,29 @@ def default_profile(meter: Meter) -> Profile:
     return "facility" if meter.diameter_mm >= 20 else "household"
 
 
+@dataclass(slots=True)
+class _Hours:
+    """Hour k is [h0 + k h, h0 + (k+1) h): its flows before the register sees them."""
+
+    h0: int
+    use: list[float]  # household use
+    leak: list[float]  # leak and burst volume
+    reverse: list[float]  # volume that ran backwards
+    registering: list[float]  # fraction of the hour the register turns (stuck: 0)
+    flags: list[int]  # FLAG_BITS active at boundary k (n + 1 boundaries)
+
+    @classmethod
+    def from_use(cls, h0: int, use: list[float]) -> _Hours:
+        n = len(use)
+        return cls(h0, use, [0.0] * n, [0.0] * n, [1.0] * n, [0] * (n + 1))
+
+    def covered(self, ch: FlowChange) -> range:
+        """The hours [start, end) of the change touches."""
+        return range(
+            max(0, (ch.start - self.h0) // HOUR), min(len(self.use), -(-(ch.end - self.h0) // HOUR))
+        )
+
+
 def simulate_meter(
     meter: Meter,
     *,
@@ -148,24 +172,64 @@ def simulate_meter(
     rng = rng_for(seed, "meter", meter.id, "household")
     prof: Profile = profile or default_profile(meter)
     if residents is None:
-        if prof == "elderly":
-            residents = 1
-        elif prof == "facility":
-            residents = max(1, round(meter.q3_m3h / 2))
-        else:
-            residents = rng.choice((1, 2, 2, 3, 3, 4, 5))
+        residents = _default_residents(meter, prof, rng)
     if register_start_l is None:
         register_start_l = rng.uniform(0.02, 0.4) * min(meter.rollover_l, 4_000_000)
     h0 = start - start % HOUR
     n = -(-(end - h0) // HOUR)
+    hours = _Hours.from_use(
+        h0,
+        _household_use(meter.id, prof, residents, h0=h0, n=n, utc_offset_s=utc_offset_s, seed=seed),
+    )
+    for ch in changes:
+        _change_flow(hours, ch)
+        _change_flags(hours, ch)
+    for ch in changes:
+        if ch.kind == "supply_cut":  # nothing flows, leaks included
+            for k in hours.covered(ch):
+                a = h0 + k * HOUR
+                hours.leak[k] *= 1 - _overlap(a, a + HOUR, ch.start, ch.end)
+    swaps = sorted((ch for ch in changes if ch.kind == "swap"), key=lambda c: c.start)
+    return MeterTruth(
+        meter=meter,
+        profile=prof,
+        residents=residents,
+        h0=h0,
+        use_l=[round(x, 3) for x in hours.use],
+        leak_l=[round(x, 3) for x in hours.leak],
+        reverse_l=[round(x, 3) for x in hours.reverse],
+        register_l=_register(hours, swaps, register_start_l, meter.rollover_l),
+        flags=hours.flags,
+    )
+
+
+def _default_residents(meter: Meter, prof: Profile, rng: random.Random) -> int:
+    if prof == "elderly":
+        return 1
+    if prof == "facility":
+        return max(1, round(meter.q3_m3h / 2))
+    return rng.choice((1, 2, 2, 3, 3, 4, 5))
+
+
+def _household_use(
+    meter_id: str,
+    prof: Profile,
+    residents: int,
+    *,
+    h0: int,
+    n: int,
+    utc_offset_s: int,
+    seed: int,
+) -> list[float]:
+    """Litres used in each of the n hours from h0, from the profile's water-use events."""
     use = [0.0] * n
     # Draw whole local days so that a day's events do not depend on the scenario start.
     first_day = (h0 + utc_offset_s) // DAY
     last_day = (h0 + n * HOUR + utc_offset_s) // DAY
     uses = _PROFILES[prof]
-    hours = range(24)
+    day_hours = range(24)
     for day in range(first_day, last_day + 1):
-        drng = rng_for(seed, "meter", meter.id, "day", str(day))
+        drng = rng_for(seed, "meter", meter_id, "day", str(day))
         weekend = (day + 4) % 7 in (5, 6)  # 1970-01-01 was a Thursday
         scale = 0.3 if prof == "facility" and weekend else 1.0
         day_start = day * DAY - utc_offset_s
@@ -174,54 +238,56 @@ def simulate_meter(
             count = poisson(drng, lam)
             if not count:
                 continue
-            for hour in drng.choices(hours, cum_weights=u.cum_weights, k=count):
+            for hour in drng.choices(day_hours, cum_weights=u.cum_weights, k=count):
                 k = (day_start + hour * HOUR - h0) // HOUR
                 volume = drng.uniform(*u.litres)
                 if 0 <= k < n:
                     use[k] += volume
-    leak = [0.0] * n
-    reverse = [0.0] * n
-    registering = [1.0] * n  # fraction of the hour the register turns (stuck: 0)
-    flags = [0] * (n + 1)
-    swaps: list[FlowChange] = []
-    for ch in changes:
-        k_lo = max(0, (ch.start - h0) // HOUR)
-        k_hi = min(n, -(-(ch.end - h0) // HOUR))
-        for k in range(k_lo, k_hi):
-            a = h0 + k * HOUR
-            f = _overlap(a, a + HOUR, ch.start, ch.end)
-            if ch.kind in ("leak", "burst"):
-                leak[k] += ch.rate_lph * f
-            elif ch.kind == "reverse":
-                reverse[k] += ch.rate_lph * f
-            elif ch.kind in ("silent", "supply_cut"):
-                use[k] *= 1 - f
-            elif ch.kind == "stuck":
-                registering[k] -= f
-        if ch.kind == "swap":
-            swaps.append(ch)
-        bit = {"reverse": FLAG_BITS["reverse"], "supply_cut": FLAG_BITS["dry"]}.get(ch.kind, 0)
-        if ch.kind == "flag" and ch.flag is not None:
-            bit = FLAG_BITS[ch.flag]
-        if bit:
-            for k in range(max(0, (ch.start - h0 + HOUR - 1) // HOUR), n + 1):
-                if h0 + k * HOUR >= ch.end:
-                    break
-                flags[k] |= bit
-    for ch in changes:
-        if ch.kind == "supply_cut":  # nothing flows, leaks included
-            for k in range(max(0, (ch.start - h0) // HOUR), min(n, -(-(ch.end - h0) // HOUR))):
-                a = h0 + k * HOUR
-                leak[k] *= 1 - _overlap(a, a + HOUR, ch.start, ch.end)
+    return use
+
+
+def _change_flow(hours: _Hours, ch: FlowChange) -> None:
+    """Add a leak, burst or backflow, or take away use or registering, pro rata per hour."""
+    for k in hours.covered(ch):
+        a = hours.h0 + k * HOUR
+        f = _overlap(a, a + HOUR, ch.start, ch.end)
+        if ch.kind in ("leak", "burst"):
+            hours.leak[k] += ch.rate_lph * f
+        elif ch.kind == "reverse":
+            hours.reverse[k] += ch.rate_lph * f
+        elif ch.kind in ("silent", "supply_cut"):
+            hours.use[k] *= 1 - f
+        elif ch.kind == "stuck":
+            hours.registering[k] -= f
+
+
+def _change_flags(hours: _Hours, ch: FlowChange) -> None:
+    """Raise the change's alarm bit at every hour boundary inside [start, end)."""
+    bit = {"reverse": FLAG_BITS["reverse"], "supply_cut": FLAG_BITS["dry"]}.get(ch.kind, 0)
+    if ch.kind == "flag" and ch.flag is not None:
+        bit = FLAG_BITS[ch.flag]
+    if not bit:
+        return
+    h0 = hours.h0
+    for k in range(max(0, (ch.start - h0 + HOUR - 1) // HOUR), len(hours.flags)):
+        if h0 + k * HOUR >= ch.end:
+            break
+        hours.flags[k] |= bit
+
+
+def _register(
+    hours: _Hours, swaps: Sequence[FlowChange], register_start_l: float, rollover: int
+) -> list[float]:
+    """The register shown at each hour boundary: floor of the running total, wrapped at
+    rollover; a swap (sorted by start) restarts it at the new meter's figure."""
+    n = len(hours.use)
     register = [0.0] * (n + 1)
     cum = register_start_l
-    rollover = meter.rollover_l
     register[0] = float(math.floor(cum) % rollover)
-    swaps.sort(key=lambda c: c.start)
     si = 0
     for k in range(n):
-        net = (use[k] + leak[k] - reverse[k]) * max(0.0, registering[k])
-        a = h0 + k * HOUR
+        net = (hours.use[k] + hours.leak[k] - hours.reverse[k]) * max(0.0, hours.registering[k])
+        a = hours.h0 + k * HOUR
         if si < len(swaps) and swaps[si].start < a + HOUR:
             after = (a + HOUR - max(swaps[si].start, a)) / HOUR
             cum = swaps[si].register_after_l + net * after
@@ -229,14 +295,4 @@ def simulate_meter(
         else:
             cum += net
         register[k + 1] = float(math.floor(cum) % rollover)
-    return MeterTruth(
-        meter=meter,
-        profile=prof,
-        residents=residents,
-        h0=h0,
-        use_l=[round(x, 3) for x in use],
-        leak_l=[round(x, 3) for x in leak],
-        reverse_l=[round(x, 3) for x in reverse],
-        register_l=register,
-        flags=flags,
-    )
+    return register

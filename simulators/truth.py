@@ -35,10 +35,13 @@ from typing import Any
 
 import orjson
 
+from sensors.models import QUALITY_POOR_BELOW
 from simulators.fleet import Trip
-from simulators.snow_station import LOW_BATTERY_V, QUALITY_POOR_BELOW
+from simulators.households import MeterTruth
+from simulators.snow_station import LOW_BATTERY_V
 from simulators.timeutil import iso
-from simulators.world import World
+from simulators.weather import StationTruth, Storm
+from simulators.world import FaultRecord, World
 
 __all__ = ["TRUTH_FILES", "truth_document", "write_truth"]
 
@@ -86,66 +89,18 @@ def _trip_doc(world: World, trip: Trip) -> dict[str, Any]:
 
 
 def truth_document(world: World, fmt: str) -> dict[str, Any]:
-    sc = world.scenario
+    """Everything ``truth.json`` says (see the module docstring)."""
     reg = world.registry
-    stations = {}
-    for sid, st in sorted(world.stations.items()):
-        hours = st.hours(world.start, world.end)
-        stations[sid] = {
-            "sensor_type": st.station.sensor_type,
-            "mount_height_cm": st.station.mount_height_cm,
-            "initial_depth_cm": round(st.depth_cm[0], 2),
-            "max_depth_cm": round(max(h.depth_cm for h in hours), 2) if hours else None,
-            "final_depth_cm": round(hours[-1].depth_cm, 2) if hours else None,
-            "snowfall_cm": round(sum(h.snowfall_cm for h in hours), 2),
-            "new_snow_cm": round(sum(h.new_snow_cm for h in hours), 2),
-            "storm_totals_cm": {str(k): v for k, v in sorted(st.storm_totals.items())},
-        }
-    meters = {
-        mid: {
-            "profile": mt.profile,
-            "residents": mt.residents,
-            "watched": mt.meter.watched,
-            "lpwa": mt.meter.dev_eui is not None,
-            "register_unit": mt.meter.register_unit,
-            "register_digits": mt.meter.register_digits,
-            "rollover_l": mt.meter.rollover_l,
-            "swaps": [iso(t) for t in world.meter_swaps.get(mid, [])],
-            "offline": [[iso(a), iso(b)] for a, b in world.meter_offline.get(mid, [])],
-        }
-        for mid, mt in sorted(world.meters.items())
-    }
     return {
-        "scenario": {
-            "name": sc.name,
-            "description": sc.description,
-            "seed": sc.seed,
-            "start": iso(world.start),
-            "end": iso(world.end),
-            "timezone": sc.timezone,
-            "format": fmt,
-        },
+        "scenario": _scenario_doc(world, fmt),
         "conventions": {
             "times": "ISO 8601 UTC; intervals are [start, end)",
             "quality_poor_below": QUALITY_POOR_BELOW,
             "low_battery_v": LOW_BATTERY_V,
             "new_snow": "JMA: hourly positive difference of depth (no deadband on the truth)",
         },
-        "storms": [
-            {
-                "index": s.index,
-                "start": iso(s.start),
-                "end": iso(s.end),
-                "total_cm": s.total_cm,
-                "profile": s.profile,
-                "temp_c": s.temp_c,
-                "stations": sorted(s.stations) if s.stations is not None else "all",
-                "spread": s.spread,
-                "source": s.source,
-            }
-            for s in world.storms
-        ],
-        "stations": stations,
+        "storms": [_storm_doc(s) for s in world.storms],
+        "stations": {sid: _station_doc(world, st) for sid, st in sorted(world.stations.items())},
         "dispatches": [
             {
                 "at": iso(d.at),
@@ -157,7 +112,7 @@ def truth_document(world: World, fmt: str) -> dict[str, Any]:
             for d in world.dispatches
         ],
         "trips": [_trip_doc(world, t) for p in sorted(world.trips) for t in world.trips[p]],
-        "meters": meters,
+        "meters": {mid: _meter_doc(world, mid, mt) for mid, mt in sorted(world.meters.items())},
         "leaks": [
             {
                 "meter": x.meter,
@@ -168,18 +123,7 @@ def truth_document(world: World, fmt: str) -> dict[str, Any]:
             }
             for x in world.leaks
         ],
-        "faults": [
-            {
-                "device": f.device,
-                "kind": f.kind,
-                "fault": f.fault,
-                "start": iso(f.start),
-                "end": iso(f.end),
-                "source": f.source,
-                "detail": f.detail,
-            }
-            for f in world.faults
-        ],
+        "faults": [_fault_doc(f) for f in world.faults],
         "registry": {
             "stations": len(reg.stations),
             "meters": len(reg.meters),
@@ -187,6 +131,74 @@ def truth_document(world: World, fmt: str) -> dict[str, Any]:
             "segments": len(reg.routes),
         },
         "files": list(TRUTH_FILES),
+    }
+
+
+def _scenario_doc(world: World, fmt: str) -> dict[str, Any]:
+    sc = world.scenario
+    return {
+        "name": sc.name,
+        "description": sc.description,
+        "seed": sc.seed,
+        "start": iso(world.start),
+        "end": iso(world.end),
+        "timezone": sc.timezone,
+        "format": fmt,
+    }
+
+
+def _storm_doc(s: Storm) -> dict[str, Any]:
+    return {
+        "index": s.index,
+        "start": iso(s.start),
+        "end": iso(s.end),
+        "total_cm": s.total_cm,
+        "profile": s.profile,
+        "temp_c": s.temp_c,
+        "stations": sorted(s.stations) if s.stations is not None else "all",
+        "spread": s.spread,
+        "source": s.source,
+    }
+
+
+def _station_doc(world: World, st: StationTruth) -> dict[str, Any]:
+    """A station's snow totals over the run, from its true hours."""
+    hours = st.hours(world.start, world.end)
+    return {
+        "sensor_type": st.station.sensor_type,
+        "mount_height_cm": st.station.mount_height_cm,
+        "initial_depth_cm": round(st.depth_cm[0], 2),
+        "max_depth_cm": round(max(h.depth_cm for h in hours), 2) if hours else None,
+        "final_depth_cm": round(hours[-1].depth_cm, 2) if hours else None,
+        "snowfall_cm": round(sum(h.snowfall_cm for h in hours), 2),
+        "new_snow_cm": round(sum(h.new_snow_cm for h in hours), 2),
+        "storm_totals_cm": {str(k): v for k, v in sorted(st.storm_totals.items())},
+    }
+
+
+def _meter_doc(world: World, mid: str, mt: MeterTruth) -> dict[str, Any]:
+    return {
+        "profile": mt.profile,
+        "residents": mt.residents,
+        "watched": mt.meter.watched,
+        "lpwa": mt.meter.dev_eui is not None,
+        "register_unit": mt.meter.register_unit,
+        "register_digits": mt.meter.register_digits,
+        "rollover_l": mt.meter.rollover_l,
+        "swaps": [iso(t) for t in world.meter_swaps.get(mid, [])],
+        "offline": [[iso(a), iso(b)] for a, b in world.meter_offline.get(mid, [])],
+    }
+
+
+def _fault_doc(f: FaultRecord) -> dict[str, Any]:
+    return {
+        "device": f.device,
+        "kind": f.kind,
+        "fault": f.fault,
+        "start": iso(f.start),
+        "end": iso(f.end),
+        "source": f.source,
+        "detail": f.detail,
     }
 
 

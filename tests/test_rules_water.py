@@ -4,7 +4,6 @@ and late batches carry the right event time (docs/rules-water.md)."""
 from __future__ import annotations
 
 import pickle
-import time
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -377,7 +376,8 @@ def test_pickled_midway_gives_the_same_findings() -> None:
     assert key and key[0][0] == "water.leak_continuous"
 
 
-def test_ten_thousand_meters_one_day_is_fast() -> None:
+def test_ten_thousand_meters_in_one_feed() -> None:
+    """A town-sized feed in one call (its speed is measured in benchmarks/rules.py)."""
     n = 10_000
     meters = [meter(f"X{i:05d}", watched=i % 10 == 0) for i in range(n)]
     fam = WaterFamily(registry(*meters), RulesConfig(), Shared())
@@ -398,12 +398,9 @@ def test_ten_thousand_meters_one_day_is_fast() -> None:
     for f in FLAGS:
         df[f"alarm_{f}"] = False
     out = Output()
-    t0 = time.perf_counter()
     fam.feed("water_meter", df, out)
     fam.tick(int(t[-1]) + 60_000, out)
-    seconds = time.perf_counter() - t0
     assert sum(1 for p in out.points if p.measurement == WATER_HOURLY) == n * 24
-    assert seconds < 3.0, f"{seconds:.2f} s"
 
 
 @pytest.mark.parametrize("uses", [[0.0] * 48, household_day() * 2])

@@ -30,12 +30,13 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alerts.ack import AckServer, ack_url
 from alerts.channels import Context, DeliveryError, Outgoing, send
-from alerts.config import JST, AlertsConfig, Inhibit, ack_secret
+from alerts.config import JST, AlertsConfig, Escalation, Inhibit, ack_secret
 from alerts.render import iso, render
 from alerts.schema import event_line
 from alerts.store import Store
@@ -66,20 +67,32 @@ def silence_matches(s: dict[str, Any], a: dict[str, Any]) -> bool:
     return not s["district"] or a["district"] == s["district"]
 
 
+def _is_inhibit_source(rule: Inhibit, a: dict[str, Any]) -> bool:
+    return any(fnmatch.fnmatchcase(a["rule"], g) for g in rule.source_rules) and (
+        not rule.source_subjects or a["subject"] in rule.source_subjects
+    )
+
+
+def _is_inhibit_target(rule: Inhibit, a: dict[str, Any]) -> bool:
+    return any(fnmatch.fnmatchcase(a["rule"], g) for g in rule.target_rules) and (
+        not rule.target_subject_kinds or a["subject_kind"] in rule.target_subject_kinds
+    )
+
+
+def _inhibit_related(rule: Inhibit, src: dict[str, Any], tgt: dict[str, Any]) -> bool:
+    """The ``equal`` labels agree and, if the rule asks, the target is about the source."""
+    return all(_label(src, k) == _label(tgt, k) for k in rule.equal) and (
+        rule.source_subject_is is None or src["subject"] == _label(tgt, rule.source_subject_is)
+    )
+
+
 def _inhibits(rule: Inhibit, src: dict[str, Any], tgt: dict[str, Any]) -> bool:
-    if src["key"] == tgt["key"]:
-        return False
-    if not any(fnmatch.fnmatchcase(src["rule"], g) for g in rule.source_rules):
-        return False
-    if rule.source_subjects and src["subject"] not in rule.source_subjects:
-        return False
-    if not any(fnmatch.fnmatchcase(tgt["rule"], g) for g in rule.target_rules):
-        return False
-    if rule.target_subject_kinds and tgt["subject_kind"] not in rule.target_subject_kinds:
-        return False
-    if any(_label(src, k) != _label(tgt, k) for k in rule.equal):
-        return False
-    return rule.source_subject_is is None or src["subject"] == _label(tgt, rule.source_subject_is)
+    return (
+        src["key"] != tgt["key"]
+        and _is_inhibit_source(rule, src)
+        and _is_inhibit_target(rule, tgt)
+        and _inhibit_related(rule, src, tgt)
+    )
 
 
 def suppression(
@@ -108,6 +121,41 @@ def next_digest(cfg: AlertsConfig, t: float) -> float:
     if at.timestamp() <= t:
         at += timedelta(days=1)
     return at.timestamp()
+
+
+@dataclass(slots=True)
+class _Members:
+    """A notification group's alerts as the plan sees them."""
+
+    active: list[dict[str, Any]]  # firing, neither silenced nor inhibited
+    new: list[dict[str, Any]]  # active and not notified yet
+    resolved_due: list[dict[str, Any]]  # resolved after a notice; resolution not sent yet
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Where a group's escalation stands: its row's step, step_at, loops, last_sent_at."""
+
+    step: int
+    step_at: float | None
+    loops: int
+    last_sent: float | None
+
+
+def _escalate(policy: Escalation, progress: _Progress, t: float) -> bool:
+    """Move to the next step, or back to the first for another loop, when the current
+    step's ``after_min`` ran out unacknowledged. False: nowhere to go, or not yet."""
+    after_min = policy.steps[progress.step].after_min
+    started = progress.step_at
+    if after_min is None or started is None or t < started + after_min * 60:
+        return False
+    if progress.step + 1 < len(policy.steps):
+        progress.step, progress.step_at = progress.step + 1, t
+        return True
+    if progress.loops < policy.loops:
+        progress.step, progress.step_at, progress.loops = 0, t, progress.loops + 1
+        return True
+    return False
 
 
 class AlertService:
@@ -259,108 +307,156 @@ class AlertService:
         silences: list[dict[str, Any]],
         t: float,
     ) -> int:
+        policy = self.cfg.policy(self.cfg.route(int(g["route"])))
+        members = self._members(db, g["id"], open_alerts, silences, t)
+        progress = _Progress(g["step"], g["step_at"], g["loops"], g["last_sent_at"])
+        if not members.active and progress.step_at is not None:
+            # everything acknowledged or resolved: the escalation stops here; a new
+            # alert in this group starts again from the first step
+            progress.step, progress.step_at, progress.loops = 0, None, 0
+        kind = self._due_kind(policy, members, progress, t)
+        made = 0
+        if kind is not None:
+            made = self._send_group(
+                db, g, kind, policy=policy, members=members, progress=progress, t=t
+            )
+        db.execute(
+            "UPDATE groups SET step = ?, step_at = ?, loops = ?, last_sent_at = ? WHERE id = ?",
+            (progress.step, progress.step_at, progress.loops, progress.last_sent, g["id"]),
+        )
+        self._close_if_done(db, g["id"])
+        return made
+
+    def _members(
+        self,
+        db: sqlite3.Connection,
+        gid: int,
+        open_alerts: list[dict[str, Any]],
+        silences: list[dict[str, Any]],
+        t: float,
+    ) -> _Members:
         cfg = self.cfg
-        route = cfg.route(int(g["route"]))
-        policy = cfg.policy(route)
-        members = [
+        rows = [
             dict(r)
             for r in db.execute(
-                "SELECT * FROM alerts WHERE group_id = ? ORDER BY id", (g["id"],)
+                "SELECT * FROM alerts WHERE group_id = ? ORDER BY id", (gid,)
             ).fetchall()
         ]
         active = [
             a
-            for a in members
+            for a in rows
             if a["status"] == "firing" and suppression(cfg, a, open_alerts, silences, t) is None
         ]
-        new = [a for a in active if not a["notified"]]
         resolved_due = (
             [
                 a
-                for a in members
+                for a in rows
                 if a["status"] == "resolved" and a["notified"] and not a["resolved_notified"]
             ]
             if cfg.send_resolved
             else []
         )
-        step, step_at, loops, last_sent = g["step"], g["step_at"], g["loops"], g["last_sent_at"]
-        if not active and step_at is not None:
-            # everything acknowledged or resolved: the escalation stops here; a new
-            # alert in this group starts again from the first step
-            step, step_at, loops = 0, None, 0
-        made = 0
-        kind: str | None = None
-        if new or resolved_due:
-            since = min(
-                [a["received_at"] for a in new] + [a["resolved_received_at"] for a in resolved_due]
-            )
-            due = since + cfg.group_wait_s
-            if last_sent is not None:
-                due = max(due, last_sent + cfg.group_interval_s)
-            if t >= due:
-                kind = "firing"
-        if kind is None and active and step_at is not None:
-            s = policy.steps[step]
-            if s.after_min is not None and t >= step_at + s.after_min * 60:
-                if step + 1 < len(policy.steps):
-                    step, step_at, kind = step + 1, t, "escalation"
-                elif loops < policy.loops:
-                    step, step_at, loops, kind = 0, t, loops + 1, "escalation"
-            if (
-                kind is None
-                and last_sent is not None
-                and t >= last_sent + cfg.repeat_interval_min * 60
-            ):
-                kind = "repeat"
-        if kind is not None:
-            targets = cfg.resolve_targets(policy.steps[step].targets, self.now())
-            if not targets:
-                log.error(
-                    "group %s step %d resolves to nobody (empty rota?): using %s",
-                    g["gkey"],
-                    step + 1,
-                    cfg.default_receiver,
-                )
-                targets = [cfg.default_receiver]
-            prev = [
-                r["receiver"]
-                for r in db.execute(
-                    "SELECT DISTINCT receiver FROM notifications WHERE group_id = ? "
-                    "AND kind != 'resolved'",
-                    (g["id"],),
-                ).fetchall()
-            ]
-            firing = active if kind != "firing" or new else []
-            for rec in dict.fromkeys([*targets, *prev]):
-                f = firing if rec in targets else []
-                r = resolved_due if rec in prev else []
-                if f or r:
-                    self._notify(db, g["id"], rec, kind, step, f, r, g["gkey"], t)
-                    made += 1
-            if firing:
-                last_sent = t
-                if step_at is None:
-                    step_at = t
-            ids = [a["id"] for a in new]
-            db.executemany("UPDATE alerts SET notified = 1 WHERE id = ?", [(i,) for i in ids])
-            db.executemany(
-                "UPDATE alerts SET resolved_notified = 1 WHERE id = ?",
-                [(a["id"],) for a in resolved_due],
-            )
-        db.execute(
-            "UPDATE groups SET step = ?, step_at = ?, loops = ?, last_sent_at = ? WHERE id = ?",
-            (step, step_at, loops, last_sent, g["id"]),
+        return _Members(active, [a for a in active if not a["notified"]], resolved_due)
+
+    def _due_kind(
+        self, policy: Escalation, members: _Members, progress: _Progress, t: float
+    ) -> str | None:
+        """Which notice the group is due now, if any; escalating moves ``progress`` on.
+
+        ``firing`` for the first notice, new members or resolutions; ``escalation``
+        when a step's time ran out unacknowledged; ``repeat`` for the reminder.
+        """
+        if self._news_due(members, progress.last_sent, t):
+            return "firing"
+        if not members.active or progress.step_at is None:
+            return None
+        if _escalate(policy, progress, t):
+            return "escalation"
+        last_sent = progress.last_sent
+        if last_sent is not None and t >= last_sent + self.cfg.repeat_interval_min * 60:
+            return "repeat"
+        return None
+
+    def _news_due(self, members: _Members, last_sent: float | None, t: float) -> bool:
+        """New members or resolutions have waited ``group_wait_s``, and ``group_interval_s``
+        has passed since the group's last notice."""
+        if not members.new and not members.resolved_due:
+            return False
+        since: float = min(
+            [a["received_at"] for a in members.new]
+            + [a["resolved_received_at"] for a in members.resolved_due]
         )
+        due = since + self.cfg.group_wait_s
+        if last_sent is not None:
+            due = max(due, last_sent + self.cfg.group_interval_s)
+        return t >= due
+
+    def _send_group(
+        self,
+        db: sqlite3.Connection,
+        g: dict[str, Any],
+        kind: str,
+        *,
+        policy: Escalation,
+        members: _Members,
+        progress: _Progress,
+        t: float,
+    ) -> int:
+        """Notify the step's targets of the firing alerts, and everyone notified of the
+        group before of the resolutions; how many notifications were created."""
+        step = progress.step
+        targets = self._step_targets(policy, step, g["gkey"])
+        prev = [
+            r["receiver"]
+            for r in db.execute(
+                "SELECT DISTINCT receiver FROM notifications WHERE group_id = ? "
+                "AND kind != 'resolved'",
+                (g["id"],),
+            ).fetchall()
+        ]
+        firing = members.active if kind != "firing" or members.new else []
+        made = 0
+        for rec in dict.fromkeys([*targets, *prev]):
+            f = firing if rec in targets else []
+            r = members.resolved_due if rec in prev else []
+            if f or r:
+                self._notify(db, g["id"], rec, kind, step, f, r, g["gkey"], t)
+                made += 1
+        if firing:
+            progress.last_sent = t
+            if progress.step_at is None:
+                progress.step_at = t
+        db.executemany(
+            "UPDATE alerts SET notified = 1 WHERE id = ?", [(a["id"],) for a in members.new]
+        )
+        db.executemany(
+            "UPDATE alerts SET resolved_notified = 1 WHERE id = ?",
+            [(a["id"],) for a in members.resolved_due],
+        )
+        return made
+
+    def _step_targets(self, policy: Escalation, step: int, gkey: str) -> list[str]:
+        targets = self.cfg.resolve_targets(policy.steps[step].targets, self.now())
+        if not targets:
+            log.error(
+                "group %s step %d resolves to nobody (empty rota?): using %s",
+                gkey,
+                step + 1,
+                self.cfg.default_receiver,
+            )
+            targets = [self.cfg.default_receiver]
+        return targets
+
+    def _close_if_done(self, db: sqlite3.Connection, gid: int) -> None:
         # a group closes when every member is resolved and, if it was announced, its
         # resolution too
         left = db.execute(
             "SELECT COUNT(*) FROM alerts WHERE group_id = ? AND NOT (status = 'resolved' AND "
             "(resolved_notified = 1 OR notified = 0 OR ? = 0))",
-            (g["id"], int(cfg.send_resolved)),
+            (gid, int(self.cfg.send_resolved)),
         ).fetchone()[0]
         if left == 0:
-            db.execute("UPDATE groups SET closed = 1 WHERE id = ?", (g["id"],))
-        return made
+            db.execute("UPDATE groups SET closed = 1 WHERE id = ?", (gid,))
 
     def _plan_digest(
         self,

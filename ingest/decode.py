@@ -190,6 +190,84 @@ _SENML_INT = frozenset({"seq", "quality"})
 _SENML_BOOL = {"blade": "blade_down", "blade_down": "blade_down", "spreader": "spreader"}
 
 
+@dataclass(slots=True)
+class _SenmlBase:
+    """The base fields in force (RFC 8428 §4.1): each carries over to the records after it."""
+
+    name: str = ""
+    time: float = 0.0
+    unit: Any = None
+    value: float = 0.0
+    sum: float = 0.0
+
+    def update(self, rec: dict[str, Any], i: int) -> float:
+        """Take record ``i``'s base fields; return its time, ``bt + t`` (maybe relative)."""
+        try:
+            self.time = float(rec.get("bt", self.time))
+            self.value = float(rec.get("bv", self.value))
+            self.sum = float(rec.get("bs", self.sum))
+            t = self.time + float(rec.get("t", 0.0))
+        except (TypeError, ValueError):
+            raise Rejected(
+                Reason.VALIDATION, f"SenML record {i}: base or time not a number"
+            ) from None
+        bn = rec.get("bn", self.name)
+        if not isinstance(bn, str):
+            raise Rejected(Reason.VALIDATION, f"SenML record {i}: bn is not a string")
+        self.name = bn
+        self.unit = rec.get("bu", self.unit)
+        return t
+
+
+def _senml_device_quantity(name: str) -> tuple[str | None, str]:
+    """Split ``urn:dev:yukimizu:ST01:depth`` into device ``ST01`` and quantity ``depth``.
+
+    The quantity follows the last ``:`` or ``/``; the device is the segment before it.
+    """
+    cut = max(name.rfind(":"), name.rfind("/"))
+    if cut < 0:
+        return None, name
+    prefix = name[:cut]
+    start = max(prefix.rfind(":"), prefix.rfind("/")) + 1
+    return prefix[start:] or None, name[cut + 1 :]
+
+
+def _senml_bool(rec: dict[str, Any], name: str) -> bool:
+    vb = rec.get("vb")
+    if not isinstance(vb, bool):
+        raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected vb (boolean)")
+    return vb
+
+
+def _senml_number(rec: dict[str, Any], base: _SenmlBase, name: str) -> float:
+    """The record's sum ``s + bs`` if it has one, else its value ``v + bv``."""
+    if "s" in rec:
+        raw, offset = rec["s"], base.sum
+    else:
+        raw, offset = rec.get("v"), base.value
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected numeric v or s")
+    return raw + offset
+
+
+def _senml_store(
+    values: dict[str, Any], quantity: str, rec: dict[str, Any], base: _SenmlBase, name: str
+) -> None:
+    """Put one record's value into its reading under the native field name."""
+    if quantity in _SENML_BOOL:
+        values[_SENML_BOOL[quantity]] = _senml_bool(rec, name)
+    elif quantity in ALARM_FLAGS:
+        values.setdefault("alarms", {})[quantity] = _senml_bool(rec, name)
+    elif quantity in _SENML_NUMERIC:
+        target, units = _SENML_NUMERIC[quantity]
+        raw = _senml_number(rec, base, name)
+        factor, offset = _scale(rec.get("u", base.unit), units, name)
+        value = raw * factor + offset
+        # round away binary noise of the unit conversion (m3 → L: 1e-9 L)
+        values[target] = round(value) if quantity in _SENML_INT else round(value, 6)
+    # anything else is an extra the models do not keep (humidity, firmware, ...)
+
+
 def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[Decoded]:
     """Resolve a SenML pack into one reading per (device, time).
 
@@ -200,58 +278,19 @@ def decode_senml_doc(doc: list[Any], received_at: float | None = None) -> list[D
     if not doc:
         raise Rejected(Reason.VALIDATION, "empty SenML pack")
     now = received_at if received_at is not None else datetime.now(UTC).timestamp()
-    bn, bt, bu, bv, bs = "", 0.0, None, 0.0, 0.0
+    base = _SenmlBase()
     groups: dict[tuple[str | None, float], dict[str, Any]] = {}
     for i, rec in enumerate(doc):
         if not isinstance(rec, dict):
             raise Rejected(Reason.VALIDATION, f"SenML record {i} is not an object")
-        try:
-            bn = rec.get("bn", bn)
-            bt = float(rec.get("bt", bt))
-            bu = rec.get("bu", bu)
-            bv = float(rec.get("bv", bv))
-            bs = float(rec.get("bs", bs))
-            t = bt + float(rec.get("t", 0.0))
-        except (TypeError, ValueError):
-            raise Rejected(
-                Reason.VALIDATION, f"SenML record {i}: base or time not a number"
-            ) from None
-        if not isinstance(bn, str):
-            raise Rejected(Reason.VALIDATION, f"SenML record {i}: bn is not a string")
-        name = bn + str(rec.get("n", ""))
+        t = base.update(rec, i)
+        name = base.name + str(rec.get("n", ""))
         if not name:
             raise Rejected(Reason.VALIDATION, f"SenML record {i} has no name")
         if t < _SENML_REL_LIMIT:
             t = now + t
-        cut = max(name.rfind(":"), name.rfind("/"))
-        device_part, quantity = (name[:cut], name[cut + 1 :]) if cut >= 0 else ("", name)
-        device = re.split(r"[:/]", device_part)[-1] or None
-        values = groups.setdefault((device, t), {"time": t})
-        unit = rec.get("u", bu)
-        if quantity in _SENML_BOOL:
-            vb = rec.get("vb")
-            if not isinstance(vb, bool):
-                raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected vb (boolean)")
-            values[_SENML_BOOL[quantity]] = vb
-        elif quantity in ALARM_FLAGS:
-            vb = rec.get("vb")
-            if not isinstance(vb, bool):
-                raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected vb (boolean)")
-            values.setdefault("alarms", {})[quantity] = vb
-        elif quantity in _SENML_NUMERIC:
-            target, units = _SENML_NUMERIC[quantity]
-            if "s" in rec:
-                raw = rec["s"]
-                base = bs
-            else:
-                raw = rec.get("v")
-                base = bv
-            if isinstance(raw, bool) or not isinstance(raw, int | float):
-                raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: expected numeric v or s")
-            factor, offset = _scale(unit, units, name)
-            value = (raw + base) * factor + offset
-            # round away binary noise of the unit conversion (m3 → L: 1e-9 L)
-            values[target] = round(value) if quantity in _SENML_INT else round(value, 6)
+        device, quantity = _senml_device_quantity(name)
+        _senml_store(groups.setdefault((device, t), {"time": t}), quantity, rec, base, name)
     return [Decoded(v, device=d) for (d, _), v in groups.items()]
 
 
@@ -265,6 +304,7 @@ def decode_senml(payload: bytes, received_at: float) -> list[Decoded]:
 # --- NMEA 0183 RMC ----------------------------------------------------------------
 
 _KNOTS_TO_KMH = 1.852
+_NMEA_ADDRESS = re.compile(r"\$[A-Z]{2}[A-Z]{3}")  # $, talker, sentence type
 
 
 def _nmea_checksum_ok(sentence: str) -> bool:
@@ -284,6 +324,47 @@ def _nmea_coord(value: str, hemi: str, deg_digits: int) -> float:
     return -coord if hemi in ("S", "W") else coord
 
 
+def _nmea_fields(line: str, n: int) -> list[str]:
+    """The comma-separated fields of sentence ``line`` (line ``n``), framing checked."""
+    if not line.startswith("$"):
+        raise Rejected(Reason.NMEA, f"line {n}: not an NMEA sentence: {line[:40]!r}")
+    if not _nmea_checksum_ok(line):
+        raise Rejected(Reason.NMEA, f"line {n}: checksum mismatch: {line[:80]!r}")
+    f = line.split("*", 1)[0].split(",")
+    if len(f) < 2 or not _NMEA_ADDRESS.fullmatch(f[0]):
+        raise Rejected(Reason.NMEA, f"line {n}: not an NMEA sentence: {line[:40]!r}")
+    return f
+
+
+def _rmc_values(f: list[str]) -> dict[str, Any]:
+    """Time, position and (when given) speed and course of an RMC sentence with a fix."""
+    hh, mm, ss = int(f[1][0:2]), int(f[1][2:4]), float(f[1][4:])
+    dd, mo, yy = int(f[9][0:2]), int(f[9][2:4]), int(f[9][4:6])
+    ts = datetime(2000 + yy, mo, dd, hh, mm, int(ss), round((ss % 1) * 1e6), tzinfo=UTC)
+    lat = _nmea_coord(f[3], f[4], 2)
+    lon = _nmea_coord(f[5], f[6], 3)
+    values: dict[str, Any] = {"time": ts, "lat": lat, "lon": lon}
+    if f[7]:
+        values["speed_kmh"] = float(f[7]) * _KNOTS_TO_KMH
+    if f[8]:
+        values["heading_deg"] = float(f[8])
+    return values
+
+
+def _nmea_sentence(f: list[str], n: int, line: str) -> Decoded | Drop:
+    """What one sentence gives: a reading, or why it gives none (not RMC, no fix)."""
+    if not f[0].endswith("RMC"):
+        return Drop.NMEA_OTHER_SENTENCE
+    if len(f) < 10:
+        raise Rejected(Reason.NMEA, f"line {n}: RMC sentence has {len(f)} fields, need 10+")
+    if f[2] != "A":
+        return Drop.INVALID_FIX
+    try:
+        return Decoded(_rmc_values(f))
+    except (ValueError, IndexError) as exc:
+        raise Rejected(Reason.NMEA, f"line {n}: {exc}: {line[:80]!r}") from None
+
+
 def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[Drop]]:
     """Decode RMC sentences. Returns readings and drop reasons (invalid fixes etc.)."""
     try:
@@ -296,35 +377,11 @@ def decode_nmea(payload: bytes) -> tuple[list[Decoded], list[Drop]]:
         line = raw_line.strip()
         if not line:
             continue
-        if not line.startswith("$"):
-            raise Rejected(Reason.NMEA, f"line {n}: not an NMEA sentence: {line[:40]!r}")
-        if not _nmea_checksum_ok(line):
-            raise Rejected(Reason.NMEA, f"line {n}: checksum mismatch: {line[:80]!r}")
-        f = line.split("*", 1)[0].split(",")
-        if len(f) < 2 or not re.fullmatch(r"\$[A-Z]{2}[A-Z]{3}", f[0]):
-            raise Rejected(Reason.NMEA, f"line {n}: not an NMEA sentence: {line[:40]!r}")
-        if not f[0].endswith("RMC"):
-            drops.append(Drop.NMEA_OTHER_SENTENCE)
-            continue
-        if len(f) < 10:
-            raise Rejected(Reason.NMEA, f"line {n}: RMC sentence has {len(f)} fields, need 10+")
-        if f[2] != "A":
-            drops.append(Drop.INVALID_FIX)
-            continue
-        try:
-            hh, mm, ss = int(f[1][0:2]), int(f[1][2:4]), float(f[1][4:])
-            dd, mo, yy = int(f[9][0:2]), int(f[9][2:4]), int(f[9][4:6])
-            ts = datetime(2000 + yy, mo, dd, hh, mm, int(ss), round((ss % 1) * 1e6), tzinfo=UTC)
-            lat = _nmea_coord(f[3], f[4], 2)
-            lon = _nmea_coord(f[5], f[6], 3)
-            values: dict[str, Any] = {"time": ts, "lat": lat, "lon": lon}
-            if f[7]:
-                values["speed_kmh"] = float(f[7]) * _KNOTS_TO_KMH
-            if f[8]:
-                values["heading_deg"] = float(f[8])
-        except (ValueError, IndexError) as exc:
-            raise Rejected(Reason.NMEA, f"line {n}: {exc}: {line[:80]!r}") from None
-        out.append(Decoded(values))
+        got = _nmea_sentence(_nmea_fields(line, n), n, line)
+        if isinstance(got, Decoded):
+            out.append(got)
+        else:
+            drops.append(got)
     if not out and not drops:
         raise Rejected(Reason.NMEA, "no NMEA sentences in payload")
     return out, drops

@@ -149,54 +149,71 @@ class Ingest:
         self.source.start()
         batch = _Batch()
         next_metrics = time.monotonic() + icfg.metrics_interval_s
-        get = self._queue.get
         try:
             while not stop.is_set():
+                drained = self._receive(batch, self._wait_s(batch, next_metrics))
                 now = time.monotonic()
-                if batch:
-                    # Sleep until the batch is old enough to go out when the stream pauses.
-                    due = batch.started + min(icfg.linger_s, icfg.flush_interval_s)
-                    wait = max(due - now, 0.001)
-                else:
-                    wait = min(0.5, max(0.0, next_metrics - now))
-                drained = False  # True once the queue was seen empty
-                try:
-                    msg = get(timeout=wait) if wait > 0 else get(block=False)
-                except queue.Empty:
-                    drained = True
-                else:
-                    if not batch:
-                        batch.started = time.monotonic()
-                    self._take(batch, msg)
-                    # Take what is already queued without waiting, up to a full batch.
-                    while len(batch.lines) < icfg.batch_size:
-                        try:
-                            self._take(batch, get(block=False))
-                        except queue.Empty:
-                            drained = True
-                            break
-                now = time.monotonic()
-                age = now - batch.started
-                # Flush when full, when too old, or when the stream paused and the
-                # batch is at least linger_s old: low latency at low rates, few
-                # large writes under load (at most one per linger_s while busy).
-                if batch and (
-                    len(batch.lines) >= icfg.batch_size
-                    or age >= icfg.flush_interval_s
-                    or (drained and age >= icfg.linger_s)
-                ):
+                if self._flush_due(batch, drained, now):
                     self._flush(batch, stop)
                     batch = _Batch()
-                if len(self.spool) and now >= self._retry_at:
-                    self._replay_spool(max_batches=20)
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self._reload_registry()
+                self._housekeeping(now)
                 if now >= next_metrics:
                     next_metrics = now + icfg.metrics_interval_s
                     self._emit_metrics(batch)
         finally:
             self._shutdown(batch)
+
+    def _wait_s(self, batch: _Batch, next_metrics: float) -> float:
+        """How long to wait for the next message: until the batch or the metrics are due."""
+        icfg = self.cfg.ingest
+        now = time.monotonic()
+        if batch:
+            # Sleep until the batch is old enough to go out when the stream pauses.
+            due = batch.started + min(icfg.linger_s, icfg.flush_interval_s)
+            return max(due - now, 0.001)
+        return min(0.5, max(0.0, next_metrics - now))
+
+    def _receive(self, batch: _Batch, wait: float) -> bool:
+        """Take a message (waiting up to ``wait`` s), then what is queued, up to a full batch.
+
+        Returns True once the queue was seen empty: the stream paused.
+        """
+        get = self._queue.get
+        try:
+            msg = get(timeout=wait) if wait > 0 else get(block=False)
+        except queue.Empty:
+            return True
+        if not batch:
+            batch.started = time.monotonic()
+        self._take(batch, msg)
+        # Take what is already queued without waiting, up to a full batch.
+        batch_size = self.cfg.ingest.batch_size
+        while len(batch.lines) < batch_size:
+            try:
+                self._take(batch, get(block=False))
+            except queue.Empty:
+                return True
+        return False
+
+    def _flush_due(self, batch: _Batch, drained: bool, now: float) -> bool:
+        # Flush when full, when too old, or when the stream paused and the batch is
+        # at least linger_s old: low latency at low rates, few large writes under
+        # load (at most one per linger_s while busy).
+        icfg = self.cfg.ingest
+        age = now - batch.started
+        return bool(batch) and (
+            len(batch.lines) >= icfg.batch_size
+            or age >= icfg.flush_interval_s
+            or (drained and age >= icfg.linger_s)
+        )
+
+    def _housekeeping(self, now: float) -> None:
+        """Between batches: retry the spool when due, reload the registry when asked."""
+        if len(self.spool) and now >= self._retry_at:
+            self._replay_spool(max_batches=20)
+        if self._reload.is_set():
+            self._reload.clear()
+            self._reload_registry()
 
     def request_reload(self) -> None:
         """Reload the device registry at the next loop turn (safe from a signal handler)."""

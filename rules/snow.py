@@ -416,11 +416,14 @@ class SnowFamily(Family):
         m = max(p.deadband_cm, p.hysteresis_z * sigma * 2.4 / math.sqrt(max(n, 1)))
         new = 0.0
         if level - m > st.ref:
-            # A rise beyond the noise margin is real snow: count all of it (counting
-            # only what exceeds the margin would report every snowfall 1–2 cm short
-            # and call the plows an hour late).
-            new = level - st.ref
-            st.ref = level
+            # A rise beyond the noise margin is real snow; the true surface lies within
+            # the margin below the measured level. Count up to a quarter of the margin
+            # below it (counting only what exceeds the margin reports every snowfall
+            # 1–2 cm short and calls the plows an hour late; counting up to the level
+            # lets noise add a little at every rise). Measured: docs/rules-snow.md.
+            target = level - m / 4
+            new = target - st.ref
+            st.ref = target
         elif level + m < st.ref:
             st.ref = level + m
         return new

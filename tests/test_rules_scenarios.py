@@ -25,6 +25,7 @@ from rules.config import RulesConfig, with_settings
 from rules.engine import Engine, steps
 from rules.families import FAMILIES
 from rules.model import dt_to_ms
+from rules.scoring.snow import true_crossings
 from rules.sources import LiveSource, RecordedSource
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Status, Transition, read_outbox
@@ -125,7 +126,7 @@ def test_dispatch_call_within_an_hour_of_the_true_crossing(runs: dict[str, Run],
     run = runs[name]
     fired = run.fired("snow.dispatch")
     assert len(fired) == 1, [t.line() for _d, t in run.transitions if t.rule == "snow.dispatch"]
-    crossing = _true_crossing(run.loaded.truth_dir / "snow_hourly.csv", with_settings(_cfg()))
+    crossing = _true_crossing(run.loaded.truth_dir, with_settings(_cfg()))
     detected, t = fired[0]
     assert 0 <= detected - crossing <= 3_600_000, (t.line(), crossing)
     assert "基準 10 cm" in t.message
@@ -173,7 +174,7 @@ def test_heavy_snow_night_through_the_whole_pipeline(
     )
     fired = [t for _d, t in result.transitions if t.rule == "snow.dispatch" and t.firing]
     assert len(fired) == 1, [t.line() for _d, t in result.transitions]
-    crossing = _true_crossing(truth / "snow_hourly.csv", rcfg)
+    crossing = _true_crossing(truth, rcfg)
     event = dt_to_ms(fired[0].event_time)
     assert abs(event - crossing) <= 3_600_000, (fired[0].line(), crossing)
 
@@ -251,22 +252,10 @@ def _ms(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def _true_crossing(snow_hourly: Path, rcfg: RulesConfig) -> int:
-    """End of the first hour at which the truth's new snow over the last window reaches
-    the dispatch threshold at enough stations."""
-    p = rcfg.snow
-    per_station: dict[str, list[tuple[int, float]]] = {}
-    for row in _csv(snow_hourly):
-        per_station.setdefault(row["station"], []).append(
-            (_ms(row["hour_start"]), float(row["new_snow_cm"]))
-        )
-    hours = sorted({h for rows in per_station.values() for h, _ in rows})
-    window = p.window_h * 3_600_000
-    for h in hours:
-        count = 0
-        for rows in per_station.values():
-            total = sum(v for t, v in rows if h - window < t <= h)
-            count += total >= p.dispatch_cm
-        if count >= p.dispatch_stations:
-            return h + 3_600_000
-    raise AssertionError("the truth never crosses the dispatch threshold")
+def _true_crossing(truth_dir: Path, rcfg: RulesConfig) -> int:
+    """The first crossing by the documented definition (rules/scoring/snow.py): the
+    truth's hourly new snow since the last plowing reaches the threshold at enough
+    stations."""
+    crossings = true_crossings(truth_dir, rcfg.snow)
+    assert crossings, "the truth never crosses the dispatch threshold"
+    return crossings[0]

@@ -202,16 +202,24 @@ class MeterRow:
             None if self.previous_l is None else math.floor(self.previous_l / 1000),
             self.use_m3,
             self.status,
-            None if self.gap_h is None else round(self.gap_h, 1),
+            _num(self.gap_h),
             self.previous_use_m3,
             None if self.change_prev_pct is None else round(self.change_prev_pct),
             self.last_year_use_m3,
             None if self.change_year_pct is None else round(self.change_year_pct),
             "・".join(self.flags),
             "・".join(self.notes),
-            None if self.register_l is None else round(self.register_l, 1),
-            None if self.previous_l is None else round(self.previous_l, 1),
+            _num(self.register_l),
+            _num(self.previous_l),
         ]
+
+
+def _num(value: float | None) -> float | int | None:
+    """A whole number as an int (registers count litres), others to one decimal: the
+    CSV and the XLSX then show the same text."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else round(value, 1)
 
 
 def _q_time(start_ms: int, end_ms: int) -> str:

@@ -169,7 +169,9 @@ class PlowAnalysis:
         for idx in np.split(np.arange(len(t)), cuts):
             keep = _accept(t[idx], x[idx], y[idx], self.cfg.max_speed_kmh)
             sel = idx[keep]
-            trip = self._trip(plow, contractor, t[sel], x[sel], y[sel], speed[sel], blade[sel])
+            trip = self._trip(
+                plow, contractor, t=t[sel], x=x[sel], y=y[sel], speed=speed[sel], blade=blade[sel]
+            )
             if trip is not None:
                 trip.dropped = int((~keep).sum())
                 trips.append(trip)
@@ -179,6 +181,7 @@ class PlowAnalysis:
         self,
         plow: str,
         contractor: str,
+        *,
         t: I64,
         x: F64,
         y: F64,
@@ -256,9 +259,11 @@ class PlowAnalysis:
             )
             if len(rows):
                 trip.segments = [
-                    self._pass(str(r.segment), int(r.time), "segment_status")
-                    for r in rows.itertuples()
-                    if str(r.segment) in self.registry.routes
+                    self._pass(sid, int(ms), "segment_status")
+                    for sid, ms in zip(
+                        rows["segment"].astype(str), rows["time"].astype("int64"), strict=True
+                    )
+                    if sid in self.registry.routes
                 ]
             else:
                 trip.segments = self._covered(trip)
@@ -312,12 +317,13 @@ class PlowAnalysis:
         if len(stored):
             for did, g in stored.sort_values("time").groupby("dispatch_id"):
                 last = g.iloc[-1]
-                d = Dispatch(str(did), int(last["started_s"]) * 1000)
+                stored_d = Dispatch(str(did), int(last["started_s"]) * 1000)
                 if pd.notna(last.get("work_time_s")) and last["work_time_s"] > 0:
-                    d.work_time_s = float(last["work_time_s"])
-                by_id[d.id] = d
+                    stored_d.work_time_s = float(last["work_time_s"])
+                by_id[stored_d.id] = stored_d
         starts = sorted(by_id.values(), key=lambda d: d.start_ms)
         last_leave: int | None = None
+        d: Dispatch | None
         for trip in sorted(trips, key=lambda tr: tr.leave_ms):
             if starts:
                 # the rules start a dispatch at the first departure: a trip belongs to the

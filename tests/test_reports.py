@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pandas as pd
@@ -195,7 +196,9 @@ def storms(influx: InfluxDB1, tmp_path_factory: pytest.TempPathFactory) -> Itera
     out = {}
     for name in ("storm-morning-fleet", "heavy-snow-night"):
         tmp = tmp_path_factory.mktemp(name)
-        out[name] = _load(influx, tmp, "reports_" + name.replace("-", "_"), SCENARIOS / f"{name}.toml")
+        out[name] = _load(
+            influx, tmp, "reports_" + name.replace("-", "_"), SCENARIOS / f"{name}.toml"
+        )
     tmp = tmp_path_factory.mktemp("midnight")
     scenario = tmp / "midnight.toml"
     scenario.write_text((SCENARIOS / "heavy-snow-night.toml").read_text() + MIDNIGHT)
@@ -209,7 +212,7 @@ def _ms(iso: str) -> int:
     return int(dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def _match(trip: Trip, truth_trips: list[dict[str, object]]) -> dict[str, object]:
+def _match(trip: Trip, truth_trips: list[dict[str, Any]]) -> dict[str, Any]:
     found = [
         t
         for t in truth_trips
@@ -221,7 +224,10 @@ def _match(trip: Trip, truth_trips: list[dict[str, object]]) -> dict[str, object
 
 @pytest.mark.parametrize(
     ("scenario", "day", "n_trips"),
-    [("storm-morning-fleet", dt.date(2026, 1, 27), 7), ("heavy-snow-night", dt.date(2026, 1, 15), 5)],
+    [
+        ("storm-morning-fleet", dt.date(2026, 1, 27), 7),
+        ("heavy-snow-night", dt.date(2026, 1, 15), 5),
+    ],
 )
 def test_plow_daily_equals_truth(
     storms: dict[str, Db], scenario: str, day: dt.date, n_trips: int
@@ -238,10 +244,10 @@ def test_plow_daily_equals_truth(
         assert abs(trip.back_ms - _ms(str(t["back_at_depot"]))) <= 30_000
         assert trip.blade_km == pytest.approx(float(str(t["plowed_km"])), rel=0.03)
         assert trip.travel_km == pytest.approx(float(str(t["transit_km"])), rel=0.06)
-        stops = [s for s in t["idle"] if _ms(s["end"]) - _ms(s["start"]) > cfg.idle_min * 60_000]  # type: ignore[index]
+        stops = [s for s in t["idle"] if _ms(s["end"]) - _ms(s["start"]) > cfg.idle_min * 60_000]
         assert len(trip.idle) == len(stops)
         for (a, b), s in zip(trip.idle, stops, strict=True):
-            assert abs(a - _ms(s["start"])) <= 30_000 and abs(b - _ms(s["end"])) <= 30_000  # type: ignore[index]
+            assert abs(a - _ms(s["start"])) <= 30_000 and abs(b - _ms(s["end"])) <= 30_000
         assert [s.segment for s in trip.segments] == t["segments"]
         mine = passes[(passes["plow"] == trip.plow)]
         for s in trip.segments:
@@ -284,7 +290,9 @@ def test_plow_files_hold_the_same_figures(
         assert main([*base, "--format", fmt, "--out", str(path)]) == 0
     rows = list(csv.reader(io.StringIO(paths["csv"].read_text("utf-8-sig"))))
     wb = openpyxl.load_workbook(paths["xlsx"])
-    sheet = [["" if v is None else str(v) for v in r] for r in wb["車両別"].iter_rows(values_only=True)]
+    sheet = [
+        ["" if v is None else str(v) for v in r] for r in wb["車両別"].iter_rows(values_only=True)
+    ]
     assert sheet == rows and len(rows) == 8
     page = paths["html"].read_text("utf-8")
     assert "@page { size: A4" in page and "除雪作業日報 2026-01-27" in page

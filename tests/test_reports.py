@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 
 from cli import main
-from core.config import Config, InfluxConfig, load_config, load_registry
+from core.config import Config, ConfigError, InfluxConfig, load_config, load_registry
 from core.influx import InfluxQuery
 from devtools.localstack import InfluxDB1
 from devtools.rulelab import load_scenario_into
-from reports.config import MeterReadingConfig, PlowReportConfig
+from reports.config import MeterReadingConfig, PlowReportConfig, load_reports_config
 from reports.meter import ESTIMATED, F_LEAK, F_REVERSE, F_STUCK, MISSING, MeterReading, midnight_ms
 from reports.output import EncodeError, csv_bytes
 from reports.plow import PlowAnalysis, Trip
@@ -303,3 +303,15 @@ def test_plow_files_hold_the_same_figures(
     table = list(csv.reader(io.StringIO(season.read_text("utf-8-sig"))))
     assert [r[0] for r in table[1:]] == ["20260127-0230", "20260127-0800"]
     assert all(r[4] for r in table[1:])  # 除雪作業時間 for every dispatch
+
+
+def test_schedule_config_errors_name_the_field() -> None:
+    cfg = load_config(SAMPLE_CONFIG, environ={})
+    bad = {"meter_reading": {"districts": {"中町": {"schedule": "weekly"}}}}
+    with pytest.raises(ConfigError, match=r"reports\.meter_reading\.districts\.中町\.schedule"):
+        load_reports_config(cfg.model_copy(update={"reports": bad}))
+    good = {"meter_reading": {"districts": {"中町": {"schedule": "bimonthly", "months": "even"}}}}
+    rc = load_reports_config(cfg.model_copy(update={"reports": good})).meter_reading
+    assert rc.for_district("中町").previous(dt.date(2026, 2, 1)) == dt.date(2025, 12, 1)
+    assert not rc.for_district("中町").is_reading_date(dt.date(2026, 3, 1))
+    assert rc.for_district("本町").previous(dt.date(2026, 3, 1)) == dt.date(2026, 2, 1)

@@ -108,7 +108,9 @@ class SnowParams(_Params):
     priority_dispatch_cm: Pos = 5.0  # stations tagged as on priority routes (per station)
     priority_station: bool = False
     stages_cm: tuple[float, ...] = (10.0, 30.0, 40.0)
-    town_alert_depth_cm: Pos = 60.0  # staged in addition: depth that is a town-wide alert
+    # docs/domain.md#town-wide-alert: a neighbouring city alerts at 60 cm; in a heavy-snow
+    # town 60–120 cm lie all winter, so the default is a depth that is not routine here.
+    town_alert_depth_cm: Pos = 150.0
     town_alert_stations: Annotated[int, Field(ge=1, le=100)] = 2
     window_h: Annotated[int, Field(ge=1, le=72)] = 24  # "since last plowing", at most this long
     holdback_temp_c: float = 2.0
@@ -129,6 +131,12 @@ class PlowParams(_Params):
     depot_radius_m: Pos = 150.0
     dispatch_gap_min: Annotated[int, Field(ge=10, le=24 * 60)] = 120  # quiet time ending one
     max_gap_s: Annotated[int, Field(ge=1, le=3600)] = 120  # longer gaps break a track
+    # docs/domain.md#fix-filter: GPS horizontal error allowed on top of max_speed_kmh, so
+    # two honest fixes 1 s apart at 50 km/h (14 m) with ±5 m noise are not a "jump".
+    fix_noise_m: NonNeg = 10.0
+    # docs/domain.md#daily-plowing-report: all working plows back at the depot (or
+    # silent) this long ends the dispatch (its end time is the last return, not this).
+    dispatch_end_min: Annotated[int, Field(ge=1, le=600)] = 15
 
 
 class SystemParams(_Params):

@@ -78,6 +78,7 @@ class Trip:
     first_fix_ms: int
     last_fix_ms: int
     dropped: int
+    out_ms: int  # the first fix beyond the depot radius (the rules' dispatch start)
     blade_s: float
     idle_s: float
     total_km: float
@@ -214,6 +215,7 @@ class PlowAnalysis:
             first_fix_ms=int(t[0]),
             last_fix_ms=int(t[-1]),
             dropped=0,
+            out_ms=int(t[first_out]),
             blade_s=float(dts[bl].sum()),
             idle_s=sum((b - a) / 1000 for a, b in idle),
             total_km=float(lens[joined].sum() / 1000),
@@ -321,28 +323,44 @@ class PlowAnalysis:
                 if pd.notna(last.get("work_time_s")) and last["work_time_s"] > 0:
                     stored_d.work_time_s = float(last["work_time_s"])
                 by_id[stored_d.id] = stored_d
-        starts = sorted(by_id.values(), key=lambda d: d.start_ms)
-        last_leave: int | None = None
-        d: Dispatch | None
-        for trip in sorted(trips, key=lambda tr: tr.leave_ms):
-            if starts:
-                # the rules start a dispatch at the first departure: a trip belongs to the
-                # latest dispatch started before it left (a minute of clock slack)
-                cands = [d for d in starts if d.start_ms <= trip.leave_ms + MIN_MS]
-                d = cands[-1] if cands else None
-            else:
-                gap = self.cfg.dispatch_gap_min * MIN_MS
-                if last_leave is None or trip.leave_ms - last_leave > gap:
-                    did = dispatch_id(trip.leave_ms)
-                    by_id[did] = Dispatch(did, trip.leave_ms)
-                d = by_id[max(by_id)]
-                last_leave = max(trip.back_ms, last_leave or 0)
-            if d is not None:
-                trip.dispatch_id, trip.dispatch_ms = d.id, d.start_ms
-                d.trips.append(trip)
+        if by_id:
+            self._assign_stored(trips, sorted(by_id.values(), key=lambda d: d.start_ms))
+        else:
+            by_id = self._group(trips)
         for d in by_id.values():
             self._work_time(d)
         return sorted(by_id.values(), key=lambda d: d.start_ms)
+
+    @staticmethod
+    def _assign_stored(trips: Sequence[Trip], starts: Sequence[Dispatch]) -> None:
+        """The rules start a dispatch when the first plow drives out of the depot radius:
+        a trip belongs to the latest dispatch started by the time it drove out (a
+        minute of slack for the rules' evaluation step)."""
+        for trip in trips:
+            cands = [d for d in starts if d.start_ms <= trip.out_ms + MIN_MS]
+            if cands:
+                d = cands[-1]
+                trip.dispatch_id, trip.dispatch_ms = d.id, d.start_ms
+                d.trips.append(trip)
+
+    def _group(self, trips: Sequence[Trip]) -> dict[str, Dispatch]:
+        """Without the rules' series: a departure more than dispatch_gap_min after every
+        earlier trip ended starts a dispatch, at the first drive-out of its trips."""
+        groups: list[list[Trip]] = []
+        last_back: int | None = None
+        for trip in sorted(trips, key=lambda tr: tr.leave_ms):
+            if last_back is None or trip.leave_ms - last_back > self.cfg.dispatch_gap_min * MIN_MS:
+                groups.append([])
+            groups[-1].append(trip)
+            last_back = max(trip.back_ms, last_back or 0)
+        out: dict[str, Dispatch] = {}
+        for group in groups:
+            start = min(tr.out_ms for tr in group)
+            d = Dispatch(dispatch_id(start), start, trips=sorted(group, key=lambda tr: tr.leave_ms))
+            for trip in group:
+                trip.dispatch_id, trip.dispatch_ms = d.id, d.start_ms
+            out[d.id] = d
+        return out
 
     def _work_time(self, d: Dispatch) -> None:
         """除雪作業時間: dispatch → the last priority-1 segment plowed in it."""

@@ -15,6 +15,7 @@ COPY simulators simulators
 COPY rules rules
 COPY dashboards dashboards
 COPY alerts alerts
+COPY reports reports
 COPY provision provision
 COPY devtools devtools
 COPY cli cli

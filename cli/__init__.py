@@ -23,6 +23,7 @@ from devtools import cli as devtools_cli
 from devtools.localstack import ServiceStartError
 from ingest import cli as ingest_cli
 from provision import cli as provision_cli
+from reports import cli as reports_cli
 from rules import cli as rules_cli
 from sensors.registry import RegistryError
 from simulators import cli as simulators_cli
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts_cli.add_parsers(sub)
     dashboards_cli.add_parsers(sub)
     provision_cli.add_parsers(sub)
+    reports_cli.add_parsers(sub)
     return p
 
 

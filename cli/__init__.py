@@ -21,6 +21,7 @@ from core.sqlite import StoreError
 from devtools import cli as devtools_cli
 from devtools.localstack import ServiceStartError
 from ingest import cli as ingest_cli
+from public import cli as public_cli
 from rules import cli as rules_cli
 from sensors.registry import RegistryError
 from simulators import cli as simulators_cli
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulators_cli.add_parser(sub)
     devtools_cli.add_parsers(sub)
     alerts_cli.add_parsers(sub)
+    public_cli.add_parsers(sub)
     return p
 
 

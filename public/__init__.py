@@ -1,0 +1,6 @@
+"""The residents' plowing map (除雪状況): static files built from InfluxDB every minute.
+
+Layer 2 (docs/architecture.md#layers): reads the rules engine's derived series through
+their contract module ``rules.schema`` and raw plow positions through ``sensors.schema``;
+never imports another feature. See docs/public.md.
+"""

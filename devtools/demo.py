@@ -23,6 +23,9 @@ from core.config import Config
 from core.publish import Publisher
 from devtools import localstack as services
 from devtools.processes import IngestNotReady, IngestProcess
+from rules.config import load_rules_config
+from rules.state import SqliteState
+from rules.transitions import read_outbox
 from simulators.run import publish_scenario
 from simulators.scenario import load_scenario
 
@@ -36,11 +39,21 @@ def _dump(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
 
 
-def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]:
-    """One message of every supported format, timestamped just before ``now``."""
+def example_messages(
+    prefix: str, now: datetime, water_before: timedelta = timedelta(0)
+) -> list[tuple[str, bytes, str]]:
+    """One message of every supported format, timestamped just before ``now``.
+
+    The water examples are ``water_before`` older: a meter's register only grows, so
+    examples with made-up registers must lie before a scenario's own readings of the
+    same meters (or the rules would rightly see a meter swap).
+    """
 
     def iso(minutes: float) -> str:
         return (now - timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+    def w_iso(minutes: float) -> str:
+        return iso(minutes + water_before.total_seconds() / 60)
 
     t = now - timedelta(minutes=1)
     return [
@@ -63,9 +76,9 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
                 {
                     "battery_v": 3.3,
                     "readings": [
-                        {"time": iso(180), "register_l": 52_310.0},
-                        {"time": iso(120), "register_l": 52_342.0},
-                        {"time": iso(60), "register_l": 52_391.0},
+                        {"time": w_iso(180), "register_l": 52_310.0},
+                        {"time": w_iso(120), "register_l": 52_342.0},
+                        {"time": w_iso(60), "register_l": 52_391.0},
                     ],
                 }
             ),
@@ -77,7 +90,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
                 [
                     {
                         "bn": "urn:dev:yukimizu:M002:",
-                        "bt": (now - timedelta(minutes=9)).timestamp(),
+                        "bt": (now - water_before - timedelta(minutes=9)).timestamp(),
                         "n": "volume",
                         "u": "m3",
                         "s": 381.204,
@@ -99,7 +112,7 @@ def example_messages(prefix: str, now: datetime) -> list[tuple[str, bytes, str]]
             _dump(
                 {
                     "deduplicationId": "5e1e8f2c",
-                    "time": iso(8),
+                    "time": w_iso(8),
                     "deviceInfo": {"devEui": "70b3d5e4a32ac06f", "deviceName": "M001"},
                     "fCnt": 1042,
                     "fPort": 2,
@@ -186,15 +199,16 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
     print(f"ingest running (pid {pid}), log {log_path}")
 
     before = counts(cfg)
-    examples = example_messages(cfg.mqtt.topic_prefix, datetime.now(UTC))
+    sc = load_scenario(scenario) if scenario is not None else None
+    history = (sc.end - sc.start) + timedelta(days=1) if sc is not None else timedelta(0)
+    examples = example_messages(cfg.mqtt.topic_prefix, datetime.now(UTC), history)
     with Publisher(cfg.mqtt) as pub:
         for topic, payload, what in examples:
             pub.publish(topic, payload)
             print(f"  published {what:<40} → {topic}")
     published = len(examples)
-    if scenario is not None:
+    if scenario is not None and sc is not None:
         # Shift the scenario so that it ends just before now: dashboards show it.
-        sc = load_scenario(scenario)
         start_at = (
             datetime.now(UTC).replace(microsecond=0) - (sc.end - sc.start) - timedelta(minutes=10)
         )
@@ -232,6 +246,9 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
     for m in MEASUREMENTS:
         print(f"  {m:<14} {last[m] - before.get(m, 0):>8} new points ({last[m]} in all)")
     print(f"dead letters: {dl.splitlines()[0] if dl else 'none'}")
+    rules_log = Path(s.data_dir) / "rules.log"
+    if _start_rules(cfg, config_path, rules_log) != 0:
+        return 1
     q = "SELECT * FROM snow_depth ORDER BY time DESC LIMIT 5"
     print(
         "\nwhere to look:\n"
@@ -241,12 +258,91 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
         f"  mosquitto_sub -p {s.mqtt_port} -t '{cfg.mqtt.topic_prefix}/#' -v   (live messages)\n"
         f"  .venv/bin/yukimizu deadletter list                (rejected payloads)\n"
         f"  tail -f {log_path}   (ingest log; self-metrics in measurement yukimizu_ingest)\n"
+        f"  tail -f {rules_log}   (rules engine log; its state in {_rules_db(cfg)})\n"
+        f"  .venv/bin/yukimizu rules check      (what fires now)\n"
         "to stop:  .venv/bin/yukimizu demo stop"
     )
     return 0
 
 
+def _rules_db(cfg: Config) -> Path:
+    return load_rules_config(cfg).state_dir / "rules.sqlite"
+
+
+def _rules_pid_file(cfg: Config) -> Path:
+    return Path(cfg.services.data_dir) / "rules.pid"
+
+
+def _rules_running(cfg: Config) -> int | None:
+    try:
+        pid = int(_rules_pid_file(cfg).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if services.pid_alive(pid) else None
+
+
+def _start_rules(cfg: Config, config_path: Path | None, log_path: Path) -> int:
+    """Start ``yukimizu rules run`` (detached) and wait for its first evaluation; then
+    print what fired, and when, and the plowing progress."""
+    db = _rules_db(cfg)
+    pid = _rules_running(cfg)
+    if pid is None:
+        argv = [sys.executable, "-m", "cli", *(["-c", str(config_path)] if config_path else [])]
+        with log_path.open("ab") as logf:
+            proc = subprocess.Popen(
+                [*argv, "rules", "run"],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        pid = proc.pid
+        _rules_pid_file(cfg).write_text(str(pid))
+    started = time.monotonic()
+    print(f"\nrules engine running (pid {pid}), log {log_path}; evaluating the data…")
+    while True:
+        if db.exists() and SqliteState(db).load().last_cycle_ms is not None:
+            break
+        if not services.pid_alive(pid) or time.monotonic() - started > 300:
+            print(f"the rules engine did not evaluate; see {log_path}:")
+            print(log_path.read_text(encoding="utf-8", errors="replace")[-2000:])
+            return 1
+        time.sleep(0.5)
+    transitions = [t for _i, t in read_outbox(db)]
+    transitions.sort(key=lambda t: t.event_time)
+    shown = [t for t in transitions if t.severity.value != "info"]
+    print(f"what the rules decided ({len(transitions)} transitions, info-level ones not shown):")
+    for t in shown[-40:]:
+        print(f"  {t.line()}")
+    _print_dispatches(cfg)
+    return 0
+
+
+def _print_dispatches(cfg: Config) -> None:
+    try:
+        rows = _influx(cfg).series(
+            'SELECT LAST("state") AS state, LAST("priority_done") AS done, '
+            'LAST("priority_total") AS total, LAST("work_time_s") AS work_s, '
+            'LAST("started_s") AS started FROM "dispatch" GROUP BY "dispatch_id"',
+            cfg.influx.database,
+        )
+    except services.InfluxError as exc:
+        print(f"  (no plowing progress: {exc})")
+        return
+    for r in rows:
+        work = f", 除雪作業時間 {r['work_s'] / 3600:.1f} h" if r.get("work_s") else ""
+        progress = f"優先路線 {r['done']}/{r['total']} 完了"
+        print(f"  除雪 {r['dispatch_id']}: {r['state']} — {progress}{work}")
+
+
 def stop(cfg: Config) -> int:
+    rules_pid = _rules_running(cfg)
+    if rules_pid is not None:
+        os.kill(rules_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while services.pid_alive(rules_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"rules (pid {rules_pid}) stopped")
+    _rules_pid_file(cfg).unlink(missing_ok=True)
     pid = _ingest_running(cfg)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)

@@ -25,6 +25,10 @@ from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
 
+# Catching up on history steps at most every 10 minutes: a month in a few thousand
+# cycles (benchmarks/rules.py measures a season's backtest at this step).
+CATCH_UP_STEP_MS = 600_000
+
 
 def _configs(args: argparse.Namespace) -> tuple[Config, RulesConfig]:
     cfg = resolve_config(getattr(args, "config", None))
@@ -81,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         now -= now % step  # aligned, as a backtest steps
         try:
             if first:
-                _warm_up(engine, client, rcfg, now)
+                # Up to this very moment: history that arrived seconds ago counts.
+                _warm_up(engine, client, writer, rcfg, dt_to_ms(datetime.now(UTC)))
                 first = False
             else:
                 result = engine.cycle(now, source)
@@ -98,14 +103,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warm_up(engine: Engine, client: InfluxQuery, rcfg: RulesConfig, now: int) -> None:
-    """First start: read ``warmup_days`` of history in one go, emitting only what
-    changed within the look-back window (older history only sets statuses)."""
+def _warm_up(
+    engine: Engine, client: InfluxQuery, writer: Writer, rcfg: RulesConfig, now: int
+) -> None:
+    """First start: catch up on ``warmup_days`` of history, cycle by cycle as a
+    backtest would (10-minute steps), emitting only what changed within the look-back
+    window; the derived series of the history go to InfluxDB directly."""
     start = now - int(rcfg.warmup_days * DAY_MS)
-    log.info("rules: first start: warming up on %.0f days of history", rcfg.warmup_days)
+    log.info("rules: first start: catching up on %.0f days of history", rcfg.warmup_days)
     source = RecordedSource.load(client, engine.inputs, start, now)
-    result = engine.cycle(now, source, emit_after_ms=now - int(rcfg.lookback_h * 3_600_000))
-    for t in result.transitions:
+    result = engine.replay(
+        source,
+        start_ms=start,
+        end_ms=now,
+        step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
+        emit_after_ms=now - int(rcfg.lookback_h * 3_600_000),
+        keep_lines=rcfg.write_derived,
+        whole_history=True,
+    )
+    for i in range(0, len(result.lines), 20_000):
+        try:
+            writer.write(result.lines[i : i + 20_000])
+        except WriteError as exc:
+            log.warning("rules: derived series of the history not written: %s", exc)
+            break
+    log.info(
+        "rules: caught up: %d steps in %.1f s, %d transitions",
+        result.steps,
+        result.seconds,
+        len(result.transitions),
+    )
+    for _step, t in result.transitions:
         log.info("transition: %s", t.line())
 
 
@@ -123,7 +151,7 @@ def _flush(state: SqliteState, writer: Writer) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """One evaluation now (or at ``--at``) from scratch; prints; changes nothing."""
+    """One evaluation now (or at ``--at``), caught up from history; changes nothing."""
     cfg, rcfg = _configs(args)
     registry = load_registry(cfg)
     client = InfluxQuery(cfg.influx)
@@ -132,11 +160,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     engine = Engine(registry, rcfg, MemoryState(), FAMILIES)
     start = now - int(rcfg.warmup_days * DAY_MS)
     source = RecordedSource.load(client, engine.inputs, start, now)
-    lookback = int(rcfg.lookback_h * 3_600_000)
-    result = engine.cycle(now, source, emit_after_ms=now - lookback)
+    result = engine.replay(
+        source,
+        start_ms=start,
+        end_ms=now,
+        step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
+        emit_after_ms=now - int(rcfg.lookback_h * 3_600_000),
+        whole_history=True,
+    )
     print(f"rules check at {at.isoformat()}: {result.points_read:,} points read")
     print(f"transitions in the last {rcfg.lookback_h:.0f} h:")
-    for t in result.transitions:
+    for _step, t in result.transitions:
         _print(t, args.lang)
     firing = engine.firing()
     print(f"firing now: {len(firing)}")

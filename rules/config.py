@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -82,10 +81,20 @@ class RulesConfig(BaseModel):
 
     def for_subject(self, family: str, scope: Scope, subject: str, district: str | None) -> Any:
         """The parameters of ``family`` for one subject (district, then own overrides)."""
-        return _merged(self, family, scope, subject, district)
+        # Memoised per config object by identity: a RulesConfig holds dicts, so it is not
+        # hashable and cannot be a functools.cache key. The entry keeps the config alive,
+        # so its id cannot be reused while cached.
+        entry = _MERGED.setdefault(id(self), (self, {}))
+        key = (family, scope, subject, district)
+        params = entry[1].get(key)
+        if params is None:
+            params = entry[1][key] = _merged(self, family, scope, subject, district)
+        return params
 
 
-@cache
+_MERGED: dict[int, tuple[RulesConfig, dict[tuple[str, str, str, str | None], _Params]]] = {}
+
+
 def _merged(
     cfg: RulesConfig, family: str, scope: Scope, subject: str, district: str | None
 ) -> _Params:

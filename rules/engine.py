@@ -39,6 +39,29 @@ class CycleResult:
     points_read: int = 0
     seconds: float = 0.0
     firing: int = 0
+    lines: list[str] = field(default_factory=list)  # derived series, line protocol
+
+
+@dataclass
+class ReplayResult:
+    """Many cycles over a period (a backtest, or the catch-up of a first start)."""
+
+    transitions: list[tuple[int, Transition]] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    steps: int = 0
+    points_read: int = 0
+    seconds: float = 0.0
+
+
+def steps(start_ms: int, end_ms: int, step_ms: int) -> list[int]:
+    """Evaluation times aligned to the step, as the live scheduler aligns its cycles;
+    ``end_ms`` itself last when it is not on the grid (a catch-up ends at "now")."""
+    first = start_ms - start_ms % step_ms + step_ms
+    out = list(range(first, end_ms + 1, step_ms))
+    if not out or out[-1] != end_ms:
+        out.append(end_ms)
+    return out
 
 
 class Engine:
@@ -79,12 +102,24 @@ class Engine:
 
     # ------------------------------------------------------------------ cycle
     def cycle(
-        self, now_ms: int, source: Source, *, emit_after_ms: int | None = None
+        self,
+        now_ms: int,
+        source: Source,
+        *,
+        emit_after_ms: int | None = None,
+        commit: bool = True,
+        whole_history: bool = False,
     ) -> CycleResult:
         """Evaluate at ``now_ms``. Transitions with an event time before
-        ``emit_after_ms`` (first start: now − lookback) only set statuses silently."""
+        ``emit_after_ms`` (first start: now − lookback) only set statuses silently.
+        ``commit=False``: leave the state database alone (see :meth:`replay`).
+        ``whole_history``: every arrived point counts, however old (a catch-up must
+        rebuild state from history that may have arrived in one late bulk)."""
         t0 = time.perf_counter()
-        lookback_ms = {m: self.rcfg.lookback_ms(m) for m in self.inputs}
+        if whole_history:
+            lookback_ms = dict.fromkeys(self.inputs, now_ms)
+        else:
+            lookback_ms = {m: self.rcfg.lookback_ms(m) for m in self.inputs}
         if not self.warm and emit_after_ms is None:
             emit_after_ms = now_ms - int(self.rcfg.lookback_h * 3_600_000)
         frames = source.visible(self.inputs, now_ms, lookback_ms)
@@ -104,12 +139,6 @@ class Engine:
         lines = self._lines(out.points, transitions, now_ms)
         firing = sum(1 for a, _s, _r in self.snap.status.values() if a)
         self.snap.last_cycle_ms = now_ms
-        self.snap.shared = self.shared
-        self.snap.families = (
-            {f.name: pickle.dumps(f, protocol=5) for f in self.families}
-            if isinstance(self.state, SqliteState)
-            else {}
-        )
         seconds = time.perf_counter() - t0
         if self.rcfg.write_derived:
             lines.append(
@@ -125,8 +154,55 @@ class Engine:
                     now_ms,
                 )
             )
+        if commit:
+            self.persist(transitions, lines)
+        return CycleResult(now_ms, transitions, out.points, read, seconds, firing, lines)
+
+    def persist(self, transitions: list[Transition], lines: list[str]) -> None:
+        """Commit statuses, watermarks, family state, outbox and pending lines at once."""
+        self.snap.shared = self.shared
+        self.snap.families = (
+            {f.name: pickle.dumps(f, protocol=5) for f in self.families}
+            if isinstance(self.state, SqliteState)
+            else {}
+        )
         self.state.commit(self.snap, transitions, lines if self.rcfg.write_derived else [])
-        return CycleResult(now_ms, transitions, out.points, read, seconds, firing)
+
+    def replay(
+        self,
+        source: Source,
+        *,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        emit_after_ms: int,
+        keep_points: bool = False,
+        keep_lines: bool = False,
+        whole_history: bool = False,
+    ) -> ReplayResult:
+        """Cycle at every aligned step in ``(start_ms, end_ms]`` without touching the
+        state database, emitting transitions from ``emit_after_ms`` on; then commit once
+        (without the derived lines, which the caller writes or drops)."""
+        t0 = time.perf_counter()
+        res = ReplayResult()
+        for now in steps(start_ms, end_ms, step_ms):
+            cyc = self.cycle(
+                now,
+                source,
+                emit_after_ms=emit_after_ms,
+                commit=False,
+                whole_history=whole_history,
+            )
+            res.steps += 1
+            res.points_read += cyc.points_read
+            res.transitions.extend((now, t) for t in cyc.transitions)
+            if keep_points:
+                res.points.extend(cyc.points)
+            if keep_lines:
+                res.lines.extend(cyc.lines)
+        self.persist([t for _s, t in res.transitions], [])
+        res.seconds = time.perf_counter() - t0
+        return res
 
     def _new_points(self, measurement: str, df: pd.DataFrame) -> pd.DataFrame:
         """Per device, only points newer than the newest already processed."""

@@ -11,11 +11,15 @@ from pathlib import Path
 
 from rules.model import Family, Point
 from rules.scoring import Score
+from rules.scoring import snow as snow_scoring
+from rules.scoring import water as water_scoring
+from rules.snow import SnowFamily
 from rules.system import SystemFamily
 from rules.transitions import Transition
+from rules.water import WaterFamily
 
 Scorer = Callable[[Path, list[tuple[int, Transition]], list[Point]], list[Score]]
 
-FAMILIES: list[type[Family]] = [SystemFamily]
-SCORERS: dict[str, Scorer] = {}
+FAMILIES: list[type[Family]] = [SnowFamily, WaterFamily, SystemFamily]
+SCORERS: dict[str, Scorer] = {"snow": snow_scoring.score, "water": water_scoring.score}
 BY_NAME: dict[str, type[Family]] = {f.name: f for f in FAMILIES}

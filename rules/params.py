@@ -29,6 +29,10 @@ class WaterParams(_Params):
     leak_zero_hour_l: NonNeg = 1.0  # an hour using at most this much counts as "zero"
     leak_min_lph: NonNeg = 5.0  # ...and the smallest hour must exceed this to call a leak
     leak_clear_zero_hours: Annotated[int, Field(ge=1, le=48)] = 1  # clears after 1 h of zero
+    # docs/domain.md#continuous-flow-leak: Kamstrup's constant-flow threshold spans
+    # 0.1–2 % of Q3; a leak whose smallest hour reaches 2 % of a 13 mm meter's Q3
+    # (50 L/h) is a warning, smaller ones go to the morning digest (info).
+    leak_warning_lph: NonNeg = 50.0
     # docs/domain.md#minimum-night-flow: lowest hourly flow 02:00–05:00 above
     # max(5 L/h, 2 × 30-night median) three nights running, evaluated at 07:00.
     night_start_hour: Annotated[int, Field(ge=0, le=23)] = 2
@@ -57,19 +61,46 @@ class WaterParams(_Params):
     watch_day_start_hour: Annotated[int, Field(ge=0, le=23)] = 7
     watch_day_end_hour: Annotated[int, Field(ge=1, le=24)] = 21
     watch_continuous_h: Annotated[int, Field(ge=1, le=48)] = 2
-    watch_continuous_min_lph: NonNeg = 30.0
+    # With hourly registers "continuous" means every hour of the run at least what a
+    # tap left open runs at its lowest usual setting (~4 L/min): lower hourly totals over
+    # two hours are ordinary bathing and laundry in an elderly household.
+    watch_continuous_min_lph: NonNeg = 240.0
 
 
 class SnowParams(_Params):
-    # docs/domain.md#echo-quality, #spike-filter, #hourly-new-snow
-    deadband_cm: NonNeg = 1.0
-    spike_cm: Pos = 10.0  # a jump larger than this within spike_window_min is a spike…
+    # docs/domain.md#echo-quality: readings with a quality code below this are a poor
+    # echo and dropped. (sensors/ is getting a QUALITY_POOR_BELOW constant on another
+    # branch; until it lands the vendor figure lives here, per sensor type via overrides.)
+    quality_poor_below: Annotated[int, Field(ge=0, le=255)] = 50
+    poor_echo_share: Share = 0.5  # share of poor-echo readings in the last hour: a fault
+    poor_echo_min: Annotated[int, Field(ge=0, le=600)] = 60  # …held this long
+    # …unless this share of the stations of the same sensor type is poor too: falling snow
+    # scatters ultrasound everywhere at once (weather, not a fault); docs/rules-snow.md#faults
+    poor_echo_common_share: Share = 0.5
+    # docs/domain.md#spike-filter: a jump larger than spike_cm within spike_window_min is a
+    # spike unless a neighbour within spike_neighbour_km agrees…
+    spike_cm: Pos = 10.0
     spike_window_min: Annotated[int, Field(ge=1, le=120)] = 10
-    spike_neighbour_km: Pos = 3.0  # …unless a neighbour within this distance agrees
-    frozen_readings: Annotated[int, Field(ge=3, le=1000)] = 12  # identical readings in a row
-    poor_echo_share: Share = 0.5  # share of poor-echo readings in an hour that is a fault
-    low_battery_v: Pos = 3.3
+    spike_neighbour_km: Pos = 3.0
+    # …or the new level holds for this many readings (a real step: snow sliding off the
+    # mount, a freeze ending with the snow that fell meanwhile); docs/rules-snow.md#cleaning
+    spike_confirm_readings: Annotated[int, Field(ge=2, le=20)] = 3
+    # docs/rules-snow.md#faults: a frozen sensor repeats its raw figure exactly (2 h at 10 min)
+    frozen_readings: Annotated[int, Field(ge=3, le=1000)] = 12
+    low_battery_v: Pos = 3.3  # scenarios/README.md: the station's own alarm threshold
+    battery_hysteresis_v: NonNeg = 0.05  # clears only above low_battery_v + this
     offline_min: Annotated[int, Field(ge=5, le=10_000)] = 60
+    # docs/domain.md#hourly-new-snow: JMA hourly new snow with a 1 cm deadband
+    deadband_cm: NonNeg = 1.0
+    # docs/domain.md#sensor-noise: ±3 cm ultrasonic, ±1 cm laser (read as ±2 σ); only the
+    # start-up prior, the station's own noise is measured from its readings
+    noise_ultrasonic_cm: Pos = 3.0
+    noise_laser_cm: Pos = 1.0
+    # docs/rules-snow.md#new-snow: the hysteresis half-width in standard errors of the
+    # hourly level (at least deadband_cm), and the readings the level is fitted to
+    hysteresis_z: Pos = 2.5
+    level_window_h: Annotated[float, Field(ge=0.5, le=6)] = 2.0
+    hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
     # #town-wide-alert, #hold-back
     dispatch_cm: Pos = 10.0
@@ -77,7 +108,9 @@ class SnowParams(_Params):
     priority_dispatch_cm: Pos = 5.0  # stations tagged as on priority routes (per station)
     priority_station: bool = False
     stages_cm: tuple[float, ...] = (10.0, 30.0, 40.0)
-    town_alert_depth_cm: Pos = 60.0  # staged in addition: depth that is a town-wide alert
+    # docs/domain.md#town-wide-alert: a neighbouring city alerts at 60 cm; in a heavy-snow
+    # town 60–120 cm lie all winter, so the default is a depth that is not routine here.
+    town_alert_depth_cm: Pos = 150.0
     town_alert_stations: Annotated[int, Field(ge=1, le=100)] = 2
     window_h: Annotated[int, Field(ge=1, le=72)] = 24  # "since last plowing", at most this long
     holdback_temp_c: float = 2.0

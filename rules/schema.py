@@ -30,7 +30,8 @@ DERIVED: dict[str, tuple[tuple[str, ...], dict[str, FieldType], str]] = {
         ("device", "district"),
         {"use_l": "float", "reverse_l": "float", "register_l": "float"},
         "water used in the hour starting at the timestamp (differences of the register; "
-        "never negative: a backwards step is reverse_l, a rollover or swap is not use)",
+        "never negative: a backwards step is reverse_l, a rollover or swap is not use; "
+        "after a gap in the readings, the use since the previous reading)",
     ),
     WATER_NIGHT: (
         ("device", "district"),
@@ -41,8 +42,9 @@ DERIVED: dict[str, tuple[tuple[str, ...], dict[str, FieldType], str]] = {
     WATER_STATE: (
         ("device", "district"),
         {"state": "str", "code": "int"},
-        "the meter's worst active finding at the timestamp: ok(0) stale(1) stuck(1) "
-        "leak(2) reverse(2) watch(2) burst(3)",
+        "the meter's worst active finding, written when it changes (at the finding's "
+        "event time): ok(0) stale(1) stuck(1) swap(1) low_battery(1) leak(2) reverse(2) "
+        "tamper(2) dry(2) watch(2) burst(3)",
     ),
     SNOW_HOURLY: (
         ("device", "district"),

@@ -20,7 +20,7 @@ from core.influx import InfluxQuery, QueryError
 from devtools.localstack import InfluxDB1
 from rules import backtest
 from rules.config import RulesConfig
-from rules.engine import Engine
+from rules.engine import Engine, steps
 from rules.model import HOUR_MS, MINUTE_MS, Family, Finding, Output
 from rules.sources import LiveSource, RecordedSource
 from rules.state import MemoryState, SqliteState
@@ -135,7 +135,7 @@ def test_a_late_daily_batch_fires_once_at_the_right_event_time(
     eng = _live(registry, rcfg, MemoryState(), client)
     src = LiveSource(client)
     seen = []
-    for step in backtest.steps(T0, T0 + 27 * HOUR_MS, 600_000):
+    for step in steps(T0, T0 + 27 * HOUR_MS, 600_000):
         seen += [(step, t) for t in eng.cycle(step, src).transitions]
     upload = T0 + 26 * HOUR_MS
     assert [(t.status, t.event_time) for _s, t in seen] == [
@@ -156,7 +156,7 @@ def test_backtest_equals_the_live_scheduler(
     end = T0 + 10 * HOUR_MS
     eng = _live(registry, rcfg, MemoryState(), client)
     live = []
-    for step in backtest.steps(T0, end, 600_000):
+    for step in steps(T0, end, 600_000):
         live += [
             (step, t.model_dump_json()) for t in eng.cycle(step, LiveSource(client)).transitions
         ]

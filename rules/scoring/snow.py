@@ -1,0 +1,154 @@
+"""Scoring the snow family against a scenario's ground truth (scenarios/README.md).
+
+* ``snow.dispatch``: the true crossings are computed from ``snow_hourly.csv``
+  (``new_snow_cm``, JMA on the true depth) exactly as the rule does: new snow since the
+  last plowing (the end of the latest truth plow trip of a dispatch), at most
+  ``window_h`` hours back, reaching ``dispatch_cm`` at ``dispatch_stations`` stations,
+  at the end of the hour that decided it. A firing within ``MATCH_H`` of a true
+  crossing (before or after) is a true positive; its delay is detection time (the
+  evaluation step that emitted it) − the crossing. Other firings are false positives.
+* station faults (``faults.csv``, kind ``snow``): each fault expects its rule
+  (spike/spikes → snow.spike, frozen, dropout → snow.offline, poor_quality →
+  snow.poor_echo, battery_drain → snow.low_battery) to fire for that station within
+  its interval (plus ``FAULT_SLACK_H``). Dropouts shorter than the offline limit are
+  not expected. A firing that matches no fault of its station is a false positive —
+  except snow.offline at the end of the data (the scenario simply stops).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+from rules.model import HOUR_MS, Point
+from rules.params import SnowParams
+from rules.scoring import Score
+from rules.transitions import Transition
+
+MATCH_H = 3.0  # a firing this close to a true crossing is the same event
+FAULT_SLACK_H = 1.0  # detections may come this long after a fault's interval
+RULE_OF_FAULT = {
+    "spike": "snow.spike",
+    "spikes": "snow.spike",
+    "frozen": "snow.frozen",
+    "dropout": "snow.offline",
+    "poor_quality": "snow.poor_echo",
+    "battery_drain": "snow.low_battery",
+}
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def true_crossings(truth_dir: Path, p: SnowParams | None = None) -> list[int]:
+    """End-of-hour times (ms) at which the truth's new snow since the last plowing
+    reached the dispatch threshold at enough stations (one per accumulation)."""
+    p = p or SnowParams()
+    hourly: dict[int, dict[str, float]] = defaultdict(dict)
+    with (truth_dir / "snow_hourly.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            hourly[_ms(row["hour_start"])][row["station"]] = float(row["new_snow_cm"])
+    truth = json.loads((truth_dir / "truth.json").read_text())
+    ends = sorted(_plowing_ends(truth))
+    crossings: list[int] = []
+    hours = sorted(hourly)
+    for h in hours:
+        end = h + HOUR_MS
+        last = max((e for e in ends if e <= end), default=None)
+        start = end - p.window_h * HOUR_MS
+        if last is not None:
+            start = max(start, last)
+        totals: dict[str, float] = defaultdict(float)
+        for hh in hours:
+            if start < hh + HOUR_MS <= end:
+                for st, v in hourly[hh].items():
+                    totals[st] += v
+        hit = sum(1 for v in totals.values() if v >= p.dispatch_cm) >= p.dispatch_stations
+        if hit and not (crossings and (last is None or crossings[-1] > last)):
+            crossings.append(end)
+    return crossings
+
+
+def _plowing_ends(truth: dict[str, object]) -> list[int]:
+    """The end of each dispatch: the last truth plow trip dispatched at that time."""
+    by_dispatch: dict[str, int] = {}
+    trips = truth.get("trips") or []
+    assert isinstance(trips, list)
+    for trip in trips:
+        at = str(trip.get("dispatched_at") or trip.get("leave_depot"))
+        back = trip.get("back_at_depot")
+        if back:
+            by_dispatch[at] = max(by_dispatch.get(at, 0), _ms(str(back)))
+    return list(by_dispatch.values())
+
+
+def score(
+    truth_dir: Path, transitions: list[tuple[int, Transition]], derived: list[Point]
+) -> list[Score]:
+    firings = [(d, t) for d, t in transitions if t.firing and t.category == "snow"]
+    return [_score_dispatch(truth_dir, firings), *_score_faults(truth_dir, firings)]
+
+
+def _score_dispatch(truth_dir: Path, firings: list[tuple[int, Transition]]) -> Score:
+    s = Score("snow.dispatch")
+    crossings = true_crossings(truth_dir)
+    fired = [d for d, t in firings if t.rule == "snow.dispatch"]
+    used: set[int] = set()
+    for c in crossings:
+        match = next((d for d in fired if d not in used and abs(d - c) <= MATCH_H * HOUR_MS), None)
+        if match is None:
+            s.missed += 1
+        else:
+            used.add(match)
+            s.true_positives += 1
+            s.delays_h.append(round((match - c) / HOUR_MS, 2))
+    s.false_positives = len([d for d in fired if d not in used])
+    s.note = f"{len(crossings)} true crossing(s); target delay ≤ 1 h"
+    return s
+
+
+def _score_faults(truth_dir: Path, firings: list[tuple[int, Transition]]) -> list[Score]:
+    p = SnowParams()
+    faults = []
+    with (truth_dir / "faults.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            if row["kind"] != "snow" or row["fault"] not in RULE_OF_FAULT:
+                continue
+            start, end = _ms(row["start"]), _ms(row["end"])
+            if row["fault"] == "dropout" and end - start < p.offline_min * 60_000:
+                continue
+            faults.append((RULE_OF_FAULT[row["fault"]], row["device"], start, end))
+    scenario = json.loads((truth_dir / "truth.json").read_text()).get("scenario", {})
+    data_end = _ms(scenario["end"]) if scenario.get("end") else 2**62
+    scores = {r: Score(r) for r in sorted(set(RULE_OF_FAULT.values()))}
+    for rule, dev, start, end in faults:
+        s = scores[rule]
+        found = [
+            (t.event_time.timestamp() * 1000, d)
+            for d, t in firings
+            if t.rule == rule
+            and t.subject == dev
+            and start - HOUR_MS <= t.event_time.timestamp() * 1000
+            and t.event_time.timestamp() * 1000 <= end + FAULT_SLACK_H * HOUR_MS
+        ]
+        if found:
+            s.true_positives += 1
+            s.delays_h.append(round(max(0.0, (min(d for _, d in found) - start) / HOUR_MS), 2))
+        else:
+            s.missed += 1
+    for _d, t in firings:
+        sc = scores.get(t.rule)
+        if sc is None:
+            continue
+        at = t.event_time.timestamp() * 1000
+        explained = any(
+            dev == t.subject and start - HOUR_MS <= at <= end + FAULT_SLACK_H * HOUR_MS
+            for _r, dev, start, end in faults
+        )
+        if not explained and not (t.rule == "snow.offline" and at >= data_end - 2 * HOUR_MS):
+            sc.false_positives += 1
+    return list(scores.values())

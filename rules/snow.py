@@ -1,0 +1,771 @@
+"""Snow family: cleaned depth, JMA hourly new snow, the plow dispatch call and station faults.
+
+Per station, every reading goes through a small cleaning chain (docs/rules-snow.md):
+
+1. poor echo (``quality`` below ``quality_poor_below``) → dropped, counted
+   (docs/domain.md#echo-quality);
+2. frozen sensor: the raw figure repeated exactly ``frozen_readings`` times → the
+   station is faulty and its repeats are not used;
+3. spike filter: a jump of more than ``spike_cm`` within ``spike_window_min`` is held
+   back; it becomes a spike when the next reading returns, and a real level change
+   when ``spike_confirm_readings`` readings stay at the new level or a neighbouring
+   station jumped the same way (docs/domain.md#spike-filter).
+
+At the end of each hour the accepted readings of the last ``level_window_h`` hours give
+a robust end-of-hour level (Theil–Sen line); hourly new snow is the rise of a hysteresis
+reference that follows this level (the JMA positive difference, made robust to ±3 cm
+ultrasonic noise; docs/domain.md#hourly-new-snow, docs/rules-snow.md#new-snow).
+
+The dispatch rules sum hourly new snow since the last plowing (``Shared``), at most
+``window_h`` hours, over healthy stations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from rules.model import (
+    HOUR_MS,
+    MINUTE_MS,
+    Family,
+    Finding,
+    Output,
+    floor_hour,
+    fmt_num,
+    hhmm,
+)
+from rules.params import SnowParams
+from rules.schema import SNOW_HOURLY, STATION_HEALTH
+from rules.transitions import Severity, Value
+from sensors.registry import EARTH_RADIUS_M
+from sensors.schema import SNOW
+
+__all__ = ["SnowFamily"]
+
+# Faults in the order a station_health point names them (worst first).
+FAULTS: tuple[str, ...] = ("offline", "frozen", "poor_echo", "spike", "low_battery")
+# Faults whose station's readings must not drive a dispatch (docs/rules-snow.md#faults).
+EXCLUDING: frozenset[str] = frozenset({"offline", "frozen", "poor_echo", "spike"})
+FAULT_TEXT: dict[str, tuple[str, str]] = {
+    "offline": ("通信途絶", "offline"),
+    "frozen": ("センサー固着 (同じ値の繰り返し)", "frozen sensor (same figure repeated)"),
+    "poor_echo": ("エコー不良", "poor echo"),
+    "spike": ("スパイク (急変値を除外)", "spikes (sudden jumps rejected)"),
+    "low_battery": ("電池残量低下", "low battery"),
+}
+# Of the spike rule: a station stays "spiky" this long after its last spike.
+SPIKE_HOLD_MS = HOUR_MS
+# A rising air temperature is read from the latest hour; older figures say nothing.
+TOWN = "town"
+
+
+@dataclass
+class _Hour:
+    """One finalised station-hour (kept for the since-plowed and 24 h sums)."""
+
+    start: int
+    new_cm: float  # NaN: no usable reading in the hour
+    depth_cm: float
+    air_temp_c: float
+
+
+@dataclass
+class _Station:
+    """Running state of one station: plain values, bounded collections (pickled)."""
+
+    last_t: int = -1  # device time of the newest reading (any quality)
+    battery_v: float = math.nan
+    battery_alarm: bool = False
+    # cleaning
+    acc_t: int = -1  # newest accepted reading
+    acc_d: float = math.nan
+    prev_raw_t: int = -1  # newest valid reading (for neighbour jumps)
+    prev_raw_d: float = math.nan
+    pending: list[tuple[int, float]] = field(default_factory=list)  # held (t, depth)
+    figure: float = math.nan  # raw figure of the newest reading (frozen check)
+    figure_run: int = 0
+    figure_since: int = -1
+    jumps: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=8))
+    echo: deque[tuple[int, bool]] = field(default_factory=deque)  # last hour: (t, poor)
+    last_spike_t: int = -1
+    poor_since: int = -1  # first reading of the current run of a high poor-echo share
+    # hourly
+    open_hour: int = -1
+    points: deque[tuple[int, float]] = field(default_factory=deque)  # accepted, level window
+    temps: list[float] = field(default_factory=list)  # air temperature of the open hour
+    ref: float = math.nan  # hysteresis reference level
+    sigmas: deque[float] = field(default_factory=lambda: deque(maxlen=24))
+    hours: deque[_Hour] = field(default_factory=lambda: deque(maxlen=73))
+    # fault rule → (active, event time) as last reported
+    status: dict[str, tuple[bool, int]] = field(default_factory=dict)
+    health: tuple[str, int] = ("?", -1)  # (fault text, hour) of the last health point
+
+
+class SnowFamily(Family):
+    name: ClassVar[str] = "snow"
+    category: ClassVar[Any] = "snow"
+    inputs: ClassVar[dict[str, tuple[str, ...]]] = {
+        SNOW: (
+            "depth_cm",
+            "distance_mm",
+            "air_temp_c",
+            "quality",
+            "battery_v",
+            "alarm_low_battery",
+        )
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stations: dict[str, _Station] = {}
+        # town rules → (active, event time) as last reported
+        self.town_status: dict[str, tuple[bool, int]] = {}
+
+    # ------------------------------------------------------------------ params
+    def _p(self, sid: str) -> SnowParams:
+        st = self.registry.stations.get(sid)
+        p: SnowParams = self.params("station", sid, st.district if st else None)
+        return p
+
+    def _town(self) -> SnowParams:
+        p: SnowParams = self.config.family(self.name)  # type: ignore[assignment]
+        return p
+
+    def _district(self, sid: str) -> str | None:
+        st = self.registry.stations.get(sid)
+        return st.district if st else None
+
+    # ------------------------------------------------------------------ feed
+    def feed(self, measurement: str, frame: pd.DataFrame, out: Output) -> None:
+        if measurement != SNOW or frame.empty:
+            return
+        cols = [
+            frame[c].to_numpy()
+            for c in ("time", "device", "depth_cm", "distance_mm", "air_temp_c", "quality")
+        ]
+        batt = pd.to_numeric(frame["battery_v"], errors="coerce").to_numpy(dtype=float)
+        alarm = frame["alarm_low_battery"].to_numpy()
+        depth = pd.to_numeric(frame["depth_cm"], errors="coerce").to_numpy(dtype=float)
+        dist = pd.to_numeric(frame["distance_mm"], errors="coerce").to_numpy(dtype=float)
+        temp = pd.to_numeric(frame["air_temp_c"], errors="coerce").to_numpy(dtype=float)
+        qual = pd.to_numeric(frame["quality"], errors="coerce").to_numpy(dtype=float)
+        times = cols[0].astype("int64")
+        devices = cols[1]
+        sid = ""
+        p = self._town()
+        st = _Station()
+        for i in range(len(times)):
+            if devices[i] != sid:
+                sid = str(devices[i])
+                p = self._p(sid)
+                st = self.stations.setdefault(sid, _Station())
+            a = alarm[i]
+            self._reading(
+                sid,
+                st,
+                p,
+                t=int(times[i]),
+                depth=float(depth[i]),
+                dist=float(dist[i]),
+                temp=float(temp[i]),
+                quality=float(qual[i]),
+                batt=float(batt[i]),
+                alarm=None if a is None or pd.isna(a) else bool(a),
+                out=out,
+            )
+
+    def _reading(
+        self,
+        sid: str,
+        st: _Station,
+        p: SnowParams,
+        *,
+        t: int,
+        depth: float,
+        dist: float,
+        temp: float,
+        quality: float,
+        batt: float,
+        alarm: bool | None,
+        out: Output,
+    ) -> None:
+        if t <= st.last_t:
+            return  # the engine feeds each point once, in order; be safe all the same
+        st.last_t = t
+        self._set(sid, st, "offline", active=False, at=t, out=out)
+        if math.isfinite(batt):
+            st.battery_v = batt
+        if alarm is not None:
+            st.battery_alarm = alarm
+        self._battery(sid, st, p, t, out)
+        # Hours this reading closes: it is the first of a later hour.
+        while st.open_hour >= 0 and t >= st.open_hour + HOUR_MS:
+            self._finalise(sid, st, p, out)
+        if st.open_hour < 0:
+            st.open_hour = floor_hour(t)
+        # 1. echo quality (docs/domain.md#echo-quality)
+        poor = not math.isfinite(quality) or quality < p.quality_poor_below
+        bad = self._echo(sid, st, p, t=t, poor=poor, out=out)
+        if not math.isfinite(depth):
+            return
+        if poor:
+            # A wild figure with a poor echo is still a spike worth telling maintenance
+            # about, unless the echo is bad all the time (that is the poor_echo fault).
+            if (
+                not bad
+                and math.isfinite(st.acc_d)
+                and abs(depth - st.acc_d) > self._allowed(st, p, t)
+            ):
+                self._spike(sid, st, t, out)
+            return
+        if math.isfinite(temp):
+            st.temps.append(temp)
+        # 2. frozen: the raw figure (distance for ultrasonic, else depth) repeated exactly.
+        fig = dist if math.isfinite(dist) else depth
+        if self._frozen(sid, st, p, t=t, fig=fig, depth=depth, out=out):
+            return
+        # 3. spike filter (docs/domain.md#spike-filter)
+        if math.isfinite(st.prev_raw_d) and abs(depth - st.prev_raw_d) > p.spike_cm / 2:
+            st.jumps.append((t, depth - st.prev_raw_d))
+        st.prev_raw_t, st.prev_raw_d = t, depth
+        self._spike_filter(sid, st, p, t=t, depth=depth, out=out)
+
+    def _echo(
+        self, sid: str, st: _Station, p: SnowParams, *, t: int, poor: bool, out: Output
+    ) -> bool:
+        """Track the last hour's poor-echo share; True when it is at the fault level.
+        Firing waits for tick: whether the poor echo is the station's or the weather's
+        is a question about all stations (docs/rules-snow.md#faults)."""
+        st.echo.append((t, poor))
+        while st.echo and st.echo[0][0] <= t - HOUR_MS:
+            st.echo.popleft()
+        share = sum(1 for _, x in st.echo if x) / len(st.echo)
+        bad = len(st.echo) >= 3 and share >= p.poor_echo_share
+        if bad and st.poor_since < 0:
+            st.poor_since = t
+        elif not bad:
+            st.poor_since = -1
+            self._set(sid, st, "poor_echo", active=False, at=t, out=out)
+        return bad
+
+    def _frozen(
+        self,
+        sid: str,
+        st: _Station,
+        p: SnowParams,
+        *,
+        t: int,
+        fig: float,
+        depth: float,
+        out: Output,
+    ) -> bool:
+        """Count exact repeats of the raw figure; True when this reading is a repeat of
+        a frozen sensor (not to be used). Bare ground reads 0 every time (ingest clips
+        small negatives): not a freeze."""
+        if depth > 0 and fig == st.figure:
+            st.figure_run += 1
+        else:
+            st.figure_run = 1
+            st.figure_since = t
+        st.figure = fig
+        frozen = st.figure_run >= p.frozen_readings
+        self._set(sid, st, "frozen", active=frozen, at=st.figure_since, out=out)
+        return st.figure_run >= 2 and st.status.get("frozen", (False, 0))[0]
+
+    def _spike_filter(
+        self, sid: str, st: _Station, p: SnowParams, *, t: int, depth: float, out: Output
+    ) -> None:
+        if not math.isfinite(st.acc_d):
+            self._accept(st, p, t, depth)
+            return
+        if st.pending:
+            if abs(depth - st.acc_d) <= p.spike_cm:
+                # Back to the accepted level: what was held were spikes.
+                for ts, _ in st.pending:
+                    self._spike(sid, st, ts, out)
+                st.pending = []
+            elif abs(depth - st.pending[-1][1]) <= p.spike_cm:
+                st.pending.append((t, depth))
+                t0, d0 = st.pending[0]
+                if len(st.pending) >= p.spike_confirm_readings or self._neighbour_agrees(
+                    sid, p, t0, d0 - st.acc_d
+                ):
+                    # The level really changed (snow slid off, sensor re-mounted,
+                    # a freeze ended with snow under it): take the held readings.
+                    for ts, ds in st.pending:
+                        self._accept(st, p, ts, ds)
+                    st.pending = []
+                return
+            else:
+                for ts, _ in st.pending:
+                    self._spike(sid, st, ts, out)
+                st.pending = [(t, depth)]
+                return
+        if abs(depth - st.acc_d) > self._allowed(st, p, t) and not self._neighbour_agrees(
+            sid, p, t, depth - st.acc_d
+        ):
+            st.pending = [(t, depth)]
+            return
+        self._accept(st, p, t, depth)
+
+    @staticmethod
+    def _allowed(st: _Station, p: SnowParams, t: int) -> float:
+        """The largest change from the accepted level that is not a spike. It grows with
+        the time since the last accepted reading: after a dropout during a storm, the
+        snow that fell meanwhile is not a spike."""
+        return p.spike_cm * max(1.0, (t - st.acc_t) / (p.spike_window_min * MINUTE_MS))
+
+    def _neighbour_agrees(self, sid: str, p: SnowParams, t: int, delta: float) -> bool:
+        """A station within ``spike_neighbour_km`` jumped the same way at about the same time."""
+        me = self.registry.stations.get(sid)
+        if me is None:
+            return False
+        window = p.spike_window_min * MINUTE_MS
+        for oid, other in self.stations.items():
+            if oid == sid:
+                continue
+            o = self.registry.stations.get(oid)
+            if o is None or _km(me.lat, me.lon, o.lat, o.lon) > p.spike_neighbour_km:
+                continue
+            for tj, dj in other.jumps:
+                if abs(tj - t) <= window and dj * delta > 0 and abs(dj) > p.spike_cm / 2:
+                    return True
+        return False
+
+    def _accept(self, st: _Station, p: SnowParams, t: int, depth: float) -> None:
+        st.acc_t, st.acc_d = t, depth
+        st.points.append((t, depth))
+        keep = int(p.level_window_h * HOUR_MS)
+        while st.points and st.points[0][0] < t - keep:
+            st.points.popleft()
+
+    def _spike(self, sid: str, st: _Station, t: int, out: Output) -> None:
+        st.last_spike_t = max(st.last_spike_t, t)
+        self._set(sid, st, "spike", active=True, at=t, out=out)
+
+    def _battery(self, sid: str, st: _Station, p: SnowParams, t: int, out: Output) -> None:
+        was = st.status.get("low_battery", (False, 0))[0]
+        v = st.battery_v
+        if was:  # hysteresis: a sagging battery in the cold must not flap
+            active = st.battery_alarm or (
+                math.isfinite(v) and v < p.low_battery_v + p.battery_hysteresis_v
+            )
+        else:
+            active = st.battery_alarm or (math.isfinite(v) and v < p.low_battery_v)
+        self._set(sid, st, "low_battery", active=active, at=t, out=out)
+
+    # ------------------------------------------------------------------ hourly
+    def _finalise(self, sid: str, st: _Station, p: SnowParams, out: Output) -> None:
+        """Close the open hour: level, new snow, sums; write its snow_hourly point."""
+        h = st.open_hour
+        end = h + HOUR_MS
+        st.open_hour = end
+        pts = [(t, d) for t, d in st.points if t < end]
+        n_hour = sum(1 for t, _ in pts if t >= h)
+        level = math.nan
+        new = math.nan
+        if n_hour:
+            level, sigma = _level(pts, end)
+            if not math.isfinite(st.ref):
+                # The first hour starts the reference: the median of its readings (a line
+                # through one hour, read at its end, scatters twice as much).
+                level = float(np.median([d for t, d in pts if t >= h]))
+            if math.isfinite(sigma):
+                st.sigmas.append(sigma)
+            station = self.registry.stations.get(sid)
+            laser = station is not None and station.sensor_type == "laser"
+            # Before the station's own noise is known: the vendor figure, read as ±2 σ.
+            prior = (p.noise_laser_cm if laser else p.noise_ultrasonic_cm) / 2
+            new = self._new_snow(st, p, level, len(pts), prior)
+        temp = float(np.mean(st.temps)) if st.temps else math.nan
+        st.temps = []
+        st.hours.append(_Hour(h, new, level, temp))
+        fields: dict[str, Any] = {
+            "depth_cm": level,
+            "new_snow_cm": new,
+            "new_24h_cm": self._sum_since(st, end - 24 * HOUR_MS),
+            "since_plowed_cm": self._sum_since(st, self._reset_ms(end)),
+            "air_temp_c": temp,
+        }
+        out.point(SNOW_HOURLY, {"device": sid, "district": self._district(sid) or ""}, fields, h)
+
+    def _new_snow(self, st: _Station, p: SnowParams, level: float, n: int, prior: float) -> float:
+        """JMA hourly new snow against a hysteresis reference (docs/rules-snow.md#new-snow).
+
+        The reference follows the level with play ±m: it moves up only when the level
+        is more than m above it (the rise is new snow) and down only when the level is
+        more than m below it (settling or melt). m is the deadband or, larger, the
+        level's own noise (``hysteresis_z`` standard errors), so noise cannot pump it.
+        """
+        if not math.isfinite(st.ref):
+            st.ref = level
+            return 0.0
+        sigma = float(np.median(st.sigmas)) if st.sigmas else prior
+        # Standard error of the end-of-hour level: a Theil–Sen line fitted to n readings
+        # and read at its end scatters by about 2.4/√n of one reading's noise (measured:
+        # 0.67 σ at n = 12, 1.0 σ at n = 6).
+        m = max(p.deadband_cm, p.hysteresis_z * sigma * 2.4 / math.sqrt(max(n, 1)))
+        new = 0.0
+        if level - m > st.ref:
+            new = level - m - st.ref
+            st.ref = level - m
+        elif level + m < st.ref:
+            st.ref = level + m
+        return new
+
+    def _reset_ms(self, end: int) -> int:
+        """Start of the accumulation: last plowing end, at most ``window_h`` back."""
+        floor = end - self._town().window_h * HOUR_MS
+        last = self.shared.last_plowing_end_ms
+        return max(floor, last) if last is not None else floor
+
+    @staticmethod
+    def _sum_since(st: _Station, start_ms: int) -> float:
+        """New snow of the hours that end after ``start_ms``."""
+        return float(
+            sum(h.new_cm for h in st.hours if h.start + HOUR_MS > start_ms and h.new_cm > 0)
+        )
+
+    # ------------------------------------------------------------------ tick
+    def tick(self, now_ms: int, out: Output) -> None:
+        for sid, st in self.stations.items():
+            p = self._p(sid)
+            # Hours of a silent station close after a grace period, so the town keeps
+            # counting with the stations that still report.
+            grace = p.hour_grace_min * MINUTE_MS
+            while st.open_hour >= 0 and now_ms >= st.open_hour + HOUR_MS + grace:
+                self._finalise(sid, st, p, out)
+            offline = p.offline_min * MINUTE_MS
+            if st.last_t >= 0 and now_ms - st.last_t >= offline:
+                self._set(sid, st, "offline", active=True, at=st.last_t + offline, out=out)
+            if (
+                st.status.get("spike", (False, 0))[0]
+                and not st.pending
+                and now_ms >= st.last_spike_t + SPIKE_HOLD_MS
+            ):
+                self._set(
+                    sid, st, "spike", active=False, at=st.last_spike_t + SPIKE_HOLD_MS, out=out
+                )
+            self._health(sid, st, now_ms, out)
+        self._poor_echo(now_ms, out)
+        self._dispatch(now_ms, out)
+
+    def _poor_echo(self, now_ms: int, out: Output) -> None:
+        """Fire snow.poor_echo for a station whose echo has been poor for
+        ``poor_echo_min`` — unless most stations of its sensor type are poor as well:
+        falling snow scatters ultrasound at every station at once, which is weather,
+        not a fault to send someone out for."""
+        by_type: dict[str, list[bool]] = {}
+        for sid, st in self.stations.items():
+            station = self.registry.stations.get(sid)
+            kind = station.sensor_type if station else "?"
+            if now_ms - st.last_t < HOUR_MS and st.echo:
+                # A peer with even half the fault's share of poor echoes counts: snow
+                # showers come and go, and a station flickering around the limit is
+                # still seeing the same weather.
+                share = sum(1 for _, x in st.echo if x) / len(st.echo)
+                by_type.setdefault(kind, []).append(share >= self._p(sid).poor_echo_share / 2)
+        for sid, st in self.stations.items():
+            if st.poor_since < 0 or st.status.get("poor_echo", (False, 0))[0]:
+                continue
+            p = self._p(sid)
+            if now_ms - st.poor_since < p.poor_echo_min * MINUTE_MS:
+                continue
+            station = self.registry.stations.get(sid)
+            peers = by_type.get(station.sensor_type if station else "?", [])
+            if len(peers) >= 3 and sum(peers) / len(peers) >= p.poor_echo_common_share:
+                continue
+            self._set(sid, st, "poor_echo", active=True, at=st.poor_since, out=out)
+
+    def _health(self, sid: str, st: _Station, now_ms: int, out: Output) -> None:
+        faults = ",".join(f for f in FAULTS if st.status.get(f, (False, 0))[0])
+        hour = floor_hour(now_ms)
+        if (faults, hour) == st.health:
+            return  # at most one point per station and hour, unless the fault changes
+        st.health = (faults, hour)
+        poor = sum(1 for _, x in st.echo if x)
+        out.point(
+            STATION_HEALTH,
+            {"device": sid, "district": self._district(sid) or ""},
+            {
+                "ok": not faults,
+                "fault": faults,
+                "last_seen_s": int(max(0, now_ms - st.last_t) // 1000),
+                "battery_v": st.battery_v,
+                "poor_echo_share": poor / len(st.echo) if st.echo else 0.0,
+            },
+            now_ms,
+        )
+
+    # ------------------------------------------------------------------ findings
+    def _set(
+        self, sid: str, st: _Station, rule: str, *, active: bool, at: int, out: Output
+    ) -> None:
+        """Report a station fault when its status changes (the engine keeps the rest)."""
+        known = st.status.get(rule)
+        was = known[0] if known else False
+        if active == was:
+            return
+        # An event never goes back before the one that decided the current status.
+        at = max(at, known[1]) if known else at
+        st.status[rule] = (active, at)
+        p = self._p(sid)
+        ja, en = FAULT_TEXT[rule]
+        station = self.registry.stations.get(sid)
+        label = f"{station.name} {sid}" if station else sid
+        values: dict[str, Value] = {"station": sid}
+        detail_ja = detail_en = ""
+        if rule == "low_battery":
+            values["battery_v"] = st.battery_v if math.isfinite(st.battery_v) else None
+            detail_ja = detail_en = f" {fmt_num(st.battery_v, 2)} V (< {p.low_battery_v} V)"
+        elif rule == "offline":
+            detail_ja = f" 最終受信 {hhmm(st.last_t)}"
+            detail_en = f" last reading {hhmm(st.last_t)}"
+        elif rule == "frozen":
+            values["readings"] = st.figure_run
+            detail_ja = f" {st.figure_run} 回連続 {fmt_num(st.figure, 1)}"
+            detail_en = f" {st.figure_run} identical readings {fmt_num(st.figure, 1)}"
+        elif rule == "poor_echo":
+            share = sum(1 for _, x in st.echo if x) / max(1, len(st.echo))
+            values["share"] = round(share, 2)
+            detail_ja = detail_en = f" {share:.0%}"
+        if active:
+            msg = f"{label}: {ja}{detail_ja}。除雪判定から除外。" if rule in EXCLUDING else ""
+            msg = msg or f"{label}: {ja}{detail_ja}。"
+            msg_en = f"{label}: {en}{detail_en}."
+        else:
+            msg, msg_en = f"{label}: {ja} 解消。", f"{label}: {en} cleared."
+        out.finding(
+            Finding(
+                rule=f"snow.{rule}",
+                category="snow",
+                subject=sid,
+                subject_kind="station",
+                active=active,
+                at_ms=at,
+                severity=Severity.WARNING if rule in ("offline", "frozen") else Severity.INFO,
+                district=self._district(sid),
+                values=values,
+                message=msg,
+                message_en=msg_en,
+            )
+        )
+
+    def _healthy(self, st: _Station) -> bool:
+        return not any(st.status.get(f, (False, 0))[0] for f in EXCLUDING)
+
+    def _dispatch(self, now_ms: int, out: Output) -> None:
+        """snow.dispatch, the staged call-outs and the town-wide alert, on closed hours."""
+        tp = self._town()
+        rows = []  # (sid, since_plowed, first hour, last hour end, crossing, temp, depth)
+        for sid, st in self.stations.items():
+            if not st.hours:
+                continue
+            p = self._p(sid)
+            last = st.hours[-1]
+            end = last.start + HOUR_MS
+            start = self._reset_ms(end)
+            total = 0.0
+            first = -1
+            thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
+            crossed: dict[float, int] = {}
+            for h in st.hours:
+                if h.start + HOUR_MS <= start or not h.new_cm > 0:
+                    continue
+                if first < 0:
+                    first = h.start
+                total += h.new_cm
+                for level in (thr, *tp.stages_cm):
+                    if total >= level and level not in crossed:
+                        crossed[level] = h.start + HOUR_MS
+            rows.append((sid, st, p, total, first, end, crossed, thr, last))
+        # --- dispatch and stages: each counts stations that reached their figure
+        rules: list[tuple[str, float | None]] = [("dispatch", None)]
+        rules += [(f"callout_{int(s)}", s) for s in tp.stages_cm if s > tp.dispatch_cm]
+        for rule, stage in rules:
+            hits = []
+            for sid, st, _p, total, first, end, crossed, thr, last in rows:
+                level = thr if stage is None else stage
+                if level in crossed:
+                    hits.append((crossed[level], sid, st, total, first, end, last))
+            was = self.town_status.get(rule, (False, 0))
+            healthy = [x for x in hits if self._healthy(x[2])]
+            pool = hits if was[0] else healthy  # faults only keep a call from starting
+            ok = len(pool) >= tp.dispatch_stations
+            pool.sort(key=lambda x: (x[0], x[1]))
+            at = pool[tp.dispatch_stations - 1][0] if ok else self._clear_at(rows, was, now_ms)
+            self._town_finding(rule, stage=stage, ok=ok, at=at, pool=pool, tp=tp, out=out)
+        # --- town-wide alert on total depth
+        was = self.town_status.get("town_alert", (False, 0))
+        deep = []
+        for r in rows:
+            # The newest measured depth (an hour without readings keeps the last one).
+            depth = next((h.depth_cm for h in reversed(r[1].hours) if h.depth_cm >= 0), -1.0)
+            if depth >= tp.town_alert_depth_cm and (was[0] or self._healthy(r[1])):
+                deep.append((r[8].start + HOUR_MS, r[0], depth))
+        ok = len(deep) >= tp.town_alert_stations
+        deep.sort()
+        at = deep[tp.town_alert_stations - 1][0] if ok else self._clear_at(rows, was, now_ms)
+        names = "、".join(f"{sid} {fmt_num(d)} cm" for _, sid, d in deep[:6])
+        self._emit_town(
+            "town_alert",
+            active=ok,
+            at=at,
+            values={
+                "stations": ",".join(s for _, s, _ in deep),
+                "depth_cm": tp.town_alert_depth_cm,
+            },
+            msg=f"全町警戒: 積雪 {names}。基準 {fmt_num(tp.town_alert_depth_cm)} cm・"
+            f"{tp.town_alert_stations} 地点。"
+            if ok
+            else "全町警戒 解除: 積雪が基準を下回りました。",
+            msg_en=f"Town-wide alert: snow depth {names.replace('、', ', ')}; "
+            f"limit {fmt_num(tp.town_alert_depth_cm)} cm at {tp.town_alert_stations} stations."
+            if ok
+            else "Town-wide alert cleared: depth below the limit.",
+            out=out,
+        )
+
+    def _clear_at(self, rows: list[Any], was: tuple[bool, int], now_ms: int) -> int:
+        """Event time of a town rule found inactive: the plowing that reset the
+        accumulation, else the end of the newest closed hour."""
+        last_plow = self.shared.last_plowing_end_ms
+        if was[0] and last_plow is not None and last_plow > was[1]:
+            return last_plow
+        ends = [r[5] for r in rows]
+        return max(ends) if ends else now_ms
+
+    def _town_finding(
+        self,
+        rule: str,
+        *,
+        stage: float | None,
+        ok: bool,
+        at: int,
+        pool: list[tuple[int, str, _Station, float, int, int, _Hour]],
+        tp: SnowParams,
+        out: Output,
+    ) -> None:
+        parts_ja, parts_en = [], []
+        temps = []
+        for i, (_c, sid, _st, total, first, end, last) in enumerate(
+            sorted(pool, key=lambda x: (-x[3], x[1]))[:6]
+        ):
+            station = self.registry.stations.get(sid)
+            span = f" ({hhmm(first)}–{hhmm(end)})" if first >= 0 else ""
+            if i == 0:
+                name = f"{station.name} " if station else ""
+                parts_ja.append(f"{name}{sid} 新雪 {fmt_num(total)} cm{span}")
+                parts_en.append(f"{sid} new snow {fmt_num(total)} cm{span}")
+            else:
+                parts_ja.append(f"{sid} {fmt_num(total)} cm")
+                parts_en.append(f"{sid} {fmt_num(total)} cm")
+            if math.isfinite(last.air_temp_c):
+                temps.append(last.air_temp_c)
+        level = tp.dispatch_cm if stage is None else stage
+        title_ja = "除雪出動基準に達しました" if stage is None else f"段階出動 {fmt_num(stage)} cm"
+        title_en = "Dispatch threshold reached" if stage is None else f"Call-out stage {stage:g} cm"
+        basis_ja = f"基準 {fmt_num(level)} cm・{tp.dispatch_stations} 地点"
+        basis_en = f"limit {fmt_num(level)} cm at {tp.dispatch_stations} stations"
+        if stage is None:
+            basis_ja += f" (重点 {fmt_num(tp.priority_dispatch_cm)} cm)"
+            basis_en += f" (priority {fmt_num(tp.priority_dispatch_cm)} cm)"
+        values: dict[str, Value] = {
+            "stations": ",".join(sorted(x[1] for x in pool)),
+            "threshold_cm": level,
+            "max_cm": round(max((x[3] for x in pool), default=0.0), 1),
+        }
+        if ok:
+            msg = f"{title_ja}: {'、'.join(parts_ja)}。{basis_ja}。"
+            msg_en = f"{title_en}: {', '.join(parts_en)}; {basis_en}."
+            warm = max(temps) if temps else math.nan
+            if math.isfinite(warm) and warm > tp.holdback_temp_c:
+                values["air_temp_c"] = round(warm, 1)
+                msg += (
+                    f" 気温 {warm:+.1f} °C: 雨・融雪の可能性、出動見合わせを検討"
+                    f" (基準 +{fmt_num(tp.holdback_temp_c)} °C)。"
+                )
+                msg_en += (
+                    f" Air {warm:+.1f} °C: rain or melt likely, consider holding back"
+                    f" (above +{tp.holdback_temp_c:g} °C)."
+                )
+        else:
+            msg = f"{title_ja.replace('に達しました', '')} 解除: 除雪または新雪が基準未満。"
+            msg_en = (
+                f"{title_en.replace(' reached', '')} cleared: plowed, or new snow below the limit."
+            )
+        self._emit_town(rule, active=ok, at=at, values=values, msg=msg, msg_en=msg_en, out=out)
+
+    def _emit_town(
+        self,
+        rule: str,
+        *,
+        active: bool,
+        at: int,
+        values: dict[str, Value],
+        msg: str,
+        msg_en: str,
+        out: Output,
+    ) -> None:
+        """Report a town rule at every evaluation (few findings; the engine dedups)."""
+        was, was_at = self.town_status.get(rule, (False, 0))
+        if active == was:
+            at = was_at if was or rule in self.town_status else at
+        else:
+            at = max(at, was_at)
+            self.town_status[rule] = (active, at)
+        out.finding(
+            Finding(
+                rule=f"snow.{rule}",
+                category="snow",
+                subject=TOWN,
+                subject_kind="town",
+                active=active,
+                at_ms=at,
+                # The depth alert informs the department's management (豪雪体制);
+                # the calls that send plows out are the ones that wake people.
+                severity=Severity.WARNING if rule == "town_alert" else Severity.CRITICAL,
+                values=values,
+                message=msg,
+                message_en=msg_en,
+            )
+        )
+
+
+def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:
+    """Robust depth at ``end`` from accepted readings, and the readings' noise.
+
+    A Theil–Sen line (median of pairwise slopes) through the window, read at the end of
+    the hour: no lag behind a rising depth (an hourly median lags half an hour) and
+    no pull from a stray reading. Few readings: their median.
+    """
+    t = np.fromiter((x[0] for x in pts), dtype=float, count=len(pts))
+    d = np.fromiter((x[1] for x in pts), dtype=float, count=len(pts))
+    if len(pts) < 4 or t[-1] - t[0] < HOUR_MS / 2:
+        return float(np.median(d)), math.nan
+    x = (t - end) / HOUR_MS
+    i, j = np.triu_indices(len(x), 1)
+    dx = x[j] - x[i]
+    ok = dx > 0
+    slope = float(np.median((d[j] - d[i])[ok] / dx[ok]))
+    level = float(np.median(d - slope * x))
+    # One reading's noise from successive differences (robust MAD; a difference of two
+    # readings has √2 σ; a steady trend is removed by the median).
+    diff = np.diff(d)
+    sigma = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
+    return level, sigma
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    h = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h)) / 1000

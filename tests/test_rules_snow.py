@@ -1,0 +1,393 @@
+"""The snow family on hand-built readings: each rule fires, stays quiet and resolves;
+late data keeps its event time; a restart (pickle) changes nothing; speed.
+
+The town is the sample registry (config/stations.csv: ST01, ST06, ST09 laser, the
+rest ultrasonic). Noise is seeded, so every run sees the same readings.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.config import load_config, load_registry
+from rules.config import RulesConfig
+from rules.engine import Engine
+from rules.model import HOUR_MS, MINUTE_MS, Finding, Output, Shared
+from rules.schema import SNOW_HOURLY, STATION_HEALTH
+from rules.snow import SnowFamily
+from rules.sources import RecordedSource
+from rules.state import MemoryState
+from sensors.registry import Registry
+from tests.conftest import SAMPLE_CONFIG
+
+T0 = 1_768_400_000_000 - 1_768_400_000_000 % HOUR_MS  # 2026-01-14, on the hour
+STEP = 10 * MINUTE_MS
+COLUMNS = ["time", "arrival", "device", "depth_cm", "distance_mm", "air_temp_c", "quality"]
+
+Depth = Callable[[int], float]  # minutes since T0 → true depth
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return load_registry(load_config(SAMPLE_CONFIG))
+
+
+def readings(
+    stations: Iterable[str],
+    hours: float,
+    depth: Depth | dict[str, Depth],
+    *,
+    noise_cm: float = 1.5,
+    seed: int = 1,
+    temp: float = -4.0,
+    quality: int = 85,
+    battery: float = 3.6,
+    lag_ms: int = 0,
+    edit: Callable[[str, int, dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """10-minute readings; ``edit(station, minute, row)`` injects faults."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for minute in range(0, int(hours * 60), 10):
+        for sid in stations:
+            f = depth[sid] if isinstance(depth, dict) else depth
+            t = T0 + minute * MINUTE_MS
+            row: dict[str, Any] = {
+                "time": t,
+                "arrival": t + lag_ms,
+                "device": sid,
+                "depth_cm": round(f(minute) + rng.normal(0, noise_cm), 1),
+                "distance_mm": np.nan,
+                "air_temp_c": temp,
+                "quality": quality,
+                "battery_v": battery,
+                "alarm_low_battery": False,
+            }
+            if edit is not None:
+                edit(sid, minute, row)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values(["device", "time"], kind="stable").reset_index(drop=True)
+
+
+def run(
+    fam: SnowFamily, frame: pd.DataFrame, until_h: float, *, start_ms: int = T0
+) -> tuple[list[Finding], Output]:
+    """Feed what has arrived by each 10-minute step, then tick (as the engine does)."""
+    out = Output()
+    now = start_ms + STEP
+    while now <= T0 + until_h * HOUR_MS:
+        part = frame[(frame["arrival"] <= now) & (frame["arrival"] > now - STEP)]
+        if len(part):
+            fam.feed("snow_depth", part.sort_values(["device", "time"]), out)
+        fam.tick(now, out)
+        now += STEP
+    return out.findings, out
+
+
+def family(registry: Registry, **snow: Any) -> SnowFamily:
+    return SnowFamily(registry, RulesConfig(snow=snow), Shared())
+
+
+def changes(findings: list[Finding], rule: str, subject: str = "town") -> list[tuple[bool, int]]:
+    """The activity changes of one rule and subject, as the engine would see them."""
+    seen: list[tuple[bool, int]] = []
+    for f in findings:
+        if f.rule == rule and f.subject == subject and (seen[-1][0] if seen else False) != f.active:
+            seen.append((f.active, f.at_ms))
+    return seen
+
+
+def flat(cm: float) -> Depth:
+    return lambda _m: cm
+
+
+def snowing(base: float, rate_cm_h: float, start_min: int, end_min: int) -> Depth:
+    def f(m: int) -> float:
+        return base + rate_cm_h * (min(max(m, start_min), end_min) - start_min) / 60
+
+    return f
+
+
+ULTRA = ["ST02", "ST03", "ST04", "ST05"]
+LASER = ["ST01", "ST06", "ST09"]
+
+
+# ---------------------------------------------------------------- new snow
+
+
+def test_noisy_clear_day_adds_no_snow(registry: Registry) -> None:
+    """±3 cm ultrasonic noise (σ 1.5 cm) for 24 h: plain hourly differences with a 1 cm
+    deadband would make several cm of "snow"; the hysteresis estimator makes ~none."""
+    frame = readings(ULTRA, 24, flat(80.0), noise_cm=1.5, seed=7)
+    fam = family(registry)
+    findings, out = run(fam, frame, 24.5)
+    hourly = [p for p in out.points if p.measurement == SNOW_HOURLY]
+    assert len(hourly) >= 4 * 23
+    for sid in ULTRA:
+        total = sum(p.fields["new_snow_cm"] for p in hourly if p.tags["device"] == sid)
+        assert total < 2.0, (sid, total)
+    # the naive JMA sum on hourly medians, for the record: it is what we avoid
+    med = frame.assign(h=frame["time"] // HOUR_MS).groupby(["device", "h"])["depth_cm"].median()
+    naive = med.groupby(level=0).diff().clip(lower=0)
+    assert naive[naive >= 1.0].groupby(level=0).sum().max() > 3.0
+    assert not [f for f in findings if f.rule == "snow.dispatch" and f.active]
+
+
+def test_new_snow_follows_snowfall_and_dispatch_fires_with_names(registry: Registry) -> None:
+    # 3 cm/h from 02:00 (minute 120) for 6 h at three stations: 10 cm at 05:20.
+    depth = snowing(60.0, 3.0, 120, 480)
+    frame = readings(["ST01", "ST02", "ST06"], 9, depth, noise_cm=1.0)
+    fam = family(registry)
+    findings, out = run(fam, frame, 9)
+    fired = changes(findings, "snow.dispatch")
+    assert fired and fired[0][0] is True
+    # true crossing: the end of the hour in which 10 cm was reached (06:00 after T0)
+    true_cross = T0 + 6 * HOUR_MS
+    assert true_cross - HOUR_MS <= fired[0][1] <= true_cross + HOUR_MS
+    f = next(x for x in findings if x.rule == "snow.dispatch" and x.active)
+    assert f.severity == "critical" and f.subject_kind == "town"
+    assert "除雪出動基準に達しました" in f.message and "基準 10 cm・2 地点" in f.message
+    assert "cm (" in f.message and "–" in f.message  # the accumulation's time span
+    assert any(name in f.message for name in ("役場前 ST01", "中町公民館 ST02", "上野小学校 ST06"))
+    assert "見合わせ" not in f.message
+    # total new snow close to the 18 cm that fell: short by about the hysteresis (the
+    # first m cm of a rise are what tells it from noise), never more than the fall
+    hourly = [p for p in out.points if p.measurement == SNOW_HOURLY and p.tags["device"] == "ST06"]
+    assert 14.0 <= sum(p.fields["new_snow_cm"] for p in hourly) <= 18.5
+    # the 30 cm call-out is not reached
+    assert not changes(findings, "snow.callout_30")
+
+
+def test_settling_is_not_negative_snow_and_stages_fire(registry: Registry) -> None:
+    depth = snowing(60.0, 6.0, 180, 660)  # 48 cm in 8 h
+    frame = readings(["ST01", "ST06"], 14, depth, noise_cm=0.5)
+    findings, _ = run(family(registry), frame, 14)
+    assert changes(findings, "snow.callout_30")[0][0] is True
+    assert changes(findings, "snow.callout_40")[0][0] is True
+    # after the snow stops, the depth settles (falls): nothing resolves by itself
+    assert len(changes(findings, "snow.dispatch")) == 1
+
+
+def test_plowing_resolves_dispatch_at_plowing_end(registry: Registry) -> None:
+    depth = snowing(60.0, 4.0, 120, 420)
+    frame = readings(["ST01", "ST06"], 12, depth, noise_cm=0.5)
+    fam = family(registry)
+    findings, _ = run(fam, frame, 7)
+    assert changes(findings, "snow.dispatch")[-1][0] is True
+    plowed = T0 + 7 * HOUR_MS + 5 * MINUTE_MS
+    fam.shared.last_plowing_end_ms = plowed
+    more, _ = run(fam, frame, 9, start_ms=T0 + 7 * HOUR_MS)
+    assert changes(findings + more, "snow.dispatch")[-1] == (False, plowed)
+
+
+def test_priority_station_uses_its_own_threshold(registry: Registry) -> None:
+    depth = snowing(60.0, 1.5, 120, 900)  # 9 cm by 08:00, 10 cm only at 08:40
+    frame = readings(["ST01", "ST06"], 8.5, depth, noise_cm=0.3)
+    assert not changes(run(family(registry), frame, 8.5)[0], "snow.dispatch")
+    cfg = RulesConfig(
+        overrides={
+            "station": {
+                "ST01": {"snow": {"priority_station": True}},
+                "ST06": {"snow": {"priority_station": True}},
+            }
+        }
+    )
+    fam = SnowFamily(registry, cfg, Shared())
+    assert changes(run(fam, frame, 8.5)[0], "snow.dispatch")[0][0] is True
+
+
+def test_warm_air_adds_a_hold_back_note(registry: Registry) -> None:
+    frame = readings(["ST01", "ST06"], 8, snowing(60.0, 4.0, 120, 480), noise_cm=0.5, temp=3.0)
+    findings, _ = run(family(registry), frame, 8)
+    f = next(x for x in findings if x.rule == "snow.dispatch" and x.active)
+    assert "出動見合わせを検討" in f.message and "+3.0 °C" in f.message
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_single_spike_is_rejected_reported_and_resolves(registry: Registry) -> None:
+    def spike(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if sid == "ST02" and minute == 120:
+            row["depth_cm"] += 40.0
+
+    frame = readings(["ST02", "ST03"], 6, flat(80.0), noise_cm=1.0, edit=spike)
+    findings, out = run(family(registry), frame, 6)
+    assert changes(findings, "snow.spike", "ST02") == [
+        (True, T0 + 120 * MINUTE_MS),
+        (False, T0 + 180 * MINUTE_MS),
+    ]
+    assert not changes(findings, "snow.spike", "ST03")
+    hourly = [p for p in out.points if p.measurement == SNOW_HOURLY and p.tags["device"] == "ST02"]
+    assert sum(p.fields["new_snow_cm"] for p in hourly) < 1.0
+
+
+def test_a_lasting_step_is_a_level_not_a_spike(registry: Registry) -> None:
+    def step(m: int) -> float:
+        return 80.0 if m < 120 else 95.0  # e.g. snow slid onto the mast's footing
+
+    frame = readings(["ST06"], 6, step, noise_cm=0.3)
+    findings, out = run(family(registry), frame, 6)
+    assert not changes(findings, "snow.spike", "ST06")
+    hourly = [p for p in out.points if p.measurement == SNOW_HOURLY]
+    assert hourly[-1].fields["depth_cm"] == pytest.approx(95.0, abs=1.0)
+
+
+def test_neighbour_agreeing_jump_is_accepted(registry: Registry) -> None:
+    # ST02 and ST04 are about 0.6 km apart: both jump at once → not a spike.
+    def jump(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if minute == 120:
+            row["depth_cm"] += 15.0
+
+    frame = readings(["ST02", "ST04"], 3, flat(80.0), noise_cm=0.5, edit=jump)
+    findings, _ = run(family(registry), frame, 3)
+    assert not changes(findings, "snow.spike", "ST02") or not changes(
+        findings, "snow.spike", "ST04"
+    )
+
+
+def test_frozen_sensor_is_reported_and_cannot_dispatch(registry: Registry) -> None:
+    # ST06 frozen at its first figure while it snows at ST01 only: one station is not
+    # enough; ST06 frozen must not count (and would not see snow anyway).
+    def freeze(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if sid == "ST06" and minute >= 30:
+            row["depth_cm"] = 60.0
+
+    depth = {"ST01": snowing(60.0, 4.0, 120, 460), "ST06": flat(60.0)}
+    frame = readings(["ST01", "ST06"], 8, depth, noise_cm=0.5, edit=freeze)
+    findings, _ = run(family(registry), frame, 8)
+    fz = changes(findings, "snow.frozen", "ST06")
+    assert fz and fz[0] == (True, T0 + 30 * MINUTE_MS)
+    f = next(x for x in findings if x.rule == "snow.frozen")
+    assert f.severity == "warning" and "12 回連続" in f.message
+    assert not changes(findings, "snow.dispatch")
+
+
+def test_offline_fires_after_the_limit_and_resolves_on_data(registry: Registry) -> None:
+    frame = readings(["ST01"], 6, flat(70.0), noise_cm=0.5)
+    gap = (frame["time"] >= T0 + 2 * HOUR_MS) & (frame["time"] < T0 + 4 * HOUR_MS)
+    findings, out = run(family(registry), frame[~gap], 6)
+    assert changes(findings, "snow.offline", "ST01") == [
+        (True, T0 + 110 * MINUTE_MS + HOUR_MS),
+        (False, T0 + 4 * HOUR_MS),
+    ]
+    health = [p for p in out.points if p.measurement == STATION_HEALTH]
+    assert any(p.fields["fault"] == "offline" and not p.fields["ok"] for p in health)
+
+
+def test_poor_echo_one_station_is_a_fault_everywhere_is_weather(registry: Registry) -> None:
+    def poor(only: str | None) -> Callable[[str, int, dict[str, Any]], None]:
+        def edit(sid: str, minute: int, row: dict[str, Any]) -> None:
+            if 120 <= minute < 240 and (only is None or sid == only):
+                row["quality"] = 20
+
+        return edit
+
+    frame = readings(ULTRA, 6, flat(80.0), noise_cm=1.0, edit=poor("ST05"))
+    findings, _ = run(family(registry), frame, 6)
+    ch = changes(findings, "snow.poor_echo", "ST05")
+    assert ch[0][0] is True and T0 + 2 * HOUR_MS <= ch[0][1] <= T0 + 3 * HOUR_MS
+    assert ch[-1][0] is False
+    frame = readings(ULTRA, 6, flat(80.0), noise_cm=1.0, edit=poor(None))
+    findings, _ = run(family(registry), frame, 6)
+    assert not [f for f in findings if f.rule == "snow.poor_echo" and f.active]
+
+
+def test_low_battery_with_hysteresis(registry: Registry) -> None:
+    volts = iter([3.35, 3.31, 3.29, 3.31, 3.33, 3.36, 3.4] + [3.4] * 100)
+
+    def batt(sid: str, minute: int, row: dict[str, Any]) -> None:
+        row["battery_v"] = next(volts)
+
+    frame = readings(["ST01"], 2, flat(70.0), edit=batt)
+    findings, _ = run(family(registry), frame, 2)
+    assert changes(findings, "snow.low_battery", "ST01") == [
+        (True, T0 + 20 * MINUTE_MS),
+        (False, T0 + 50 * MINUTE_MS),
+    ]
+
+
+def test_station_health_at_most_hourly_or_on_change(registry: Registry) -> None:
+    frame = readings(["ST01", "ST06"], 5, flat(70.0), noise_cm=0.5)
+    _, out = run(family(registry), frame, 5)
+    health = [p for p in out.points if p.measurement == STATION_HEALTH]
+    per = {sid: [p for p in health if p.tags["device"] == sid] for sid in ("ST01", "ST06")}
+    assert all(4 <= len(v) <= 6 for v in per.values()), {k: len(v) for k, v in per.items()}
+    assert all(p.fields["ok"] and p.fields["fault"] == "" for p in health)
+
+
+# ---------------------------------------------------------------- engine contract
+
+
+def _engine_run(registry: Registry, frame: pd.DataFrame, hours: float) -> list[Any]:
+    eng = Engine(registry, RulesConfig(), MemoryState(), [SnowFamily])
+    src = RecordedSource({"snow_depth": frame})
+    out = []
+    now = T0 + STEP
+    while now <= T0 + hours * HOUR_MS:
+        out += eng.cycle(now, src, emit_after_ms=0).transitions
+        now += STEP
+    return out
+
+
+def test_late_batch_keeps_the_event_time(registry: Registry) -> None:
+    depth = snowing(60.0, 4.0, 120, 480)
+    on_time = readings(["ST01", "ST06"], 8, depth, noise_cm=0.5)
+    late = on_time.copy()
+    late["arrival"] = T0 + 6 * HOUR_MS  # a gateway backlog delivered all at once
+    a = [t for t in _engine_run(registry, on_time, 8) if t.rule == "snow.dispatch"]
+    b = [t for t in _engine_run(registry, late, 8) if t.rule == "snow.dispatch"]
+    assert a and b
+    assert a[0].event_time == b[0].event_time
+    assert b[0].detected_at > a[0].detected_at
+
+
+def test_pickled_mid_run_gives_the_same_findings(registry: Registry) -> None:
+    def spike(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if sid == "ST02" and minute == 200:
+            row["depth_cm"] += 30
+
+    frame = readings(["ST01", "ST02", "ST06"], 8, snowing(60.0, 4.0, 120, 400), edit=spike)
+    whole, _ = run(family(registry), frame, 8)
+    fam = family(registry)
+    first, _ = run(fam, frame, 4)
+    fam2 = pickle.loads(pickle.dumps(fam))
+    fam2.rebind(registry, fam.config, fam.shared)
+    second, _ = run(fam2, frame, 8, start_ms=T0 + 4 * HOUR_MS)
+    key = [(f.rule, f.subject, f.active, f.at_ms) for f in whole]
+    assert key == [(f.rule, f.subject, f.active, f.at_ms) for f in first + second]
+
+
+def test_hundred_stations_one_day_feed_is_fast(registry: Registry) -> None:
+    n = 100
+    t = np.arange(0, 24 * 60, 10) * MINUTE_MS + T0
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "time": np.tile(t, n),
+            "device": np.repeat([f"X{i:03d}" for i in range(n)], len(t)),
+            "depth_cm": 80 + rng.normal(0, 1.5, n * len(t)).round(1),
+            "distance_mm": np.nan,
+            "air_temp_c": -3.0,
+            "quality": 80,
+            "battery_v": 3.6,
+            "alarm_low_battery": False,
+        }
+    )
+    frame["arrival"] = frame["time"]
+    fam = family(registry)
+    out = Output()
+    t0 = time.perf_counter()
+    fam.feed("snow_depth", frame, out)
+    fam.tick(T0 + 24 * HOUR_MS, out)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 1.0, elapsed
+    assert sum(1 for p in out.points if p.measurement == SNOW_HOURLY) >= n * 23

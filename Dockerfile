@@ -1,10 +1,23 @@
 FROM python:3.11-slim
+# mosquitto_passwd for `yukimizu device add` (Debian ships it in the mosquitto
+# package; the broker itself never runs in this image).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends mosquitto \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY ingest ingest
+# Every package of pyproject's [tool.setuptools.packages.find] include
+# (tests/test_deploy.py keeps the two in step).
 COPY sensors sensors
+COPY core core
+COPY ingest ingest
 COPY simulators simulators
+COPY rules rules
 COPY dashboards dashboards
+COPY alerts alerts
+COPY provision provision
+COPY devtools devtools
+COPY cli cli
 RUN pip install --no-cache-dir .
 COPY config config
 COPY scenarios scenarios

@@ -18,9 +18,11 @@ from alerts import cli as alerts_cli
 from cli import init as init_cli
 from core.config import ConfigError
 from core.sqlite import StoreError
+from dashboards import cli as dashboards_cli
 from devtools import cli as devtools_cli
 from devtools.localstack import ServiceStartError
 from ingest import cli as ingest_cli
+from provision import cli as provision_cli
 from public import cli as public_cli
 from rules import cli as rules_cli
 from sensors.registry import RegistryError
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulators_cli.add_parser(sub)
     devtools_cli.add_parsers(sub)
     alerts_cli.add_parsers(sub)
+    dashboards_cli.add_parsers(sub)
+    provision_cli.add_parsers(sub)
     public_cli.add_parsers(sub)
     return p
 

@@ -149,6 +149,7 @@ class Config(_Section):
     alerts: dict[str, Any] = Field(default_factory=dict)
     public: dict[str, Any] = Field(default_factory=dict)
     reports: dict[str, Any] = Field(default_factory=dict)
+    provision: dict[str, Any] = Field(default_factory=dict)
     # The directory relative paths are resolved against (the config file's); set by
     # load_config, not meant for the file.
     base_dir: Path = Path()

@@ -131,6 +131,12 @@ class PlowParams(_Params):
     depot_radius_m: Pos = 150.0
     dispatch_gap_min: Annotated[int, Field(ge=10, le=24 * 60)] = 120  # quiet time ending one
     max_gap_s: Annotated[int, Field(ge=1, le=3600)] = 120  # longer gaps break a track
+    # docs/domain.md#fix-filter: GPS horizontal error allowed on top of max_speed_kmh, so
+    # two honest fixes 1 s apart at 50 km/h (14 m) with ±5 m noise are not a "jump".
+    fix_noise_m: NonNeg = 10.0
+    # docs/domain.md#daily-plowing-report: all working plows back at the depot (or
+    # silent) this long ends the dispatch (its end time is the last return, not this).
+    dispatch_end_min: Annotated[int, Field(ge=1, le=600)] = 15
 
 
 class SystemParams(_Params):

@@ -110,6 +110,8 @@ class _Station:
 class SnowFamily(Family):
     name: ClassVar[str] = "snow"
     category: ClassVar[Any] = "snow"
+    # newest hour end the town rules were evaluated at (class default: older state)
+    town_hours_until: int = -1
     inputs: ClassVar[dict[str, tuple[str, ...]]] = {
         SNOW: (
             "depth_cm",
@@ -126,6 +128,7 @@ class SnowFamily(Family):
         self.stations: dict[str, _Station] = {}
         # town rules → (active, event time) as last reported
         self.town_status: dict[str, tuple[bool, int]] = {}
+        self.town_hours_until = -1  # newest hour end the town rules were evaluated at
 
     # ------------------------------------------------------------------ params
     def _p(self, sid: str) -> SnowParams:
@@ -413,8 +416,11 @@ class SnowFamily(Family):
         m = max(p.deadband_cm, p.hysteresis_z * sigma * 2.4 / math.sqrt(max(n, 1)))
         new = 0.0
         if level - m > st.ref:
-            new = level - m - st.ref
-            st.ref = level - m
+            # A rise beyond the noise margin is real snow: count all of it (counting
+            # only what exceeds the margin would report every snowfall 1–2 cm short
+            # and call the plows an hour late).
+            new = level - st.ref
+            st.ref = level
         elif level + m < st.ref:
             st.ref = level + m
         return new
@@ -422,7 +428,7 @@ class SnowFamily(Family):
     def _reset_ms(self, end: int) -> int:
         """Start of the accumulation: last plowing end, at most ``window_h`` back."""
         floor = end - self._town().window_h * HOUR_MS
-        last = self.shared.last_plowing_end_ms
+        last = self.shared.last_plowing_before(end)
         return max(floor, last) if last is not None else floor
 
     @staticmethod
@@ -454,7 +460,7 @@ class SnowFamily(Family):
                 )
             self._health(sid, st, now_ms, out)
         self._poor_echo(now_ms, out)
-        self._dispatch(now_ms, out)
+        self._dispatch_hours(now_ms, out)
 
     def _poor_echo(self, now_ms: int, out: Output) -> None:
         """Fire snow.poor_echo for a station whose echo has been poor for
@@ -560,22 +566,46 @@ class SnowFamily(Family):
     def _healthy(self, st: _Station) -> bool:
         return not any(st.status.get(f, (False, 0))[0] for f in EXCLUDING)
 
-    def _dispatch(self, now_ms: int, out: Output) -> None:
-        """snow.dispatch, the staged call-outs and the town-wide alert, on closed hours."""
+    def _dispatch_hours(self, now_ms: int, out: Output) -> None:
+        """Evaluate the town rules at every hour end that closed since the last tick, in
+        order (a late bulk of readings must decide each hour as it would have been
+        decided then), and at ``now``."""
+        ends = sorted(
+            {
+                h.start + HOUR_MS
+                for st in self.stations.values()
+                for h in st.hours
+                if h.start + HOUR_MS > self.town_hours_until
+            }
+        )
+        for end in ends[:-1]:
+            self._dispatch(end, out, upto_ms=end)
+        if ends:
+            self.town_hours_until = ends[-1]
+        self._dispatch(now_ms, out)
+
+    def _dispatch(self, now_ms: int, out: Output, upto_ms: int | None = None) -> None:
+        """snow.dispatch, the staged call-outs and the town-wide alert, on closed hours
+        (those ending by ``upto_ms`` when given)."""
         tp = self._town()
         rows = []  # (sid, since_plowed, first hour, last hour end, crossing, temp, depth)
         for sid, st in self.stations.items():
-            if not st.hours:
+            hours = (
+                st.hours
+                if upto_ms is None
+                else [h for h in st.hours if h.start + HOUR_MS <= upto_ms]
+            )
+            if not hours:
                 continue
             p = self._p(sid)
-            last = st.hours[-1]
+            last = hours[-1]
             end = last.start + HOUR_MS
             start = self._reset_ms(end)
             total = 0.0
             first = -1
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
             crossed: dict[float, int] = {}
-            for h in st.hours:
+            for h in hours:
                 if h.start + HOUR_MS <= start or not h.new_cm > 0:
                     continue
                 if first < 0:
@@ -584,13 +614,13 @@ class SnowFamily(Family):
                 for level in (thr, *tp.stages_cm):
                     if total >= level and level not in crossed:
                         crossed[level] = h.start + HOUR_MS
-            rows.append((sid, st, p, total, first, end, crossed, thr, last))
+            rows.append((sid, st, p, total, first, end, crossed, thr, last, hours))
         # --- dispatch and stages: each counts stations that reached their figure
         rules: list[tuple[str, float | None]] = [("dispatch", None)]
         rules += [(f"callout_{int(s)}", s) for s in tp.stages_cm if s > tp.dispatch_cm]
         for rule, stage in rules:
             hits = []
-            for sid, st, _p, total, first, end, crossed, thr, last in rows:
+            for sid, st, _p, total, first, end, crossed, thr, last, _hours in rows:
                 level = thr if stage is None else stage
                 if level in crossed:
                     hits.append((crossed[level], sid, st, total, first, end, last))
@@ -606,7 +636,7 @@ class SnowFamily(Family):
         deep = []
         for r in rows:
             # The newest measured depth (an hour without readings keeps the last one).
-            depth = next((h.depth_cm for h in reversed(r[1].hours) if h.depth_cm >= 0), -1.0)
+            depth = next((h.depth_cm for h in reversed(r[9]) if h.depth_cm >= 0), -1.0)
             if depth >= tp.town_alert_depth_cm and (was[0] or self._healthy(r[1])):
                 deep.append((r[8].start + HOUR_MS, r[0], depth))
         ok = len(deep) >= tp.town_alert_stations
@@ -635,7 +665,7 @@ class SnowFamily(Family):
     def _clear_at(self, rows: list[Any], was: tuple[bool, int], now_ms: int) -> int:
         """Event time of a town rule found inactive: the plowing that reset the
         accumulation, else the end of the newest closed hour."""
-        last_plow = self.shared.last_plowing_end_ms
+        last_plow = self.shared.last_plowing_before(now_ms)
         if was[0] and last_plow is not None and last_plow > was[1]:
             return last_plow
         ends = [r[5] for r in rows]

@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "dashboards": 2,
     "public": 2,
     "reports": 2,
+    "provision": 2,
     "devtools": 3,
     "cli": 4,
 }

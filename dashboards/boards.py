@@ -1,0 +1,1246 @@
+"""The four dashboards: 積雪 (snow), 水道 (water), 除雪 (plows), システム (system).
+
+Queries are InfluxQL only (the datasource works against InfluxDB 1.x, and 2.x through
+its DBRP mapping: docs/architecture.md#influxdb). Measurements and fields are those of
+``sensors.schema`` (raw readings) and ``rules.schema`` (derived series, the rules
+engine's contract). Grafana macros used: ``$timeFilter``, ``$__interval``,
+``$__interval_ms``, ``${__to:date:seconds}`` and the template variables.
+
+Maps: InfluxDB holds no coordinates for stations and meters (they live in the
+registry), so meters and road segments are placed by Geomap's *lookup* location
+mode against gazetteers the generator writes from the registry
+(``deploy/grafana/gazetteer/``, mounted under Grafana's ``public/gazetteer/``): the
+query returns the ``device`` / ``segment`` tag, the gazetteer its position or line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import rules.schema as derived
+from core.config import Config
+from dashboards.model import (
+    ALERT_EVENT,
+    Dashboard,
+    Panel,
+    Query,
+    Row,
+    constant_variable,
+    q,
+    tag_variable,
+)
+from sensors import schema as raw
+from sensors.registry import Registry
+
+GAZETTEER_DEVICES = "public/gazetteer/yukimizu-devices.json"
+GAZETTEER_SEGMENTS = "public/gazetteer/yukimizu-segments.geojson"
+
+# Time since plowed, hours: the colour bands of the 除雪 map and table.
+SINCE_PLOWED_BANDS: list[tuple[float | None, str]] = [
+    (None, "green"),  # < 1 h
+    (1, "#73BF69"),
+    (3, "yellow"),
+    (6, "orange"),
+    (12, "red"),
+    (24, "dark-red"),
+]
+HOUR_MS = 3_600_000
+
+WATER_STATES: dict[str, tuple[str, str]] = {
+    # state → (Japanese label, colour); codes from rules.schema WATER_STATE
+    "ok": ("正常", "green"),
+    "stale": ("欠測", "text"),
+    "stuck": ("メーター停止", "text"),
+    "leak": ("漏水の疑い", "orange"),
+    "reverse": ("逆流", "orange"),
+    "watch": ("見守り: 要確認", "orange"),
+    "burst": ("破裂の疑い", "red"),
+}
+WATER_CODES: dict[int, tuple[str, str]] = {
+    0: ("正常", "green"),
+    1: ("欠測・停止", "#8e8e8e"),
+    2: ("漏水・逆流・見守り", "orange"),
+    3: ("破裂", "red"),
+}
+
+STATION_FAULTS: dict[str, tuple[str, str]] = {
+    "": ("正常", "green"),
+    "offline": ("通信途絶", "red"),
+    "spike": ("スパイク", "orange"),
+    "frozen": ("値の固着", "orange"),
+    "poor_echo": ("反射不良", "orange"),
+    "low_battery": ("電池低下", "yellow"),
+}
+
+DISPATCH_STATES: dict[str, tuple[str, str]] = {
+    "called": ("出動要請", "orange"),
+    "working": ("作業中", "blue"),
+    "done": ("完了", "green"),
+}
+
+
+def _value_map(table: dict[str, tuple[str, str]] | dict[int, tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "type": "value",
+        "options": {
+            str(k): {"text": text, "color": color, "index": i}
+            for i, (k, (text, color)) in enumerate(table.items())
+        },
+    }
+
+
+def _ts(fill: int = 10, *, bars: bool = False, stack: bool = False) -> dict[str, Any]:
+    """Timeseries field defaults."""
+    out: dict[str, Any] = {
+        "drawStyle": "bars" if bars else "line",
+        "lineWidth": 1,
+        "fillOpacity": 80 if bars else fill,
+        "showPoints": "never",
+        "spanNulls": False,
+        "axisBorderShow": False,
+    }
+    if stack:
+        out["stacking"] = {"mode": "normal", "group": "A"}
+    return out
+
+
+def _legend_table() -> dict[str, Any]:
+    return {
+        "legend": {
+            "displayMode": "table",
+            "placement": "right",
+            "showLegend": True,
+            "calcs": ["lastNotNull", "max"],
+        },
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+
+
+def _geomap(layers: list[dict[str, Any]], lat: float, lon: float, zoom: float) -> dict[str, Any]:
+    return {
+        "view": {"id": "coords", "lat": lat, "lon": lon, "zoom": zoom, "allLayers": True},
+        "controls": {"showZoom": True, "mouseWheelZoom": True, "showAttribution": True},
+        "basemap": {"type": "osm-standard", "name": "地図", "config": {}},
+        "layers": layers,
+        "tooltip": {"mode": "details"},
+    }
+
+
+def _hours_since_last(field: str) -> list[dict[str, Any]]:
+    """Transformations: hours from a row's time (a last point) to the range end.
+
+    Grafana interpolates template variables in transformation options (on by default
+    since Grafana 11), so ``${__to}`` is the range end in ms.
+    """
+    return [
+        {
+            "id": "calculateField",
+            "options": {
+                "mode": "binary",
+                "alias": "ms_since",
+                "binary": {"left": "${__to}", "operator": "-", "right": "Time"},
+                "replaceFields": False,
+            },
+        },
+        {
+            "id": "calculateField",
+            "options": {
+                "mode": "binary",
+                "alias": field,
+                "binary": {"left": "ms_since", "operator": "/", "right": str(HOUR_MS)},
+                "replaceFields": False,
+            },
+        },
+        {"id": "organize", "options": {"excludeByName": {"ms_since": True}}},
+    ]
+
+
+def _center(reg: Registry) -> tuple[float, float]:
+    pts = [(s.lat, s.lon) for s in reg.stations.values()] + [
+        (m.lat, m.lon) for m in reg.meters.values()
+    ]
+    if not pts:
+        return (38.38, 140.2)
+    return (
+        round(sum(p[0] for p in pts) / len(pts), 4),
+        round(sum(p[1] for p in pts) / len(pts), 4),
+    )
+
+
+def _snow_params(cfg: Config) -> dict[str, Any]:
+    """Thresholds to draw: the config's ``[rules.snow]`` values, else the defaults of
+    docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out and
+    #town-wide-alert (the same defaults rules/params.py uses)."""
+    snow = cfg.rules.get("snow", {}) if isinstance(cfg.rules.get("snow"), dict) else {}
+    return {
+        "dispatch_cm": float(snow.get("dispatch_cm", 10.0)),
+        "priority_dispatch_cm": float(snow.get("priority_dispatch_cm", 5.0)),
+        "stages_cm": [float(x) for x in snow.get("stages_cm", (10.0, 30.0, 40.0))],
+        "town_alert_depth_cm": float(snow.get("town_alert_depth_cm", 60.0)),
+    }
+
+
+# ----------------------------------------------------------------------------- 積雪
+
+
+def snow(cfg: Config, reg: Registry) -> Dashboard:
+    p = _snow_params(cfg)
+    d = Dashboard(
+        "yukimizu-snow",
+        "積雪",
+        ["yukimizu", "snow"],
+        refresh="1m",
+        time_from="now-24h",
+        description="積雪計の積雪深・時間降雪量・観測局の状態と除雪出動の判断材料",
+    )
+    d.variables = [
+        tag_variable(
+            "district", "地区", f'SHOW TAG VALUES FROM "{raw.SNOW}" WITH KEY = "district"'
+        ),
+        tag_variable(
+            "station",
+            "観測局",
+            f'SHOW TAG VALUES FROM "{raw.SNOW}" WITH KEY = "device" '
+            'WHERE "district" =~ /^$district$/',
+        ),
+    ]
+    d.annotation_queries = [
+        (
+            "除雪出動・積雪アラート",
+            q(
+                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
+                "WHERE (\"category\" = 'snow' OR \"category\" = 'plow') AND $timeFilter",
+                ("message", "subject", "rule", "status"),
+                fmt="table",
+                family="snow",
+            ),
+            "red",
+        ),
+    ]
+    sel = 'WHERE "device" =~ /^$station$/ AND $timeFilter'
+    stages = sorted({p["priority_dispatch_cm"], p["dispatch_cm"], *p["stages_cm"]})
+    stage_colors = ["yellow", "orange", "red", "purple", "dark-purple"]
+    d.add(
+        Row("積雪"),
+        Panel(
+            "timeseries",
+            "積雪深",
+            [
+                q(
+                    f'SELECT mean("depth_cm") FROM "{raw.SNOW}" {sel} '
+                    'GROUP BY time($__interval), "device" fill(none)',
+                    ("mean",),
+                    ("device",),
+                    alias="$tag_device",
+                )
+            ],
+            w=12,
+            description="積雪計の生の積雪深(温度補正済み)。町全体警戒の積雪深を線で示す。",
+            unit="suffix: cm",
+            decimals=0,
+            thresholds=[(None, "green"), (p["town_alert_depth_cm"], "red")],
+            color_mode="palette-classic",
+            custom={**_ts(), "thresholdsStyle": {"mode": "dashed"}},
+            options=_legend_table(),
+        ),
+        Panel(
+            "timeseries",
+            "時間降雪量",
+            [
+                q(
+                    f'SELECT max("new_snow_cm") FROM "{derived.SNOW_HOURLY}" {sel} '
+                    'GROUP BY time(1h), "device" fill(none)',
+                    ("max",),
+                    ("device",),
+                    alias="$tag_device",
+                    family="snow",
+                )
+            ],
+            w=12,
+            description="気象庁方式の1時間降雪量(ルールエンジンの snow_hourly)。",
+            unit="suffix: cm",
+            decimals=1,
+            color_mode="palette-classic",
+            custom=_ts(bars=True),
+            options=_legend_table(),
+        ),
+        Panel(
+            "timeseries",
+            "前回除雪後の新雪(出動基準)",
+            [
+                q(
+                    f'SELECT last("since_plowed_cm") FROM "{derived.SNOW_HOURLY}" {sel} '
+                    'GROUP BY time(1h), "device" fill(none)',
+                    ("last",),
+                    ("device",),
+                    alias="$tag_device",
+                    family="snow",
+                )
+            ],
+            w=12,
+            description=(
+                f"前回の除雪以降の新雪。線: 優先路線 {p['priority_dispatch_cm']:g} cm、"
+                f"出動基準 {p['dispatch_cm']:g} cm、段階出動 "
+                + " / ".join(f"{s:g}" for s in p["stages_cm"])
+                + " cm(設定 [rules.snow])。"
+            ),
+            unit="suffix: cm",
+            decimals=0,
+            thresholds=[
+                (None, "green"),
+                *((s, stage_colors[min(i, len(stage_colors) - 1)]) for i, s in enumerate(stages)),
+            ],
+            color_mode="palette-classic",
+            custom={**_ts(), "thresholdsStyle": {"mode": "line+area"}},
+            options=_legend_table(),
+        ),
+        Panel(
+            "timeseries",
+            "24時間降雪量",
+            [
+                q(
+                    f'SELECT last("new_24h_cm") FROM "{derived.SNOW_HOURLY}" {sel} '
+                    'GROUP BY time(1h), "device" fill(none)',
+                    ("last",),
+                    ("device",),
+                    alias="$tag_device",
+                    family="snow",
+                )
+            ],
+            w=12,
+            unit="suffix: cm",
+            decimals=0,
+            color_mode="palette-classic",
+            custom=_ts(),
+            options=_legend_table(),
+        ),
+        Row("観測局の状態"),
+        Panel(
+            "table",
+            "観測局の状態",
+            [
+                q(
+                    'SELECT last("ok") AS "ok", last("fault") AS "fault", '
+                    'last("last_seen_s") AS "last_seen_s", last("battery_v") AS "battery_v", '
+                    'last("poor_echo_share") AS "poor_echo_share" '
+                    f'FROM "{derived.STATION_HEALTH}" {sel} GROUP BY "device"',
+                    ("ok", "fault", "last_seen_s", "battery_v", "poor_echo_share"),
+                    ("device",),
+                    fmt="table",
+                    family="snow",
+                )
+            ],
+            w=14,
+            h=9,
+            description="ルールエンジンの最新評価(station_health)。最終受信は評価時点からの経過。",
+            overrides=[
+                _rename("device", "観測局"),
+                _rename("Time", "評価時刻"),
+                {
+                    "matcher": {"id": "byName", "options": "fault"},
+                    "properties": [
+                        {"id": "displayName", "value": "異常"},
+                        {"id": "mappings", "value": [_value_map(STATION_FAULTS)]},
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "ok"},
+                    "properties": [
+                        {"id": "displayName", "value": "正常"},
+                        {
+                            "id": "mappings",
+                            "value": [
+                                {
+                                    "type": "value",
+                                    "options": {
+                                        "true": {"text": "○", "color": "green", "index": 0},
+                                        "false": {"text": "×", "color": "red", "index": 1},
+                                    },
+                                }
+                            ],
+                        },
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "last_seen_s"},
+                    "properties": [
+                        {"id": "displayName", "value": "最終受信から"},
+                        {"id": "unit", "value": "s"},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "battery_v"},
+                    "properties": [
+                        {"id": "displayName", "value": "電池"},
+                        {"id": "unit", "value": "suffix: V"},
+                        {"id": "decimals", "value": 2},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "poor_echo_share"},
+                    "properties": [
+                        {"id": "displayName", "value": "反射不良率"},
+                        {"id": "unit", "value": "percentunit"},
+                    ],
+                },
+            ],
+            options={"showHeader": True, "cellHeight": "sm"},
+        ),
+        Panel(
+            "timeseries",
+            "電池電圧",
+            [
+                q(
+                    f'SELECT mean("battery_v") FROM "{raw.SNOW}" {sel} '
+                    'GROUP BY time($__interval), "device" fill(none)',
+                    ("mean",),
+                    ("device",),
+                    alias="$tag_device",
+                )
+            ],
+            w=10,
+            h=9,
+            unit="suffix: V",
+            decimals=2,
+            color_mode="palette-classic",
+            custom=_ts(0),
+            options=_legend_table(),
+        ),
+    )
+    return d
+
+
+def _rename(name: str, to: str) -> dict[str, Any]:
+    return {
+        "matcher": {"id": "byName", "options": name},
+        "properties": [{"id": "displayName", "value": to}],
+    }
+
+
+# ----------------------------------------------------------------------------- 水道
+
+
+def water(cfg: Config, reg: Registry) -> Dashboard:
+    lat, lon = _center(reg)
+    watched = sorted(m.id for m in reg.meters.values() if m.watched)
+    d = Dashboard(
+        "yukimizu-water",
+        "水道",
+        ["yukimizu", "water"],
+        refresh="5m",
+        time_from="now-7d",
+        description="水道メーターの使用量・夜間最小流量・漏水/破裂/逆流/欠測と見守り世帯",
+    )
+    d.variables = [
+        tag_variable(
+            "district", "地区", f'SHOW TAG VALUES FROM "{raw.WATER}" WITH KEY = "district"'
+        ),
+        tag_variable(
+            "meter",
+            "メーター",
+            f'SHOW TAG VALUES FROM "{raw.WATER}" WITH KEY = "device" '
+            'WHERE "district" =~ /^$district$/',
+        ),
+        # Watched households (見守り) from the registry's `watched` column, as a regex
+        # alternation; regenerate the dashboards when the registry changes.
+        constant_variable(
+            "watched",
+            "|".join(watched) if watched else "(none)",
+            "見守り世帯のメーター(レジストリの watched 列から生成)",
+        ),
+    ]
+    d.annotation_queries = [
+        (
+            "水道アラート",
+            q(
+                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
+                "WHERE \"category\" = 'water' AND $timeFilter",
+                ("message", "subject", "rule", "status"),
+                fmt="table",
+                family="water",
+            ),
+            "orange",
+        ),
+    ]
+    sel = 'WHERE "device" =~ /^$meter$/ AND $timeFilter'
+    d.add(
+        Row("使用量"),
+        Panel(
+            "timeseries",
+            "時間使用量",
+            [
+                q(
+                    f'SELECT sum("use_l") FROM "{derived.WATER_HOURLY}" {sel} '
+                    'GROUP BY time(1h), "device" fill(none)',
+                    ("sum",),
+                    ("device",),
+                    alias="$tag_device",
+                    family="water",
+                )
+            ],
+            w=12,
+            description="1時間ごとの使用量(指針の差分。逆流・桁あふれ・交換は使用量に含めない)。",
+            unit="suffix: L",
+            decimals=0,
+            color_mode="palette-classic",
+            custom=_ts(bars=True, stack=True),
+            options=_legend_table(),
+        ),
+        Panel(
+            "timeseries",
+            "夜間最小流量(02–05時)",
+            [
+                q(
+                    'SELECT last("min_flow_lph") AS "最小流量", last("limit_lph") AS "基準" '
+                    f'FROM "{derived.WATER_NIGHT}" {sel} GROUP BY time(1d), "device" fill(none)',
+                    ("最小流量", "基準"),
+                    ("device",),
+                    alias="$tag_device $col",
+                    family="water",
+                )
+            ],
+            w=12,
+            description="夜間2–5時の最小流量と漏水判定の基準(30夜の中央値から)。",
+            unit="suffix: L/h",
+            decimals=1,
+            color_mode="palette-classic",
+            custom={**_ts(0), "showPoints": "always"},
+            options=_legend_table(),
+        ),
+        Row("漏水・破裂・逆流・欠測"),
+        Panel(
+            "state-timeline",
+            "メーターの状態",
+            [
+                q(
+                    f'SELECT last("state") FROM "{derived.WATER_STATE}" {sel} '
+                    'GROUP BY time($__interval), "device" fill(previous)',
+                    ("last",),
+                    ("device",),
+                    alias="$tag_device",
+                    family="water",
+                )
+            ],
+            w=12,
+            h=9,
+            mappings=[_value_map(WATER_STATES)],
+            color_mode="thresholds",
+            options={
+                "showValue": "auto",
+                "mergeValues": True,
+                "rowHeight": 0.8,
+                "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+            },
+        ),
+        Panel(
+            "geomap",
+            "メーター地図(状態)",
+            [
+                q(
+                    'SELECT last("code") AS "code", last("state") AS "state" '
+                    f'FROM "{derived.WATER_STATE}" {sel} GROUP BY "device"',
+                    ("code", "state"),
+                    ("device",),
+                    fmt="table",
+                    family="water",
+                )
+            ],
+            w=12,
+            h=9,
+            description=(
+                "位置はレジストリから生成したガゼッティア "
+                f"({GAZETTEER_DEVICES}) を device で引く。色は water_state.code。"
+            ),
+            thresholds=[(None, "green"), (1, "#8e8e8e"), (2, "orange"), (3, "red")],
+            mappings=[_value_map(WATER_CODES)],
+            options=_geomap(
+                [
+                    {
+                        "type": "markers",
+                        "name": "メーター",
+                        "config": {
+                            "showLegend": True,
+                            "style": {
+                                "color": {"field": "code", "fixed": "green"},
+                                "size": {"fixed": 8},
+                                "symbol": {"mode": "fixed", "fixed": "img/icons/marker/circle.svg"},
+                                "opacity": 0.9,
+                                "text": {"field": "device", "mode": "field"},
+                                "textConfig": {"fontSize": 11, "offsetY": -12},
+                            },
+                        },
+                        "location": {
+                            "mode": "lookup",
+                            "lookup": "device",
+                            "gazetteer": GAZETTEER_DEVICES,
+                        },
+                        "tooltip": True,
+                    }
+                ],
+                lat,
+                lon,
+                14,
+            ),
+        ),
+        Row("見守り世帯"),
+        Panel(
+            "timeseries",
+            "見守り世帯の時間使用量",
+            [
+                q(
+                    f'SELECT sum("use_l") FROM "{derived.WATER_HOURLY}" '
+                    'WHERE "device" =~ /^($watched)$/ AND $timeFilter '
+                    'GROUP BY time(1h), "device" fill(0)',
+                    ("sum",),
+                    ("device",),
+                    alias="$tag_device",
+                    family="water",
+                )
+            ],
+            w=12,
+            description="使用が途絶えた/続きすぎる世帯に気づくため(0 L の時間も表示)。",
+            unit="suffix: L",
+            decimals=0,
+            color_mode="palette-classic",
+            custom=_ts(bars=True),
+            options=_legend_table(),
+        ),
+        Panel(
+            "table",
+            "見守り世帯の状態",
+            [
+                q(
+                    'SELECT last("state") AS "state", last("code") AS "code" '
+                    f'FROM "{derived.WATER_STATE}" '
+                    'WHERE "device" =~ /^($watched)$/ AND $timeFilter GROUP BY "device"',
+                    ("state", "code"),
+                    ("device",),
+                    fmt="table",
+                    family="water",
+                )
+            ],
+            w=12,
+            overrides=[
+                _rename("device", "メーター"),
+                _rename("Time", "更新"),
+                {
+                    "matcher": {"id": "byName", "options": "state"},
+                    "properties": [
+                        {"id": "displayName", "value": "状態"},
+                        {"id": "mappings", "value": [_value_map(WATER_STATES)]},
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "code"},
+                    "properties": [{"id": "custom.hidden", "value": True}],
+                },
+            ],
+        ),
+    )
+    return d
+
+
+# ----------------------------------------------------------------------------- 除雪
+
+
+def plows(cfg: Config, reg: Registry) -> Dashboard:
+    lat, lon = _center(reg)
+    d = Dashboard(
+        "yukimizu-plows",
+        "除雪",
+        ["yukimizu", "plows"],
+        refresh="30s",
+        time_from="now-12h",
+        description="除雪車の現在地と軌跡、路線ごとの除雪からの経過時間、出動の進み具合と作業時間",
+    )
+    d.variables = [
+        tag_variable("vehicle", "除雪車", f'SHOW TAG VALUES FROM "{raw.PLOW}" WITH KEY = "device"'),
+    ]
+    d.annotation_queries = [
+        (
+            "出動・除雪車アラート",
+            q(
+                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
+                "WHERE \"category\" = 'plow' AND $timeFilter",
+                ("message", "subject", "rule", "status"),
+                fmt="table",
+                family="plow",
+            ),
+            "blue",
+        ),
+    ]
+    vsel = 'WHERE "device" =~ /^$vehicle$/ AND $timeFilter'
+    # The last plowing of every segment: newest point per segment up to the range end,
+    # looking back a week (older counts as "not plowed": > 24 h anyway).
+    seg_window = "time <= ${__to:date:seconds}s AND time > ${__to:date:seconds}s - 7d"
+    d.add(
+        Row("現在地と路線"),
+        Panel(
+            "geomap",
+            "除雪車の現在地と軌跡",
+            [
+                q(
+                    'SELECT last("lat") AS "lat", last("lon") AS "lon", '
+                    'last("speed_kmh") AS "speed_kmh", last("blade_down") AS "blade_down" '
+                    f'FROM "{raw.PLOW}" {vsel} GROUP BY "device"',
+                    ("lat", "lon", "speed_kmh", "blade_down"),
+                    ("device",),
+                    fmt="table",
+                ),
+                q(
+                    'SELECT mean("lat") AS "lat", mean("lon") AS "lon" '
+                    f'FROM "{raw.PLOW}" {vsel} '
+                    'GROUP BY time($__interval), "device" fill(none)',
+                    ("lat", "lon"),
+                    ("device",),
+                    ref="B",
+                    fmt="table",
+                ),
+            ],
+            w=12,
+            h=14,
+            description="現在地(最新の位置)と表示範囲の軌跡(表示間隔ごとの平均位置)。",
+            options=_geomap(
+                [
+                    {
+                        "type": "route",
+                        "name": "軌跡",
+                        "filterData": {"id": "byRefId", "options": "B"},
+                        "location": {"mode": "coords", "latitude": "lat", "longitude": "lon"},
+                        "config": {
+                            "style": {
+                                "color": {"fixed": "blue"},
+                                "lineWidth": 2,
+                                "opacity": 0.6,
+                            },
+                            "arrow": 0,
+                        },
+                    },
+                    {
+                        "type": "markers",
+                        "name": "現在地",
+                        "filterData": {"id": "byRefId", "options": "A"},
+                        "location": {"mode": "coords", "latitude": "lat", "longitude": "lon"},
+                        "config": {
+                            "showLegend": False,
+                            "style": {
+                                "color": {"fixed": "dark-blue"},
+                                "size": {"fixed": 10},
+                                "symbol": {"mode": "fixed", "fixed": "img/icons/marker/truck.svg"},
+                                "text": {"field": "device", "mode": "field"},
+                                "textConfig": {"fontSize": 12, "offsetY": -14},
+                            },
+                        },
+                        "tooltip": True,
+                    },
+                ],
+                lat,
+                lon,
+                13,
+            ),
+        ),
+        Panel(
+            "geomap",
+            "路線の除雪からの経過時間",
+            [
+                q(
+                    'SELECT last("coverage") AS "coverage", last("plow") AS "plow" '
+                    f'FROM "{derived.SEGMENT_STATUS}" WHERE {seg_window} '
+                    'GROUP BY "segment", "priority"',
+                    ("coverage", "plow"),
+                    ("segment", "priority"),
+                    fmt="table",
+                    family="plow",
+                )
+            ],
+            w=12,
+            h=14,
+            description=(
+                "路線ごとの最後の除雪(segment_status の最新点)から表示範囲の終わりまでの"
+                "時間。色: 1時間未満 / 1–3 / 3–6 / 6–12 / 12–24 / 24時間以上。"
+                "線形はレジストリの routes.geojson から生成したガゼッティア "
+                f"({GAZETTEER_SEGMENTS})。"
+            ),
+            unit="suffix: 時間",
+            decimals=1,
+            thresholds=SINCE_PLOWED_BANDS,
+            transformations=_hours_since_last("除雪からの時間"),
+            options=_geomap(
+                [
+                    {
+                        "type": "markers",
+                        "name": "路線",
+                        "config": {
+                            "showLegend": True,
+                            "style": {
+                                "color": {"field": "除雪からの時間", "fixed": "red"},
+                                "size": {"fixed": 4},
+                                "lineWidth": 4,
+                                "opacity": 0.9,
+                            },
+                        },
+                        "location": {
+                            "mode": "lookup",
+                            "lookup": "segment",
+                            "gazetteer": GAZETTEER_SEGMENTS,
+                        },
+                        "tooltip": True,
+                    }
+                ],
+                lat,
+                lon,
+                13,
+            ),
+        ),
+        Panel(
+            "table",
+            "路線別 除雪からの経過時間",
+            [
+                q(
+                    'SELECT last("coverage") AS "coverage", last("plow") AS "plow", '
+                    'last("inferred") AS "inferred" '
+                    f'FROM "{derived.SEGMENT_STATUS}" WHERE {seg_window} '
+                    'GROUP BY "segment", "priority"',
+                    ("coverage", "plow", "inferred"),
+                    ("segment", "priority"),
+                    fmt="table",
+                    family="plow",
+                )
+            ],
+            w=12,
+            h=10,
+            unit="suffix: 時間",
+            decimals=1,
+            thresholds=SINCE_PLOWED_BANDS,
+            transformations=[
+                *_hours_since_last("除雪からの時間"),
+                {"id": "sortBy", "options": {"sort": [{"field": "除雪からの時間", "desc": True}]}},
+            ],
+            overrides=[
+                _rename("segment", "路線"),
+                _rename("priority", "優先度"),
+                _rename("plow", "除雪車"),
+                _rename("Time", "最終除雪"),
+                {
+                    "matcher": {"id": "byName", "options": "coverage"},
+                    "properties": [
+                        {"id": "displayName", "value": "カバー率"},
+                        {"id": "unit", "value": "percentunit"},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "inferred"},
+                    "properties": [{"id": "displayName", "value": "推定"}],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "除雪からの時間"},
+                    "properties": [
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}}
+                    ],
+                },
+            ],
+        ),
+        Panel(
+            "bargauge",
+            "出動の進み具合",
+            [
+                q(
+                    'SELECT last("progress") AS "progress" '
+                    f'FROM "{derived.DISPATCH}" WHERE $timeFilter GROUP BY "dispatch_id"',
+                    ("progress",),
+                    ("dispatch_id",),
+                    alias="$tag_dispatch_id",
+                    family="plow",
+                )
+            ],
+            w=12,
+            h=10,
+            description="出動ごとの除雪済み路線の割合(dispatch.progress)。",
+            unit="percentunit",
+            thresholds=[(None, "orange"), (0.5, "yellow"), (1, "green")],
+            options={
+                "orientation": "horizontal",
+                "displayMode": "lcd",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "min": 0,
+                "max": 1,
+            },
+        ),
+        Row("作業"),
+        Panel(
+            "table",
+            "出動ごとの除雪作業時間",
+            [
+                q(
+                    'SELECT last("state") AS "state", last("priority_done") AS "priority_done", '
+                    'last("priority_total") AS "priority_total", '
+                    'last("segments_done") AS "segments_done", '
+                    'last("segments_total") AS "segments_total", '
+                    'last("work_time_s") AS "work_time_s" '
+                    f'FROM "{derived.DISPATCH}" WHERE $timeFilter GROUP BY "dispatch_id"',
+                    (
+                        "state",
+                        "priority_done",
+                        "priority_total",
+                        "segments_done",
+                        "segments_total",
+                        "work_time_s",
+                    ),
+                    ("dispatch_id",),
+                    fmt="table",
+                    family="plow",
+                )
+            ],
+            w=12,
+            h=8,
+            description="除雪作業時間 = 出動から最後の優先路線の除雪まで(完了した出動のみ)。",
+            overrides=[
+                _rename("dispatch_id", "出動"),
+                _rename("Time", "更新"),
+                _rename("priority_done", "優先路線 済"),
+                _rename("priority_total", "優先路線 計"),
+                _rename("segments_done", "全路線 済"),
+                _rename("segments_total", "全路線 計"),
+                {
+                    "matcher": {"id": "byName", "options": "state"},
+                    "properties": [
+                        {"id": "displayName", "value": "状態"},
+                        {"id": "mappings", "value": [_value_map(DISPATCH_STATES)]},
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "work_time_s"},
+                    "properties": [
+                        {"id": "displayName", "value": "除雪作業時間"},
+                        {"id": "unit", "value": "dtdurations"},
+                    ],
+                },
+            ],
+        ),
+        Panel(
+            "table",
+            "本日の車両別作業",
+            [
+                q(
+                    'SELECT sum("working_s") / 3600 AS "working_h", '
+                    'sum("blade_s") / 3600 AS "blade_h", sum("idle_s") / 3600 AS "idle_h", '
+                    'sum("blade_km") AS "blade_km", sum("travel_km") AS "travel_km" '
+                    f'FROM "{derived.PLOW_WORK}" {vsel} GROUP BY "device", "contractor"',
+                    ("working_h", "blade_h", "idle_h", "blade_km", "travel_km"),
+                    ("device", "contractor"),
+                    fmt="table",
+                    family="plow",
+                )
+            ],
+            w=12,
+            h=8,
+            description="本日(0時から)の稼働時間・排雪板を下ろした時間と距離(plow_work の合計)。",
+            time_from="now/d",
+            decimals=1,
+            overrides=[
+                _rename("device", "除雪車"),
+                _rename("contractor", "業者"),
+                {
+                    "matcher": {"id": "byName", "options": "Time"},
+                    "properties": [{"id": "custom.hidden", "value": True}],
+                },
+                *(
+                    {
+                        "matcher": {"id": "byName", "options": name},
+                        "properties": [
+                            {"id": "displayName", "value": label},
+                            {"id": "unit", "value": unit},
+                        ],
+                    }
+                    for name, label, unit in (
+                        ("working_h", "稼働", "suffix: 時間"),
+                        ("blade_h", "排雪板下げ", "suffix: 時間"),
+                        ("idle_h", "待機", "suffix: 時間"),
+                        ("blade_km", "排雪板下げ距離", "suffix: km"),
+                        ("travel_km", "走行距離", "suffix: km"),
+                    )
+                ),
+            ],
+        ),
+        Panel(
+            "timeseries",
+            "速度",
+            [
+                q(
+                    f'SELECT mean("speed_kmh") FROM "{raw.PLOW}" {vsel} '
+                    'GROUP BY time($__interval), "device" fill(none)',
+                    ("mean",),
+                    ("device",),
+                    alias="$tag_device",
+                )
+            ],
+            w=24,
+            h=7,
+            unit="suffix: km/h",
+            decimals=0,
+            color_mode="palette-classic",
+            custom=_ts(0),
+            options=_legend_table(),
+        ),
+    )
+    return d
+
+
+# ----------------------------------------------------------------------------- システム
+
+
+def system(cfg: Config, reg: Registry) -> Dashboard:
+    d = Dashboard(
+        "yukimizu-system",
+        "システム",
+        ["yukimizu", "system"],
+        refresh="30s",
+        time_from="now-6h",
+        description="取り込み(ingest)・ルールエンジン・通知の稼働状況",
+    )
+    per_s = "* 1000 / $__interval_ms"
+    kind_queries: list[Query] = [
+        q(
+            f'SELECT count("depth_cm") {per_s} AS "rate" FROM "{raw.SNOW}" '
+            "WHERE $timeFilter GROUP BY time($__interval) fill(0)",
+            ("rate",),
+            alias="積雪計",
+        ),
+        q(
+            f'SELECT count("register_l") {per_s} AS "rate" FROM "{raw.WATER}" '
+            "WHERE $timeFilter GROUP BY time($__interval) fill(0)",
+            ("rate",),
+            ref="B",
+            alias="水道メーター",
+        ),
+        q(
+            f'SELECT count("lat") {per_s} AS "rate" FROM "{raw.PLOW}" '
+            "WHERE $timeFilter GROUP BY time($__interval) fill(0)",
+            ("rate",),
+            ref="C",
+            alias="除雪車GPS",
+        ),
+    ]
+    d.annotation_queries = [
+        (
+            "システムアラート",
+            q(
+                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
+                "WHERE \"category\" = 'system' AND $timeFilter",
+                ("message", "subject", "rule", "status"),
+                fmt="table",
+                family="system",
+            ),
+            "purple",
+        ),
+    ]
+    d.add(
+        Row("取り込み"),
+        Panel(
+            "timeseries",
+            "種類別の受信件数(毎秒)",
+            kind_queries,
+            w=12,
+            description=(
+                "InfluxDB に書かれた読み取りの件数(機器の時刻で集計: 一括送信は過去に入る)。"
+            ),
+            unit="suffix: 件/秒",
+            decimals=2,
+            color_mode="palette-classic",
+            custom=_ts(bars=True, stack=True),
+            options=_legend_table(),
+        ),
+        Panel(
+            "timeseries",
+            "ingest の書き込み(毎秒)",
+            [
+                q(
+                    'SELECT non_negative_derivative(last("written"), 1s) AS "written", '
+                    'non_negative_derivative(last("received"), 1s) AS "received" '
+                    f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "client_id" fill(none)',
+                    ("written", "received"),
+                    ("client_id",),
+                    alias="$tag_client_id $col",
+                )
+            ],
+            w=12,
+            unit="suffix: 件/秒",
+            decimals=1,
+            color_mode="palette-classic",
+            custom=_ts(),
+            options=_legend_table(),
+        ),
+        Panel(
+            "timeseries",
+            "デッドレター(理由別)",
+            [
+                q(
+                    'SELECT non_negative_difference(last("count")) AS "count" '
+                    f'FROM "{raw.DEADLETTER_STATS}" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "reason" fill(none)',
+                    ("count",),
+                    ("reason",),
+                    alias="$tag_reason",
+                )
+            ],
+            w=12,
+            description="取り込めなかったメッセージ(yukimizu deadletter list で確認)。",
+            unit="suffix: 件",
+            decimals=0,
+            color_mode="palette-classic",
+            custom=_ts(bars=True, stack=True),
+            options=_legend_table(),
+        ),
+        Panel(
+            "timeseries",
+            "スプール・キュー・再接続",
+            [
+                q(
+                    'SELECT last("spool_depth") AS "spool_depth", '
+                    'last("queue_depth") AS "queue_depth" '
+                    f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "client_id" fill(none)',
+                    ("spool_depth", "queue_depth"),
+                    ("client_id",),
+                    alias="$tag_client_id $col",
+                ),
+                q(
+                    'SELECT non_negative_difference(last("reconnects")) AS "reconnects", '
+                    'non_negative_difference(last("session_lost")) AS "session_lost" '
+                    f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "client_id" fill(none)',
+                    ("reconnects", "session_lost"),
+                    ("client_id",),
+                    ref="B",
+                    alias="$tag_client_id $col",
+                ),
+            ],
+            w=12,
+            description=(
+                "spool_depth: InfluxDB に書けず手元に貯めたバッチ。reconnects / session_lost: "
+                "MQTT の再接続とセッション喪失(喪失中の読み取りは欠ける可能性)。"
+            ),
+            decimals=0,
+            color_mode="palette-classic",
+            custom=_ts(0),
+            options=_legend_table(),
+        ),
+        Row("機器"),
+        Panel(
+            "table",
+            "最近受信していない機器",
+            [
+                q(
+                    f'SELECT last("lag_s") AS "lag_s" FROM "{m}" '
+                    "WHERE time <= ${__to:date:seconds}s AND time > ${__to:date:seconds}s - 30d "
+                    'GROUP BY "device"',
+                    ("lag_s",),
+                    ("device",),
+                    ref=ref,
+                    fmt="table",
+                )
+                for ref, m in (("A", raw.SNOW), ("B", raw.WATER), ("C", raw.PLOW))
+            ],
+            w=12,
+            h=10,
+            description="機器ごとの最後の読み取り(過去30日)。経過時間の長い順。",
+            unit="suffix: 時間",
+            decimals=1,
+            thresholds=[(None, "green"), (1, "yellow"), (26, "red")],
+            transformations=[
+                {"id": "merge", "options": {}},
+                *_hours_since_last("経過時間"),
+                {"id": "sortBy", "options": {"sort": [{"field": "経過時間", "desc": True}]}},
+            ],
+            overrides=[
+                _rename("device", "機器"),
+                _rename("Time", "最終受信(機器時刻)"),
+                {
+                    "matcher": {"id": "byName", "options": "lag_s"},
+                    "properties": [
+                        {"id": "displayName", "value": "到着遅延"},
+                        {"id": "unit", "value": "s"},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "経過時間"},
+                    "properties": [
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}}
+                    ],
+                },
+            ],
+        ),
+        Panel(
+            "timeseries",
+            "ルールエンジンの処理時間",
+            [
+                q(
+                    'SELECT max("cycle_s") AS "cycle_s" '
+                    f'FROM "{derived.RULES_STATS}" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "instance" fill(none)',
+                    ("cycle_s",),
+                    ("instance",),
+                    alias="$tag_instance",
+                    family="engine",
+                )
+            ],
+            w=12,
+            h=10,
+            description="1回の評価にかかった時間(yukimizu_rules.cycle_s)。評価間隔を超えると遅れる。",
+            unit="s",
+            decimals=2,
+            color_mode="palette-classic",
+            custom=_ts(),
+            options=_legend_table(),
+        ),
+        Row("通知"),
+        Panel(
+            "timeseries",
+            "アラート(発生・解消)",
+            [
+                q(
+                    'SELECT count("key") AS "count" '
+                    f'FROM "{derived.ALERT_TRANSITION}" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "status", "severity" fill(none)',
+                    ("count",),
+                    ("status", "severity"),
+                    alias="$tag_status $tag_severity",
+                    family="engine",
+                )
+            ],
+            w=12,
+            unit="suffix: 件",
+            decimals=0,
+            color_mode="palette-classic",
+            custom=_ts(bars=True, stack=True),
+            options=_legend_table(),
+        ),
+        Panel(
+            "table",
+            "通知の送信・失敗・確認",
+            [
+                q(
+                    # alert_event is the alerts service's (acknowledgements, delivery
+                    # results); grouping by every tag keeps this query valid whatever
+                    # tags it chooses, and a missing measurement is an empty answer.
+                    f'SELECT * FROM "{ALERT_EVENT}" WHERE $timeFilter ORDER BY time DESC LIMIT 200',
+                    (),
+                    fmt="table",
+                    may_be_empty=True,
+                )
+            ],
+            w=12,
+            description=(
+                "アラート通知サービスの記録(alert_event: 送信・失敗・確認)。サービスが動く前は空。"
+            ),
+            options={"showHeader": True, "cellHeight": "sm"},
+        ),
+    )
+    return d
+
+
+BOARDS = {"snow": snow, "water": water, "plows": plows, "system": system}

@@ -1,0 +1,192 @@
+"""Add and remove a device in one step: MQTT account, ACL entry, registry row.
+
+``yukimizu device add KIND ID [column=value …]``:
+
+1. builds the registry file with the new row and validates the whole registry
+   (nothing is written if it is refused: the error names the column);
+2. creates the device's MQTT account with ``mosquitto_passwd -b`` and a generated
+   password (printed once, never stored in clear);
+3. with ``provision.acl_file`` set, appends a per-user ACL entry (the bundled ACL
+   needs none: its ``pattern write yukimizu/+/%u`` covers every device);
+4. writes the registry row;
+5. runs ``provision.reload_command`` (e.g. ``systemctl reload mosquitto``):
+   Mosquitto rereads its password and ACL files on SIGHUP, so the device can
+   publish at once. Ingest needs its own SIGHUP to reload the registry.
+
+``device remove KIND ID`` undoes all of it. README "Securing the broker".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import secrets
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from core.config import Config, ConfigError, describe_errors
+from sensors.models import Kind
+from sensors.registry import BBox, Registry, RegistryError
+
+
+class ProvisionError(RuntimeError):
+    """A device could not be added or removed; nothing half-done is left behind."""
+
+
+class ProvisionConfig(BaseModel):
+    """``[provision]``: where the broker's account files are (relative paths: to the
+    config file's directory)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    password_file: Path = Path("/etc/mosquitto/passwd")
+    acl_file: Path | None = None  # only for per-user ACL entries
+    mosquitto_passwd: str = "mosquitto_passwd"
+    reload_command: list[str] = []  # e.g. ["systemctl", "reload", "mosquitto"]
+
+
+def provision_config(cfg: Config) -> ProvisionConfig:
+    try:
+        pc = ProvisionConfig.model_validate(cfg.provision)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid [provision] configuration:\n{describe_errors(exc, 'provision')}"
+        ) from None
+
+    def fix(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (cfg.base_dir / p).resolve()
+
+    return pc.model_copy(
+        update={
+            "password_file": fix(pc.password_file),
+            "acl_file": fix(pc.acl_file) if pc.acl_file else None,
+        }
+    )
+
+
+def registry_path(cfg: Config, kind: Kind) -> Path:
+    r = cfg.registry
+    return {"snow": r.stations, "water": r.meters, "plow": r.plows}[kind]
+
+
+def _bbox(cfg: Config) -> BBox:
+    r = cfg.registry
+    return BBox(lat_min=r.lat_min, lat_max=r.lat_max, lon_min=r.lon_min, lon_max=r.lon_max)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    text = path.read_text(encoding="utf-8-sig")
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    if not rows:
+        raise ProvisionError(f"{path}: empty registry file (no header)")
+    return rows[0], rows[1:]
+
+
+def _csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _validated(cfg: Config, kind: Kind, text: str) -> Registry:
+    """The registry as it would be with ``text`` as this kind's file."""
+    r = cfg.registry
+    paths = {"snow": r.stations, "water": r.meters, "plow": r.plows}
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = Path(tmp) / paths[kind].name
+        candidate.write_text(text, encoding="utf-8")
+        paths[kind] = candidate
+        return Registry.load(
+            paths["snow"], paths["water"], paths["plow"], r.routes, bbox=_bbox(cfg)
+        )
+
+
+def _replace(path: Path, text: str) -> None:
+    """Atomic: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _run(argv: list[str], what: str) -> None:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise ProvisionError(f"{what}: {argv[0]} not found (apt-get install mosquitto)") from None
+    if res.returncode != 0:
+        raise ProvisionError(
+            f"{what}: {argv[0]} exited {res.returncode}: {(res.stderr or res.stdout).strip()}"
+        )
+
+
+def _acl_entry(cfg: Config, kind: Kind, device_id: str) -> str:
+    return f"user {device_id}\ntopic write {cfg.mqtt.topic_prefix}/{kind}/{device_id}\n"
+
+
+@dataclass
+class Added:
+    device_id: str
+    password: str
+    registry_file: Path
+    reloaded: bool
+
+
+def add(cfg: Config, kind: Kind, device_id: str, columns: dict[str, Any]) -> Added:
+    pc = provision_config(cfg)
+    path = registry_path(cfg, kind)
+    header, rows = _read_rows(path)
+    unknown = sorted(set(columns) - set(header) - {"id"})
+    if unknown:
+        raise ProvisionError(f"{path}: no column {unknown}; columns: {', '.join(header)}")
+    row = [device_id if col == "id" else str(columns.get(col, "")) for col in header]
+    text = _csv_text(header, [*rows, row])
+    try:
+        _validated(cfg, kind, text)
+    except RegistryError as exc:
+        raise ProvisionError(f"device not added: {exc}") from None
+    if not pc.password_file.exists():
+        raise ProvisionError(
+            f"MQTT password file {pc.password_file} does not exist "
+            "(provision.password_file; create it as README 'Securing the broker' says)"
+        )
+    password = secrets.token_urlsafe(18)
+    _run(
+        [pc.mosquitto_passwd, "-b", str(pc.password_file), device_id, password],
+        "MQTT account",
+    )
+    if pc.acl_file is not None:
+        with pc.acl_file.open("a", encoding="utf-8") as f:
+            f.write("\n" + _acl_entry(cfg, kind, device_id))
+    _replace(path, text)
+    reloaded = False
+    if pc.reload_command:
+        _run(pc.reload_command, "broker reload")
+        reloaded = True
+    return Added(device_id, password, path, reloaded)
+
+
+def remove(cfg: Config, kind: Kind, device_id: str) -> Path:
+    pc = provision_config(cfg)
+    path = registry_path(cfg, kind)
+    header, rows = _read_rows(path)
+    id_col = header.index("id") if "id" in header else 0
+    kept = [r for r in rows if r[id_col].strip() != device_id]
+    if len(kept) == len(rows):
+        raise ProvisionError(f"{device_id} is not in {path}")
+    _run([pc.mosquitto_passwd, "-D", str(pc.password_file), device_id], "MQTT account")
+    if pc.acl_file is not None and pc.acl_file.exists():
+        acl = pc.acl_file.read_text(encoding="utf-8")
+        _replace(pc.acl_file, acl.replace("\n" + _acl_entry(cfg, kind, device_id), ""))
+    _replace(path, _csv_text(header, kept))
+    if pc.reload_command:
+        _run(pc.reload_command, "broker reload")
+    return path

@@ -1,0 +1,435 @@
+"""The deployable stack: docker-compose.yml, the Dockerfile, and the broker's security
+(deploy/mosquitto/*) on a real Mosquitto: passwords, the ACL, TLS, device accounts.
+
+Docker cannot run here: the compose file is validated by docker-compose itself and
+checked against the repository; the Mosquitto configurations it and a town server use
+run on a real broker with only their paths and ports made local.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from core.config import load_config
+from core.publish import Publisher, PublishError
+from devtools.localstack import InfluxDB1, Mosquitto, free_port
+from tests.conftest import REPO, SAMPLE_CONFIG, count, make_config, running_ingest, wait_for
+from tests.test_dashboards import yaml_file
+
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+
+
+# ----------------------------------------------------------------------------- compose
+
+
+def test_compose_validates_with_the_documented_env() -> None:
+    out = subprocess.run(
+        ["docker-compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("INFLUX", "MQTT", "GRAF"))},
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    out = subprocess.run(
+        ["docker-compose", "--env-file", str(empty), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("INFLUX", "MQTT", "GRAF"))},
+    )
+    assert out.returncode != 0 and "in .env" in out.stderr
+
+
+def _env_example() -> dict[str, str]:
+    out = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+def test_compose_references_exist() -> None:
+    text = COMPOSE.read_text()
+    compose = yaml_file(COMPOSE)
+    documented = _env_example()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    assert used <= set(documented), f"document {sorted(used - set(documented))} in .env.example"
+    for name, svc in compose["services"].items():
+        if "build" in svc:
+            ctx = REPO / (
+                svc["build"] if isinstance(svc["build"], str) else svc["build"]["context"]
+            )
+            assert (ctx / "Dockerfile").is_file(), name
+        image = svc.get("image", "")
+        assert image, f"{name}: no image"
+        if not image.startswith("yukimizu:"):
+            tag = image.rpartition(":")[2]
+            assert ":" in image and tag not in ("latest", ""), f"{name}: pin {image}"
+        assert svc.get("restart"), f"{name}: restart policy"
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("./"):
+                assert (REPO / src).exists(), f"{name}: {src} does not exist"
+            else:
+                assert src in compose["volumes"], f"{name}: {src} is not a named volume"
+        for var in svc.get("environment", {}):
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*", var), var
+    for name in ("mosquitto", "influxdb", "grafana"):
+        assert "healthcheck" in compose["services"][name], name
+    # the image the build produces is the one the other services run
+    assert compose["services"]["ingest"]["image"] == "yukimizu:local"
+    # secrets never have a default in the compose file
+    for secret in ("INFLUX_TOKEN", "INFLUX_PASSWORD", "MQTT_INGEST_PASSWORD"):
+        assert f"${{{secret}:-" not in text, secret
+    assert "GRAFANA_ADMIN_PASSWORD:?" in text
+
+
+def test_dockerfile_copies_every_package() -> None:
+    with (REPO / "pyproject.toml").open("rb") as f:
+        include = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in include}
+    copied = set(re.findall(r"^COPY (\w+) \1$", (REPO / "Dockerfile").read_text(), re.M))
+    assert packages <= copied, f"Dockerfile does not copy {sorted(packages - copied)}"
+    for pkg in copied:
+        assert (REPO / pkg).is_dir(), pkg
+
+
+# ----------------------------------------------------------------------------- broker
+
+
+@dataclass
+class Broker:
+    svc: Mosquitto
+    tls_port: int
+    passwd: Path
+    certs: Path
+    name: str
+
+
+def make_certs(host: str, out: Path) -> Path:
+    subprocess.run(
+        ["sh", str(REPO / "deploy" / "mosquitto" / "make-certs.sh"), host, str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return out
+
+
+def local_conf(conf: str, *, name: str, data: Path, passwd: Path, certs: Path, tls: int) -> str:
+    """A deploy/mosquitto configuration with local paths and ports, nothing else changed."""
+    acl = REPO / "deploy" / "mosquitto" / "acl"
+    if name == "docker":
+        paths = {
+            "/mosquitto/auth/passwd": str(passwd),
+            "/mosquitto/config/acl": str(acl),
+            "/mosquitto/data/": f"{data}/",
+            "/mosquitto/certs/": f"{certs}/",
+        }
+    else:
+        paths = {
+            "/etc/mosquitto/passwd": str(passwd),
+            "/etc/mosquitto/yukimizu.acl": str(acl),
+            "/etc/mosquitto/certs/": f"{certs}/",
+        }
+    for a, b in paths.items():
+        assert a in conf, f"{name}: {a} not in the configuration"
+        conf = conf.replace(a, b)
+    conf = re.sub(r"^listener 1883( 127\.0\.0\.1)?$", "listener {port} 127.0.0.1", conf, flags=re.M)
+    conf = re.sub(r"^listener 8883$", f"listener {tls} 127.0.0.1", conf, flags=re.M)
+    if name == "town":  # a conf.d drop-in: Debian's main file sets the location
+        conf += f"\npersistence_location {data}/\n"
+    return conf
+
+
+@pytest.fixture(scope="module", params=["docker", "town"])
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Broker]:
+    name = request.param
+    tmp = tmp_path_factory.mktemp(f"broker-{name}")
+    passwd = tmp / "passwd"
+    passwd.touch()
+    for user, pw in (("ingest", "ingest-pw"), ("ST01", "st01-pw"), ("ST02", "st02-pw")):
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True)
+    certs = make_certs("localhost", tmp / "certs")
+    src = (
+        REPO
+        / "deploy"
+        / "mosquitto"
+        / ("mosquitto.conf" if name == "docker" else "town-server.conf")
+    )
+    tls = free_port()
+    conf = local_conf(src.read_text(), name=name, data=tmp, passwd=passwd, certs=certs, tls=tls)
+    svc = Mosquitto(tmp / "svc", conf=conf)
+    svc.start()
+    try:
+        yield Broker(svc, tls, passwd, certs, name)
+    finally:
+        svc.stop()
+
+
+class Client:
+    """A small paho v5 client for the test: connect, subscribe, publish QoS 1."""
+
+    def __init__(
+        self,
+        port: int,
+        user: str | None,
+        pw: str | None,
+        *,
+        ca: Path | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.connected = threading.Event()
+        self.reason: Any = None
+        self.suback: list[Any] = []
+        self.puback: dict[int, Any] = {}
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if user is not None:
+            c.username_pw_set(user, pw)
+        if ca is not None:
+            c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
+        c.on_connect = self._on_connect
+        c.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
+        c.on_subscribe = lambda _c, _u, _mid, codes, _p: self.suback.extend(codes)
+        c.on_publish = lambda _c, _u, mid, reason, _p: self.puback.__setitem__(mid, reason)
+        self.c = c
+        c.connect(host, port, keepalive=30)
+        c.loop_start()
+        deadline = time.monotonic() + 10
+        while self.reason is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.reason = reason
+        if not reason.is_failure:
+            self.connected.set()
+
+    def subscribe(self, topic: str) -> Any:
+        self.c.subscribe(topic, qos=1)
+        wait_for(lambda: self.suback, timeout_s=10, what=f"SUBACK {topic}")
+        return self.suback[-1]
+
+    def publish(self, topic: str, payload: bytes) -> Any:
+        info = self.c.publish(topic, payload, qos=1)
+        wait_for(lambda: info.mid in self.puback, timeout_s=10, what=f"PUBACK {topic}")
+        return self.puback[info.mid]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def reading() -> bytes:
+    return json.dumps({"time": datetime.now(UTC).isoformat(), "depth_cm": 3.0}).encode()
+
+
+def test_anonymous_and_wrong_passwords_are_refused(broker: Broker) -> None:
+    for user, pw in ((None, None), ("ST01", "wrong"), ("nobody", "x")):
+        c = Client(broker.svc.port, user, pw)
+        try:
+            assert c.reason is not None and c.reason.is_failure, (user, c.reason)
+            assert not c.connected.is_set()
+        finally:
+            c.close()
+
+
+def test_devices_publish_only_on_their_own_topics(broker: Broker) -> None:
+    port = broker.svc.port
+    ingest = Client(port, "ingest", "ingest-pw")
+    st01 = Client(port, "ST01", "st01-pw")
+    try:
+        assert ingest.connected.is_set() and st01.connected.is_set()
+        assert not ingest.subscribe("yukimizu/#").is_failure
+        assert not st01.publish("yukimizu/snow/ST01", b"own").is_failure
+        denied = st01.publish("yukimizu/snow/ST02", b"forged")
+        assert denied.is_failure and denied.value == 0x87, denied  # Not authorized
+        assert st01.publish("other/topic", b"x").is_failure
+        wait_for(lambda: ingest.messages, what="ingest receives the device's reading")
+        time.sleep(0.5)
+        assert ingest.messages == [("yukimizu/snow/ST01", b"own")]
+        # ingest reads, it does not publish
+        assert ingest.publish("yukimizu/snow/ST01", b"x").is_failure
+    finally:
+        ingest.close()
+        st01.close()
+
+
+def test_a_device_cannot_read_other_devices(broker: Broker) -> None:
+    port = broker.svc.port
+    st02 = Client(port, "ST02", "st02-pw")
+    st01 = Client(port, "ST01", "st01-pw")
+    try:
+        # Measured on mosquitto 2.0.11: a wildcard subscription is granted and the
+        # ACL is applied to every message at delivery, so nothing arrives.
+        st02.subscribe("yukimizu/#")
+        st02.subscribe("yukimizu/snow/ST01")
+        st01.publish("yukimizu/snow/ST01", b"private")
+        time.sleep(0.5)
+        assert st02.messages == []
+    finally:
+        st01.close()
+        st02.close()
+
+
+def test_ingest_reads_through_the_acl(
+    broker: Broker, influx: InfluxDB1, tmp_path: Path, tag: str
+) -> None:
+    mqtt_over = {
+        "topic_prefix": '"yukimizu"',
+        "username": '"ingest"',
+        "password": '"ingest-pw"',
+        "lorawan_topics": "[]",
+    }
+    cfg = make_config(tmp_path, tag, broker.svc, influx.url, overrides={"mqtt": mqtt_over})
+    with running_ingest(cfg):
+        dev = Client(broker.svc.port, "ST01", "st01-pw")
+        try:
+            assert not dev.publish("yukimizu/snow/ST01", reading()).is_failure
+        finally:
+            dev.close()
+        wait_for(lambda: count(influx, tag, "snow_depth", "depth_cm") >= 1, what="row")
+
+
+def test_tls_listener(broker: Broker, tmp_path: Path) -> None:
+    ca = broker.certs / "ca.crt"
+    base = load_config(SAMPLE_CONFIG, environ={}).mqtt
+
+    def mqtt_cfg(**kw: Any) -> Any:
+        upd = {"host": "localhost", "port": broker.tls_port, "username": "ST01", "tls_ca_file": ca}
+        upd.update(kw)
+        if "password" not in upd:
+            from pydantic import SecretStr  # noqa: PLC0415
+
+            upd["password"] = SecretStr("st01-pw")
+        return base.model_copy(update=upd)
+
+    with Publisher(mqtt_cfg()) as pub:  # the simulators' publisher
+        pub.publish("yukimizu/snow/ST01", reading())
+    other = make_certs("localhost", tmp_path / "other")
+    t0 = time.monotonic()
+    with pytest.raises(PublishError, match="certificate verify failed"):
+        Publisher(mqtt_cfg(tls_ca_file=other / "ca.crt"))
+    with pytest.raises(PublishError, match=r"certificate verify failed|match"):
+        Publisher(mqtt_cfg(host="127.0.0.1"))  # the certificate names localhost only
+    assert time.monotonic() - t0 < 10, "a TLS refusal must be quick, not a hang"
+
+
+def test_ingest_connects_over_tls(
+    broker: Broker, influx: InfluxDB1, tmp_path: Path, tag: str
+) -> None:
+    over = {
+        "host": '"localhost"',
+        "port": str(broker.tls_port),
+        "topic_prefix": '"yukimizu"',
+        "username": '"ingest"',
+        "password": '"ingest-pw"',
+        "tls_ca_file": f'"{broker.certs / "ca.crt"}"',
+        "lorawan_topics": "[]",
+    }
+    cfg = make_config(tmp_path, tag, broker.svc, influx.url, overrides={"mqtt": over})
+    assert cfg.mqtt.port == broker.tls_port
+    with running_ingest(cfg):  # waits for the connection (fails the test otherwise)
+        dev = Client(
+            broker.tls_port, "ST01", "st01-pw", ca=broker.certs / "ca.crt", host="localhost"
+        )
+        try:
+            assert not dev.publish("yukimizu/snow/ST01", reading()).is_failure
+        finally:
+            dev.close()
+        wait_for(lambda: count(influx, tag, "snow_depth", "depth_cm") >= 1, what="row over TLS")
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "YUKIMIZU_CONFIG": str(SAMPLE_CONFIG), **env},
+    )
+
+
+def test_device_add_can_publish_at_once_and_remove_locks_it_out(
+    broker: Broker, tmp_path: Path
+) -> None:
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    for name in ("stations.csv", "meters.csv", "plows.csv"):
+        (reg / name).write_text((REPO / "config" / name).read_text(encoding="utf-8"), "utf-8")
+    env = {
+        "YUKIMIZU_REGISTRY__STATIONS": f'"{reg / "stations.csv"}"',
+        "YUKIMIZU_REGISTRY__METERS": f'"{reg / "meters.csv"}"',
+        "YUKIMIZU_REGISTRY__PLOWS": f'"{reg / "plows.csv"}"',
+        "YUKIMIZU_PROVISION__PASSWORD_FILE": f'"{broker.passwd}"',
+        "YUKIMIZU_PROVISION__RELOAD_COMMAND": f'["kill", "-HUP", "{broker.svc.pid}"]',
+    }
+    bad = _cli(env, "device", "add", "snow", "ST90", "district=本町", "lat=99")
+    assert bad.returncode == 1 and "ST90" not in (reg / "stations.csv").read_text()
+    assert "ST90" not in broker.passwd.read_text()
+    add = _cli(
+        env,
+        "device",
+        "add",
+        "snow",
+        "ST90",
+        "name=新設局",
+        "district=本町",
+        "lat=38.38",
+        "lon=140.20",
+        "mount_height_cm=300",
+        "sensor_type=ultrasonic",
+    )
+    assert add.returncode == 0, add.stderr
+    password = re.search(r"MQTT password: (\S+)", add.stdout)
+    assert password, add.stdout
+    assert "ST90,新設局,本町" in (reg / "stations.csv").read_text(encoding="utf-8")
+    assert password.group(1) not in broker.passwd.read_text()  # hashed, not in clear
+
+    def connects(pw: str) -> bool:
+        c = Client(broker.svc.port, "ST90", pw)
+        try:
+            ok = c.connected.is_set() and not c.publish("yukimizu/snow/ST90", b"x").is_failure
+        finally:
+            c.close()
+        return ok
+
+    wait_for(lambda: connects(password.group(1)), timeout_s=10, what="new device connects")
+    rm = _cli(env, "device", "remove", "snow", "ST90")
+    assert rm.returncode == 0, rm.stderr
+    assert "ST90" not in (reg / "stations.csv").read_text(encoding="utf-8")
+    wait_for(lambda: not connects(password.group(1)), timeout_s=10, what="removed device refused")

@@ -92,6 +92,7 @@ def select(
     group_by: str | None = None,
     newest: bool = True,
     aggregate: str | None = None,
+    present: str | None = None,
 ) -> str:
     """The one way this package builds InfluxQL: only allow-listed names get through."""
     spec = ALLOWED.get(measurement)
@@ -101,6 +102,8 @@ def select(
     bad = [f for f in fields if f not in allowed_fields]
     if bad or not fields:
         raise NotAllowedError(f"fields {bad or fields} of {measurement} are not public")
+    if present is not None and present not in fields:
+        raise NotAllowedError(f"condition on {present!r}: select it too")
     if group_by is not None and group_by not in tags:
         raise NotAllowedError(f"tag {group_by!r} of {measurement} is not public")
     if aggregate is None:
@@ -108,6 +111,9 @@ def select(
     else:
         cols = ", ".join(f'{aggregate}("{f}") AS "{f}"' for f in fields)
     q = f'SELECT {cols} FROM "{measurement}" WHERE time > {since_ms}ms AND time <= {until_ms}ms'
+    if present is not None:
+        # Only points that carry this (non-negative) field, e.g. an hour with a depth.
+        q += f' AND "{present}" >= 0'
     if group_by is not None:
         q += f' GROUP BY "{group_by}"'
     if aggregate is None and newest:
@@ -277,12 +283,15 @@ class Reader:
     def _stations(self, at_ms: int, newest: list[int]) -> list[dict[str, Any]]:
         # An hourly point is stamped with the hour's start and complete at its end: as of
         # at_ms only hours that ended are shown (a backtest database holds later ones).
+        # The snow family also writes hours without a reading (a station silent, new
+        # snow over 24 h still rolling): only an hour with a depth is station data.
         q = select(
             SNOW_HOURLY,
             ["depth_cm", "new_24h_cm"],
             at_ms - 24 * HOUR_MS,
             at_ms - HOUR_MS,
             group_by="device",
+            present="depth_cm",
         )
         rows = {r["device"]: r for r in self._rows(q)}
         out = []

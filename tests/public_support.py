@@ -102,18 +102,23 @@ def synthetic_lines(reg: Registry, at_ms: int = AT_MS) -> list[str]:
     for sid in reg.stations:
         for h in range(3):
             start = hour0 - h * HOUR
+            # depth = 100 + the JST hour it starts at, to see which hour is shown
+            fields: dict[str, object] = {
+                "depth_cm": 100.0 + (start // HOUR + 9) % 24,
+                "new_snow_cm": 1.0,
+                "new_24h_cm": 21.0,
+                "since_plowed_cm": 3.0,
+                "air_temp_c": -5.0,
+            }
+            if sid == "ST02" and h == 1:
+                # Silent station: the snow family still writes the hour (new snow
+                # over 24 h rolls on), without a depth. Not station data.
+                fields = {"new_24h_cm": 19.0}
             lines.append(
                 ENCODER.encode(
                     "snow_hourly",
                     {"device": sid, "district": reg.stations[sid].district},
-                    # depth = 100 + the JST hour it starts at, to see which hour is shown
-                    {
-                        "depth_cm": 100.0 + (start // HOUR + 9) % 24,
-                        "new_snow_cm": 1.0,
-                        "new_24h_cm": 21.0,
-                        "since_plowed_cm": 3.0,
-                        "air_temp_c": -5.0,
-                    },
+                    fields,
                     start,
                 )
             )

@@ -163,6 +163,8 @@ def test_dispatch_stations_and_freshness(site: Site) -> None:
     # Hours stamped at their start; at 08:30 the newest complete one is 07:00–08:00.
     assert st["time"] == "2026-01-27T08:00:00+09:00"
     assert (st["depth_cm"], st["new_24h_cm"]) == (107, 21)
+    st2 = _by_kind(doc, "station")["ST02"]["properties"]
+    assert (st2["time"], st2["depth_cm"]) == ("2026-01-27T07:00:00+09:00", 106)
     status = json.loads((site.out / STATUS).read_bytes())
     assert status["dispatch"] == doc["dispatch"]
     assert len(status["segments"]) == len(registry().routes)

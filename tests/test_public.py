@@ -22,13 +22,13 @@ from public.config import load_public_config
 from public.snapshot import BANDS, NotAllowedError, band_for, select
 from rules.schema import ALERT_TRANSITION, WATER_HOURLY, WATER_NIGHT, WATER_STATE
 from sensors.schema import WATER
+from tests.conftest import REPO
 from tests.public_support import (
     AGES_H,
     AT,
     AT_MS,
     HOUR,
     INFERRED,
-    REPO,
     WATER_MARKERS,
     Site,
     build_site,

@@ -23,10 +23,10 @@ from public.snapshot import BAND_BY_KEY, band_for
 from rules import families
 from rules.config import load_rules_config
 from rules.engine import ENCODER
+from tests.conftest import REPO
 from tests.public_support import (
     AT_MS,
     HOUR,
-    REPO,
     browser,
     build_site,
     have_browser,

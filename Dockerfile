@@ -16,6 +16,7 @@ COPY rules rules
 COPY dashboards dashboards
 COPY alerts alerts
 COPY provision provision
+COPY public public
 COPY devtools devtools
 COPY cli cli
 RUN pip install --no-cache-dir .

@@ -17,6 +17,7 @@ COPY dashboards dashboards
 COPY alerts alerts
 COPY reports reports
 COPY provision provision
+COPY publicpage publicpage
 COPY devtools devtools
 COPY cli cli
 RUN pip install --no-cache-dir .

@@ -23,6 +23,7 @@ from devtools import cli as devtools_cli
 from devtools.localstack import ServiceStartError
 from ingest import cli as ingest_cli
 from provision import cli as provision_cli
+from publicpage import cli as public_cli
 from reports import cli as reports_cli
 from rules import cli as rules_cli
 from sensors.registry import RegistryError
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboards_cli.add_parsers(sub)
     provision_cli.add_parsers(sub)
     reports_cli.add_parsers(sub)
+    public_cli.add_parsers(sub)
     return p
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything yukimizu needs on a fresh Debian 12 machine (idempotent):
-# Debian packages (mosquitto, influxdb, victoria-metrics, docker-compose, python3-venv),
+# Debian packages (mosquitto, influxdb, victoria-metrics, docker-compose, chromium and
+# its driver for the public page's browser tests, python3-venv),
 # a virtual environment in .venv and the package with its dev tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ need influxd influxdb
 need victoria-metrics victoria-metrics
 need docker-compose docker-compose
 need python3 python3
+# Browser tests of the public page (tests/test_public_browser.py): headless Chromium.
+need chromium chromium
+need chromedriver chromium-driver
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   PKGS+=(python3-venv)
 fi

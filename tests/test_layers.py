@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "rules": 2,
     "alerts": 2,
     "dashboards": 2,
-    "public": 2,
+    "publicpage": 2,
     "reports": 2,
     "provision": 2,
     "devtools": 3,
@@ -32,7 +32,7 @@ LAYERS: dict[str, int] = {
 CONTRACTS: dict[str, set[str]] = {
     "alerts": {"rules.transitions"},
     "dashboards": {"rules.schema"},
-    "public": {"rules.schema"},
+    "publicpage": {"rules.schema"},
     "reports": {"rules.schema"},
 }
 

@@ -1,0 +1,120 @@
+"""``yukimizu public build | run | serve``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+from core.config import Config, load_registry, resolve_config
+from core.influx import InfluxQuery, QueryError
+from publicpage.build import build
+from publicpage.config import PublicConfig, load_public_config
+from publicpage.serve import make_server
+from publicpage.snapshot import JST, now_ms
+
+log = logging.getLogger(__name__)
+
+
+def _time(text: str) -> int:
+    """ISO 8601 with an offset, or 'now' → epoch ms."""
+    if text == "now":
+        return now_ms()
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. +09:00")
+    return int(dt.timestamp() * 1000)
+
+
+def _setup(args: argparse.Namespace) -> tuple[Config, PublicConfig, Path]:
+    cfg = resolve_config(getattr(args, "config", None))
+    pcfg = load_public_config(cfg)
+    out = args.out if args.out is not None else pcfg.out_dir
+    return cfg, pcfg, out
+
+
+def _build_once(cfg: Config, pcfg: PublicConfig, out: Path, at_ms: int) -> None:
+    client = InfluxQuery(cfg.influx)
+    try:
+        snap = build(pcfg, load_registry(cfg), client, out, at_ms)
+    finally:
+        client.close()
+    log.info(
+        "public: built %s as of %s (%d segments, %d plows shown, stale=%s)",
+        out,
+        datetime.fromtimestamp(at_ms / 1000, JST).isoformat(),
+        len(snap.segments),
+        len(snap.plows),
+        snap.stale(pcfg.stale_after_s),
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    cfg, pcfg, out = _setup(args)
+    try:
+        _build_once(cfg, pcfg, out, args.at if args.at is not None else now_ms())
+    except QueryError as exc:
+        print(f"yukimizu public: {exc}")
+        return 1
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg, pcfg, out = _setup(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.is_set():
+        try:
+            _build_once(cfg, pcfg, out, now_ms())
+        except QueryError as exc:
+            # The previous files stay in place; the page itself shows their age.
+            log.warning("public: build failed, previous files kept: %s", exc)
+        # Aligned to the interval, like the rules engine, so builds follow its cycles.
+        step = pcfg.interval_s
+        stop.wait(step - time.time() % step + 5)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    server = make_server(args.dir, args.host, args.port)
+    log.info("public: serving %s on http://%s:%d/", args.dir, args.host, server.server_port)
+    print(f"serving {args.dir} on http://{args.host}:{server.server_port}/", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("public", help="the residents' plowing map (static files)")
+    psub = p.add_subparsers(dest="public_command", required=True)
+    b = psub.add_parser("build", help="build the page and feed once")
+    b.add_argument("--out", type=Path, help="output directory (default: public.out_dir)")
+    b.add_argument("--at", type=_time, help="as of this time (ISO 8601 with offset; default now)")
+    b.set_defaults(func=cmd_build)
+    r = psub.add_parser("run", help="build every public.interval_s until SIGTERM")
+    r.add_argument("--out", type=Path, help="output directory (default: public.out_dir)")
+    r.set_defaults(func=cmd_run)
+    s = psub.add_parser("serve", help="serve a built directory (local use)")
+    s.add_argument("dir", type=Path)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(func=cmd_serve)

@@ -1,0 +1,195 @@
+// The residents' plowing map. Data: data/feed.geojson, rebuilt every minute by
+// `yukimizu public build|run` (docs/public.md). Bands, labels and colours come from the
+// feed, so the page and third-party users of the feed agree.
+(function () {
+  "use strict";
+  var cfg = JSON.parse(document.getElementById("config").textContent);
+  var map = L.map("map", { zoomControl: true, attributionControl: true });
+  if (cfg.tile_url) {
+    // Tiles are decoration: roads, plows and stations are drawn without them.
+    L.tileLayer(cfg.tile_url, {
+      attribution: cfg.tile_attribution,
+      maxZoom: cfg.tile_max_zoom,
+    }).addTo(map);
+  }
+  var layers = { segments: L.layerGroup().addTo(map), plows: L.layerGroup().addTo(map),
+                 stations: L.layerGroup().addTo(map) };
+  var state = { feed: null, fitted: false, segments: {} };
+  window.yukimizuPublic = state; // read by the browser tests and by curious developers
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = text; }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+
+  function fmtTime(iso) {
+    if (!iso) { return "—"; }
+    var d = new Date(iso);
+    // Times are shown in the town's time zone whatever the visitor's device says.
+    var j = new Date(d.getTime() + 9 * 3600 * 1000);
+    var hh = String(j.getUTCHours()).padStart(2, "0");
+    var mm = String(j.getUTCMinutes()).padStart(2, "0");
+    return (j.getUTCMonth() + 1) + "月" + j.getUTCDate() + "日 " + hh + ":" + mm;
+  }
+
+  function legendSwatch(b) {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", "44"); svg.setAttribute("height", "12");
+    svg.setAttribute("aria-hidden", "true");
+    [["#222", 8, ""], [b.color, 5, b.dash]].forEach(function (s) {
+      var line = document.createElementNS(ns, "line");
+      line.setAttribute("x1", "2"); line.setAttribute("y1", "6");
+      line.setAttribute("x2", "42"); line.setAttribute("y2", "6");
+      line.setAttribute("stroke", s[0]); line.setAttribute("stroke-width", String(s[1]));
+      if (s[2]) { line.setAttribute("stroke-dasharray", s[2]); }
+      svg.appendChild(line);
+    });
+    return svg;
+  }
+
+  function drawLegend(legend) {
+    var ul = document.getElementById("legend-items");
+    ul.textContent = "";
+    legend.forEach(function (b) {
+      var li = el("li", null, "band-" + b.key);
+      li.appendChild(legendSwatch(b));
+      li.appendChild(el("span", b.label));
+      ul.appendChild(li);
+    });
+    var plow = el("li", null, "legend-plow");
+    plow.appendChild(el("span", "車", "plow-icon legend-plow-icon"));
+    plow.appendChild(el("span", "除雪車（作業中）"));
+    ul.appendChild(plow);
+  }
+
+  function segmentPopup(p) {
+    var div = el("div", null, "segment-popup");
+    div.appendChild(el("strong", p.name));
+    div.appendChild(el("div", p.priority === 1 ? "優先路線（優先度 1）" : "優先度 " + p.priority));
+    var when = p.last_plowed ? fmtTime(p.last_plowed) : "記録なし（過去7日）";
+    var line = el("div", "最終除雪: " + when, "last-plowed");
+    if (p.last_plowed && p.inferred) { line.appendChild(el("span", "（推定）", "inferred")); }
+    div.appendChild(line);
+    div.appendChild(el("div", p.band_label));
+    return div;
+  }
+
+  function drawSegments(features, legend) {
+    var byKey = {};
+    legend.forEach(function (b) { byKey[b.key] = b; });
+    layers.segments.clearLayers();
+    state.segments = {};
+    var list = document.getElementById("segment-list");
+    list.textContent = "";
+    features.forEach(function (f) {
+      var p = f.properties, b = byKey[p.band];
+      var latlngs = f.geometry.coordinates.map(function (c) { return [c[1], c[0]]; });
+      // A dark casing under every line keeps light colours (yellow) visible on a pale map.
+      L.polyline(latlngs, { color: "#222", weight: 9, opacity: 0.85, interactive: false })
+        .addTo(layers.segments);
+      var line = L.polyline(latlngs, {
+        color: b.color, weight: 6, opacity: 1, dashArray: b.dash || null, lineCap: "butt",
+        className: "seg seg-" + p.id + " band-" + p.band,
+      }).bindPopup(function () { return segmentPopup(p); });
+      line.addTo(layers.segments);
+      state.segments[p.id] = line;
+      var item = el("li", p.name + " — " + p.band_label + (p.inferred ? "（推定）" : ""));
+      list.appendChild(item);
+    });
+  }
+
+  function drawPlows(features) {
+    layers.plows.clearLayers();
+    features.forEach(function (f) {
+      var p = f.properties, c = f.geometry.coordinates;
+      var icon = L.divIcon({ className: "plow-icon", html: "車", iconSize: [24, 24] });
+      L.marker([c[1], c[0]], { icon: icon, title: p.name, keyboard: false })
+        .bindPopup(function () {
+          var d = el("div", null, "plow-popup");
+          d.appendChild(el("strong", p.name));
+          d.appendChild(el("div", "位置: " + fmtTime(p.time)));
+          return d;
+        })
+        .addTo(layers.plows);
+    });
+  }
+
+  function drawStations(features) {
+    layers.stations.clearLayers();
+    var tbody = document.querySelector("#stations tbody");
+    tbody.textContent = "";
+    features.forEach(function (f) {
+      var p = f.properties, c = f.geometry.coordinates;
+      var depth = p.depth_cm === null ? "—" : p.depth_cm + "cm";
+      var icon = L.divIcon({ className: "station-label", html: "", iconSize: null });
+      var m = L.marker([c[1], c[0]], { icon: icon, title: p.name, keyboard: false });
+      m.on("add", function () { m.getElement().textContent = depth; });
+      m.bindPopup(function () {
+        var d = el("div", null, "station-popup");
+        d.appendChild(el("strong", p.name));
+        d.appendChild(el("div", "積雪 " + depth));
+        d.appendChild(el("div", "24時間降雪 " + (p.new_24h_cm === null ? "—" : p.new_24h_cm + "cm")));
+        d.appendChild(el("div", fmtTime(p.time) + " 時点"));
+        return d;
+      }).addTo(layers.stations);
+      var tr = el("tr");
+      tr.appendChild(el("td", p.name));
+      tr.appendChild(el("td", depth, "num"));
+      tr.appendChild(el("td", p.new_24h_cm === null ? "—" : p.new_24h_cm + "cm", "num"));
+      tr.appendChild(el("td", p.time ? fmtTime(p.time).split(" ")[1] : "—"));
+      tbody.appendChild(tr);
+    });
+  }
+
+  function checkStale() {
+    var feed = state.feed, notice = document.getElementById("stale");
+    if (!feed) { return; }
+    // Stale if the builder saw old data, or if this page itself is old (builder stopped,
+    // or the visitor's connection is down): judged with the visitor's clock.
+    var pageAge = Date.now() - Date.parse(feed.generated_at);
+    var stale = feed.stale || pageAge > feed.stale_after_s * 1000 || state.fetchFailed;
+    notice.hidden = !stale;
+    notice.textContent = stale
+      ? "ご注意: 表示中の情報は最新ではない可能性があります（データ時刻 "
+        + fmtTime(feed.data_time || feed.generated_at) + "）"
+      : "";
+  }
+
+  function render(feed) {
+    state.feed = feed;
+    var by = { segment: [], plow: [], station: [] };
+    feed.features.forEach(function (f) { (by[f.properties.kind] || []).push(f); });
+    drawLegend(feed.legend);
+    drawSegments(by.segment, feed.legend);
+    drawPlows(by.plow);
+    drawStations(by.station);
+    document.getElementById("updated").textContent =
+      "更新: " + fmtTime(feed.generated_at) + "（データ " + fmtTime(feed.data_time) + "）";
+    document.getElementById("dispatch").textContent = feed.dispatch ? feed.dispatch.text : "";
+    if (!state.fitted && by.segment.length) {
+      map.fitBounds(layers.segments.getLayers().length
+        ? L.featureGroup(layers.segments.getLayers()).getBounds() : null, { padding: [8, 8] });
+      state.fitted = true;
+    }
+    checkStale();
+    state.rendered = (state.rendered || 0) + 1;
+  }
+
+  function load() {
+    // no-cache: revalidate with the server (304 if unchanged), never a stale browser copy.
+    fetch(cfg.feed, { cache: "no-cache" })
+      .then(function (r) {
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        return r.json();
+      })
+      .then(function (feed) { state.fetchFailed = false; render(feed); })
+      .catch(function () { state.fetchFailed = true; checkStale(); });
+  }
+
+  load();
+  setInterval(load, Math.max(15, cfg.refresh_s) * 1000);
+  setInterval(checkStale, 30 * 1000);
+})();

@@ -8,6 +8,8 @@ look and how to stop. ``yukimizu demo stop`` stops it all again.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import logging
 import os
@@ -18,20 +20,26 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from alerts.config import load_alerts_config
 from core import nmea
-from core.config import Config
+from core.config import Config, load_registry
 from core.publish import Publisher
 from devtools import localstack as services
 from devtools.processes import IngestNotReady, IngestProcess
+from publicpage.config import load_public_config
 from rules.config import load_rules_config
+from rules.model import JST
 from rules.state import SqliteState
 from rules.transitions import read_outbox
-from simulators.run import publish_scenario
-from simulators.scenario import load_scenario
+from simulators.run import prefixes_from, publish
+from simulators.scenario import DispatchEvent, Scenario, load_scenario
+from simulators.stream import Simulation
+from simulators.truth import write_truth
 
 log = logging.getLogger(__name__)
 
 MEASUREMENTS = ("snow_depth", "water_meter", "plow_position")
+PUBLIC_PORT = 18080
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "heavy-snow-night.toml"
 
 
@@ -44,9 +52,10 @@ def example_messages(
 ) -> list[tuple[str, bytes, str]]:
     """One message of every supported format, timestamped just before ``now``.
 
-    The water examples are ``water_before`` older: a meter's register only grows, so
-    examples with made-up registers must lie before a scenario's own readings of the
-    same meters (or the rules would rightly see a meter swap).
+    The plows in the examples stand at the depot (parked: no dispatch starts).
+        The water examples are ``water_before`` older: a meter's register only grows, so
+        examples with made-up registers must lie before a scenario's own readings of the
+        same meters (or the rules would rightly see a meter swap).
     """
 
     def iso(minutes: float) -> str:
@@ -103,7 +112,7 @@ def example_messages(
         (
             f"{prefix}/plow/P02",
             nmea.sentence(
-                f"GPRMC,{t:%H%M%S}.00,A,3822.8000,N,14012.0000,E,12.5,90.0,{t:%d%m%y},,,A"
+                f"GPRMC,{t:%H%M%S}.00,A,3822.2830,N,14011.6416,E,0.0,90.0,{t:%d%m%y},,,A"
             ).encode(),
             "NMEA RMC",
         ),
@@ -131,10 +140,10 @@ def example_messages(
                     "uplink_message": {
                         "f_cnt": 310,
                         "decoded_payload": {
-                            "lat": 38.3815,
-                            "lon": 140.2032,
-                            "speed_kmh": 14.0,
-                            "blade_down": True,
+                            "lat": 38.371383,
+                            "lon": 140.194027,
+                            "speed_kmh": 0.0,
+                            "blade_down": False,
                         },
                         "rx_metadata": [{"rssi": -81}],
                     },
@@ -207,17 +216,8 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
             pub.publish(topic, payload)
             print(f"  published {what:<40} → {topic}")
     published = len(examples)
-    if scenario is not None and sc is not None:
-        # Shift the scenario so that it ends just before now: dashboards show it.
-        start_at = (
-            datetime.now(UTC).replace(microsecond=0) - (sc.end - sc.start) - timedelta(minutes=10)
-        )
-        truth = Path(s.data_dir) / "truth" / sc.name
-        print(f"simulating {sc.name} ({sc.description}) as fast as possible,")
-        print(f"  shifted to start at {start_at:%Y-%m-%d %H:%M}Z; ground truth in {truth}")
-        summary = publish_scenario(cfg, scenario, None, None, truth_dir=truth, start=start_at)
-        published += summary.messages
-        print(f"  {summary.describe()}")
+    if sc is not None:
+        published += _publish_night(cfg, sc)
 
     # Wait until InfluxDB stops growing (ingest flushes within a second).
     last, stable_since, deadline = counts(cfg), time.monotonic(), time.monotonic() + 300
@@ -227,16 +227,7 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
         if now_counts != last:
             last, stable_since = now_counts, time.monotonic()
     dl = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            *(["-c", str(config_path)] if config_path else []),
-            "deadletter",
-            "list",
-            "--limit",
-            "5",
-        ],
+        [*_cli_argv(config_path), "deadletter", "list", "--limit", "5"],
         capture_output=True,
         text=True,
         check=False,
@@ -249,6 +240,8 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
     rules_log = Path(s.data_dir) / "rules.log"
     if _start_rules(cfg, config_path, rules_log) != 0:
         return 1
+    _start_alerts(cfg, config_path)
+    _start_public(cfg, config_path)
     q = "SELECT * FROM snow_depth ORDER BY time DESC LIMIT 5"
     print(
         "\nwhere to look:\n"
@@ -263,6 +256,135 @@ def start(cfg: Config, config_path: Path | None, scenario: Path | None) -> int:
         "to stop:  .venv/bin/yukimizu demo stop"
     )
     return 0
+
+
+def _background(cfg: Config, name: str, argv: list[str], log_path: Path) -> int:
+    """Start a detached helper process once (pid file ``services.data_dir/NAME.pid``)."""
+    pid_file = Path(cfg.services.data_dir) / f"{name}.pid"
+    try:
+        pid = int(pid_file.read_text())
+        if services.pid_alive(pid):
+            return pid
+    except (FileNotFoundError, ValueError):
+        pass
+    with log_path.open("ab") as logf:
+        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def _stop_background(cfg: Config, name: str) -> None:
+    pid_file = Path(cfg.services.data_dir) / f"{name}.pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    if services.pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while services.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"{name} (pid {pid}) stopped")
+    pid_file.unlink(missing_ok=True)
+
+
+def _cli_argv(config_path: Path | None) -> list[str]:
+    return [sys.executable, "-m", "cli", *(["-c", str(config_path)] if config_path else [])]
+
+
+def _start_alerts(cfg: Config, config_path: Path | None) -> None:
+    """A local SMTP server writing to a mailbox folder, and ``yukimizu alerts run``;
+    then wait for the dispatch notice to arrive and say where to read it."""
+    acfg = load_alerts_config(cfg)
+    mail_dir = Path(cfg.services.data_dir).parent / "mail"
+    smtp = acfg.defaults.get("email", {})
+    host, port = str(smtp.get("host", "127.0.0.1")), int(smtp.get("port", 18025))
+    data = Path(cfg.services.data_dir)
+    _background(
+        cfg,
+        "smtp",
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            f"{host}:{port}",
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+            str(mail_dir),
+        ],
+        data / "smtp.log",
+    )
+    log_path = data / "alerts.log"
+    pid = _background(cfg, "alerts", [*_cli_argv(config_path), "alerts", "run"], log_path)
+    print(f"\nalerts service running (pid {pid}), log {log_path}; local mailbox {mail_dir}")
+    new = mail_dir / "new"
+    deadline = time.monotonic() + 60
+    seen: list[Path] = []
+    while time.monotonic() < deadline:
+        seen = sorted(new.glob("*")) if new.is_dir() else []
+        if any("除雪" in _subject(m) for m in seen):
+            break
+        time.sleep(0.5)
+    for m in seen:
+        print(f"  mail: {_subject(m)}  ({m})")
+    if not seen:
+        print(f"  no notice in the mailbox yet; see {log_path}")
+
+
+def _subject(path: Path) -> str:
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    return str(msg.get("Subject", ""))
+
+
+def _start_public(cfg: Config, config_path: Path | None) -> None:
+    """Build the residents' page from the demo's data and serve it locally."""
+    out = load_public_config(cfg).out_dir
+    build = subprocess.run(
+        [*_cli_argv(config_path), "public", "build", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if build.returncode != 0:
+        print(f"public page not built: {build.stderr.strip()[-500:]}")
+        return
+    data = Path(cfg.services.data_dir)
+    _background(
+        cfg,
+        "public",
+        [*_cli_argv(config_path), "public", "serve", str(out), "--port", str(PUBLIC_PORT)],
+        data / "public.log",
+    )
+    print(
+        f"\nresidents' plowing page (除雪状況): http://127.0.0.1:{PUBLIC_PORT}/  (files in {out})"
+    )
+
+
+def _publish_night(cfg: Config, sc: Scenario) -> int:
+    """The night as it stands 25 minutes after the plows went out: the dispatch call is
+    still on (so the alerts service notifies it) and the plowing is under way. Shifted
+    so that this moment is now: dashboards and the public page show it."""
+    sc = _until_plowing(sc)
+    start_at = datetime.now(UTC).replace(microsecond=0) - (sc.end - sc.start)
+    sc = sc.shifted_to(start_at - timedelta(minutes=2))
+    truth = Path(cfg.services.data_dir) / "truth" / sc.name
+    print(f"simulating {sc.name} ({sc.description}) as fast as possible,")
+    print(f"  up to {sc.end.astimezone(JST):%H:%M} JST (now); ground truth in {truth}")
+    sim = Simulation(sc, load_registry(cfg), None, prefixes_from(cfg))
+    write_truth(sim.world, truth, sim.format)
+    summary = publish(sim, cfg)
+    print(f"  {summary.describe()}")
+    return summary.messages
+
+
+def _until_plowing(sc: Scenario) -> Scenario:
+    """The scenario cut 25 minutes after its first dispatch (whole if it has none)."""
+    dispatches = sorted(e.at for e in sc.events if isinstance(e, DispatchEvent))
+    if not dispatches:
+        return sc
+    return sc.model_copy(update={"end": min(sc.end, dispatches[0] + timedelta(minutes=25))})
 
 
 def _rules_db(cfg: Config) -> Path:
@@ -335,6 +457,8 @@ def _print_dispatches(cfg: Config) -> None:
 
 
 def stop(cfg: Config) -> int:
+    for name in ("public", "alerts", "smtp"):
+        _stop_background(cfg, name)
     rules_pid = _rules_running(cfg)
     if rules_pid is not None:
         os.kill(rules_pid, signal.SIGTERM)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from core.config import Config, ConfigError, describe_errors
+from core.config import Config, ConfigError, config_path, validate_section
 
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -365,21 +365,17 @@ def _check_secrets(ac: AlertsConfig, environ: Mapping[str, str]) -> list[str]:
 def load_alerts_config(cfg: Config, environ: Mapping[str, str] | None = None) -> AlertsConfig:
     """Validate ``[alerts]``; raise :class:`ConfigError` naming the field."""
     env = os.environ if environ is None else environ
-    try:
-        ac = AlertsConfig.model_validate(_with_defaults(dict(cfg.alerts)))
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid configuration [alerts]:\n{describe_errors(exc, prefix='alerts')}"
-        ) from None
+    ac = validate_section("alerts", _with_defaults(dict(cfg.alerts)), AlertsConfig)
     problems = _cross_check(ac) + _check_secrets(ac, env)
     if problems:
         raise ConfigError("invalid configuration [alerts]:\n" + "\n".join(problems))
 
-    def fix(p: Path) -> Path:
-        p = p.expanduser()
-        return p if p.is_absolute() else (cfg.base_dir / p).resolve()
-
-    return ac.model_copy(update={"state_dir": fix(ac.state_dir), "outbox": fix(ac.outbox)})
+    return ac.model_copy(
+        update={
+            "state_dir": config_path(cfg, ac.state_dir),
+            "outbox": config_path(cfg, ac.outbox),
+        }
+    )
 
 
 def email_password(ch: EmailChannel, environ: Mapping[str, str] | None = None) -> str | None:

@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -273,3 +273,23 @@ def load_registry(cfg: Config) -> Registry:
     r = cfg.registry
     bbox = BBox(lat_min=r.lat_min, lat_max=r.lat_max, lon_min=r.lon_min, lon_max=r.lon_max)
     return Registry.load(r.stations, r.meters, r.plows, r.routes, bbox=bbox)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validate_section(section: str, data: Any, model: type[_M]) -> _M:
+    """A feature's ``[section]`` (validated by the feature's own model); raise
+    :class:`ConfigError` naming the field, e.g. ``rules.snow.dispatch_cm: …``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid configuration [{section}]:\n{describe_errors(exc, prefix=section)}"
+        ) from None
+
+
+def config_path(cfg: Config, path: Path) -> Path:
+    """A path from the config file: ``~`` expanded, relative to the file's directory."""
+    path = path.expanduser()
+    return path if path.is_absolute() else (cfg.base_dir / path).resolve()

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from core.config import Config, ConfigError, describe_errors
+from core.config import Config, config_path, validate_section
 from sensors.models import Kind
 from sensors.registry import BBox, Registry, RegistryError
 
@@ -52,21 +52,11 @@ class ProvisionConfig(BaseModel):
 
 
 def provision_config(cfg: Config) -> ProvisionConfig:
-    try:
-        pc = ProvisionConfig.model_validate(cfg.provision)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid [provision] configuration:\n{describe_errors(exc, 'provision')}"
-        ) from None
-
-    def fix(p: Path) -> Path:
-        p = p.expanduser()
-        return p if p.is_absolute() else (cfg.base_dir / p).resolve()
-
+    pc = validate_section("provision", cfg.provision, ProvisionConfig)
     return pc.model_copy(
         update={
-            "password_file": fix(pc.password_file),
-            "acl_file": fix(pc.acl_file) if pc.acl_file else None,
+            "password_file": config_path(cfg, pc.password_file),
+            "acl_file": config_path(cfg, pc.acl_file) if pc.acl_file else None,
         }
     )
 

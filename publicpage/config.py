@@ -19,9 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.config import Config, ConfigError, describe_errors
+from core.config import Config, config_path, validate_section
 
 GSI_PALE = "https://cyberjapandata.gsi.go.jp/xyz/pale/{z}/{x}/{y}.png"
 # The GSI terms of use require this credit beside their tiles.
@@ -66,13 +66,5 @@ class PublicConfig(BaseModel):
 
 def load_public_config(cfg: Config) -> PublicConfig:
     """Validate ``[public]``; raise :class:`ConfigError` naming the field."""
-    try:
-        pc = PublicConfig.model_validate(cfg.public)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid configuration [public]:\n{describe_errors(exc, prefix='public')}"
-        ) from None
-    out = pc.out_dir.expanduser()
-    if not out.is_absolute():
-        out = (cfg.base_dir / out).resolve()
-    return pc.model_copy(update={"out_dir": out})
+    pc = validate_section("public", cfg.public, PublicConfig)
+    return pc.model_copy(update={"out_dir": config_path(cfg, pc.out_dir)})

@@ -20,9 +20,9 @@ import calendar
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from core.config import Config, ConfigError, describe_errors
+from core.config import Config, validate_section
 
 
 class Schedule(BaseModel):
@@ -97,9 +97,4 @@ class ReportsConfig(BaseModel):
 
 def load_reports_config(cfg: Config) -> ReportsConfig:
     """Validate ``[reports]``; raise :class:`ConfigError` naming the field."""
-    try:
-        return ReportsConfig.model_validate(cfg.reports)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid configuration [reports]:\n{describe_errors(exc, prefix='reports')}"
-        ) from None
+    return validate_section("reports", cfg.reports, ReportsConfig)

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.config import Config, ConfigError, describe_errors
+from core.config import Config, ConfigError, config_path, describe_errors, validate_section
 from rules.params import (
     FAMILY_PARAMS,
     PlowParams,
@@ -134,17 +134,9 @@ def _validate_overrides(cfg: RulesConfig) -> None:
 
 def load_rules_config(cfg: Config) -> RulesConfig:
     """Validate ``[rules]``; raise :class:`ConfigError` naming the field."""
-    try:
-        rc = RulesConfig.model_validate(cfg.rules)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"invalid configuration [rules]:\n{describe_errors(exc, prefix='rules')}"
-        ) from None
+    rc = validate_section("rules", cfg.rules, RulesConfig)
     _validate_overrides(rc)
-    state = rc.state_dir.expanduser()
-    if not state.is_absolute():
-        state = (cfg.base_dir / state).resolve()
-    return rc.model_copy(update={"state_dir": state})
+    return rc.model_copy(update={"state_dir": config_path(cfg, rc.state_dir)})
 
 
 def params_table() -> list[tuple[str, str, Any, str]]:

@@ -54,6 +54,27 @@ class ReplayResult:
     seconds: float = 0.0
 
 
+def transition_line(t: Transition) -> str:
+    """A transition as the ``alert_transition`` point Grafana annotates with."""
+    return ENCODER.encode(
+        ALERT_TRANSITION,
+        {
+            "rule": t.rule,
+            "severity": t.severity.value,
+            "status": t.status.value,
+            "category": t.category,
+        },
+        {
+            "key": t.key,
+            "subject": t.subject,
+            "district": t.district or "",
+            "message": t.message,
+            "values": json.dumps(t.values, ensure_ascii=False),
+        },
+        int(t.event_time.timestamp() * 1000),
+    )
+
+
 def steps(start_ms: int, end_ms: int, step_ms: int) -> list[int]:
     """Evaluation times aligned to the step, as the live scheduler aligns its cycles;
     ``end_ms`` itself last when it is not on the grid (a catch-up ends at "now")."""
@@ -264,26 +285,7 @@ class Engine:
             except EncodeError as exc:
                 # A family bug, not data: say so loudly, keep the cycle going.
                 log.error("rules: cannot encode derived point %s: %s", p, exc)
-        for t in transitions:
-            lines.append(
-                ENCODER.encode(
-                    ALERT_TRANSITION,
-                    {
-                        "rule": t.rule,
-                        "severity": t.severity.value,
-                        "status": t.status.value,
-                        "category": t.category,
-                    },
-                    {
-                        "key": t.key,
-                        "subject": t.subject,
-                        "district": t.district or "",
-                        "message": t.message,
-                        "values": json.dumps(t.values, ensure_ascii=False),
-                    },
-                    int(t.event_time.timestamp() * 1000),
-                )
-            )
+        lines.extend(transition_line(t) for t in transitions)
         return lines
 
     def firing(self) -> list[Transition]:

@@ -40,9 +40,8 @@ from dashboards.model import DATASOURCE_UID, PRODUCER, Dashboard, Query
 from devtools.localstack import InfluxDB1, Mosquitto
 from devtools.rulelab import load_scenario_into, run_backtest
 from rules.config import with_settings
-from rules.engine import ENCODER, Engine
+from rules.engine import ENCODER, Engine, transition_line
 from rules.families import BY_NAME, FAMILIES
-from rules.schema import ALERT_TRANSITION
 from rules.sources import RecordedSource
 from rules.state import SqliteState
 from tests.conftest import REPO, SAMPLE_CONFIG, make_config, running_ingest, wait_for
@@ -190,29 +189,8 @@ class Filled:
 
 
 def _transition_lines(result: Any) -> list[str]:
-    """Transitions as the engine writes them (rules/engine.py, ``_lines``)."""
-    lines = []
-    for _detected, t in result.transitions:
-        lines.append(
-            ENCODER.encode(
-                ALERT_TRANSITION,
-                {
-                    "rule": t.rule,
-                    "severity": t.severity.value,
-                    "status": t.status.value,
-                    "category": t.category,
-                },
-                {
-                    "key": t.key,
-                    "subject": t.subject,
-                    "district": t.district or "",
-                    "message": t.message,
-                    "values": json.dumps(t.values, ensure_ascii=False),
-                },
-                int(t.event_time.timestamp() * 1000),
-            )
-        )
-    return lines
+    """Transitions as the engine writes them."""
+    return [transition_line(t) for _detected, t in result.transitions]
 
 
 @pytest.fixture(scope="module")

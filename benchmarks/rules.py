@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from devtools.localstack import InfluxDB1
 from devtools.rulelab import load_scenario_into, run_backtest
 from rules.config import RulesConfig, with_settings

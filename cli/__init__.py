@@ -7,6 +7,7 @@ any package; nothing imports it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import select
@@ -14,25 +15,49 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from alerts import cli as alerts_cli
-from cli import init as init_cli
 from core.config import ConfigError
 from core.sqlite import StoreError
-from dashboards import cli as dashboards_cli
-from devtools import cli as devtools_cli
 from devtools.localstack import ServiceStartError
-from ingest import cli as ingest_cli
-from provision import cli as provision_cli
-from publicpage import cli as public_cli
-from reports import cli as reports_cli
-from rules import cli as rules_cli
 from sensors.registry import RegistryError
-from simulators import cli as simulators_cli
 
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Command word → the module that registers it. Only the chosen command's module is
+# imported: `yukimizu ingest` must not load pandas, shapely and the rest of the other
+# packages (tens of MB of a process that runs all winter; benchmarks/ingest.py).
+COMMANDS: dict[str, str] = {
+    "init": "cli.init",
+    "ingest": "ingest.cli",
+    "config": "ingest.cli",
+    "deadletter": "ingest.cli",
+    "rules": "rules.cli",
+    "simulate": "simulators.cli",
+    "services": "devtools.cli",
+    "demo": "devtools.cli",
+    "alerts": "alerts.cli",
+    "dashboards": "dashboards.cli",
+    "device": "provision.cli",
+    "report": "reports.cli",
+    "public": "publicpage.cli",
+}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv`` (skipping the root options and their values)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-c", "--config", "--log-level"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the chosen command's module is loaded."""
     p = argparse.ArgumentParser(prog="yukimizu", description="yukimizu 雪水 telemetry")
     p.add_argument(
         "-c",
@@ -42,16 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default=os.environ.get("YUKIMIZU_LOG_LEVEL", "INFO"))
     sub = p.add_subparsers(dest="command", required=True)
-    init_cli.add_parser(sub)
-    ingest_cli.add_parsers(sub)
-    rules_cli.add_parsers(sub)
-    simulators_cli.add_parser(sub)
-    devtools_cli.add_parsers(sub)
-    alerts_cli.add_parsers(sub)
-    dashboards_cli.add_parsers(sub)
-    provision_cli.add_parsers(sub)
-    reports_cli.add_parsers(sub)
-    public_cli.add_parsers(sub)
+    word = _command_word(argv) if argv is not None else None
+    modules = [COMMANDS[word]] if word in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
+        module = importlib.import_module(name)
+        register = getattr(module, "add_parsers", None) or module.add_parser
+        register(sub)
     return p
 
 
@@ -71,7 +92,8 @@ def _stdout_reader_gone() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

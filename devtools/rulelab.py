@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import Config, InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from core.message import Message
 from devtools.localstack import InfluxDB1
 from ingest.pipeline import Processor

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from publicpage.config import PublicConfig
 from publicpage.snapshot import BAND_BY_KEY, BANDS, Reader, Snapshot, iso_jst
 from sensors.registry import Registry

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from core.config import Config, load_registry, resolve_config
-from core.influx import InfluxQuery, QueryError
+from core.influxql import InfluxQuery, QueryError
 from publicpage.build import build
 from publicpage.config import PublicConfig, load_public_config
 from publicpage.serve import make_server

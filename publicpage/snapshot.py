@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from publicpage.config import PublicConfig
 from rules.schema import DISPATCH, RULES_STATS, SEGMENT_STATUS, SNOW_HOURLY
 from sensors.registry import EARTH_RADIUS_M, Registry

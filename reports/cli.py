@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from core.config import ConfigError, load_registry, resolve_config
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from reports import plow_render
 from reports.config import load_reports_config
 from reports.meter import COLUMNS, MeterReading

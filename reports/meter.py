@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from reports.config import MeterReadingConfig, Schedule, add_months
 from rules.schema import ALERT_TRANSITION
 from sensors.registry import Meter, Registry

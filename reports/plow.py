@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from reports.config import PlowReportConfig
 from reports.meter import JST, midnight_ms
 from rules.schema import DISPATCH, SEGMENT_STATUS

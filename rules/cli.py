@@ -13,7 +13,8 @@ from pathlib import Path
 from types import FrameType
 
 from core.config import Config, ConfigError, load_registry, resolve_config
-from core.influx import InfluxQuery, QueryError, WriteError, Writer, make_writer
+from core.influx import WriteError, Writer, make_writer
+from core.influxql import InfluxQuery, QueryError
 from rules import backtest
 from rules.config import RulesConfig, params_table, with_settings
 from rules.engine import Engine

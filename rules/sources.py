@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 
 log = logging.getLogger(__name__)
 

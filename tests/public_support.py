@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Config, InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from core.lineproto import Encoder
 from devtools.localstack import InfluxDB1
 from publicpage.build import build

@@ -18,7 +18,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from alerts.service import AlertService
 from core.config import Config, InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from devtools.localstack import InfluxDB1
 from devtools.rulelab import load_scenario_into
 from rules.config import with_settings

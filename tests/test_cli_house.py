@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sqlite3
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cli import build_parser
+from cli import COMMANDS, build_parser
 from cli.init import FILES
 from core.config import Config
 from core.sqlite import Column, Schema, StoreError, open_db
@@ -224,3 +225,24 @@ def test_init_template_documents_every_config_key() -> None:
         } - {"overrides", "away"}
         missing = scalar - documented.get(section, set())
         assert not missing, f"[{section}] keys missing from the init template: {missing}"
+
+
+def test_every_command_word_is_registered_by_its_module() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    assert set(sub.choices) == set(COMMANDS)
+    for word, module in COMMANDS.items():
+        only = build_parser([word])
+        chosen = next(a for a in only._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+        assert word in chosen.choices, (word, module)
+
+
+def test_ingest_does_not_load_the_other_packages_heavy_libraries() -> None:
+    code = (
+        "import sys; from cli import build_parser; build_parser(['-c', 'x.toml', 'ingest']);"
+        "print(sorted(m for m in ('pandas', 'shapely', 'openpyxl') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from core.config import Config, InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from core.publish import Publisher
 from dashboards.boards import BOARDS
 from dashboards.build import (

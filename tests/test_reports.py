@@ -22,7 +22,7 @@ import pytest
 
 from cli import main
 from core.config import Config, ConfigError, InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from devtools.localstack import InfluxDB1
 from devtools.rulelab import Loaded, load_scenario_into, run_backtest
 from reports.config import MeterReadingConfig, PlowReportConfig, load_reports_config

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from core.config import InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery, QueryError
+from core.influxql import InfluxQuery, QueryError
 from devtools.localstack import InfluxDB1
 from rules import backtest
 from rules.config import RulesConfig

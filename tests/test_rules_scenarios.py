@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Config, InfluxConfig, load_config, load_registry
-from core.influx import InfluxQuery
+from core.influxql import InfluxQuery
 from devtools.localstack import InfluxDB1, Mosquitto
 from devtools.rulelab import Loaded, load_scenario_into, run_backtest
 from rules import backtest

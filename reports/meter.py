@@ -10,7 +10,7 @@ a normal step (the register moved forwards, or backwards by what could have flow
 back — 逆流), a rollover (the register wrapped at ``meter.rollover_l``: the step plus
 the capacity is a plausible use) or a swap (anything else: a new meter, whose figure
 starts a new link of the chain). Use across a swap is the old meter's last register −
-the previous reading + the new meter's register (docs/reports.md#swap).
+the previous reading + the new meter's register (docs/reports.md#use-as-billing-counts-it).
 """
 
 from __future__ import annotations

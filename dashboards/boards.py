@@ -116,6 +116,115 @@ def _legend_table() -> dict[str, Any]:
     }
 
 
+def _trend(
+    title: str,
+    queries: list[Query],
+    *,
+    w: int = 12,
+    h: int = 8,
+    description: str = "",
+    unit: str | None = None,
+    decimals: int | None = None,
+    thresholds: list[tuple[float | None, str]] | None = None,
+    custom: dict[str, Any] | None = None,
+) -> Panel:
+    """A time series with one colour per series and the legend as a table: the shape
+    of most graphs on these boards. ``custom`` defaults to plain lines (``_ts()``)."""
+    return Panel(
+        "timeseries",
+        title,
+        queries,
+        w=w,
+        h=h,
+        description=description,
+        unit=unit,
+        decimals=decimals,
+        thresholds=thresholds,
+        color_mode="palette-classic",
+        custom=_ts() if custom is None else custom,
+        options=_legend_table(),
+    )
+
+
+def _per_device(
+    fn: str,
+    field: str,
+    measurement: str,
+    where: str,
+    every: str,
+    *,
+    fill: str = "none",
+    family: str | None = None,
+) -> Query:
+    """``fn("field")`` per ``every`` and device, one series per device named by it.
+
+    ``where`` is the whole WHERE clause (device filter and ``$timeFilter``); the answer's
+    value column is named after ``fn``, as InfluxQL names an unaliased aggregate."""
+    return q(
+        f'SELECT {fn}("{field}") FROM "{measurement}" {where} '
+        f'GROUP BY time({every}), "device" fill({fill})',
+        (fn,),
+        ("device",),
+        alias="$tag_device",
+        family=family,
+    )
+
+
+def _alerts_annotation(
+    title: str, categories: tuple[str, ...], color: str
+) -> tuple[str, Query, str]:
+    """Alert transitions of some categories as an annotation (Dashboard.annotation_queries).
+
+    The categories are rule family names, so the first one is the family the query
+    needs on the test data."""
+    where = " OR ".join(f"\"category\" = '{c}'" for c in categories)
+    if len(categories) > 1:
+        where = f"({where})"
+    return (
+        title,
+        q(
+            f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
+            f"WHERE {where} AND $timeFilter",
+            ("message", "subject", "rule", "status"),
+            fmt="table",
+            family=categories[0],
+        ),
+        color,
+    )
+
+
+def _field(
+    name: str,
+    *,
+    label: str | None = None,
+    unit: str | None = None,
+    decimals: int | None = None,
+    mappings: list[dict[str, Any]] | None = None,
+    cell: str | None = None,
+    hidden: bool = False,
+) -> dict[str, Any]:
+    """A field override for the column ``name``: display name, unit, decimals, value
+    mappings, cell colouring (``cell``: a cellOptions type) or hidden, in that order."""
+    props: list[dict[str, Any]] = []
+    if label is not None:
+        props.append({"id": "displayName", "value": label})
+    if unit is not None:
+        props.append({"id": "unit", "value": unit})
+    if decimals is not None:
+        props.append({"id": "decimals", "value": decimals})
+    if mappings is not None:
+        props.append({"id": "mappings", "value": mappings})
+    if cell is not None:
+        props.append({"id": "custom.cellOptions", "value": {"type": cell}})
+    if hidden:
+        props.append({"id": "custom.hidden", "value": True})
+    return {"matcher": {"id": "byName", "options": name}, "properties": props}
+
+
+def _rename(name: str, to: str) -> dict[str, Any]:
+    return _field(name, label=to)
+
+
 def _geomap(layers: list[dict[str, Any]], lat: float, lon: float, zoom: float) -> dict[str, Any]:
     return {
         "view": {"id": "coords", "lat": lat, "lon": lon, "zoom": zoom, "allLayers": True},
@@ -205,78 +314,35 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
         ),
     ]
     d.annotation_queries = [
-        (
-            "除雪出動・積雪アラート",
-            q(
-                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
-                "WHERE (\"category\" = 'snow' OR \"category\" = 'plow') AND $timeFilter",
-                ("message", "subject", "rule", "status"),
-                fmt="table",
-                family="snow",
-            ),
-            "red",
-        ),
+        _alerts_annotation("除雪出動・積雪アラート", ("snow", "plow"), "red"),
     ]
     sel = 'WHERE "device" =~ /^$station$/ AND $timeFilter'
     stages = sorted({p["priority_dispatch_cm"], p["dispatch_cm"], *p["stages_cm"]})
     stage_colors = ["yellow", "orange", "red", "purple", "dark-purple"]
     d.add(
         Row("積雪"),
-        Panel(
-            "timeseries",
+        _trend(
             "積雪深",
-            [
-                q(
-                    f'SELECT mean("depth_cm") FROM "{raw.SNOW}" {sel} '
-                    'GROUP BY time($__interval), "device" fill(none)',
-                    ("mean",),
-                    ("device",),
-                    alias="$tag_device",
-                )
-            ],
+            [_per_device("mean", "depth_cm", raw.SNOW, sel, "$__interval")],
             w=12,
             description="積雪計の生の積雪深(温度補正済み)。町全体警戒の積雪深を線で示す。",
             unit="suffix: cm",
             decimals=0,
             thresholds=[(None, "green"), (p["town_alert_depth_cm"], "red")],
-            color_mode="palette-classic",
             custom={**_ts(), "thresholdsStyle": {"mode": "dashed"}},
-            options=_legend_table(),
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "時間降雪量",
-            [
-                q(
-                    f'SELECT max("new_snow_cm") FROM "{derived.SNOW_HOURLY}" {sel} '
-                    'GROUP BY time(1h), "device" fill(none)',
-                    ("max",),
-                    ("device",),
-                    alias="$tag_device",
-                    family="snow",
-                )
-            ],
+            [_per_device("max", "new_snow_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
             w=12,
             description="気象庁方式の1時間降雪量(ルールエンジンの snow_hourly)。",
             unit="suffix: cm",
             decimals=1,
-            color_mode="palette-classic",
             custom=_ts(bars=True),
-            options=_legend_table(),
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "前回除雪後の新雪(出動基準)",
-            [
-                q(
-                    f'SELECT last("since_plowed_cm") FROM "{derived.SNOW_HOURLY}" {sel} '
-                    'GROUP BY time(1h), "device" fill(none)',
-                    ("last",),
-                    ("device",),
-                    alias="$tag_device",
-                    family="snow",
-                )
-            ],
+            [_per_device("last", "since_plowed_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
             w=12,
             description=(
                 f"前回の除雪以降の新雪。線: 優先路線 {p['priority_dispatch_cm']:g} cm、"
@@ -290,29 +356,14 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
                 (None, "green"),
                 *((s, stage_colors[min(i, len(stage_colors) - 1)]) for i, s in enumerate(stages)),
             ],
-            color_mode="palette-classic",
             custom={**_ts(), "thresholdsStyle": {"mode": "line+area"}},
-            options=_legend_table(),
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "24時間降雪量",
-            [
-                q(
-                    f'SELECT last("new_24h_cm") FROM "{derived.SNOW_HOURLY}" {sel} '
-                    'GROUP BY time(1h), "device" fill(none)',
-                    ("last",),
-                    ("device",),
-                    alias="$tag_device",
-                    family="snow",
-                )
-            ],
+            [_per_device("last", "new_24h_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
             w=12,
             unit="suffix: cm",
             decimals=0,
-            color_mode="palette-classic",
-            custom=_ts(),
-            options=_legend_table(),
         ),
         Row("観測局の状態"),
         Panel(
@@ -336,86 +387,34 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
             overrides=[
                 _rename("device", "観測局"),
                 _rename("Time", "評価時刻"),
-                {
-                    "matcher": {"id": "byName", "options": "fault"},
-                    "properties": [
-                        {"id": "displayName", "value": "異常"},
-                        {"id": "mappings", "value": [_value_map(STATION_FAULTS)]},
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "ok"},
-                    "properties": [
-                        {"id": "displayName", "value": "正常"},
-                        {
-                            "id": "mappings",
-                            "value": [
-                                {
-                                    "type": "value",
-                                    "options": {
-                                        "true": {"text": "○", "color": "green", "index": 0},
-                                        "false": {"text": "×", "color": "red", "index": 1},
-                                    },
-                                }
-                            ],
-                        },
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "last_seen_s"},
-                    "properties": [
-                        {"id": "displayName", "value": "最終受信から"},
-                        {"id": "unit", "value": "s"},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "battery_v"},
-                    "properties": [
-                        {"id": "displayName", "value": "電池"},
-                        {"id": "unit", "value": "suffix: V"},
-                        {"id": "decimals", "value": 2},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "poor_echo_share"},
-                    "properties": [
-                        {"id": "displayName", "value": "反射不良率"},
-                        {"id": "unit", "value": "percentunit"},
-                    ],
-                },
+                _field(
+                    "fault",
+                    label="異常",
+                    mappings=[_value_map(STATION_FAULTS)],
+                    cell="color-background",
+                ),
+                _field(
+                    "ok",
+                    label="正常",
+                    mappings=[_value_map({"true": ("○", "green"), "false": ("×", "red")})],
+                ),
+                _field("last_seen_s", label="最終受信から", unit="s"),
+                _field("battery_v", label="電池", unit="suffix: V", decimals=2),
+                _field("poor_echo_share", label="反射不良率", unit="percentunit"),
             ],
             options={"showHeader": True, "cellHeight": "sm"},
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "電池電圧",
-            [
-                q(
-                    f'SELECT mean("battery_v") FROM "{raw.SNOW}" {sel} '
-                    'GROUP BY time($__interval), "device" fill(none)',
-                    ("mean",),
-                    ("device",),
-                    alias="$tag_device",
-                )
-            ],
+            [_per_device("mean", "battery_v", raw.SNOW, sel, "$__interval")],
             w=10,
             h=9,
             unit="suffix: V",
             decimals=2,
-            color_mode="palette-classic",
             custom=_ts(0),
-            options=_legend_table(),
         ),
     )
     return d
-
-
-def _rename(name: str, to: str) -> dict[str, Any]:
-    return {
-        "matcher": {"id": "byName", "options": name},
-        "properties": [{"id": "displayName", "value": to}],
-    }
 
 
 # ----------------------------------------------------------------------------- 水道
@@ -451,44 +450,21 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
         ),
     ]
     d.annotation_queries = [
-        (
-            "水道アラート",
-            q(
-                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
-                "WHERE \"category\" = 'water' AND $timeFilter",
-                ("message", "subject", "rule", "status"),
-                fmt="table",
-                family="water",
-            ),
-            "orange",
-        ),
+        _alerts_annotation("水道アラート", ("water",), "orange"),
     ]
     sel = 'WHERE "device" =~ /^$meter$/ AND $timeFilter'
     d.add(
         Row("使用量"),
-        Panel(
-            "timeseries",
+        _trend(
             "時間使用量",
-            [
-                q(
-                    f'SELECT sum("use_l") FROM "{derived.WATER_HOURLY}" {sel} '
-                    'GROUP BY time(1h), "device" fill(none)',
-                    ("sum",),
-                    ("device",),
-                    alias="$tag_device",
-                    family="water",
-                )
-            ],
+            [_per_device("sum", "use_l", derived.WATER_HOURLY, sel, "1h", family="water")],
             w=12,
             description="1時間ごとの使用量(指針の差分。逆流・桁あふれ・交換は使用量に含めない)。",
             unit="suffix: L",
             decimals=0,
-            color_mode="palette-classic",
             custom=_ts(bars=True, stack=True),
-            options=_legend_table(),
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "夜間最小流量(02–05時)",
             [
                 q(
@@ -504,21 +480,20 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
             description="夜間2–5時の最小流量と漏水判定の基準(30夜の中央値から)。",
             unit="suffix: L/h",
             decimals=1,
-            color_mode="palette-classic",
             custom={**_ts(0), "showPoints": "always"},
-            options=_legend_table(),
         ),
         Row("漏水・破裂・逆流・欠測"),
         Panel(
             "state-timeline",
             "メーターの状態",
             [
-                q(
-                    f'SELECT last("state") FROM "{derived.WATER_STATE}" {sel} '
-                    'GROUP BY time($__interval), "device" fill(previous)',
-                    ("last",),
-                    ("device",),
-                    alias="$tag_device",
+                _per_device(
+                    "last",
+                    "state",
+                    derived.WATER_STATE,
+                    sel,
+                    "$__interval",
+                    fill="previous",
                     family="water",
                 )
             ],
@@ -584,17 +559,16 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
             ),
         ),
         Row("見守り世帯"),
-        Panel(
-            "timeseries",
+        _trend(
             "見守り世帯の時間使用量",
             [
-                q(
-                    f'SELECT sum("use_l") FROM "{derived.WATER_HOURLY}" '
-                    'WHERE "device" =~ /^($watched)$/ AND $timeFilter '
-                    'GROUP BY time(1h), "device" fill(0)',
-                    ("sum",),
-                    ("device",),
-                    alias="$tag_device",
+                _per_device(
+                    "sum",
+                    "use_l",
+                    derived.WATER_HOURLY,
+                    'WHERE "device" =~ /^($watched)$/ AND $timeFilter',
+                    "1h",
+                    fill="0",
                     family="water",
                 )
             ],
@@ -602,9 +576,7 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
             description="使用が途絶えた/続きすぎる世帯に気づくため(0 L の時間も表示)。",
             unit="suffix: L",
             decimals=0,
-            color_mode="palette-classic",
             custom=_ts(bars=True),
-            options=_legend_table(),
         ),
         Panel(
             "table",
@@ -624,18 +596,13 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
             overrides=[
                 _rename("device", "メーター"),
                 _rename("Time", "更新"),
-                {
-                    "matcher": {"id": "byName", "options": "state"},
-                    "properties": [
-                        {"id": "displayName", "value": "状態"},
-                        {"id": "mappings", "value": [_value_map(WATER_STATES)]},
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "code"},
-                    "properties": [{"id": "custom.hidden", "value": True}],
-                },
+                _field(
+                    "state",
+                    label="状態",
+                    mappings=[_value_map(WATER_STATES)],
+                    cell="color-background",
+                ),
+                _field("code", hidden=True),
             ],
         ),
     )
@@ -659,17 +626,7 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
         tag_variable("vehicle", "除雪車", f'SHOW TAG VALUES FROM "{raw.PLOW}" WITH KEY = "device"'),
     ]
     d.annotation_queries = [
-        (
-            "出動・除雪車アラート",
-            q(
-                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
-                "WHERE \"category\" = 'plow' AND $timeFilter",
-                ("message", "subject", "rule", "status"),
-                fmt="table",
-                family="plow",
-            ),
-            "blue",
-        ),
+        _alerts_annotation("出動・除雪車アラート", ("plow",), "blue"),
     ]
     vsel = 'WHERE "device" =~ /^$vehicle$/ AND $timeFilter'
     # The last plowing of every segment: newest point per segment up to the range end,
@@ -823,23 +780,9 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
                 _rename("priority", "優先度"),
                 _rename("plow", "除雪車"),
                 _rename("Time", "最終除雪"),
-                {
-                    "matcher": {"id": "byName", "options": "coverage"},
-                    "properties": [
-                        {"id": "displayName", "value": "カバー率"},
-                        {"id": "unit", "value": "percentunit"},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "inferred"},
-                    "properties": [{"id": "displayName", "value": "推定"}],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "除雪からの時間"},
-                    "properties": [
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}}
-                    ],
-                },
+                _field("coverage", label="カバー率", unit="percentunit"),
+                _field("inferred", label="推定"),
+                _field("除雪からの時間", cell="color-background"),
             ],
         ),
         Panel(
@@ -903,21 +846,10 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
                 _rename("priority_total", "優先路線 計"),
                 _rename("segments_done", "全路線 済"),
                 _rename("segments_total", "全路線 計"),
-                {
-                    "matcher": {"id": "byName", "options": "state"},
-                    "properties": [
-                        {"id": "displayName", "value": "状態"},
-                        {"id": "mappings", "value": [_value_map(DISPATCH_STATES)]},
-                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "work_time_s"},
-                    "properties": [
-                        {"id": "displayName", "value": "除雪作業時間"},
-                        {"id": "unit", "value": "dtdurations"},
-                    ],
-                },
+                _field(
+                    "state", label="状態", mappings=[_value_map(DISPATCH_STATES)], cell="color-text"
+                ),
+                _field("work_time_s", label="除雪作業時間", unit="dtdurations"),
             ],
         ),
         Panel(
@@ -943,18 +875,9 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
             overrides=[
                 _rename("device", "除雪車"),
                 _rename("contractor", "業者"),
-                {
-                    "matcher": {"id": "byName", "options": "Time"},
-                    "properties": [{"id": "custom.hidden", "value": True}],
-                },
+                _field("Time", hidden=True),
                 *(
-                    {
-                        "matcher": {"id": "byName", "options": name},
-                        "properties": [
-                            {"id": "displayName", "value": label},
-                            {"id": "unit", "value": unit},
-                        ],
-                    }
+                    _field(name, label=label, unit=unit)
                     for name, label, unit in (
                         ("working_h", "稼働", "suffix: 時間"),
                         ("blade_h", "排雪板下げ", "suffix: 時間"),
@@ -965,25 +888,14 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
                 ),
             ],
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "速度",
-            [
-                q(
-                    f'SELECT mean("speed_kmh") FROM "{raw.PLOW}" {vsel} '
-                    'GROUP BY time($__interval), "device" fill(none)',
-                    ("mean",),
-                    ("device",),
-                    alias="$tag_device",
-                )
-            ],
+            [_per_device("mean", "speed_kmh", raw.PLOW, vsel, "$__interval")],
             w=24,
             h=7,
             unit="suffix: km/h",
             decimals=0,
-            color_mode="palette-classic",
             custom=_ts(0),
-            options=_legend_table(),
         ),
     )
     return d
@@ -1025,22 +937,11 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
         ),
     ]
     d.annotation_queries = [
-        (
-            "システムアラート",
-            q(
-                f'SELECT "message", "subject", "rule", "status" FROM "{derived.ALERT_TRANSITION}" '
-                "WHERE \"category\" = 'system' AND $timeFilter",
-                ("message", "subject", "rule", "status"),
-                fmt="table",
-                family="system",
-            ),
-            "purple",
-        ),
+        _alerts_annotation("システムアラート", ("system",), "purple"),
     ]
     d.add(
         Row("取り込み"),
-        Panel(
-            "timeseries",
+        _trend(
             "種類別の受信件数(毎秒)",
             kind_queries,
             w=12,
@@ -1049,12 +950,9 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             ),
             unit="suffix: 件/秒",
             decimals=2,
-            color_mode="palette-classic",
             custom=_ts(bars=True, stack=True),
-            options=_legend_table(),
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "ingest の書き込み(毎秒)",
             [
                 q(
@@ -1070,12 +968,8 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             w=12,
             unit="suffix: 件/秒",
             decimals=1,
-            color_mode="palette-classic",
-            custom=_ts(),
-            options=_legend_table(),
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "デッドレター(理由別)",
             [
                 q(
@@ -1091,12 +985,9 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             description="取り込めなかったメッセージ(yukimizu deadletter list で確認)。",
             unit="suffix: 件",
             decimals=0,
-            color_mode="palette-classic",
             custom=_ts(bars=True, stack=True),
-            options=_legend_table(),
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "スプール・キュー・再接続",
             [
                 q(
@@ -1125,9 +1016,7 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
                 "MQTT の再接続とセッション喪失(喪失中の読み取りは欠ける可能性)。"
             ),
             decimals=0,
-            color_mode="palette-classic",
             custom=_ts(0),
-            options=_legend_table(),
         ),
         Row("機器"),
         Panel(
@@ -1159,23 +1048,11 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             overrides=[
                 _rename("device", "機器"),
                 _rename("Time", "最終受信(機器時刻)"),
-                {
-                    "matcher": {"id": "byName", "options": "lag_s"},
-                    "properties": [
-                        {"id": "displayName", "value": "到着遅延"},
-                        {"id": "unit", "value": "s"},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "経過時間"},
-                    "properties": [
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}}
-                    ],
-                },
+                _field("lag_s", label="到着遅延", unit="s"),
+                _field("経過時間", cell="color-background"),
             ],
         ),
-        Panel(
-            "timeseries",
+        _trend(
             "ルールエンジンの処理時間",
             [
                 q(
@@ -1193,13 +1070,9 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             description="1回の評価にかかった時間(yukimizu_rules.cycle_s)。評価間隔を超えると遅れる。",
             unit="s",
             decimals=2,
-            color_mode="palette-classic",
-            custom=_ts(),
-            options=_legend_table(),
         ),
         Row("通知"),
-        Panel(
-            "timeseries",
+        _trend(
             "アラート(発生・解消)",
             [
                 q(
@@ -1215,9 +1088,7 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             w=12,
             unit="suffix: 件",
             decimals=0,
-            color_mode="palette-classic",
             custom=_ts(bars=True, stack=True),
-            options=_legend_table(),
         ),
         Panel(
             "table",

@@ -162,6 +162,36 @@ class Family:
         """This family's parameters for one subject (overrides applied)."""
         return self.config.for_subject(self.name, scope, subject, district)
 
+    def finding(
+        self,
+        out: Output,
+        rule: str,
+        subject: str,
+        subject_kind: SubjectKind,
+        *,
+        active: bool,
+        at: int,
+        severity: Severity,
+        values: Mapping[str, Value],
+        message: str,
+        message_en: str,
+    ) -> None:
+        """Report a finding of this family's category (``Finding`` spelled once)."""
+        out.finding(
+            Finding(
+                rule=rule,
+                category=self.category,
+                subject=subject,
+                subject_kind=subject_kind,
+                active=active,
+                at_ms=at,
+                severity=severity,
+                values=values,
+                message=message,
+                message_en=message_en,
+            )
+        )
+
     def feed(self, measurement: str, frame: pd.DataFrame, out: Output) -> None:
         """New visible points: columns ``time`` (int ms UTC), ``arrival`` (int ms),
         ``device`` and the fields named in ``inputs``; sorted by device, then time."""

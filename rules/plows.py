@@ -45,7 +45,6 @@ from rules.model import (
     HOUR_MS,
     MINUTE_MS,
     Family,
-    Finding,
     Output,
     fmt_num,
     hhmm,
@@ -684,31 +683,33 @@ class PlowFamily(Family):
     ) -> None:
         begin, last = span
         minutes = (last - begin) / MINUTE_MS
-        name = self.registry.plows[plow].name if plow in self.registry.plows else plow
+        name = self._plow_name(plow)
         ip = self.params("plow", plow)
-        out.finding(
-            Finding(
-                rule="plow.idle",
-                category="plow",
-                subject=plow,
-                subject_kind="plow",
-                active=active,
-                at_ms=at,
-                severity=Severity.INFO,
-                values={"since": hhmm(begin), "minutes": round(minutes, 1)},
-                message=(
-                    f"{name} {plow}: {hhmm(begin)} から停車中 "
-                    f"({fmt_num(minutes)} 分, 基準 {ip.idle_kmh:g} km/h 未満 {ip.idle_min} 分)。"
-                    if active
-                    else f"{name} {plow}: 停車終了 ({hhmm(begin)}–{hhmm(last)})。"
-                ),
-                message_en=(
-                    f"{plow} standing since {hhmm(begin)} ({fmt_num(minutes)} min)."
-                    if active
-                    else f"{plow} moving again ({hhmm(begin)}–{hhmm(last)})."
-                ),
-            )
+        self.finding(
+            out,
+            "plow.idle",
+            plow,
+            "plow",
+            active=active,
+            at=at,
+            severity=Severity.INFO,
+            values={"since": hhmm(begin), "minutes": round(minutes, 1)},
+            message=(
+                f"{name} {plow}: {hhmm(begin)} から停車中 "
+                f"({fmt_num(minutes)} 分, 基準 {ip.idle_kmh:g} km/h 未満 {ip.idle_min} 分)。"
+                if active
+                else f"{name} {plow}: 停車終了 ({hhmm(begin)}–{hhmm(last)})。"
+            ),
+            message_en=(
+                f"{plow} standing since {hhmm(begin)} ({fmt_num(minutes)} min)."
+                if active
+                else f"{plow} moving again ({hhmm(begin)}–{hhmm(last)})."
+            ),
         )
+
+    def _plow_name(self, plow: str) -> str:
+        """The plow's name in the registry (its id when the registry does not know it)."""
+        return self.registry.plows[plow].name if plow in self.registry.plows else plow
 
     def _silent_gaps(self, fx: _Fixes, prev_t: dict[str, int], out: Output) -> None:
         """Gaps inside the feed (or since the anchor) while away, during a dispatch; and
@@ -734,31 +735,28 @@ class PlowFamily(Family):
                 self._silent_finding(name, False, int(t[i]), since, out)
 
     def _silent_finding(self, plow: str, active: bool, at: int, last: int, out: Output) -> None:
-        name = self.registry.plows[plow].name if plow in self.registry.plows else plow
+        name = self._plow_name(plow)
         limit = self.params("plow", plow).silent_min
-        out.finding(
-            Finding(
-                rule="plow.silent",
-                category="plow",
-                subject=plow,
-                subject_kind="plow",
-                active=active,
-                at_ms=at,
-                severity=Severity.WARNING,
-                values={"last_fix": hhmm(last), "silent_min": limit},
-                message=(
-                    f"{name} {plow}: 出動中に {hhmm(last)} から位置が届きません "
-                    f"({limit} 分以上, 車庫外)。"
-                    if active
-                    else f"{name} {plow}: 位置の受信が再開しました ({hhmm(at)})。"
-                ),
-                message_en=(
-                    f"{plow}: no position since {hhmm(last)} during a dispatch, away "
-                    "from the depot."
-                    if active
-                    else f"{plow}: positions again from {hhmm(at)}."
-                ),
-            )
+        self.finding(
+            out,
+            "plow.silent",
+            plow,
+            "plow",
+            active=active,
+            at=at,
+            severity=Severity.WARNING,
+            values={"last_fix": hhmm(last), "silent_min": limit},
+            message=(
+                f"{name} {plow}: 出動中に {hhmm(last)} から位置が届きません "
+                f"({limit} 分以上, 車庫外)。"
+                if active
+                else f"{name} {plow}: 位置の受信が再開しました ({hhmm(at)})。"
+            ),
+            message_en=(
+                f"{plow}: no position since {hhmm(last)} during a dispatch, away from the depot."
+                if active
+                else f"{plow}: positions again from {hhmm(at)}."
+            ),
         )
 
     # ------------------------------------------------------------------ plow_work

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from rules.model import HOUR_MS, MINUTE_MS, Family, Finding, Output, hhmm
+from rules.model import HOUR_MS, MINUTE_MS, Family, Output, hhmm
 from rules.params import SystemParams
 from rules.transitions import Category, Severity
 
@@ -71,30 +71,28 @@ class SystemFamily(Family):
             silent = now_ms - last >= minutes * MINUTE_MS
             at = last + minutes * MINUTE_MS if silent else last
             name = KIND_JA[kind]
-            out.finding(
-                Finding(
-                    rule="system.kind_silent",
-                    category="system",
-                    subject=kind,
-                    subject_kind="kind",
-                    active=silent,
-                    at_ms=at,
-                    severity=Severity.WARNING,
-                    values={"last_heard": hhmm(last), "minutes": minutes},
-                    message=(
-                        f"{name}のデータが {minutes} 分以上届いていません"
-                        f" (最終受信 {hhmm(last)})。"
-                        "ゲートウェイまたはブローカーを確認してください。"
-                        if silent
-                        else f"{name}のデータ受信が再開しました ({hhmm(last)})。"
-                    ),
-                    message_en=(
-                        f"No {kind} data for {minutes} min (last at {hhmm(last)}): "
-                        "check the gateway or the broker."
-                        if silent
-                        else f"{kind} data is arriving again ({hhmm(last)})."
-                    ),
-                )
+            self.finding(
+                out,
+                "system.kind_silent",
+                kind,
+                "kind",
+                active=silent,
+                at=at,
+                severity=Severity.WARNING,
+                values={"last_heard": hhmm(last), "minutes": minutes},
+                message=(
+                    f"{name}のデータが {minutes} 分以上届いていません"
+                    f" (最終受信 {hhmm(last)})。"
+                    "ゲートウェイまたはブローカーを確認してください。"
+                    if silent
+                    else f"{name}のデータ受信が再開しました ({hhmm(last)})。"
+                ),
+                message_en=(
+                    f"No {kind} data for {minutes} min (last at {hhmm(last)}): "
+                    "check the gateway or the broker."
+                    if silent
+                    else f"{kind} data is arriving again ({hhmm(last)})."
+                ),
             )
         self._tick_deadletters(now_ms, out)
 
@@ -105,23 +103,21 @@ class SystemFamily(Family):
         per_h = sum(n for _t, n in self.dl_events)
         limit = self.p.deadletter_rate_per_h
         active = per_h > limit
-        out.finding(
-            Finding(
-                rule="system.deadletter_spike",
-                category="system",
-                subject="ingest",
-                subject_kind="town",
-                active=active,
-                at_ms=now_ms,
-                severity=Severity.INFO,
-                values={"per_hour": round(per_h), "limit": limit},
-                message=(
-                    f"取り込めないメッセージ (デッドレター) が 1 時間に {per_h:.0f} 件"
-                    f" (基準 {limit:.0f} 件)。`yukimizu deadletter list` で確認してください。"
-                ),
-                message_en=(
-                    f"{per_h:.0f} dead letters in the last hour (limit {limit:.0f}): "
-                    "see `yukimizu deadletter list`."
-                ),
-            )
+        self.finding(
+            out,
+            "system.deadletter_spike",
+            "ingest",
+            "town",
+            active=active,
+            at=now_ms,
+            severity=Severity.INFO,
+            values={"per_hour": round(per_h), "limit": limit},
+            message=(
+                f"取り込めないメッセージ (デッドレター) が 1 時間に {per_h:.0f} 件"
+                f" (基準 {limit:.0f} 件)。`yukimizu deadletter list` で確認してください。"
+            ),
+            message_en=(
+                f"{per_h:.0f} dead letters in the last hour (limit {limit:.0f}): "
+                "see `yukimizu deadletter list`."
+            ),
         )

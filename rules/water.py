@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -206,6 +206,14 @@ def _changes(act: F, starts: I, carry_g: F) -> I:
     return out
 
 
+def _transitions(  # noqa: PLR0917 - the row arrays of one feed (or its watched subset)
+    act: F, starts: I, carry_g: F, grp: I, udev: list[str], t: I
+) -> Iterator[tuple[int, str, int, bool]]:
+    """:func:`_changes` as the findings need them: (row, meter, time, now active)."""
+    for i in _changes(act, starts, carry_g):
+        yield int(i), udev[int(grp[i])], int(t[i]), bool(act[i])
+
+
 def _hm(ms: int) -> str:
     return jst(ms).strftime("%m-%d %H:%M")
 
@@ -390,13 +398,15 @@ class WaterFamily(Family):
 
     def _hourly_points(self, r: _Rows, out: Output) -> None:
         """water_hourly: one point per interval between readings."""
-        grp = r.grp
-        udev = r.udev
-        prev_t = r.prev_t
-        has_prev = r.has_prev
-        use = r.use
-        reg = r.reg
-        rev_l = r.rev_l
+        grp, udev, prev_t, has_prev, use, reg, rev_l = (
+            r.grp,
+            r.udev,
+            r.prev_t,
+            r.has_prev,
+            r.use,
+            r.reg,
+            r.rev_l,
+        )
         hv = np.flatnonzero(has_prev)
         dist_g = [self._district(x) or "" for x in udev]
         hp_t = prev_t[hv].astype(np.int64).tolist()
@@ -416,18 +426,8 @@ class WaterFamily(Family):
 
     def _leak(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#continuous-flow-leak."""
-        t = r.t
-        grp = r.grp
-        starts = r.starts
-        ends = r.ends
-        isstart = r.isstart
-        udev = r.udev
-        S = r.S
-        pa = r.pa
-        span_h = r.span_h
-        use = r.use
-        rate = r.rate
-        valid = r.valid
+        grp, ends, isstart, S, pa = r.grp, r.ends, r.isstart, r.S, r.pa
+        span_h, use, rate, valid = r.span_h, r.use, r.rate, r.valid
         # --- continuous-flow leak (docs/domain.md#continuous-flow-leak): every hour of
         # the window above leak_min_lph; clears after an hour at most leak_zero_hour_l.
         # Only a one-hour interval is evidence: a longer gap (a late backlog cut by the
@@ -439,11 +439,8 @@ class WaterFamily(Family):
         fire = leaky & (leak_run >= pa["leak_window_h"][grp])
         leak_act = _latch(fire, zero, isstart, S["leak_act"], grp)
         warn_lph = pa["leak_warning_lph"][grp]
-        for i in _changes(leak_act, starts, S["leak_act"]):
-            g = int(grp[i])
-            m = udev[g]
-            at = int(t[i])
-            if leak_act[i]:
+        for i, m, at, on in r.changes(leak_act, S["leak_act"]):
+            if on:
                 mn = float(leak_min[i])
                 sev = Severity.WARNING if mn >= warn_lph[i] else Severity.INFO
                 hours = float(leak_run[i])
@@ -479,16 +476,8 @@ class WaterFamily(Family):
 
     def _burst(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#burst."""
-        t = r.t
-        grp = r.grp
-        starts = r.starts
-        ends = r.ends
-        isstart = r.isstart
-        udev = r.udev
-        S = r.S
-        pa = r.pa
-        rate = r.rate
-        valid = r.valid
+        grp, starts, ends, isstart, S, pa = r.grp, r.starts, r.ends, r.isstart, r.S, r.pa
+        rate, valid = r.rate, r.valid
         # --- burst (docs/domain.md#burst): 20 % of Q3 for 30 min. Hourly registers cannot
         # show 30 minutes, and a household can use 500 L in one hour (a bath and the
         # laundry), so the hourly equivalent is an hour at twice the limit (the limit
@@ -499,11 +488,8 @@ class WaterFamily(Family):
         prev_hi = _prev(hi.astype(np.float64), starts, S["burst_hi"])
         burst_cond = strong | (hi & (prev_hi == 1.0))
         burst_act = _latch(burst_cond, valid & ~hi, isstart, S["burst_act"], grp)
-        for i in _changes(burst_act, starts, S["burst_act"]):
-            m = udev[int(grp[i])]
-            at = int(t[i])
+        for i, m, at, on in r.changes(burst_act, S["burst_act"]):
             fl = float(np.nan_to_num(rate[i]))
-            on = bool(burst_act[i])
             self._emit(
                 out,
                 "water.burst",
@@ -532,25 +518,12 @@ class WaterFamily(Family):
 
     def _reverse(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#reverse-flow."""
-        t = r.t
-        grp = r.grp
-        starts = r.starts
-        ends = r.ends
-        isstart = r.isstart
-        udev = r.udev
-        S = r.S
-        pa = r.pa
-        prev_t = r.prev_t
-        has_prev = r.has_prev
-        valid = r.valid
-        rev_l = r.rev_l
+        grp, ends, isstart, S, pa = r.grp, r.ends, r.isstart, r.S, r.pa
+        prev_t, has_prev, valid, rev_l = r.prev_t, r.has_prev, r.valid, r.rev_l
         # --- reverse flow (docs/domain.md#reverse-flow): a small backwards step
         rev_cond = has_prev & (rev_l >= pa["reverse_min_l"][grp])
         rev_act = _latch(rev_cond, valid & ~rev_cond, isstart, S["rev_act"], grp)
-        for i in _changes(rev_act, starts, S["rev_act"]):
-            m = udev[int(grp[i])]
-            at = int(t[i])
-            on = bool(rev_act[i])
+        for i, m, at, on in r.changes(rev_act, S["rev_act"]):
             self._emit(
                 out,
                 "water.reverse",
@@ -572,21 +545,11 @@ class WaterFamily(Family):
 
     def _swap(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#meter-swap."""
-        t = r.t
-        grp = r.grp
-        starts = r.starts
-        ends = r.ends
-        udev = r.udev
-        S = r.S
-        prev_reg = r.prev_reg
-        reg = r.reg
+        prev_reg, reg = r.prev_reg, r.reg
         # --- meter swap (docs/domain.md#meter-swap): info, cleared by the next reading
         swap = r.swap
         swap_act = swap.astype(np.float64)
-        for i in _changes(swap_act, starts, S["swap_act"]):
-            m = udev[int(grp[i])]
-            at = int(t[i])
-            on = bool(swap_act[i])
+        for i, m, at, on in r.changes(swap_act, r.S["swap_act"]):
             self._emit(
                 out,
                 "water.swap",
@@ -605,21 +568,12 @@ class WaterFamily(Family):
                 else f"{m}: new meter reporting after the swap.",
             )
 
-        r.new["swap_act"] = swap_act[ends]
+        r.new["swap_act"] = swap_act[r.ends]
 
     def _stuck(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#stuck-meter."""
-        t = r.t
-        grp = r.grp
-        starts = r.starts
-        ends = r.ends
-        isstart = r.isstart
-        udev = r.udev
-        S = r.S
-        pa = r.pa
-        span_h = r.span_h
-        use = r.use
-        valid = r.valid
+        t, grp, ends, isstart, udev, S, pa = r.t, r.grp, r.ends, r.isstart, r.udev, r.S, r.pa
+        span_h, use, valid = r.span_h, r.use, r.valid
         # --- normal use (decayed mean L/h) and the stuck meter (docs/domain.md#stuck-meter)
         t_end_g = t[ends].astype(np.float64)
         last_known = np.where(np.isnan(S["last_time"]), t_end_g, S["last_time"])
@@ -634,11 +588,8 @@ class WaterFamily(Family):
         normal = np.nan_to_num(lpd_g[grp]) > pa["stuck_normal_lpd"][grp]
         stuck_fire = zero_use & (zero_run >= pa["stuck_days"][grp] * 24) & normal
         stuck_act = _latch(stuck_fire, valid & (use > 0), isstart, S["stuck_act"], grp)
-        for i in _changes(stuck_act, starts, S["stuck_act"]):
+        for i, m, at, on in r.changes(stuck_act, S["stuck_act"]):
             g = int(grp[i])
-            m = udev[g]
-            at = int(t[i])
-            on = bool(stuck_act[i])
             self._emit(
                 out,
                 "water.stuck",
@@ -661,17 +612,15 @@ class WaterFamily(Family):
 
     def _watch_rows(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#watch-over."""
-        t = r.t
-        grp = r.grp
-        udev = r.udev
-        S = r.S
-        pa = r.pa
-        prev_t = r.prev_t
-        has_prev = r.has_prev
-        span_h = r.span_h
-        use = r.use
-        rate = r.rate
-        valid = r.valid
+        t, grp, udev, S, pa = r.t, r.grp, r.udev, r.S, r.pa
+        prev_t, has_prev, span_h, use, rate, valid = (
+            r.prev_t,
+            r.has_prev,
+            r.span_h,
+            r.use,
+            r.rate,
+            r.valid,
+        )
         # --- watch-over (docs/domain.md#watch-over), watched households only
         hour_start_jst = r.hour_jst
         wrow = r.watched_g[grp] & has_prev
@@ -692,25 +641,15 @@ class WaterFamily(Family):
 
     def _flags(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#device-flags."""
-        t = r.t
-        grp = r.grp
-        starts = r.starts
-        ends = r.ends
-        isstart = r.isstart
-        udev = r.udev
-        S = r.S
         # --- device flags, passed through (docs/domain.md#device-flags)
         new_flags: dict[str, F] = {}
         for f in FLAGS:
             raw = pd.to_numeric(r.df[f"alarm_{f}"], errors="coerce").to_numpy(dtype=np.float64)
             col = f"flag_{f}"
-            act = _latch(raw == 1.0, raw == 0.0, isstart, S[col], grp)
-            new_flags[col] = act[ends]
+            act = _latch(raw == 1.0, raw == 0.0, r.isstart, r.S[col], r.grp)
+            new_flags[col] = act[r.ends]
             rule = f"water.flag_{f}"
-            for i in _changes(act, starts, S[col]):
-                m = udev[int(grp[i])]
-                at = int(t[i])
-                on = bool(act[i])
+            for _i, m, at, on in r.changes(act, r.S[col]):
                 self._emit(
                     out,
                     rule,
@@ -731,12 +670,7 @@ class WaterFamily(Family):
 
     def _uploads(self, r: _Rows, out: Output) -> None:
         """docs/domain.md#stale-meter: upload pattern, stale resolution."""
-        t = r.t
-        grp = r.grp
-        starts = r.starts
-        ends = r.ends
-        udev = r.udev
-        S = r.S
+        t, grp, starts, ends, udev, S = r.t, r.grp, r.starts, r.ends, r.udev, r.S
         # --- upload pattern and stale resolution (docs/domain.md#stale-meter)
         arrival = r.arrival
         arr_max_g = np.maximum.reduceat(arrival, starts)
@@ -823,10 +757,7 @@ class WaterFamily(Family):
         )
         fire = (run >= pa["watch_no_use_h"][g_sel]) & ~away
         act = _latch(fire, used | away, isstart, S["wn_act"][ug], local)
-        for i in _changes(act, starts, S["wn_act"][ug]):
-            m = udev[int(g_sel[i])]
-            at = int(tt[i])
-            on = bool(act[i])
+        for i, m, at, on in _transitions(act, starts, S["wn_act"][ug], g_sel, udev, tt):
             lu = last_use[i]
             since = _hm(int(lu)) if not np.isnan(lu) else "–"
             self._emit(
@@ -855,10 +786,7 @@ class WaterFamily(Family):
         crun = _run(heavy, np.nan_to_num(sp), isstart, S["wc_run"][ug], local)
         cfire = heavy & (crun >= pa["watch_continuous_h"][g_sel]) & ~away
         cact = _latch(cfire, ~cfire & (ok | away), isstart, S["wc_act"][ug], local)
-        for i in _changes(cact, starts, S["wc_act"][ug]):
-            m = udev[int(g_sel[i])]
-            at = int(tt[i])
-            on = bool(cact[i])
+        for i, m, at, on in _transitions(cact, starts, S["wc_act"][ug], g_sel, udev, tt):
             self._emit(
                 out,
                 "water.watch_continuous",
@@ -885,15 +813,8 @@ class WaterFamily(Family):
     # ------------------------------------------------------------------ night flow
     def _night_collect(self, r: _Rows) -> None:
         """Night minima per meter (docs/domain.md#minimum-night-flow), evaluated in tick."""
-        udev = r.udev
-        grp = r.grp
-        t = r.t
-        prev_t = r.prev_t
-        span_h = r.span_h
-        rate = r.rate
-        valid = r.valid
-        hour_jst = r.hour_jst
-        ends = r.ends
+        udev, grp, t, ends = r.udev, r.grp, r.t, r.ends
+        prev_t, span_h, rate, valid, hour_jst = r.prev_t, r.span_h, r.rate, r.valid, r.hour_jst
         p = self.p
         ns, ne = p.night_start_hour, p.night_end_hour
         mask = valid & (span_h == 1.0) & (hour_jst >= ns) & (hour_jst < ne)
@@ -1075,6 +996,11 @@ class _Rows:
         self.pa = fam.param_arrays(self.udev, PARAM_ARRAYS)
         self.new: dict[str, F] = {}
         self._differences()
+
+    def changes(self, act: F, carry_g: F) -> Iterator[tuple[int, str, int, bool]]:
+        """The rows where a rule's 0/1 series ``act`` changes (from the carried state
+        ``carry_g`` at a meter's first row): (row, meter, time, now active)."""
+        return _transitions(act, self.starts, carry_g, self.grp, self.udev, self.t)
 
     def _differences(self) -> None:
         """Register differences → use / reverse / rollover / swap (docs/domain.md#

@@ -43,7 +43,7 @@ from rules.model import (
 from rules.params import SnowParams
 from rules.schema import SNOW_HOURLY, STATION_HEALTH
 from rules.transitions import Severity, Value
-from sensors.registry import EARTH_RADIUS_M
+from sensors.registry import EARTH_RADIUS_M, Registry
 from sensors.schema import SNOW
 
 __all__ = ["SnowFamily"]
@@ -480,17 +480,32 @@ class SnowFamily(Family):
                 # still seeing the same weather.
                 share = sum(1 for _, x in st.echo if x) / len(st.echo)
                 by_type.setdefault(kind, []).append(share >= self._p(sid).poor_echo_share / 2)
+        snowing = self._snowing(now_ms)
         for sid, st in self.stations.items():
             if st.poor_since < 0 or st.status.get("poor_echo", (False, 0))[0]:
                 continue
             p = self._p(sid)
             if now_ms - st.poor_since < p.poor_echo_min * MINUTE_MS:
                 continue
+            if snowing and station_is_ultrasonic(self.registry, sid):
+                continue  # falling snow scatters ultrasound: weather, not a fault
             station = self.registry.stations.get(sid)
             peers = by_type.get(station.sensor_type if station else "?", [])
             if len(peers) >= 3 and sum(peers) / len(peers) >= p.poor_echo_common_share:
                 continue
             self._set(sid, st, "poor_echo", active=True, at=st.poor_since, out=out)
+
+    def _snowing(self, now_ms: int) -> bool:
+        """New snow at two or more stations in the last three hours: it is snowing in
+        town (docs/domain.md#sensor-noise: falling snow weakens ultrasonic echoes)."""
+        since = now_ms - 3 * HOUR_MS
+        count = 0
+        for st in self.stations.values():
+            if any(h.start + HOUR_MS > since and h.new_cm > 0 for h in list(st.hours)[-4:]):
+                count += 1
+                if count >= 2:
+                    return True
+        return False
 
     def _health(self, sid: str, st: _Station, now_ms: int, out: Output) -> None:
         faults = ",".join(f for f in FAULTS if st.status.get(f, (False, 0))[0])
@@ -802,3 +817,8 @@ def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
     )
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h)) / 1000
+
+
+def station_is_ultrasonic(registry: Registry, sid: str) -> bool:
+    station = registry.stations.get(sid)
+    return station is not None and station.sensor_type == "ultrasonic"

@@ -12,6 +12,7 @@ import email.utils
 import json
 import logging
 import smtplib
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -135,7 +136,11 @@ def send_email(ch: EmailChannel, msg: Outgoing) -> str:
     try:
         with smtplib.SMTP(ch.host, ch.port, timeout=ch.timeout_s) as smtp:
             if ch.starttls:
-                smtp.starttls()
+                # Verified: the server's certificate must chain to the system's CAs (or
+                # ch.ca_file) and name ch.host. smtplib's default context verifies
+                # nothing, which would hand an SMTP password to any interceptor.
+                cafile = str(ch.ca_file) if ch.ca_file else None
+                smtp.starttls(context=ssl.create_default_context(cafile=cafile))
             if ch.username:
                 smtp.login(ch.username, email_password(ch) or "")
             refused = smtp.send_message(m)
@@ -148,6 +153,12 @@ def send_email(ch: EmailChannel, msg: Outgoing) -> str:
         raise DeliveryError(
             f"SMTP {ch.host}:{ch.port}: {exc.smtp_code} {exc.smtp_error!r}",
             retryable=400 <= exc.smtp_code < 500,
+        ) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise DeliveryError(
+            f"SMTP {ch.host}:{ch.port}: the server's certificate is not trusted "
+            f"({exc.verify_message}); set email.ca_file to its CA",
+            retryable=False,
         ) from None
     except (TimeoutError, smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"SMTP {ch.host}:{ch.port}: {exc}", retryable=True) from None

@@ -49,6 +49,8 @@ class EmailChannel(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 587
     starttls: bool = True
+    # CA bundle the STARTTLS certificate must chain to (default: the system's CAs)
+    ca_file: Path | None = None
     username: str | None = None
     password: SecretStr | None = None
     password_env: str | None = None  # name of an environment variable holding the password

@@ -8,6 +8,8 @@ import email
 import email.policy
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from alerts.service import AlertService
 from core.config import Config
 from devtools.localstack import InfluxDB1, Mosquitto
 from tests.alerts_support import Clock, Outbox, http_double, service, transition
-from tests.conftest import wait_for
+from tests.conftest import REPO, wait_for
 
 
 def _free_port() -> int:
@@ -361,3 +363,60 @@ def test_events_written_to_influxdb(tmp_path: Path, influx: InfluxDB1, tag: str)
     events = sorted((r["event"], r["by"]) for r in rows)
     assert events == [("acknowledged", "sato"), ("firing", None), ("resolved", None)]
     assert svc.store.query("SELECT COUNT(*) AS n FROM events") == [{"n": 0}]
+
+
+@pytest.fixture
+def smtp_tls(tmp_path: Path) -> Iterator[tuple[Inbox, int, Path]]:
+    """A real SMTP server that requires STARTTLS, with a certificate for 127.0.0.1 from
+    the project's own script (deploy/mosquitto/make-certs.sh)."""
+    certs = tmp_path / "certs"
+    subprocess.run(
+        ["sh", str(REPO / "deploy" / "mosquitto" / "make-certs.sh"), "127.0.0.1", str(certs)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs / "server.crt", certs / "server.key")
+    inbox = Inbox()
+    ctl = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=_free_port(),
+        tls_context=context,
+        require_starttls=True,
+    )
+    ctl.start()
+    yield inbox, ctl.port, certs / "ca.crt"
+    ctl.stop()
+
+
+def _tls_receiver(port: int, ca_file: Path | None) -> dict[str, Any]:
+    email_cfg: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "starttls": True,
+        "to": ["water@town.example"],
+    }
+    if ca_file is not None:
+        email_cfg["ca_file"] = str(ca_file)
+    return {"receivers": {"water": {"email": email_cfg}}, "routes": [{"receivers": ["water"]}]}
+
+
+def test_email_starttls_verifies_the_server_certificate(
+    tmp_path: Path, smtp_tls: tuple[Inbox, int, Path]
+) -> None:
+    inbox, port, ca = smtp_tls
+    svc, out = service(tmp_path / "good", _tls_receiver(port, ca), Clock())
+    out.add(transition("water.leak", "M001", category="water", subject_kind="meter"))
+    svc.tick()
+    assert len(inbox.messages) == 1, "the trusted server got the notice over STARTTLS"
+
+    # The same server without its CA: the certificate is not trusted, nothing is sent
+    # (no fallback to plain text), and the failure says what to configure.
+    clock = Clock()
+    svc, out = service(tmp_path / "bad", _tls_receiver(port, None), clock)
+    out.add(transition("water.leak", "M002", category="water", subject_kind="meter"))
+    svc.tick()
+    assert len(inbox.messages) == 1
+    shown = [r["detail"] for r in svc.store.query("SELECT detail FROM attempts")]
+    assert shown and all("not trusted" in d and "ca_file" in d for d in shown), shown

@@ -30,6 +30,7 @@ from ingest.pipeline import Processor
 from ingest.service import limits_from
 from rules import backtest
 from rules.config import RulesConfig, with_settings
+from rules.engine import ReplayResult
 from rules.families import BY_NAME, FAMILIES
 from rules.model import Family
 from rules.scoring import Score
@@ -105,7 +106,7 @@ def run_backtest(
     *,
     families: Sequence[type[Family]],
     step_s: int,
-) -> tuple[backtest.BacktestResult, list[Score]]:
+) -> tuple[ReplayResult, list[Score]]:
     client = InfluxQuery(
         InfluxConfig(url=influx_url, database=loaded.database, create_database=False)
     )

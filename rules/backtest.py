@@ -24,9 +24,6 @@ from sensors.registry import Registry
 log = logging.getLogger(__name__)
 
 
-BacktestResult = ReplayResult
-
-
 def run(
     registry: Registry,
     rcfg: RulesConfig,

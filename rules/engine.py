@@ -22,8 +22,8 @@ from rules.config import RulesConfig
 from rules.model import Family, Finding, Output, Point, Shared, ms_to_dt
 from rules.schema import ALERT_TRANSITION, FIELDS, RULES_STATS, TAGS
 from rules.sources import Source
-from rules.state import MemoryState, Snapshot, SqliteState
-from rules.transitions import Severity, Status, Transition, make_key
+from rules.state import MemoryState, SqliteState
+from rules.transitions import Status, Transition, make_key
 from sensors.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -293,4 +293,4 @@ class Engine:
         return [Transition.model_validate_json(r) for a, _s, r in self.snap.status.values() if a]
 
 
-__all__ = ["CycleResult", "Engine", "Severity", "Snapshot"]
+__all__ = ["CycleResult", "Engine", "ReplayResult", "steps", "transition_line"]

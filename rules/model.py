@@ -117,20 +117,20 @@ class Shared:
     """Facts one family publishes for others within the engine (same process, same
     step order, so live and backtest see them alike). Pickled with the state."""
 
-    # plows → snow: when the town was last plowed (end of the last dispatch), ms, and
-    # the ends of recent dispatches: evaluating an hour of snow that arrived late must
-    # use the plowing before that hour, not one that happened since.
-    last_plowing_end_ms: int | None = None
+    # plows → snow: the ends of recent dispatches (ms): evaluating an hour of snow that
+    # arrived late must use the plowing before that hour, not one that happened since.
     plowing_ends_ms: list[int] = field(default_factory=list)
     # plows → system/snow: the active dispatch id, or None
     active_dispatch: str | None = None
     active_dispatch_start_ms: int | None = None
-    # any family → system: last time each device was heard of (arrival), ms
-    last_seen_ms: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def last_plowing_end_ms(self) -> int | None:
+        """When the town was last plowed (end of the last dispatch), ms."""
+        return self.plowing_ends_ms[-1] if self.plowing_ends_ms else None
 
     def plowed(self, end_ms: int) -> None:
         """A dispatch ended at ``end_ms`` (the last plow back)."""
-        self.last_plowing_end_ms = max(self.last_plowing_end_ms or end_ms, end_ms)
         self.plowing_ends_ms = sorted({*self.plowing_ends_ms, end_ms})[-64:]
 
     def last_plowing_before(self, t_ms: int) -> int | None:

@@ -6,12 +6,9 @@ import argparse
 import json
 import logging
 import re
-import signal
 import sys
-import threading
 import time
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 from alerts.config import JST, AlertsConfig, load_alerts_config
@@ -19,6 +16,7 @@ from alerts.service import AlertService, suppression
 from alerts.store import Store
 from core import config as core_config
 from core.config import Config, ConfigError
+from core.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +40,7 @@ def _fmt(ts: float | None) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, ac = _load(args)
     svc = AlertService(cfg, ac)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping after the current step", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, "stopping after the current step")
     svc.run(stop)
     return 0
 

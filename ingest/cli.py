@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from core import config as core_config
 from core.config import Config, load_registry
 from core.influx import WriteError, make_writer
 from core.publish import publish_many
+from core.signals import stop_on_signals
 from ingest.deadletter import Content, DeadLetter, DeadLetterStore
 from ingest.decode import payload_preview
 from ingest.reasons import Reason
@@ -31,18 +31,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     ingest = Ingest(cfg)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping (flush, ack, disconnect)", signal.Signals(signum).name)
-        stop.set()
+    stop = stop_on_signals(log, "stopping (flush, ack, disconnect)")
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
         log.info("received SIGHUP: reloading the device registry")
         ingest.request_reload()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hup)
     ingest.run(stop)
     return 0

@@ -9,10 +9,10 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 
 from core.config import Config, load_registry, resolve_config
 from core.influxql import InfluxQuery, QueryError
+from core.signals import stop_on_signals
 from publicpage.build import build
 from publicpage.config import PublicConfig, load_public_config
 from publicpage.serve import make_server
@@ -69,14 +69,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, pcfg, out = _setup(args)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, "stopping")
     while not stop.is_set():
         try:
             _build_once(cfg, pcfg, out, now_ms())

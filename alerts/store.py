@@ -22,7 +22,7 @@ from alerts.schema import event_line
 from core.sqlite import Column, Schema, open_db
 
 # One statement per ";" (so no ";" inside the comments).
-_DDL = """
+DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,7 +118,7 @@ CREATE TABLE IF NOT EXISTS rejected_events (
 """
 
 SCHEMA = Schema(
-    statements=tuple(x for x in _DDL.split(";") if x.strip()),
+    statements=tuple(x for x in DDL.split(";") if x.strip()),
     added_columns=(
         Column("notifications", "rounds", "INTEGER NOT NULL DEFAULT 0"),
         Column("notifications", "retry_at", "REAL"),

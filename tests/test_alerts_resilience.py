@@ -16,7 +16,9 @@ import email.message
 import email.policy
 import json
 import logging
+import re
 import socket
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +32,7 @@ from aiosmtpd.smtp import Envelope, Session
 from alerts.cli import _summary
 from alerts.config import load_alerts_config
 from alerts.schema import ALERT_EVENT
+from alerts.store import DDL, Store
 from core.config import Config, ConfigError
 from devtools.localstack import InfluxDB1
 from tests.alerts_support import T0, Clock, http_double, service, transition
@@ -322,3 +325,40 @@ def test_the_delivery_failed_body_is_json_a_receiver_can_read(tmp_path: Path) ->
     body = kacho.requests[0].body
     assert json.loads(json.dumps(body))["alerts"][0]["severity"] == "critical"
     assert "failed on every channel" in body["text"] and "retrying in 2 min" in body["text"]
+
+
+def test_rounds_survive_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    with http_double([(503, {})]) as broken, http_double() as kacho:
+        cfg = _two_receivers(broken.url, kacho.url, retry={"attempts": 1})
+        svc, out = service(tmp_path, cfg, clock)
+        out.add(transition("snow.dispatch", "town", subject_kind="town"))
+        svc.tick()
+        svc.store.close()  # the process dies; its state file stays
+        clock.advance(minutes=2)
+        again, _ = service(tmp_path, cfg, clock)
+        again.tick()
+    assert len(broken.requests) == 2
+    assert again.store.one("SELECT status FROM notifications WHERE id = 1") == {"status": "sent"}
+    assert again.store.query("SELECT status FROM alerts WHERE id = 2") == [{"status": "resolved"}]
+
+
+def test_a_state_file_from_before_the_rounds_gets_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.sqlite"
+    old = re.sub(r"last_error TEXT,.*?\n\);", "last_error TEXT\n);", DDL, flags=re.S)
+    old = old.split("CREATE TABLE IF NOT EXISTS rejected_events")[0]
+    con = sqlite3.connect(path)
+    con.executescript(old)
+    con.execute(
+        "INSERT INTO notifications (receiver, kind, step, created_at, alert_ids, title, body, "
+        "retry_key, next_at) VALUES ('sato', 'firing', 0, 1, '[]', 't', '{}', 'k', 1)"
+    )
+    con.commit()
+    cols = {r[1] for r in con.execute("PRAGMA table_info(notifications)")}
+    con.close()
+    assert "rounds" not in cols and "retry_at" not in cols
+    store = Store(path)
+    row = store.one("SELECT receiver, rounds, retry_at FROM notifications")
+    assert row == {"receiver": "sato", "rounds": 0, "retry_at": None}
+    assert store.rejected_events() == (0, [])
+    store.close()

@@ -40,30 +40,116 @@ ENV_EXAMPLE = REPO / ".env.example"
 # ----------------------------------------------------------------------------- compose
 
 
-def test_compose_validates_with_the_documented_env() -> None:
-    out = subprocess.run(
-        ["docker-compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"],
+SECRETS = ("INFLUX_PASSWORD", "INFLUX_TOKEN", "MQTT_INGEST_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
+
+def _compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker-compose", "--env-file", str(env_file), "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
         env={k: v for k, v in os.environ.items() if not k.startswith(("INFLUX", "MQTT", "GRAF"))},
     )
+
+
+def _filled_env(tmp_path: Path, **values: str) -> Path:
+    """.env.example with every secret set (``values`` override single variables)."""
+    lines = []
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        key = line.partition("=")[0].strip()
+        if key in SECRETS:
+            line = f"{key}={values.get(key, f'test-{key.lower()}-x9')}"
+        lines.append(line)
+    env = tmp_path / "filled.env"
+    env.write_text("\n".join(lines) + "\n")
+    return env
+
+
+def test_compose_validates_once_every_secret_is_set(tmp_path: Path) -> None:
+    out = _compose_config(_filled_env(tmp_path))
     assert out.returncode == 0, out.stderr
+
+
+def test_compose_refuses_the_example_env_as_it_is() -> None:
+    """Copying .env.example without filling in the secrets does not start a stack
+    with well-known passwords on 8883 and 3000 (issue 15: it used to)."""
+    out = _compose_config(ENV_EXAMPLE)
+    assert out.returncode != 0
+    assert re.search(r"set (INFLUX_PASSWORD|INFLUX_TOKEN|MQTT_INGEST_PASSWORD|GRAFANA_ADMIN_PASSWORD) in \.env", out.stderr), out.stderr
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_compose_names_each_secret_left_as_placeholder(tmp_path: Path, secret: str) -> None:
+    out = _compose_config(_filled_env(tmp_path, **{secret: ""}))
+    assert out.returncode != 0
+    assert f"set {secret} in .env" in out.stderr, out.stderr
 
 
 def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("")
+    out = _compose_config(empty)
+    assert out.returncode != 0 and "in .env" in out.stderr
+
+
+def test_example_env_holds_no_secret_value() -> None:
+    values = _env_example()
+    for secret in (*SECRETS, "MQTT_OPERATOR_PASSWORD"):
+        assert values[secret] == "", f"{secret} has a value in .env.example"
+
+
+def test_dot_env_is_ignored_by_git() -> None:
     out = subprocess.run(
-        ["docker-compose", "--env-file", str(empty), "-f", str(COMPOSE), "config", "-q"],
+        ["git", "check-ignore", "-q", ".env"], cwd=REPO, check=False, capture_output=True
+    )
+    assert out.returncode == 0, ".env is not in .gitignore"
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize("secret", [*SECRETS, "MQTT_OPERATOR_PASSWORD"])
+def test_mqtt_init_refuses_an_old_placeholder(tmp_path: Path, secret: str) -> None:
+    """An .env copied from an older example (CHANGE-ME-… values passes `config`):
+    mqtt-init, which every other service waits for, stops with the variable's name."""
+    env = {f"{s}": "good-secret-x9" for s in SECRETS}
+    env[secret] = "CHANGE-ME-some-password"
+    out = subprocess.run(
+        ["sh", str(REPO / "deploy" / "mosquitto" / "init-passwd.sh")],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("INFLUX", "MQTT", "GRAF"))},
+        env={"PATH": os.environ["PATH"], "MQTT_AUTH_DIR": str(tmp_path), **env},
     )
-    assert out.returncode != 0 and "in .env" in out.stderr
+    assert out.returncode != 0
+    assert f"refused: {secret} in .env is still the placeholder" in out.stderr, out.stderr
+    assert not (tmp_path / "services.passwd").exists()
+
+
+def test_mqtt_init_moves_service_accounts_off_the_device_file(tmp_path: Path) -> None:
+    devices = tmp_path / "passwd"
+    devices.touch()
+    for user in ("ingest", "ST01"):  # an older layout: one file for everything
+        subprocess.run(["mosquitto_passwd", "-b", str(devices), user, "pw"], check=True)
+    out = subprocess.run(
+        ["sh", str(REPO / "deploy" / "mosquitto" / "init-passwd.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            "PATH": os.environ["PATH"],
+            "MQTT_AUTH_DIR": str(tmp_path),
+            "MQTT_INGEST_PASSWORD": "ingest-secret",
+            "MQTT_OPERATOR_PASSWORD": "op-secret",
+        },
+    )
+    assert out.returncode == 0, out.stderr
+    users = {ln.partition(":")[0] for ln in devices.read_text().splitlines()}
+    assert users == {"ST01"}
+    services = (tmp_path / "services.passwd").read_text().splitlines()
+    assert {ln.partition(":")[0] for ln in services} == {"ingest", "operator"}
 
 
 def _env_example() -> dict[str, str]:
@@ -105,10 +191,14 @@ def test_compose_references_exist() -> None:
         assert "healthcheck" in compose["services"][name], name
     # the image the build produces is the one the other services run
     assert compose["services"]["ingest"]["image"] == "yukimizu:local"
-    # secrets never have a default in the compose file
-    for secret in ("INFLUX_TOKEN", "INFLUX_PASSWORD", "MQTT_INGEST_PASSWORD"):
-        assert f"${{{secret}:-" not in text, secret
-    assert "GRAFANA_ADMIN_PASSWORD:?" in text
+    # secrets never have a default in the compose file: every use requires a value
+    for secret in SECRETS:
+        uses = re.findall(rf"\$\{{{secret}(:?.)", text)
+        assert uses and set(uses) == {":?"}, (secret, uses)
+    # nothing starts before mqtt-init has refused placeholder secrets
+    for name in ("mosquitto", "influxdb", "grafana"):
+        deps = compose["services"][name]["depends_on"]
+        assert deps["mqtt-init"]["condition"] == "service_completed_successfully", name
 
 
 def test_dockerfile_copies_every_package() -> None:

@@ -30,7 +30,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from core.config import load_config
 from core.publish import Publisher, PublishError
 from devtools.localstack import InfluxDB1, Mosquitto, free_port
-from tests.conftest import REPO, SAMPLE_CONFIG, count, make_config, running_ingest, wait_for
+from tests.conftest import (
+    REPO,
+    SAMPLE_CONFIG,
+    IngestThread,
+    count,
+    make_config,
+    running_ingest,
+    wait_for,
+)
 from tests.test_dashboards import yaml_file
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -60,8 +68,9 @@ def _filled_env(tmp_path: Path, **values: str) -> Path:
     for line in ENV_EXAMPLE.read_text().splitlines():
         key = line.partition("=")[0].strip()
         if key in SECRETS:
-            line = f"{key}={values.get(key, f'test-{key.lower()}-x9')}"
-        lines.append(line)
+            lines.append(f"{key}={values.get(key, f'test-{key.lower()}-x9')}")
+        else:
+            lines.append(line)
     env = tmp_path / "filled.env"
     env.write_text("\n".join(lines) + "\n")
     return env
@@ -77,7 +86,10 @@ def test_compose_refuses_the_example_env_as_it_is() -> None:
     with well-known passwords on 8883 and 3000 (issue 15: it used to)."""
     out = _compose_config(ENV_EXAMPLE)
     assert out.returncode != 0
-    assert re.search(r"set (INFLUX_PASSWORD|INFLUX_TOKEN|MQTT_INGEST_PASSWORD|GRAFANA_ADMIN_PASSWORD) in \.env", out.stderr), out.stderr
+    assert re.search(
+        r"set (INFLUX_PASSWORD|INFLUX_TOKEN|MQTT_INGEST_PASSWORD|GRAFANA_ADMIN_PASSWORD) in \.env",
+        out.stderr,
+    ), out.stderr
 
 
 @pytest.mark.parametrize("secret", SECRETS)
@@ -216,11 +228,16 @@ def test_dockerfile_copies_every_package() -> None:
 
 @dataclass
 class Broker:
-    svc: Mosquitto
-    tls_port: int
-    passwd: Path
+    svc: Mosquitto  # svc.port: the services listener (1883 in the shipped files)
+    tls_port: int  # the device listener (8883)
+    passwd: Path  # device accounts (`yukimizu device add` writes here)
+    services_passwd: Path  # service accounts (ingest, operator)
     certs: Path
     name: str
+
+    def device(self, user: str, pw: str, **kw: Any) -> Client:
+        """A client on the device listener, over TLS, as a device connects."""
+        return Client(self.tls_port, user, pw, ca=self.certs / "ca.crt", host="localhost", **kw)
 
 
 def make_certs(host: str, out: Path) -> Path:
@@ -233,11 +250,14 @@ def make_certs(host: str, out: Path) -> Path:
     return out
 
 
-def local_conf(conf: str, *, name: str, data: Path, passwd: Path, certs: Path, tls: int) -> str:
+def local_conf(
+    conf: str, *, name: str, data: Path, passwd: Path, services: Path, certs: Path, tls: int
+) -> str:
     """A deploy/mosquitto configuration with local paths and ports, nothing else changed."""
     acl = REPO / "deploy" / "mosquitto" / "acl"
     if name == "docker":
         paths = {
+            "/mosquitto/auth/services.passwd": str(services),
             "/mosquitto/auth/passwd": str(passwd),
             "/mosquitto/config/acl": str(acl),
             "/mosquitto/data/": f"{data}/",
@@ -245,6 +265,7 @@ def local_conf(conf: str, *, name: str, data: Path, passwd: Path, certs: Path, t
         }
     else:
         paths = {
+            "/etc/mosquitto/services.passwd": str(services),
             "/etc/mosquitto/passwd": str(passwd),
             "/etc/mosquitto/yukimizu.acl": str(acl),
             "/etc/mosquitto/certs/": f"{certs}/",
@@ -259,31 +280,47 @@ def local_conf(conf: str, *, name: str, data: Path, passwd: Path, certs: Path, t
     return conf
 
 
+SHIPPED = {"docker": "mosquitto.conf", "town": "town-server.conf"}
+
+
+def start_broker(name: str, tmp: Path) -> Broker:
+    """The shipped configuration ``name`` on a real Mosquitto: services ingest and
+    operator, devices ST01 and ST02."""
+    passwd = tmp / "passwd"
+    services = tmp / "services.passwd"
+    for f, accounts in (
+        (services, (("ingest", "ingest-pw"), ("operator", "operator-pw"))),
+        (passwd, (("ST01", "st01-pw"), ("ST02", "st02-pw"))),
+    ):
+        f.touch()
+        for user, pw in accounts:
+            subprocess.run(["mosquitto_passwd", "-b", str(f), user, pw], check=True)
+    certs = make_certs("localhost", tmp / "certs")
+    src = REPO / "deploy" / "mosquitto" / SHIPPED[name]
+    tls = free_port()
+    conf = local_conf(
+        src.read_text(),
+        name=name,
+        data=tmp,
+        passwd=passwd,
+        services=services,
+        certs=certs,
+        tls=tls,
+    )
+    svc = Mosquitto(tmp / "svc", conf=conf)
+    svc.start()
+    return Broker(svc, tls, passwd, services, certs, name)
+
+
 @pytest.fixture(scope="module", params=["docker", "town"])
 def broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Broker]:
-    name = request.param
-    tmp = tmp_path_factory.mktemp(f"broker-{name}")
-    passwd = tmp / "passwd"
-    passwd.touch()
-    for user, pw in (("ingest", "ingest-pw"), ("ST01", "st01-pw"), ("ST02", "st02-pw")):
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True)
-    certs = make_certs("localhost", tmp / "certs")
-    src = (
-        REPO
-        / "deploy"
-        / "mosquitto"
-        / ("mosquitto.conf" if name == "docker" else "town-server.conf")
-    )
-    tls = free_port()
-    conf = local_conf(src.read_text(), name=name, data=tmp, passwd=passwd, certs=certs, tls=tls)
-    svc = Mosquitto(tmp / "svc", conf=conf)
-    svc.start()
+    b = start_broker(request.param, tmp_path_factory.mktemp(f"broker-{request.param}"))
     try:
-        yield Broker(svc, tls, passwd, certs, name)
+        yield b
     finally:
-        svc.stop()
+        b.svc.stop()
 
 
 class Client:
@@ -297,13 +334,16 @@ class Client:
         *,
         ca: Path | None = None,
         host: str = "127.0.0.1",
+        client_id: str = "",
+        clean_start: bool = True,
     ) -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self.disconnected = threading.Event()
         self.connected = threading.Event()
         self.reason: Any = None
         self.suback: list[Any] = []
         self.puback: dict[int, Any] = {}
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if user is not None:
             c.username_pw_set(user, pw)
         if ca is not None:
@@ -312,8 +352,9 @@ class Client:
         c.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
         c.on_subscribe = lambda _c, _u, _mid, codes, _p: self.suback.extend(codes)
         c.on_publish = lambda _c, _u, mid, reason, _p: self.puback.__setitem__(mid, reason)
+        c.on_disconnect = lambda *_a: self.disconnected.set()
         self.c = c
-        c.connect(host, port, keepalive=30)
+        c.connect(host, port, keepalive=30, clean_start=clean_start)
         c.loop_start()
         deadline = time.monotonic() + 10
         while self.reason is None and time.monotonic() < deadline:
@@ -344,8 +385,15 @@ def reading() -> bytes:
 
 
 def test_anonymous_and_wrong_passwords_are_refused(broker: Broker) -> None:
-    for user, pw in ((None, None), ("ST01", "wrong"), ("nobody", "x")):
+    for user, pw in ((None, None), ("ingest", "wrong"), ("nobody", "x")):
         c = Client(broker.svc.port, user, pw)
+        try:
+            assert c.reason is not None and c.reason.is_failure, (user, c.reason)
+            assert not c.connected.is_set()
+        finally:
+            c.close()
+    for user, pw in ((None, None), ("ST01", "wrong"), ("nobody", "x")):
+        c = broker.device(user, pw)  # type: ignore[arg-type]
         try:
             assert c.reason is not None and c.reason.is_failure, (user, c.reason)
             assert not c.connected.is_set()
@@ -353,10 +401,28 @@ def test_anonymous_and_wrong_passwords_are_refused(broker: Broker) -> None:
             c.close()
 
 
+def test_service_accounts_only_on_the_services_listener(broker: Broker) -> None:
+    """ingest's and operator's passwords do not work where devices connect, and a
+    device's password does not work on the services listener."""
+    for user, pw in (("ingest", "ingest-pw"), ("operator", "operator-pw")):
+        on_devices = broker.device(user, pw)
+        on_services = Client(broker.svc.port, user, pw)
+        try:
+            assert on_devices.reason is not None and on_devices.reason.is_failure, user
+            assert on_services.connected.is_set(), (user, on_services.reason)
+        finally:
+            on_devices.close()
+            on_services.close()
+    dev = Client(broker.svc.port, "ST01", "st01-pw")
+    try:
+        assert dev.reason is not None and dev.reason.is_failure, dev.reason
+    finally:
+        dev.close()
+
+
 def test_devices_publish_only_on_their_own_topics(broker: Broker) -> None:
-    port = broker.svc.port
-    ingest = Client(port, "ingest", "ingest-pw")
-    st01 = Client(port, "ST01", "st01-pw")
+    ingest = Client(broker.svc.port, "ingest", "ingest-pw")
+    st01 = broker.device("ST01", "st01-pw")
     try:
         assert ingest.connected.is_set() and st01.connected.is_set()
         assert not ingest.subscribe("yukimizu/#").is_failure
@@ -375,9 +441,8 @@ def test_devices_publish_only_on_their_own_topics(broker: Broker) -> None:
 
 
 def test_a_device_cannot_read_other_devices(broker: Broker) -> None:
-    port = broker.svc.port
-    st02 = Client(port, "ST02", "st02-pw")
-    st01 = Client(port, "ST01", "st01-pw")
+    st02 = broker.device("ST02", "st02-pw")
+    st01 = broker.device("ST01", "st01-pw")
     try:
         # Measured on mosquitto 2.0.11: a wildcard subscription is granted and the
         # ACL is applied to every message at delivery, so nothing arrives.
@@ -402,7 +467,7 @@ def test_ingest_reads_through_the_acl(
     }
     cfg = make_config(tmp_path, tag, broker.svc, influx.url, overrides={"mqtt": mqtt_over})
     with running_ingest(cfg):
-        dev = Client(broker.svc.port, "ST01", "st01-pw")
+        dev = broker.device("ST01", "st01-pw")
         try:
             assert not dev.publish("yukimizu/snow/ST01", reading()).is_failure
         finally:
@@ -434,9 +499,10 @@ def test_tls_listener(broker: Broker, tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 10, "a TLS refusal must be quick, not a hang"
 
 
-def test_ingest_connects_over_tls(
-    broker: Broker, influx: InfluxDB1, tmp_path: Path, tag: str
+def test_ingest_over_tls_is_refused_on_the_device_listener(
+    broker: Broker, influx: InfluxDB1, tmp_path: Path, tag: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Pointed at 8883 by mistake, ingest says the broker refused it (not a hang)."""
     over = {
         "host": '"localhost"',
         "port": str(broker.tls_port),
@@ -447,16 +513,52 @@ def test_ingest_connects_over_tls(
         "lorawan_topics": "[]",
     }
     cfg = make_config(tmp_path, tag, broker.svc, influx.url, overrides={"mqtt": over})
-    assert cfg.mqtt.port == broker.tls_port
-    with running_ingest(cfg):  # waits for the connection (fails the test otherwise)
-        dev = Client(
-            broker.tls_port, "ST01", "st01-pw", ca=broker.certs / "ca.crt", host="localhost"
-        )
+    with caplog.at_level("ERROR"):
+        it = IngestThread(cfg)
+        it.thread.start()
         try:
-            assert not dev.publish("yukimizu/snow/ST01", reading()).is_failure
+            wait_for(lambda: "refused the connection" in caplog.text, what="loud refusal")
         finally:
-            dev.close()
-        wait_for(lambda: count(influx, tag, "snow_depth", "depth_cm") >= 1, what="row over TLS")
+            it.stop()
+
+
+def test_ingest_connects_over_tls(influx: InfluxDB1, tmp_path: Path, tag: str) -> None:
+    """Ingest on another machine than the broker: a TLS listener for the service
+    accounts (README "Securing the broker"), reachable only from ingest's host."""
+    services = tmp_path / "services.passwd"
+    services.touch()
+    subprocess.run(["mosquitto_passwd", "-b", str(services), "ingest", "ingest-pw"], check=True)
+    certs = make_certs("localhost", tmp_path / "certs")
+    tls = free_port()
+    conf = (
+        "per_listener_settings true\n"
+        f"listener {tls} 127.0.0.1\nallow_anonymous false\npassword_file {services}\n"
+        f"cafile {certs}/ca.crt\ncertfile {certs}/server.crt\nkeyfile {certs}/server.key\n"
+        "listener {port} 127.0.0.1\nallow_anonymous true\n"
+    )
+    svc = Mosquitto(tmp_path / "svc", conf=conf)
+    svc.start()
+    try:
+        over = {
+            "host": '"localhost"',
+            "port": str(tls),
+            "topic_prefix": '"yukimizu"',
+            "username": '"ingest"',
+            "password": '"ingest-pw"',
+            "tls_ca_file": f'"{certs / "ca.crt"}"',
+            "lorawan_topics": "[]",
+        }
+        cfg = make_config(tmp_path, tag, svc, influx.url, overrides={"mqtt": over})
+        assert cfg.mqtt.port == tls
+        with running_ingest(cfg):  # waits for the connection (fails the test otherwise)
+            dev = Client(svc.port, None, None)
+            try:
+                assert not dev.publish("yukimizu/snow/ST01", reading()).is_failure
+            finally:
+                dev.close()
+            wait_for(lambda: count(influx, tag, "snow_depth", "depth_cm") >= 1, what="row over TLS")
+    finally:
+        svc.stop()
 
 
 # ----------------------------------------------------------------------------- devices
@@ -511,7 +613,7 @@ def test_device_add_can_publish_at_once_and_remove_locks_it_out(
     assert password.group(1) not in broker.passwd.read_text()  # hashed, not in clear
 
     def connects(pw: str) -> bool:
-        c = Client(broker.svc.port, "ST90", pw)
+        c = broker.device("ST90", pw)
         try:
             ok = c.connected.is_set() and not c.publish("yukimizu/snow/ST90", b"x").is_failure
         finally:
@@ -523,3 +625,142 @@ def test_device_add_can_publish_at_once_and_remove_locks_it_out(
     assert rm.returncode == 0, rm.stderr
     assert "ST90" not in (reg / "stations.csv").read_text(encoding="utf-8")
     wait_for(lambda: not connects(password.group(1)), timeout_s=10, what="removed device refused")
+
+
+# ----------------------------------------------------------------------------- hostile devices
+
+
+def _device_pub(broker: Broker, user: str, pw: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mosquitto_pub`` as a device: TLS to the device listener (MQTT 3.1.1)."""
+    return subprocess.run(
+        [
+            "mosquitto_pub",
+            "-h",
+            "localhost",
+            "-p",
+            str(broker.tls_port),
+            "--cafile",
+            str(broker.certs / "ca.crt"),
+            "-u",
+            user,
+            "-P",
+            pw,
+            "-q",
+            "1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_device_cannot_take_over_ingests_client_id(
+    broker: Broker, influx: InfluxDB1, tmp_path: Path, tag: str
+) -> None:
+    """Issue 15's probe: with one device's password and ingest's (public) client id,
+    `mosquitto_sub -i <ingest's id> -c -q 1` closed ingest's connection and took its
+    queued readings (41 of 80 acknowledged readings stored). On the device listener
+    the client id is the username: ingest stays connected and stores all 80."""
+    over = {
+        "topic_prefix": '"yukimizu"',
+        "username": '"ingest"',
+        "password": '"ingest-pw"',
+        "lorawan_topics": "[]",
+    }
+    cfg = make_config(tmp_path, tag, broker.svc, influx.url, overrides={"mqtt": over})
+    start = datetime.now(UTC).timestamp() - 3600
+    # distinct device times: InfluxDB keeps one point per series and time
+    readings = [
+        json.dumps(
+            {"time": datetime.fromtimestamp(start + i, UTC).isoformat(), "depth_cm": 10.0 + i}
+        ).encode()
+        for i in range(80)
+    ]
+    before = count(influx, tag, "snow_depth", "depth_cm")
+    with running_ingest(cfg) as it:
+        dev = broker.device("ST01", "st01-pw")
+        attacker: subprocess.Popen[str] | None = None
+        out = ""
+        try:
+            acked = 0
+            for i, payload in enumerate(readings):
+                if i == 40:
+                    attacker = subprocess.Popen(
+                        [
+                            "mosquitto_sub",
+                            "-h",
+                            "localhost",
+                            "-p",
+                            str(broker.tls_port),
+                            "--cafile",
+                            str(broker.certs / "ca.crt"),
+                            "-u",
+                            "ST02",
+                            "-P",
+                            "st02-pw",
+                            "-i",
+                            cfg.mqtt.client_id,
+                            "-c",
+                            "-q",
+                            "1",
+                            "-t",
+                            "yukimizu/#",
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                    wait_for(
+                        lambda: "u'ST02')" in broker.svc.log_path.read_text(),
+                        what="the attacker connected",
+                    )
+                if not dev.publish("yukimizu/snow/ST01", payload).is_failure:
+                    acked += 1
+            assert acked == 80
+            wait_for(
+                lambda: count(influx, tag, "snow_depth", "depth_cm") - before >= 80,
+                timeout_s=30,
+                what="every acknowledged reading stored",
+            )
+            assert attacker is not None and attacker.poll() is None, "attacker still connected"
+        finally:
+            dev.close()
+            if attacker is not None:
+                attacker.terminate()
+                out, _err = attacker.communicate(timeout=10)
+        assert it.ingest.source.reconnects == 0, "ingest was disconnected"
+        assert it.ingest.source.session_lost == 0
+    assert count(influx, tag, "snow_depth", "depth_cm") - before == 80
+    assert out == "", "the attacker received readings"
+    log_text = broker.svc.log_path.read_text()
+    assert re.search(r"New client connected .* as ST02 \(.*u'ST02'\)", log_text), "id = username"
+    assert f"Client {cfg.mqtt.client_id} already connected" not in log_text
+
+
+def test_the_broker_refuses_an_oversized_publish(broker: Broker, tmp_path: Path) -> None:
+    """max_packet_size: a device sending more is disconnected before its packet is
+    buffered, and nothing of it reaches ingest; a payload under the limit passes."""
+    limit = int(
+        re.search(
+            r"^max_packet_size (\d+)$",
+            (REPO / "deploy" / "mosquitto" / SHIPPED[broker.name]).read_text(),
+            re.M,
+        ).group(1)  # type: ignore[union-attr]
+    )
+    ingest = Client(broker.svc.port, "ingest", "ingest-pw")
+    try:
+        ingest.subscribe("yukimizu/snow/ST01")
+        big = tmp_path / "big.bin"
+        for size, refused in ((limit - 1024, False), (limit + 1, True), (20_000_000, True)):
+            big.write_bytes(b"{" + b" " * (size - 1))
+            out = _device_pub(broker, "ST01", "st01-pw", "-t", "yukimizu/snow/ST01", "-f", str(big))
+            assert (out.returncode != 0) == refused, (size, out.stderr)
+        wait_for(lambda: ingest.messages, what="the payload under the limit")
+        _device_pub(broker, "ST01", "st01-pw", "-t", "yukimizu/snow/ST01", "-m", "end")
+        wait_for(lambda: ingest.messages[-1][1] == b"end", what="the marker after the refusals")
+        assert [len(p) for _t, p in ingest.messages] == [limit - 1024, 3]
+        assert "disconnected due to oversize packet" in broker.svc.log_path.read_text()
+    finally:
+        ingest.close()

@@ -576,9 +576,8 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_device_add_can_publish_at_once_and_remove_locks_it_out(
-    broker: Broker, tmp_path: Path
-) -> None:
+def _device_env(broker: Broker, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A copy of the sample registry and the broker's password files, for the CLI."""
     reg = tmp_path / "reg"
     reg.mkdir()
     for name in ("stations.csv", "meters.csv", "plows.csv"):
@@ -588,8 +587,16 @@ def test_device_add_can_publish_at_once_and_remove_locks_it_out(
         "YUKIMIZU_REGISTRY__METERS": f'"{reg / "meters.csv"}"',
         "YUKIMIZU_REGISTRY__PLOWS": f'"{reg / "plows.csv"}"',
         "YUKIMIZU_PROVISION__PASSWORD_FILE": f'"{broker.passwd}"',
+        "YUKIMIZU_PROVISION__SERVICES_PASSWORD_FILE": f'"{broker.services_passwd}"',
         "YUKIMIZU_PROVISION__RELOAD_COMMAND": f'["kill", "-HUP", "{broker.svc.pid}"]',
     }
+    return env, reg
+
+
+def test_device_add_can_publish_at_once_and_remove_locks_it_out(
+    broker: Broker, tmp_path: Path
+) -> None:
+    env, reg = _device_env(broker, tmp_path)
     bad = _cli(env, "device", "add", "snow", "ST90", "district=本町", "lat=99")
     assert bad.returncode == 1 and "ST90" not in (reg / "stations.csv").read_text()
     assert "ST90" not in broker.passwd.read_text()
@@ -764,3 +771,78 @@ def test_the_broker_refuses_an_oversized_publish(broker: Broker, tmp_path: Path)
         assert "disconnected due to oversize packet" in broker.svc.log_path.read_text()
     finally:
         ingest.close()
+
+
+# ----------------------------------------------------------------------------- refused ids
+
+
+def _accounts(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("device_id", "ja", "en"),
+    [
+        # issue 15: `device add plow ingest` replaced the service's password
+        ("ingest", "サービスアカウントの名前なので使えません", "is a service account's name"),
+        ("operator", "サービスアカウントの名前なので使えません", "is a service account's name"),
+        ("Ingest", "サービスアカウントの名前なので使えません", "is a service account's name"),
+        # the sample config's client id: a device of that name would own it
+        ("yukimizu-ingest", "クライアントID", "is ingest's MQTT client id"),
+        # only in the device password file (e.g. added by hand)
+        ("ZZ01", "MQTT パスワードファイル", "already has an account in the MQTT password file"),
+        # only in the service password file
+        ("monitor", "MQTT パスワードファイル", "MQTT service password file"),
+        # only in the ACL
+        ("gw01", "ACL", "already a user in the ACL"),
+        # already a registered device with an account
+        ("ST01", "MQTT パスワードファイル", "already has an account"),
+        # not the registry's id pattern
+        ("a/b", "英数字で始まり", "is not valid"),
+        ("plow#", "英数字で始まり", "is not valid"),
+        ("-x", "英数字で始まり", "is not valid"),
+        ("ST 9", "英数字で始まり", "is not valid"),
+    ],
+)
+def test_device_add_refuses_ids_it_must_not_overwrite(
+    broker: Broker, tmp_path: Path, device_id: str, ja: str, en: str
+) -> None:
+    env, reg = _device_env(broker, tmp_path)
+    acl = tmp_path / "acl"
+    acl.write_text((REPO / "deploy" / "mosquitto" / "acl").read_text() + "\nuser gw01\n")
+    env["YUKIMIZU_PROVISION__ACL_FILE"] = f'"{acl}"'
+    if device_id == "ZZ01":
+        subprocess.run(["mosquitto_passwd", "-b", str(broker.passwd), "ZZ01", "zz"], check=True)
+    if device_id == "monitor":
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(broker.services_passwd), "monitor", "mon"], check=True
+        )
+    try:
+        before = (_accounts(broker.passwd), _accounts(broker.services_passwd), acl.read_text())
+        registry = (reg / "plows.csv").read_text(encoding="utf-8")
+        cols = ["name=テスト車", "contractor=朝日建設"]
+        for lang, expected in (("ja", ja), ("en", en)):
+            out = _cli(env, "device", "add", "--lang", lang, "plow", "--", device_id, *cols)
+            assert out.returncode == 1, out.stdout
+            assert repr(device_id) in out.stderr and expected in out.stderr, out.stderr
+            assert "MQTT password" not in out.stdout
+        after = (_accounts(broker.passwd), _accounts(broker.services_passwd), acl.read_text())
+        assert after == before, "an account file changed"
+        assert (reg / "plows.csv").read_text(encoding="utf-8") == registry
+        if device_id in ("ingest", "operator"):  # the service still logs in
+            c = Client(broker.svc.port, device_id, f"{device_id}-pw")
+            try:
+                assert c.connected.is_set(), c.reason
+            finally:
+                c.close()
+    finally:
+        for f, user in ((broker.passwd, "ZZ01"), (broker.services_passwd, "monitor")):
+            if f"{user}:" in _accounts(f):
+                subprocess.run(["mosquitto_passwd", "-D", str(f), user], check=True)
+
+
+def test_provision_id_pattern_is_the_registrys() -> None:
+    from provision.devices import ID_PATTERN  # noqa: PLC0415
+    from sensors import registry  # noqa: PLC0415
+
+    assert ID_PATTERN.pattern == registry._ID_RE.pattern  # noqa: SLF001

@@ -286,6 +286,7 @@ SHIPPED = {"docker": "mosquitto.conf", "town": "town-server.conf"}
 def start_broker(name: str, tmp: Path) -> Broker:
     """The shipped configuration ``name`` on a real Mosquitto: services ingest and
     operator, devices ST01 and ST02."""
+    tmp.mkdir(parents=True, exist_ok=True)
     passwd = tmp / "passwd"
     services = tmp / "services.passwd"
     for f, accounts in (
@@ -846,3 +847,51 @@ def test_provision_id_pattern_is_the_registrys() -> None:
     from sensors import registry  # noqa: PLC0415
 
     assert ID_PATTERN.pattern == registry._ID_RE.pattern  # noqa: SLF001
+
+
+@pytest.mark.parametrize("name", ["docker", "town"])
+def test_ingests_session_survives_its_restart_and_the_brokers(
+    name: str, influx: InfluxDB1, tmp_path: Path, tag: str
+) -> None:
+    """With the listeners split, readings published while ingest is stopped, and
+    across a broker restart, are queued for ingest's persistent session on the
+    services listener and stored when it is back."""
+    broker = start_broker(name, tmp_path / "broker")
+    try:
+        over = {
+            "topic_prefix": '"yukimizu"',
+            "username": '"ingest"',
+            "password": '"ingest-pw"',
+            "lorawan_topics": "[]",
+        }
+        cfg = make_config(tmp_path, tag, broker.svc, influx.url, overrides={"mqtt": over})
+        start = datetime.now(UTC).timestamp() - 7200
+
+        def publish(numbers: range) -> None:
+            dev = broker.device("ST01", "st01-pw")
+            try:
+                for i in numbers:
+                    payload = json.dumps(
+                        {"time": datetime.fromtimestamp(start + i, UTC).isoformat(), "depth_cm": i}
+                    ).encode()
+                    assert not dev.publish("yukimizu/snow/ST01", payload).is_failure
+            finally:
+                dev.close()
+
+        with running_ingest(cfg):  # creates the persistent session
+            publish(range(10))
+            wait_for(lambda: count(influx, tag, "snow_depth", "depth_cm") >= 10, what="10 rows")
+        publish(range(10, 40))  # ingest stopped
+        broker.svc.stop()
+        broker.svc.start()
+        publish(range(40, 60))
+        with running_ingest(cfg) as it:
+            wait_for(
+                lambda: count(influx, tag, "snow_depth", "depth_cm") >= 60,
+                timeout_s=30,
+                what="every reading published while ingest was away",
+            )
+            assert it.ingest.source.session_lost == 0
+        assert count(influx, tag, "snow_depth", "depth_cm") == 60
+    finally:
+        broker.svc.stop()

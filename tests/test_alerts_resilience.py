@@ -361,4 +361,5 @@ def test_a_state_file_from_before_the_rounds_gets_the_new_columns(tmp_path: Path
     row = store.one("SELECT receiver, rounds, retry_at FROM notifications")
     assert row == {"receiver": "sato", "rounds": 0, "retry_at": None}
     assert store.rejected_events() == (0, [])
+    assert store.rejected_outbox() == (0, [])
     store.close()

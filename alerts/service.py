@@ -220,12 +220,12 @@ class AlertService:
         for bad in batch.bad:
             log.error(
                 "outbox record #%d of %s is not a valid transition (set aside in "
-                "rejected_outbox, see alerts show): %s; record (%d bytes): %.300s",
+                "rejected_outbox, see alerts show): %s; record (%d bytes): %r",
                 bad.id,
                 self.cfg.outbox,
                 bad.reason,
                 bad.size,
-                bad.raw,
+                bad.raw[:300],
             )
             self.stats["outbox_rejected"] += 1
         return len(batch.transitions) + len(batch.bad)

@@ -66,6 +66,7 @@ REASONS = {
     503: "Service Unavailable",
 }
 FD_RESERVE = 64  # descriptors kept free beside the connections (listening socket, files, logs)
+REFUSING = 32  # refused connections held open at most (a moment each, so the 503 is read)
 MAX_SEGMENT = 255  # bytes in one path segment (NAME_MAX): longer is a 400, not an OSError
 
 
@@ -73,7 +74,7 @@ MAX_SEGMENT = 255  # bytes in one path segment (NAME_MAX): longer is a 400, not 
 class Limits:
     """What one server allows a client; every figure is per connection unless named."""
 
-    max_connections: int | None = None  # None: RLIMIT_NOFILE soft limit - FD_RESERVE
+    max_connections: int | None = None  # None: RLIMIT_NOFILE soft - FD_RESERVE - REFUSING
     max_head_bytes: int = 16 * 1024
     max_body_bytes: int = 0  # 0: requests with a body are refused (413) and closed
     methods: frozenset[str] = frozenset({"GET", "HEAD"})
@@ -94,7 +95,7 @@ class Limits:
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             soft = 65536
-        return max(8, min(soft, 65536) - FD_RESERVE)
+        return max(8, min(soft, 65536) - FD_RESERVE - REFUSING)
 
 
 @dataclass(frozen=True)
@@ -236,9 +237,7 @@ class _Conn(asyncio.Protocol):
         now = self.loop.time()
         self._set_deadline("idle", now + self.limits.request_timeout_s)
         if not self.server.admit(self, now):
-            self.server.stats["refused"] += 1
-            transport.write(self.server.refusal)
-            transport.close()
+            self.server.refuse(transport)
             return
         self.transport = transport
         transport.set_write_buffer_limits(high=self.limits.write_high, low=self.limits.write_low)
@@ -525,6 +524,11 @@ class HttpServer:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._refusing = 0  # refused connections waiting to be closed
+        self._fds = 0  # accepted sockets not yet closed
+        self._fd_budget = self.max_connections + REFUSING
+        self._accepting = False
+        self._stopping = False
 
     # -- connection bookkeeping (loop thread) ----------------------------------------
     def admit(self, conn: _Conn, now: float) -> bool:
@@ -538,6 +542,24 @@ class HttpServer:
         self.conns[conn] = now
         return True
 
+    def refuse(self, transport: asyncio.Transport) -> None:
+        """503 and close. Shut our side first and close a moment later (at most
+        ``REFUSING`` at a time), so a client that already sent its request reads
+        the 503 rather than a reset."""
+        self.stats["refused"] += 1
+        transport.write(self.refusal)
+        if self._refusing >= REFUSING:
+            transport.close()
+            return
+        self._refusing += 1
+        transport.write_eof()
+
+        def done() -> None:
+            self._refusing -= 1
+            transport.abort()
+
+        self.loop.call_later(1.0, done)
+
     def touch(self, conn: _Conn, now: float) -> None:
         if conn in self.conns:
             self.conns[conn] = now
@@ -545,6 +567,56 @@ class HttpServer:
 
     def forget(self, conn: _Conn) -> None:
         self.conns.pop(conn, None)
+        self._fds -= 1
+        if not self._accepting and self._fds < self._fd_budget and not self._stopping:
+            self._resume_accepting()
+
+    # -- accepting: synchronous, so descriptors are counted before they exist -------------
+    def _accept_ready(self) -> None:
+        for _ in range(64):
+            if self._fds >= self._fd_budget:
+                self._pause_accepting()  # resumed when a connection closes
+                return
+            try:
+                sock, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.stats["accept_error"] += 1
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.errlog(
+                        f"accept:{exc.errno}",
+                        "%s: accept failed: %s (%d connections open); retrying in 1 s",
+                        self.name,
+                        exc.strerror,
+                        len(self.conns),
+                    )
+                    self._pause_accepting()
+                    self.loop.call_later(1.0, self._resume_accepting)
+                    return
+                self.errlog(f"accept:{exc.errno}", "%s: accept failed: %r", self.name, exc)
+                continue  # e.g. ECONNABORTED: that client is gone, the next may not be
+            self._fds += 1
+            sock.setblocking(False)
+            self.loop.create_task(self._connect(sock))
+
+    async def _connect(self, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: _Conn(self), sock)
+        except OSError as exc:  # the client left before its transport existed
+            log.debug("%s: connection lost at once: %r", self.name, exc)
+            sock.close()
+            self._fds -= 1
+
+    def _pause_accepting(self) -> None:
+        if self._accepting:
+            self.loop.remove_reader(self.sock.fileno())
+            self._accepting = False
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and not self._stopping:
+            self.loop.add_reader(self.sock.fileno(), self._accept_ready)
+            self._accepting = True
 
     def _sweep(self) -> None:
         now = self.loop.time()
@@ -555,40 +627,24 @@ class HttpServer:
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
         exc = ctx.get("exception")
         msg = str(ctx.get("message", "event loop error"))
-        if isinstance(exc, OSError) and exc.errno in (
-            errno.EMFILE,
-            errno.ENFILE,
-            errno.ENOBUFS,
-            errno.ENOMEM,
-        ):
-            self.stats["accept_error"] += 1
-            self.errlog(
-                f"accept:{exc.errno}",
-                "%s: %s: %s (%d connections open); retrying in 1 s",
-                self.name,
-                msg,
-                exc.strerror,
-                len(self.conns),
-            )
-            return
         self.errlog(f"loop:{msg}", "%s: %s: %r", self.name, msg, exc, exc_info=exc)
 
     # -- running ---------------------------------------------------------------------
     def serve_forever(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            self.loop.create_server(lambda: _Conn(self), sock=self.sock, backlog=1024)
-        )
+        self.sock.setblocking(False)
+        self._resume_accepting()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
         try:
             self.loop.run_forever()
         finally:
+            self._stopping = True
             if self._sweeper is not None:
                 self._sweeper.cancel()
-            server.close()
+            self._pause_accepting()
             for conn in list(self.conns):
                 conn.abort()
-            self.loop.run_until_complete(server.wait_closed())
+            self.loop.run_until_complete(asyncio.sleep(0))  # let the aborts finish
             self._stopped.set()
 
     def start(self) -> HttpServer:

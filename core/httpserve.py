@@ -39,6 +39,7 @@ import collections
 import contextlib
 import errno
 import logging
+import re
 import resource
 import socket
 import threading
@@ -98,7 +99,7 @@ class Limits:
         return max(8, min(soft, 65536) - FD_RESERVE - REFUSING)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     method: str
     target: str  # as sent
@@ -155,11 +156,17 @@ class BadRequest(Exception):
         self.status = status
 
 
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,255}")  # the common case: nothing to decode
+_CTL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check_path(target: str) -> tuple[str, str]:
     """A request target → (decoded path, raw query); BadRequest(400) if unusable."""
-    if not target.startswith("/"):
-        raise BadRequest(400, "target must start with /")
     raw, _, query = target.partition("?")
+    if _PLAIN_PATH.fullmatch(raw):
+        return raw, query
+    if not raw.startswith("/"):
+        raise BadRequest(400, "target must start with /")
     raw = raw.partition("#")[0]
     data = urllib.parse.unquote_to_bytes(raw)
     if b"\x00" in data:
@@ -170,36 +177,39 @@ def check_path(target: str) -> tuple[str, str]:
         path = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(400, "path is not UTF-8") from None
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+    if _CTL.search(path):
         raise BadRequest(400, "control character in path")
     return path, query
 
 
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_METHOD = re.compile(r"[A-Z]{1,16}")
+_BAD_IN_HEAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a head with its CRLFs taken out
 
 
 def _parse_head(head: bytes, limits: Limits) -> Request:
-    lines = head.decode("latin-1").split("\r\n")
+    text = head.decode("latin-1")
+    if _BAD_IN_HEAD.search(text.replace("\r\n", "\t")):
+        raise BadRequest(400, "control character or bare CR/LF in the head")
+    lines = text.split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest(400, "bad request line")
     method, target, version = parts
-    if not method or not set(method) <= _TOKEN:
+    if not _METHOD.fullmatch(method):
         raise BadRequest(400, "bad method")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or not set(name) <= _TOKEN:
+        if not colon or not name or " " in name or "\t" in name:
             raise BadRequest(400, "bad header line")
         key = name.lower()
-        value = value.strip()
-        if key == "content-length" and key in headers and headers[key] != value:
-            raise BadRequest(400, "conflicting Content-Length")
-        headers[key] = (
-            value
-            if key not in headers or key == "content-length"
-            else (headers[key] + ", " + value)
-        )
+        value = value.strip(" \t")
+        old = headers.get(key)
+        if old is not None:
+            if key == "content-length" and old != value:
+                raise BadRequest(400, "conflicting Content-Length")
+            value = value if key == "content-length" else old + ", " + value
+        headers[key] = value
     path, query = check_path(target)
     return Request(method, target, path, query, version, headers)
 

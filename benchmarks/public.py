@@ -271,6 +271,7 @@ def _attack_proc(port: int, conns: int, seconds: float, q: mp.Queue) -> None:  #
             for k in range(conns)
         ]
         await asyncio.gather(*tasks)
+        stats["cpu_ms"] = int(time.process_time() * 1000)
         return stats
 
     q.put(asyncio.run(main()))
@@ -303,12 +304,67 @@ class RssWatch:
                 self.killed = True
                 self.proc.kill()
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the process has used."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reset(self) -> None:
         self.peak_kb = self.rss_kb()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
+
+
+class Probe:
+    """One resident asking for the feed every 50 ms on a fresh connection, from its own
+    thread: the server's responsiveness with less of the load generators' queueing."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.lat_ms: list[float] = []
+        self.connect_ms: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        req = f"GET /{FEED} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        while not self._stop.wait(0.05):
+            t0 = time.perf_counter()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT_S) as s:
+                    self.connect_ms.append((time.perf_counter() - t0) * 1000)
+                    s.sendall(req)
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                ok = data.startswith(b"HTTP/1.1 200")
+            except OSError:
+                ok = False
+            if ok:
+                self.lat_ms.append((time.perf_counter() - t0) * 1000)
+            else:
+                self.errors += 1
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(TIMEOUT_S + 1)
+        a = np.array(self.lat_ms)
+        p99 = float(np.percentile(a, 99)) if len(a) else float("nan")
+        c = np.array(self.connect_ms)
+        cp99 = float(np.percentile(c, 99)) if len(c) else float("nan")
+        return {
+            "probe_p99_ms": p99,
+            "probe_connect_p99_ms": cp99,
+            "probe_n": float(len(a)),
+            "probe_errors": float(self.errors),
+        }
 
 
 def run_attacked(
@@ -337,7 +393,11 @@ def run_attacked(
     out: dict[str, dict[str, float]] = {}
     try:
         idle_kb = watch.rss_kb()
+        cpu0, t0 = watch.cpu_s(), time.monotonic()
+        probe = Probe(port)
         r = measure(port, args.clients, args.seconds, args.procs)
+        r |= probe.stop()
+        r["cpu_pct"] = 100 * (watch.cpu_s() - cpu0) / (time.monotonic() - t0)
         r |= {"rss_mb": watch.peak_kb / 1024, "rss_idle_mb": idle_kb / 1024}
         r["log_kb"] = log.stat().st_size / 1024
         out["alone"] = r
@@ -350,7 +410,11 @@ def run_attacked(
         attacker = ctx.Process(target=_attack_proc, args=(port, args.attack, attack_s, q))
         attacker.start()
         time.sleep(4.0)
+        cpu0, t0 = watch.cpu_s(), time.monotonic()
+        probe = Probe(port)
         r = measure(port, args.clients, args.seconds, args.procs)
+        r |= probe.stop()
+        r["cpu_pct"] = 100 * (watch.cpu_s() - cpu0) / (time.monotonic() - t0)
         got = q.get(timeout=attack_s + 120)
         attacker.join()
         r |= {"rss_mb": watch.peak_kb / 1024, "log_kb": (log.stat().st_size - log0) / 1024}
@@ -376,20 +440,26 @@ def main_attack(args: argparse.Namespace, site: Path) -> None:
     summary = None
     for name, cwd in servers:
         cmd = [c.replace("{python}", sys.executable) for c in ours]
-        with tempfile.NamedTemporaryFile(prefix="yukimizu-serve-", suffix=".log") as f:
-            res = run_attacked(name, cmd, cwd, args, Path(f.name))
+        with tempfile.TemporaryDirectory(prefix="yukimizu-serve-") as tmp:
+            logdir = args.log_dir or Path(tmp)
+            log = logdir / f"{'before' if cwd != REPO else 'serve'}.log"
+            res = run_attacked(name, cmd, cwd, args, log)
         for phase, r in res.items():
             extra = ""
             if phase == "attacked":
                 extra = (
                     f"  attacker: {r['attack_connects']:.0f} connects, "
-                    f"{r['attack_dropped']:.0f} dropped by the server"
+                    f"{r['attack_dropped']:.0f} dropped by the server, "
+                    f"attacker CPU {r['attack_cpu_ms'] / 1000:.1f} s"
                     + ("  KILLED at the RSS cap" if r["killed"] else "")
                 )
             print(
                 f"{name:28s} {phase:8s} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:7.1f} ms  "
                 f"p99 {r['p99_ms']:8.1f} ms  errors {r['errors']:5.0f}  "
-                f"peak RSS {r['rss_mb']:6.0f} MB  log +{r['log_kb']:8.1f} KB{extra}",
+                f"peak RSS {r['rss_mb']:6.0f} MB  log +{r['log_kb']:8.1f} KB  "
+                f"server CPU {r['cpu_pct']:3.0f}%  probe p99 {r['probe_p99_ms']:6.1f} ms "
+                f"(connect {r['probe_connect_p99_ms']:.1f} ms, {r['probe_errors']:.0f} failed)"
+                f"{extra}",
                 flush=True,
             )
         if summary is None:
@@ -418,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--attack", type=int, default=0, help="attacking connections (0: none)")
     p.add_argument("--nofile", type=int, default=1024, help="the server's open-file limit")
     p.add_argument("--before", type=Path, help="also run the server of this checkout")
+    p.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
     p.add_argument("--rss-cap-mb", type=float, default=2048, help="kill a server above this")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="yukimizu-public-bench-") as tmp:

@@ -20,10 +20,10 @@ Under attack (issue 15, docs/public.md#hostile-clients):
     .venv/bin/python -m benchmarks.public --attack 1000 [--nofile 1024] [--before DIR]
 
 runs each server twice in the same run: the crowd alone (the baseline), then the crowd
-beside one attacker holding ``--attack`` connections — half slowloris (a head never
-finished, a line every 5 s), half pipelining non-readers (eight GETs of the largest file
-at a time, a 4 KB receive buffer, never a read) — each reconnecting as soon as the
-server drops it. The server runs with its open-file limit at ``--nofile`` (1,024, the
+beside one attacker holding ``--attack`` connections — ``--slow`` (default half) of them
+slowloris (a head never finished, a line every 5 s), the others pipelining non-readers
+(eight GETs of the largest file at a time, a 4 KB receive buffer, never a read) — each
+reconnecting as soon as the server drops it. The server runs with its open-file limit at ``--nofile`` (1,024, the
 limit the issue was measured at). Printed: the crowd's figures, the server's peak RSS
 (from /proc, sampled every 0.2 s), the bytes its log grew, what the attacker achieved.
 ``--before DIR`` also runs the server of another checkout (e.g. main) the same way; a
@@ -259,7 +259,7 @@ async def _non_reader(port: int, until: float, stats: collections.Counter[str]) 
         await asyncio.sleep(0.1)
 
 
-def _attack_proc(port: int, conns: int, seconds: float, q: mp.Queue) -> None:  # type: ignore[type-arg]
+def _attack_proc(port: int, conns: int, slow: float, seconds: float, q: mp.Queue) -> None:  # type: ignore[type-arg]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, conns + 256), hard))
 
@@ -267,7 +267,7 @@ def _attack_proc(port: int, conns: int, seconds: float, q: mp.Queue) -> None:  #
         stats = collections.Counter(connects=0, dropped=0, requests=0, connect_timeouts=0)
         until = time.monotonic() + seconds
         tasks = [
-            _slowloris(port, until, stats) if k % 2 else _non_reader(port, until, stats)
+            _slowloris(port, until, stats) if k < slow * conns else _non_reader(port, until, stats)
             for k in range(conns)
         ]
         await asyncio.gather(*tasks)
@@ -407,7 +407,9 @@ def run_attacked(
         attack_s = args.seconds + WARMUP_S + 8.0
         log0 = log.stat().st_size
         watch.reset()
-        attacker = ctx.Process(target=_attack_proc, args=(port, args.attack, attack_s, q))
+        attacker = ctx.Process(
+            target=_attack_proc, args=(port, args.attack, args.slow, attack_s, q)
+        )
         attacker.start()
         time.sleep(4.0)
         cpu0, t0 = watch.cpu_s(), time.monotonic()
@@ -469,7 +471,8 @@ def main_attack(args: argparse.Namespace, site: Path) -> None:
         f"public serve under attack: p99 {summary['p99_ms']:.0f} ms, "
         f"RSS {summary['rss_mb']:.0f} MB, log {summary['log_kb']:.0f} KB, "
         f"{summary['errors']:.0f} errors with {args.clients} clients beside "
-        f"{args.attack} attacking connections (open-file limit {args.nofile}, "
+        f"{args.attack} attacking connections ({args.slow:.0%} slowloris, "
+        f"open-file limit {args.nofile}, "
         f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.1f})"
     )
 
@@ -486,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--attack", type=int, default=0, help="attacking connections (0: none)")
+    p.add_argument("--slow", type=float, default=0.5, help="share of slowloris attackers")
     p.add_argument("--nofile", type=int, default=1024, help="the server's open-file limit")
     p.add_argument("--before", type=Path, help="also run the server of this checkout")
     p.add_argument("--log-dir", type=Path, help="keep the servers' logs here")

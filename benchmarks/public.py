@@ -24,8 +24,9 @@ beside one attacker holding ``--attack`` connections — ``--slow`` (default hal
 slowloris (a head never finished, a line every 5 s), the others pipelining non-readers
 (eight GETs of the largest file at a time, a 4 KB receive buffer, never a read) — each
 reconnecting as soon as the server drops it. The server runs with its open-file limit
-at ``--nofile`` (1,024, the limit the issue was measured at). Printed: the crowd's figures, the server's peak RSS
-(from /proc, sampled every 0.2 s), the bytes its log grew, what the attacker achieved.
+at ``--nofile`` (1,024, the limit the issue was measured at). Printed: the crowd's
+figures, the server's peak RSS (from /proc, sampled every 0.2 s) and CPU, the bytes its
+log grew, a probe's latency on fresh connections, what the attacker achieved.
 ``--before DIR`` also runs the server of another checkout (e.g. main) the same way; a
 server passing ``--rss-cap-mb`` is killed (the machine is shared) and reported as such.
 Last line: ``public serve under attack: p99 <L> ms, RSS <M> MB, log <K> KB …``.

@@ -1,7 +1,6 @@
 """Raw-socket probes of hostile and broken HTTP clients (issue 15), shared by the
-``public serve`` and acknowledgement-server tests and benchmarks/public.py is separate.
-
-Everything here talks to a real server on 127.0.0.1 over real sockets."""
+``public serve`` and acknowledgement-server tests (the load figures are
+benchmarks/public.py's). Everything here talks to a real server on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -581,3 +581,19 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def ack_scope(self, nid: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """Notification ``nid`` (id, receiver) and the alerts an acknowledgement link of
+        it acknowledges; None when there is no such notification or it names none."""
+        note = self.one("SELECT id, receiver, alert_ids FROM notifications WHERE id = ?", (nid,))
+        if note is None:
+            return None
+        ids = [int(x) for x in json.loads(note["alert_ids"])]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        alerts = self.query(
+            f"SELECT id, key, status, acked_by, message FROM alerts WHERE id IN ({marks})",
+            tuple(ids),
+        )
+        return note, alerts

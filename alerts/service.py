@@ -209,6 +209,19 @@ class AlertService:
             return 0
         cursor = int(self.store.meta("cursor", "0") or 0)
         batch = read_outbox(self.cfg.outbox, cursor, limit=500)
+        if batch.recreated:
+            # Keeping the cursor would skip every transition of the new state database
+            # in silence; re-reading it whole is safe, firings of open alerts merge.
+            log.warning(
+                "the rules outbox %s holds no record after #%d: its state was recreated; "
+                "reading it from the start",
+                self.cfg.outbox,
+                cursor,
+            )
+            with self.store.tx() as db:
+                Store.set_meta(db, "cursor", "0")
+            cursor = 0
+            batch = read_outbox(self.cfg.outbox, cursor, limit=500)
         if batch.last_id == cursor:
             return 0
         t = self.t()

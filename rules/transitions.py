@@ -160,6 +160,9 @@ class OutboxBatch:
     transitions: list[tuple[int, Transition]] = field(default_factory=list)
     bad: list[BadRecord] = field(default_factory=list)
     last_id: int = 0  # the highest id read, good or bad: the reader's next cursor
+    # The outbox holds no id as high as the cursor: the rules state was recreated (its
+    # ids start again from 1), and a reader keeping its cursor would skip everything.
+    recreated: bool = False
 
 
 def _decode(oid: int, record: object) -> Transition | BadRecord:
@@ -186,7 +189,8 @@ def read_outbox(path: Path, after_id: int = 0, limit: int = 1000) -> OutboxBatch
     """Rows with ``id > after_id``, oldest first, at most ``limit``.
 
     ``path`` is the rules state database (``rules.state_dir/rules.sqlite``). A reader
-    remembers ``last_id`` as its cursor; ids only grow. Rows that are not valid
+    remembers ``last_id`` as its cursor; ids only grow within one state database, and
+    ``recreated`` says the database behind the cursor was replaced. Rows that are not valid
     transitions come back in ``bad`` (never raised), so one bad row cannot stop a
     reader that would otherwise fail on it at every start.
     """
@@ -196,6 +200,10 @@ def read_outbox(path: Path, after_id: int = 0, limit: int = 1000) -> OutboxBatch
         rows = con.execute(
             "SELECT id, record FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         ).fetchall()
+        if not rows and after_id > 0:
+            newest = con.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+            if newest is None or int(newest) < after_id:
+                return OutboxBatch(last_id=after_id, recreated=True)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return OutboxBatch(last_id=after_id)

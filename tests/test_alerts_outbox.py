@@ -88,6 +88,23 @@ def test_a_batch_of_bad_records_only_moves_the_cursor_once(tmp_path: Path) -> No
     assert svc.stats["outbox_rejected"] == 3
 
 
+def test_a_recreated_rules_state_is_read_from_its_start_not_skipped(tmp_path: Path) -> None:
+    """Deleting rules.sqlite restarts its ids at 1; a cursor kept at 3 would skip the
+    new state's first transitions in silence."""
+    svc, out = service(
+        tmp_path, {"receivers": {"c": {"console": {}}}, "routes": [{"receivers": ["c"]}]}, Clock()
+    )
+    out.add(*(transition("snow.depth", s) for s in ("ST01", "ST02", "ST03")))
+    assert svc.ingest() == 3
+    out.path.unlink()
+    fresh = Outbox(out.path)
+    fresh.add(transition("snow.depth", "ST04"))
+    assert read_outbox(out.path, 3).recreated
+    assert svc.ingest() == 1
+    assert svc.store.meta("cursor") == "1"
+    assert "ST04" in {a["subject"] for a in svc.store.open_alerts()}
+
+
 def _config(tmp_path: Path, hook: HttpDouble) -> Path:
     conf = tmp_path / "yukimizu.toml"
     conf.write_text(

@@ -56,10 +56,13 @@ class WaterParams(_Params):
     # docs/domain.md#stuck-meter: zero use for days where use is normal
     stuck_days: Annotated[int, Field(ge=1, le=60)] = 3
     stuck_normal_lpd: NonNeg = 50.0  # "normal use": 30-day median daily use above this
-    # docs/domain.md#watch-over: 見守り for flagged households
-    watch_no_use_h: Annotated[int, Field(ge=1, le=48)] = 8
-    watch_day_start_hour: Annotated[int, Field(ge=0, le=23)] = 7
-    watch_day_end_hour: Annotated[int, Field(ge=1, le=24)] = 21
+    # docs/domain.md#watch-over: 見守り for flagged households. No use for this many
+    # hours running (night hours count): a silence of 24 h must be found while it is
+    # still silent, i.e. within 24 h of the last use (an hourly register shows it up to an
+    # hour late, plus one evaluation step), and an ordinary day out with the night after
+    # it must stay under it (docs/rules-water.md#battery-scoring; tuned on the battery's
+    # tuning seed).
+    watch_no_use_h: Annotated[int, Field(ge=1, le=72)] = 22
     watch_continuous_h: Annotated[int, Field(ge=1, le=48)] = 2
     # With hourly registers "continuous" means every hour of the run at least what a
     # tap left open runs at its lowest usual setting (~4 L/min): lower hourly totals over

@@ -212,14 +212,26 @@ def _household_events(  # noqa: PLR0913, PLR0917 - one meter's draw
         s = start + rng.randrange(DAY, (DAYS - 3) * DAY, 60)
         e = end if rng.random() < 0.6 else min(end, s + rng.randrange(3 * DAY, 12 * DAY, 60))
         events.append(
-            {"type": "leak", "meter": mid, "start": at(s), "duration_h": _hours(s, e), "rate_lph": rate}
+            {
+                "type": "leak",
+                "meter": mid,
+                "start": at(s),
+                "duration_h": _hours(s, e),
+                "rate_lph": rate,
+            }
         )
         truths.append(Truth("leak", mid, s, e, rate))
     elif main < 0.55:  # away: nobody uses water for days
         s = start + rng.randrange(2 * DAY, (DAYS - 5) * DAY, 3600)
         e = min(end, s + rng.randrange(3 * DAY, 10 * DAY, 3600))
         events.append(
-            {"type": "fault", "device": mid, "fault": "silent", "start": at(s), "duration_h": _hours(s, e)}
+            {
+                "type": "fault",
+                "device": mid,
+                "fault": "silent",
+                "start": at(s),
+                "duration_h": _hours(s, e),
+            }
         )
         if rng.random() < 0.5:
             naive = rng.random() < 0.5
@@ -231,7 +243,13 @@ def _household_events(  # noqa: PLR0913, PLR0917 - one meter's draw
         s = start + rng.randrange(2 * DAY, (DAYS - 5) * DAY, 60)
         e = min(end, s + rng.randrange(4 * DAY, 12 * DAY, 3600))
         events.append(
-            {"type": "fault", "device": mid, "fault": "stuck", "start": at(s), "duration_h": _hours(s, e)}
+            {
+                "type": "fault",
+                "device": mid,
+                "fault": "stuck",
+                "start": at(s),
+                "duration_h": _hours(s, e),
+            }
         )
         truths.append(Truth("stuck", mid, s, e))
     if rng.random() < 0.1:  # a burst pipe: well above 20 % of Q3
@@ -239,7 +257,13 @@ def _household_events(  # noqa: PLR0913, PLR0917 - one meter's draw
         e = s + rng.randrange(int(1.5 * HOUR), 6 * HOUR, 60)
         rate = round(rng.uniform(1.5, 4.0) * 0.2 * meter.q3_m3h * 1000.0)
         events.append(
-            {"type": "burst", "meter": mid, "start": at(s), "duration_h": _hours(s, e), "rate_lph": rate}
+            {
+                "type": "burst",
+                "meter": mid,
+                "start": at(s),
+                "duration_h": _hours(s, e),
+                "rate_lph": rate,
+            }
         )
         truths.append(Truth("burst", mid, s, e, rate))
     if rng.random() < 0.08:  # backflow
@@ -261,7 +285,13 @@ def _household_events(  # noqa: PLR0913, PLR0917 - one meter's draw
         s = start + rng.randrange(DAY, (DAYS - 2) * DAY, 60)
         after = round(rng.uniform(0.0, 30.0), 1)
         events.append(
-            {"type": "fault", "device": mid, "fault": "swap", "start": at(s), "register_after_l": after}
+            {
+                "type": "fault",
+                "device": mid,
+                "fault": "swap",
+                "start": at(s),
+                "register_after_l": after,
+            }
         )
         truths.append(Truth("swap", mid, s, s))
 
@@ -390,7 +420,9 @@ def replay(plan: Plan, df: pd.DataFrame, rcfg: RulesConfig) -> ReplayResult:
 
 
 def rules_config(plan: Plan) -> RulesConfig:
-    return RulesConfig.model_validate({"away": {m: [list(x) for x in v] for m, v in plan.away.items()}})
+    return RulesConfig.model_validate(
+        {"away": {m: [list(x) for x in v] for m, v in plan.away.items()}}
+    )
 
 
 # ------------------------------------------------------------------ scoring
@@ -488,11 +520,18 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
             deadline = _leak_deadline_ms(tr, arrivals)
             label = "leak ≥ 12.5 L/h" if tr.rate_lph >= LEAK_TARGET_LPH else "leak < 12.5 L/h"
             label += " (daily)" if tr.daily else " (hourly)"
-            if deadline is None or deadline > (tr.end + HOUR) * 1000 + (DAY if tr.daily else 0) * 1000:
+            if (
+                deadline is None
+                or deadline > (tr.end + HOUR) * 1000 + (DAY if tr.daily else 0) * 1000
+            ):
                 explain(LEAK_RULES + ("water.flag_leak",), tr)
                 continue  # the leak ended (or the run did) before it could be called
             f = find(LEAK_RULES, tr, deadline)
-            tally.add(label, f is not None, None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR)
+            tally.add(
+                label,
+                f is not None,
+                None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
+            )
             if f is None and tr.rate_lph >= LEAK_TARGET_LPH:
                 tally.notes.append(
                     f"missed leak {plan.scenario.name}/{tr.meter} {tr.rate_lph} L/h "
@@ -501,22 +540,38 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
             explain(LEAK_RULES + ("water.flag_leak",), tr)
         elif tr.kind == "burst":
             f = find(("water.burst",), tr, None)
-            tally.add("burst", f is not None, None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR)
+            tally.add(
+                "burst",
+                f is not None,
+                None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
+            )
             explain(("water.burst", "water.flag_burst", "water.leak_continuous"), tr)
         elif tr.kind == "reverse":
             f = find(("water.reverse",), tr, None)
-            tally.add("reverse flow", f is not None, None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR)
+            tally.add(
+                "reverse flow",
+                f is not None,
+                None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
+            )
             explain(("water.reverse", "water.flag_reverse"), tr)
         elif tr.kind == "swap":
             f = find(("water.swap",), tr, None)
-            tally.add("meter swap", f is not None, None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR)
+            tally.add(
+                "meter swap",
+                f is not None,
+                None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
+            )
         elif tr.kind in ("stuck", "away"):
             label = "stuck meter" if tr.kind == "stuck" else "away, not registered"
             if tr.end - tr.start < 3 * DAY + 2 * HOUR:
                 explain(("water.stuck",), tr)
                 continue
             f = find(("water.stuck",), tr, None)
-            tally.add(label, f is not None, None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR)
+            tally.add(
+                label,
+                f is not None,
+                None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
+            )
             if f is not None and tr.kind == "away":
                 both = "不在" in f.message and ("停止" in f.message or "固着" in f.message)
                 tally.add("no-use notice names away and stopped", both)
@@ -525,7 +580,11 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
             lo, hi = tr.start * 1000, (tr.end + HOUR) * 1000
             n = 0
             for k, f in enumerate(fired):
-                if f.meter == tr.meter and f.rule in ("water.stuck", WATCH_RULE) and lo <= f.detected_ms <= hi:
+                if (
+                    f.meter == tr.meter
+                    and f.rule in ("water.stuck", WATCH_RULE)
+                    and lo <= f.detected_ms <= hi
+                ):
                     used.add(k)
                     n += 1
             tally.add("registered away: quiet", n == 0)
@@ -535,7 +594,11 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
             long_enough = tr.end - tr.start >= WATCH_SILENCE_H * HOUR
             f = find((WATCH_RULE,), tr, tr.end * 1000) if long_enough else None
             if long_enough:
-                tally.add("watch: 24 h silence", f is not None, None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR)
+                tally.add(
+                    "watch: 24 h silence",
+                    f is not None,
+                    None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
+                )
                 if f is None:
                     tally.notes.append(
                         f"missed silence {plan.scenario.name}/{tr.meter} {_iso(tr.start)} "
@@ -554,7 +617,8 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
             why = [
                 c.kind
                 for c in causes
-                if c.meter == f.meter and c.start * 1000 - 12 * HOUR_MS <= f.event_ms <= c.end * 1000 + 12 * HOUR_MS
+                if c.meter == f.meter
+                and c.start * 1000 - 12 * HOUR_MS <= f.event_ms <= c.end * 1000 + 12 * HOUR_MS
             ]
             tally.add_false("watch: near " + (",".join(sorted(set(why))) or "an ordinary day"))
         else:
@@ -603,7 +667,9 @@ def _result(t: Tally) -> FamilyResult:
     labels = sorted(set(t.hit) | set(t.miss))
     for lab in labels:
         h, m = t.hit.get(lab, 0), t.miss.get(lab, 0)
-        lines.append(f"  {lab:<40} {h:>6} {h + m:>4} {_pct(h, h + m):>6.0f}%  {_dist(t.delays.get(lab, []))}")
+        lines.append(
+            f"  {lab:<40} {h:>6} {h + m:>4} {_pct(h, h + m):>6.0f}%  {_dist(t.delays.get(lab, []))}"
+        )
     fired_true = {
         "leak": sum(v for k, v in t.hit.items() if k.startswith("leak")),
         "watch": t.hit.get("watch: 24 h silence", 0),
@@ -620,7 +686,9 @@ def _result(t: Tally) -> FamilyResult:
     watch_all = watch_hit + t.miss.get("watch: 24 h silence", 0)
     summary = {
         "leak_recall_pct": _pct(leak_hit, leak_all),
-        "leak_false_per_30": t.false.get("leak", 0) / t.home_months * 30.0 if t.home_months else 0.0,
+        "leak_false_per_30": t.false.get("leak", 0) / t.home_months * 30.0
+        if t.home_months
+        else 0.0,
         "watch_recall_pct": _pct(watch_hit, watch_all),
         "watch_false_per_30": t.false.get("watch", 0) / t.watched_months * 30.0
         if t.watched_months

@@ -348,42 +348,46 @@ def watched_day_without_use() -> list[float]:
     return day[:7] + [30.0] + [0.0] * 16  # 07:00–08:00 some use, then nothing
 
 
-def test_watch_no_use_fires_after_22_hours_without_use_and_clears_on_use() -> None:
+def test_watch_no_use_fires_after_23_hours_without_use_and_clears_on_use() -> None:
     fam = family()
-    uses = household_day() + watched_day_without_use() + household_day()
+    late_morning = [0.0] * 9 + household_day()[9:]  # first use 10:00–11:00
+    uses = household_day() + watched_day_without_use() + late_morning + household_day()
     out = run_hourly(fam, [frame("W1", T0, cumulative(0.0, uses))])
     w = of(out, "water.watch_no_use")
     assert [f.active for f in w] == [True, False]
-    # last use in the hour to 08:00; 22 hours without use (the night counts): 06:00 next
-    # day, before the silence is 24 h old, and before that day's 06:00 use cleared it
-    assert w[0].at_ms == T0 + DAY_MS + 8 * HOUR_MS + 22 * HOUR_MS
-    assert "22 時間、水の使用がありません" in w[0].message
+    # last use in the hour to 08:00; 23 hours without use (the night counts): 07:00 next
+    # day, less than 24 h after the last use, while still silent
+    assert w[0].at_ms == T0 + DAY_MS + 8 * HOUR_MS + 23 * HOUR_MS
+    assert "23 時間、水の使用がありません" in w[0].message
     assert "最後の使用 02-03 08:00" in w[0].message
-    assert w[1].at_ms == T0 + 2 * DAY_MS + 7 * HOUR_MS
+    assert w[1].at_ms == T0 + 2 * DAY_MS + 11 * HOUR_MS
 
 
 def test_watch_no_use_quiet_on_a_day_out_and_the_night_after() -> None:
-    """Out 08:00–21:00 (no use), back for the evening, a dry night: an ordinary day."""
+    """Out 08:00–21:00 (no use), a dry night, first use 06:00: 22 h, an ordinary day."""
     day = household_day()
-    out_day = day[:8] + [0.0] * 13 + [12.0] + [0.0] * 2
+    out_day = day[:8] + [0.0] * 16
     fam = family()
     out = run_hourly(fam, [frame("W1", T0, cumulative(0.0, day + out_day + day))])
     assert not of(out, "water.watch_no_use")
 
 
 def test_watch_no_use_only_for_watched_meters() -> None:
-    uses = household_day() + watched_day_without_use() + household_day()
+    late_morning = [0.0] * 9 + household_day()[9:]
+    uses = household_day() + watched_day_without_use() + late_morning + household_day()
     fam = family()
     out = run_hourly(fam, [frame("M1", T0, cumulative(0.0, uses))])
     assert not of(out, "water.watch_no_use")
 
 
 def test_watch_away_period_suppresses() -> None:
-    away = {"W1": [("2026-02-03T00:00:00+09:00", "2026-02-04T00:00:00+09:00")]}
-    fam = family(away=away)
-    uses = household_day() + watched_day_without_use() + household_day()
-    out = run_hourly(fam, [frame("W1", T0, cumulative(0.0, uses))])
+    late_morning = [0.0] * 9 + household_day()[9:]
+    uses = household_day() + watched_day_without_use() + late_morning + household_day()
+    away = {"W1": [("2026-02-03T00:00:00+09:00", "2026-02-04T12:00:00+09:00")]}
+    out = run_hourly(family(away=away), [frame("W1", T0, cumulative(0.0, uses))])
     assert not [f for f in of(out, "water.watch_no_use") if f.active]
+    out = run_hourly(family(), [frame("W1", T0, cumulative(0.0, uses))])
+    assert [f.active for f in of(out, "water.watch_no_use")] == [True, False]
 
 
 def test_watch_continuous_use() -> None:

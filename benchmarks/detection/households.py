@@ -311,7 +311,7 @@ def _watched_life(  # noqa: PLR0913, PLR0917 - one watched household's month
     r = rng.random()
     if r < 0.4:  # a true silence of more than a day (a fall, a sudden illness)
         s = start + rng.randrange(2 * DAY, (DAYS - 3) * DAY, 60)
-        e = min(end, s + rng.randrange(26 * HOUR, 96 * HOUR, 60))
+        e = min(end, s + rng.randrange(24 * HOUR, 96 * HOUR, 60))
         silent(mid, s, e)
         truths.append(Truth("silence", mid, s, e))
         quiet = (s - DAY, e + DAY)
@@ -547,11 +547,19 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
             )
             explain(("water.burst", "water.flag_burst", "water.leak_continuous"), tr)
         elif tr.kind == "reverse":
+            # Backflow smaller than the hour's use leaves the register moving forwards:
+            # the register rule cannot see it, the meter's own alarm can.
             f = find(("water.reverse",), tr, None)
             tally.add(
-                "reverse flow",
+                "reverse flow (register: water.reverse)",
                 f is not None,
                 None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
+            )
+            g = f or find(("water.flag_reverse",), tr, None)
+            tally.add(
+                "reverse flow (register or meter alarm)",
+                g is not None,
+                None if g is None else (g.detected_ms / 1000 - tr.start) / HOUR,
             )
             explain(("water.reverse", "water.flag_reverse"), tr)
         elif tr.kind == "swap":

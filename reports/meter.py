@@ -264,8 +264,8 @@ def _active(q: InfluxQuery, rules: Iterable[str], start_ms: int, end_ms: int) ->
     df = df.sort_values("time", kind="stable")
     out = set(df.loc[(df["time"] >= start_ms) & (df["status"] == "firing"), "subject"])
     before = df[df["time"] < start_ms]
-    last = before.groupby(["subject", "rule"], sort=False)["status"].last()
-    out.update(str(subject) for (subject, _rule), st in last.items() if st == "firing")
+    last = before.groupby(["subject", "rule"], sort=False)["status"].last().reset_index()
+    out.update(last.loc[last["status"] == "firing", "subject"].astype(str))
     return out
 
 

@@ -31,18 +31,16 @@ def test_every_leak_of_12_5_l_per_h_is_found_in_time(quick: FamilyResult) -> Non
 
 def test_every_24_h_silence_is_found_while_still_silent(quick: FamilyResult) -> None:
     assert quick.summary["watch_recall_pct"] == 100.0, quick.notes
-    assert quick.summary["watch_false_per_30"] <= WATCH_FALSE_FLOOR
+    assert quick.summary["watch_false_per_30"] <= 1.0
 
 
 def test_away_or_stopped(quick: FamilyResult) -> None:
-    """Unregistered absences get the no-use notice naming both readings; registered
-    ones get nothing."""
-    rows = {line.split("  ")[1].strip(): line for line in quick.lines[2:] if "%" in line}
-    for label in (
-        "away, not registered",
-        "no-use notice names away and stopped",
-        "registered away: quiet",
-        "stuck meter",
+    """Unregistered absences and stuck registers get the no-use notice, which names both
+    readings; registered absences get nothing."""
+    for key in (
+        "stuck_recall_pct",
+        "away_notice_pct",
+        "away_names_both_pct",
+        "away_registered_quiet_pct",
     ):
-        line = next(v for k, v in rows.items() if k.startswith(label))
-        assert " 100% " in line, line
+        assert quick.summary[key] == 100.0, (key, quick.lines)

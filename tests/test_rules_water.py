@@ -271,7 +271,7 @@ def test_no_use_notice_names_away_and_stopped() -> None:
     uses = household_day() * 10 + [0.0] * (4 * 24) + [30.0]
     out = Output()
     fam.feed("water_meter", frame("M1", T0, cumulative(100.0, uses)), out)
-    on = [f for f in of(out, "water.stuck") if f.active][0]
+    on = next(f for f in of(out, "water.stuck") if f.active)
     assert "不在" in on.message and "メーター停止" in on.message
     assert "区別できません" in on.message
     assert "away" in (on.message_en or "") and "stopped" in (on.message_en or "")

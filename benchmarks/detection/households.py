@@ -20,18 +20,19 @@ docs/rules-water.md#battery-scoring.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import statistics
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from benchmarks.detection.common import FamilyResult, scenario_seed
+from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED, FamilyResult, scenario_seed
 from core.message import Message
 from ingest.pipeline import Limits, Processor
 from rules import backtest
@@ -73,8 +74,10 @@ KINDS = (  # diameter, q3 m³/h, digits, unit: the sample town's meters
 )
 LEAK_RULES = ("water.leak_continuous", "water.night_flow")
 WATCH_RULE = "water.watch_no_use"
-FIELDS = ("register_l", "flow_lph") + tuple(
-    f"alarm_{f}" for f in ("leak", "burst", "reverse", "tamper", "dry", "low_battery")
+FIELDS = (
+    "register_l",
+    "flow_lph",
+    *(f"alarm_{f}" for f in ("leak", "burst", "reverse", "tamper", "dry", "low_battery")),
 )
 
 
@@ -192,7 +195,7 @@ def generate(seed: int, meters: int = METERS) -> Plan:
     return Plan(scenario, registry, away, truths, watched, start, end)
 
 
-def _household_events(  # noqa: PLR0913, PLR0917 - one meter's draw
+def _household_events(  # noqa: PLR0917 - one meter's draw
     rng: random.Random,
     mid: str,
     meter: Meter,
@@ -296,7 +299,7 @@ def _household_events(  # noqa: PLR0913, PLR0917 - one meter's draw
         truths.append(Truth("swap", mid, s, s))
 
 
-def _watched_life(  # noqa: PLR0913, PLR0917 - one watched household's month
+def _watched_life(  # noqa: PLR0917 - one watched household's month
     rng: random.Random,
     mid: str,
     start: int,
@@ -492,7 +495,7 @@ def _leak_deadline_ms(tr: Truth, arrivals: dict[str, dict[int, int]]) -> int | N
     return arr + int(DAILY_LEAK_GRACE_H * HOUR_MS)
 
 
-def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> None:  # noqa: C901, PLR0912, PLR0915 - one pass over the truth
+def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> None:  # noqa: PLR0912, PLR0915 - one pass over the truth
     fired = _firings(result, plan.end)
     used: set[int] = set()
     arrivals: dict[str, dict[int, int]] = {}
@@ -524,7 +527,7 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
                 deadline is None
                 or deadline > (tr.end + HOUR) * 1000 + (DAY if tr.daily else 0) * 1000
             ):
-                explain(LEAK_RULES + ("water.flag_leak",), tr)
+                explain((*LEAK_RULES, "water.flag_leak"), tr)
                 continue  # the leak ended (or the run did) before it could be called
             f = find(LEAK_RULES, tr, deadline)
             tally.add(
@@ -537,7 +540,7 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
                     f"missed leak {plan.scenario.name}/{tr.meter} {tr.rate_lph} L/h "
                     f"{'daily' if tr.daily else 'hourly'} from {_iso(tr.start)}"
                 )
-            explain(LEAK_RULES + ("water.flag_leak",), tr)
+            explain((*LEAK_RULES, "water.flag_leak"), tr)
         elif tr.kind == "burst":
             f = find(("water.burst",), tr, None)
             tally.add(
@@ -555,11 +558,11 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
                 f is not None,
                 None if f is None else (f.detected_ms / 1000 - tr.start) / HOUR,
             )
-            g = f or find(("water.flag_reverse",), tr, None)
+            either = f or find(("water.flag_reverse",), tr, None)
             tally.add(
                 "reverse flow (register or meter alarm)",
-                g is not None,
-                None if g is None else (g.detected_ms / 1000 - tr.start) / HOUR,
+                either is not None,
+                None if either is None else (either.detected_ms / 1000 - tr.start) / HOUR,
             )
             explain(("water.reverse", "water.flag_reverse"), tr)
         elif tr.kind == "swap":
@@ -702,6 +705,14 @@ def _result(t: Tally) -> FamilyResult:
         if t.watched_months
         else 0.0,
     }
+    for key, label in (
+        ("stuck_recall_pct", "stuck meter"),
+        ("away_notice_pct", "away, not registered"),
+        ("away_names_both_pct", "no-use notice names away and stopped"),
+        ("away_registered_quiet_pct", "registered away: quiet"),
+    ):
+        h, m = t.hit.get(label, 0), t.miss.get(label, 0)
+        summary[key] = _pct(h, h + m)
     lines.append(
         f"  households: leak {summary['leak_recall_pct']:.0f}% ({leak_hit}/{leak_all}), "
         f"{summary['leak_false_per_30']:.1f} false per 30 home-months; watch "
@@ -713,11 +724,6 @@ def _result(t: Tally) -> FamilyResult:
 
 def main(argv: list[str] | None = None) -> int:
     """This family alone: ``python -m benchmarks.detection.households [--quick] [--tune]``."""
-    import argparse
-    import time
-
-    from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED
-
     ap = argparse.ArgumentParser(description="the households family of the detection battery")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int)

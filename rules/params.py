@@ -29,6 +29,9 @@ class WaterParams(_Params):
     leak_zero_hour_l: NonNeg = 1.0  # an hour using at most this much counts as "zero"
     leak_min_lph: NonNeg = 5.0  # ...and the smallest hour must exceed this to call a leak
     leak_clear_zero_hours: Annotated[int, Field(ge=1, le=48)] = 1  # clears after 1 h of zero
+    # Readings lost on the radio: a gap of up to this many hours whose mean flow is above
+    # leak_min_lph continues a leak's run instead of restarting it (1 = no bridging).
+    leak_bridge_gap_h: Annotated[float, Field(ge=1, le=6)] = 3.0
     # docs/domain.md#continuous-flow-leak: Kamstrup's constant-flow threshold spans
     # 0.1–2 % of Q3; a leak whose smallest hour reaches 2 % of a 13 mm meter's Q3
     # (50 L/h) is a warning, smaller ones go to the morning digest (info).

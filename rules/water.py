@@ -92,6 +92,7 @@ PARAM_ARRAYS: tuple[str, ...] = (
     "leak_window_h",
     "leak_zero_hour_l",
     "leak_min_lph",
+    "leak_bridge_gap_h",
     "leak_warning_lph",
     "burst_q3_share",
     "reverse_min_l",
@@ -437,9 +438,15 @@ class WaterFamily(Family):
         span_h, use, rate, valid = r.span_h, r.use, r.rate, r.valid
         # --- continuous-flow leak (docs/domain.md#continuous-flow-leak): every hour of
         # the window above leak_min_lph; clears after an hour at most leak_zero_hour_l.
-        # Only a one-hour interval is evidence: a longer gap (a late backlog cut by the
-        # look-back, a lost reading) may hide a zero hour, so it breaks the run.
-        leaky = valid & (span_h <= 1.0) & (np.nan_to_num(rate, nan=-1.0) > pa["leak_min_lph"][grp])
+        # A gap of up to leak_bridge_gap_h (readings lost on the radio) whose mean flow
+        # is above leak_min_lph continues the run: with hourly senders losing 1–3 % of
+        # readings, restarting the 24 h at every loss missed the 26 h deadline. A longer
+        # gap may hide a zero hour among many, so it breaks the run.
+        leaky = (
+            valid
+            & (span_h <= pa["leak_bridge_gap_h"][grp])
+            & (np.nan_to_num(rate, nan=-1.0) > pa["leak_min_lph"][grp])
+        )
         leak_run = _run(leaky, np.nan_to_num(span_h), isstart, S["leak_run"], grp)
         leak_min = _segmin(np.where(leaky, rate, np.inf), ~leaky, isstart, S["leak_min"], grp)
         zero = valid & (use <= pa["leak_zero_hour_l"][grp] * np.fmax(span_h, 1.0))

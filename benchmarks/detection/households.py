@@ -179,6 +179,7 @@ def generate(seed: int, meters: int = METERS) -> Plan:
         _household_events(rng, mid, reg_meters[mid], start, end, daily, truths, events, away)
     for t in truths:
         t.daily = reg_meters[t.meter].dev_eui is not None
+    events += _radio_losses(seed, reg_meters, start, end)
     scenario = parse_scenario(
         {
             "name": f"households-{seed}",
@@ -297,6 +298,33 @@ def _household_events(  # noqa: PLR0917 - one meter's draw
             }
         )
         truths.append(Truth("swap", mid, s, s))
+
+
+def _radio_losses(
+    seed: int, meters: dict[str, Meter], start: int, end: int
+) -> list[dict[str, Any]]:
+    """Half of the hourly senders lose single readings on the radio (0.5–3 % of them):
+    an ``offline`` hour around the reading. A daily uploader's backlog is re-sent, so
+    only hourly senders lose data. Drawn from their own stream, so the rest of the
+    scenario does not depend on them."""
+    rng = random.Random(seed ^ 0x5EED_1055)
+    out: list[dict[str, Any]] = []
+    for mid, meter in meters.items():
+        if meter.dev_eui is not None or rng.random() < 0.5:
+            continue
+        loss = rng.uniform(0.005, 0.03)
+        for k in range(1, (end - start) // HOUR):
+            if rng.random() < loss:
+                out.append(
+                    {
+                        "type": "fault",
+                        "device": mid,
+                        "fault": "offline",
+                        "start": datetime.fromtimestamp(start + k * HOUR - 600, JST),
+                        "duration_h": 1200 / HOUR,
+                    }
+                )
+    return out
 
 
 def _watched_life(  # noqa: PLR0917 - one watched household's month

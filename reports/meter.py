@@ -42,7 +42,7 @@ MISSING = "欠測"
 F_LEAK = "漏水疑い"
 F_REVERSE = "逆流"
 # The register alone cannot tell a household away (travel, hospital) from a meter that
-# stopped: the flag says both, so the clerk checks before billing (docs/reports.md#flags).
+# stopped: the flag says both, so the clerk checks before billing (docs/reports.md, "Flags").
 F_STUCK = "指針不動(不在またはメーター停止)"
 F_CHANGE_PREV = "前回比±{pct}%超"
 F_CHANGE_YEAR = "前年同期比±{pct}%超"

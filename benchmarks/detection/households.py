@@ -697,6 +697,20 @@ def run(base_seed: int, *, quick: bool) -> FamilyResult:
     return _result(tally)
 
 
+def _rule_of(label: str) -> str | None:
+    """The rule (or rule group: leak, watch) a tally label scores."""
+    if label.startswith("leak"):
+        return "leak"
+    return {
+        "burst": "water.burst",
+        "meter swap": "water.swap",
+        "reverse flow (register: water.reverse)": "water.reverse",
+        "stuck meter": "water.stuck",
+        "away, not registered": "water.stuck",
+        "watch: 24 h silence": "watch",
+    }.get(label)
+
+
 def _result(t: Tally) -> FamilyResult:
     lines = [
         f"households: {t.scenarios} scenarios, {t.home_months:.0f} home-months "
@@ -709,16 +723,18 @@ def _result(t: Tally) -> FamilyResult:
         lines.append(
             f"  {lab:<40} {h:>6} {h + m:>4} {_pct(h, h + m):>6.0f}%  {_dist(t.delays.get(lab, []))}"
         )
-    fired_true = {
-        "leak": sum(v for k, v in t.hit.items() if k.startswith("leak")),
-        "watch": t.hit.get("watch: 24 h silence", 0),
-    }
-    for rule in sorted(t.false):
-        n = t.false[rule]
-        prec = ""
-        if rule in fired_true:
-            prec = f", precision {_pct(fired_true[rule], fired_true[rule] + n):.0f}%"
-        lines.append(f"  false {rule:<34} {n:>4}{prec}")
+    # precision per rule: its true firings against its true + false ones
+    true_by_rule: dict[str, int] = {}
+    for lab, n in t.hit.items():
+        rule = _rule_of(lab)
+        if rule is not None:
+            true_by_rule[rule] = true_by_rule.get(rule, 0) + n
+    causes = {r for r in t.false if r.startswith(("watch:", "registered away"))}
+    for rule in sorted(set(true_by_rule) | (set(t.false) - causes)):
+        tp, fp = true_by_rule.get(rule, 0), t.false.get(rule, 0)
+        lines.append(f"  {rule:<40} precision {_pct(tp, tp + fp):>5.0f}% ({tp} true, {fp} false)")
+    for rule in sorted(causes):
+        lines.append(f"  false {rule:<34} {t.false[rule]:>4}")
     leak_hit = sum(v for k, v in t.hit.items() if k.startswith("leak ≥"))
     leak_all = leak_hit + sum(v for k, v in t.miss.items() if k.startswith("leak ≥"))
     watch_hit = t.hit.get("watch: 24 h silence", 0)

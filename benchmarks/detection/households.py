@@ -626,9 +626,11 @@ def score(plan: Plan, result: ReplayResult, df: pd.DataFrame, tally: Tally) -> N
                 ):
                     used.add(k)
                     n += 1
+                    # false for its rule too: watch-over's rate counts it
+                    tally.add_false("watch" if f.rule == WATCH_RULE else f.rule)
             tally.add("registered away: quiet", n == 0)
             if n:
-                tally.add_false("registered away", n)
+                tally.add_false("registered away (any rule)", n)
         elif tr.kind == "silence":
             long_enough = tr.end - tr.start >= WATCH_SILENCE_H * HOUR
             f = find((WATCH_RULE,), tr, tr.end * 1000) if long_enough else None

@@ -41,7 +41,9 @@ ESTIMATED = "推定"
 MISSING = "欠測"
 F_LEAK = "漏水疑い"
 F_REVERSE = "逆流"
-F_STUCK = "メーター停止"
+# The register alone cannot tell a household away (travel, hospital) from a meter that
+# stopped: the flag says both, so the clerk checks before billing (docs/reports.md, "Flags").
+F_STUCK = "指針不動(不在またはメーター停止)"
 F_CHANGE_PREV = "前回比±{pct}%超"
 F_CHANGE_YEAR = "前年同期比±{pct}%超"
 
@@ -247,15 +249,24 @@ def load_chains(
     return out
 
 
-def _firing(q: InfluxQuery, rules: Iterable[str], start_ms: int, end_ms: int) -> set[str]:
-    """Subjects with a firing transition of one of ``rules`` in [start, end)."""
+def _active(q: InfluxQuery, rules: Iterable[str], start_ms: int, end_ms: int) -> set[str]:
+    """Subjects with one of ``rules`` active at some time in [start, end): a firing
+    transition inside it, or one before it that was not resolved by its start (a leak
+    that fired in the previous period and still runs)."""
     cond = " OR ".join(f"\"rule\" = '{r}'" for r in rules)
     df = q.frame(
-        f'SELECT "key", "subject", "rule" FROM {ALERT_TRANSITION} WHERE time >= {start_ms}ms '
-        f"AND time < {end_ms}ms AND \"status\" = 'firing' AND ({cond})",
-        str_columns=("subject", "rule"),
+        f'SELECT "key", "subject", "rule", "status" FROM {ALERT_TRANSITION} '
+        f"WHERE time < {end_ms}ms AND ({cond})",
+        str_columns=("subject", "rule", "status"),
     )
-    return set(df["subject"]) if len(df) else set()
+    if not len(df):
+        return set()
+    df = df.sort_values("time", kind="stable")
+    out = set(df.loc[(df["time"] >= start_ms) & (df["status"] == "firing"), "subject"])
+    before = df[df["time"] < start_ms]
+    last = before.groupby(["subject", "rule"], sort=False)["status"].last().reset_index()
+    out.update(last.loc[last["status"] == "firing", "subject"].astype(str))
+    return out
 
 
 def _alarmed(q: InfluxQuery, flag: str, start_ms: int, end_ms: int) -> set[str]:
@@ -320,10 +331,10 @@ class MeterReading:
             midnight_ms(add_months(day, -12)) + pad,
         )
         start_ms, end_ms = midnight_ms(earliest), midnight_ms(day)
-        leak = _firing(self.q, LEAK_RULES, start_ms, end_ms) | _alarmed(
+        leak = _active(self.q, LEAK_RULES, start_ms, end_ms) | _alarmed(
             self.q, "leak", start_ms, end_ms
         )
-        stuck = _firing(self.q, STUCK_RULES, start_ms, end_ms)
+        stuck = _active(self.q, STUCK_RULES, start_ms, end_ms)
         reverse = _alarmed(self.q, "reverse", start_ms, end_ms)
         out = []
         for m in meters:
@@ -395,7 +406,10 @@ class MeterReading:
         still_h, moved = chain.longest_still_h(start_ms, end_ms)
         if moved and still_h >= self.cfg.stuck_hours:
             row.flags.append(F_STUCK)
-            row.notes.append(f"指針 {still_h:.0f} 時間不動")
+            row.notes.append(
+                f"指針 {still_h:.0f} 時間不動: 不在(旅行・入院など)かメーター停止か、"
+                "指針だけでは区別できません"
+            )
         pct = f"{self.cfg.change_limit_pct:g}"
         if row.change_prev_pct is not None and abs(row.change_prev_pct) > self.cfg.change_limit_pct:
             row.flags.append(F_CHANGE_PREV.format(pct=pct))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,6 +92,7 @@ PARAM_ARRAYS: tuple[str, ...] = (
     "leak_window_h",
     "leak_zero_hour_l",
     "leak_min_lph",
+    "leak_bridge_gap_h",
     "leak_warning_lph",
     "burst_q3_share",
     "reverse_min_l",
@@ -100,8 +100,6 @@ PARAM_ARRAYS: tuple[str, ...] = (
     "stuck_days",
     "stuck_normal_lpd",
     "watch_no_use_h",
-    "watch_day_start_hour",
-    "watch_day_end_hour",
     "watch_continuous_h",
     "watch_continuous_min_lph",
 )
@@ -307,15 +305,25 @@ class WaterFamily(Family):
         return np.array([self.slot[d] for d in udev], dtype=np.int64)
 
     def _away(self, dev: str) -> list[tuple[int, int]]:
-        spans = []
-        for a, b in self.config.away.get(dev, []):
-            spans.append(
-                (
-                    int(datetime.fromisoformat(a).timestamp() * 1000),
-                    int(datetime.fromisoformat(b).timestamp() * 1000),
-                )
-            )
-        return spans
+        """The meter's ``[rules.away]`` periods in epoch ms (validated, offset-aware times:
+        rules/config.py reads a time without an offset as JST)."""
+        return [
+            (int(a.timestamp() * 1000), int(b.timestamp() * 1000))
+            for a, b in self.config.away.get(dev, [])
+        ]
+
+    def away_rows(self, udev: list[str], grp: I, t: I) -> B:
+        """Rows (readings at time ``t``) inside one of their meter's away periods."""
+        away = np.zeros(len(t), dtype=bool)
+        if not self.config.away:
+            return away
+        for g, dev in enumerate(udev):
+            spans = self._away(dev)
+            if spans:
+                rows = grp == g
+                for a, b in spans:
+                    away |= rows & (t > a) & (t <= b)
+        return away
 
     def _emit(  # noqa: PLR0917 - one call shape for every rule's finding
         self,
@@ -430,9 +438,15 @@ class WaterFamily(Family):
         span_h, use, rate, valid = r.span_h, r.use, r.rate, r.valid
         # --- continuous-flow leak (docs/domain.md#continuous-flow-leak): every hour of
         # the window above leak_min_lph; clears after an hour at most leak_zero_hour_l.
-        # Only a one-hour interval is evidence: a longer gap (a late backlog cut by the
-        # look-back, a lost reading) may hide a zero hour, so it breaks the run.
-        leaky = valid & (span_h <= 1.0) & (np.nan_to_num(rate, nan=-1.0) > pa["leak_min_lph"][grp])
+        # A gap of up to leak_bridge_gap_h (readings lost on the radio) whose mean flow
+        # is above leak_min_lph continues the run: with hourly senders losing 1–3 % of
+        # readings, restarting the 24 h at every loss missed the 26 h deadline. A longer
+        # gap may hide a zero hour among many, so it breaks the run.
+        leaky = (
+            valid
+            & (span_h <= pa["leak_bridge_gap_h"][grp])
+            & (np.nan_to_num(rate, nan=-1.0) > pa["leak_min_lph"][grp])
+        )
         leak_run = _run(leaky, np.nan_to_num(span_h), isstart, S["leak_run"], grp)
         leak_min = _segmin(np.where(leaky, rate, np.inf), ~leaky, isstart, S["leak_min"], grp)
         zero = valid & (use <= pa["leak_zero_hour_l"][grp] * np.fmax(span_h, 1.0))
@@ -584,10 +598,17 @@ class WaterFamily(Family):
         with np.errstate(invalid="ignore", divide="ignore"):
             lpd_g = 24.0 * np.fmax(S["use_s"] / S["use_h"], new_s / new_h)
         zero_use = valid & (use <= 0.0)
-        zero_run = _run(zero_use, np.nan_to_num(span_h), isstart, S["zero_run"], grp)
+        # [rules.away]: the household said it is away, so no use is expected. Away hours
+        # neither count nor break the run, and the notice clears (docs/rules-water.md).
+        away = r.away
+        zero_run = _run(
+            zero_use, np.where(away, 0.0, np.nan_to_num(span_h)), isstart, S["zero_run"], grp
+        )
         normal = np.nan_to_num(lpd_g[grp]) > pa["stuck_normal_lpd"][grp]
-        stuck_fire = zero_use & (zero_run >= pa["stuck_days"][grp] * 24) & normal
-        stuck_act = _latch(stuck_fire, valid & (use > 0), isstart, S["stuck_act"], grp)
+        stuck_fire = zero_use & (zero_run >= pa["stuck_days"][grp] * 24) & normal & ~away
+        stuck_act = _latch(
+            stuck_fire, (valid & (use > 0)) | (away & ~stuck_fire), isstart, S["stuck_act"], grp
+        )
         for i, m, at, on in r.changes(stuck_act, S["stuck_act"]):
             g = int(grp[i])
             self._emit(
@@ -599,13 +620,24 @@ class WaterFamily(Family):
                 Severity.INFO,
                 {"zero_h": round(float(zero_run[i])), "normal_lpd": round(float(lpd_g[g]))},
                 f"{self._label(m)}: {fmt_num(float(zero_run[i]) / 24, 1)} 日間、使用量ゼロ "
-                f"(通常 {fmt_num(float(lpd_g[g]))} L/日)。メーター固着または水不使用の疑い。"
+                f"(通常 {fmt_num(float(lpd_g[g]))} L/日)。不在 (旅行・入院など) か"
+                "メーター停止か、指針だけでは区別できません。不在の届出がなければ確認を。"
                 if on
-                else f"{self._label(m)}: 使用を再開 ({_hm(at)})。",
+                else (
+                    f"{self._label(m)}: 不在の届出あり ({_hm(at)})。使用ゼロの通知を止めます。"
+                    if away[i]
+                    else f"{self._label(m)}: 使用を再開 ({_hm(at)})。"
+                ),
                 f"{m}: zero use for {fmt_num(float(zero_run[i]) / 24, 1)} days "
-                f"(normally {fmt_num(float(lpd_g[g]))} L/day): stuck meter?"
+                f"(normally {fmt_num(float(lpd_g[g]))} L/day): the household may be away, or "
+                "the meter may have stopped; the register alone cannot tell. Check unless "
+                "the household reported being away."
                 if on
-                else f"{m}: use resumed ({_hm(at)} JST).",
+                else (
+                    f"{m}: away period registered ({_hm(at)} JST): no-use notice withdrawn."
+                    if away[i]
+                    else f"{m}: use resumed ({_hm(at)} JST)."
+                ),
             )
 
         r.new.update(use_s=new_s, use_h=new_h, zero_run=zero_run[ends], stuck_act=stuck_act[ends])
@@ -622,7 +654,6 @@ class WaterFamily(Family):
             r.valid,
         )
         # --- watch-over (docs/domain.md#watch-over), watched households only
-        hour_start_jst = r.hour_jst
         wrow = r.watched_g[grp] & has_prev
         new_wn_run = S["wn_run"].copy()
         new_wn_act = S["wn_act"].copy()
@@ -632,7 +663,7 @@ class WaterFamily(Family):
         if wrow.any():
             sel = np.flatnonzero(wrow)
             self._watch(
-                out, sel, grp, udev, t, prev_t, span_h, use, rate, valid, hour_start_jst, pa,
+                out, sel, grp, udev, t, prev_t, span_h, use, rate, valid, pa,
                 S, new_wn_run, new_wn_act, new_wn_last, new_wc_run, new_wc_act,
             )  # fmt: skip
 
@@ -713,7 +744,6 @@ class WaterFamily(Family):
         use: F,
         rate: F,
         valid: B,
-        hour_jst: I,
         pa: dict[str, F],
         S: dict[str, F],
         new_wn_run: F,
@@ -730,9 +760,8 @@ class WaterFamily(Family):
         isstart[1:] = g_sel[1:] != g_sel[:-1]
         starts = np.flatnonzero(isstart)
         ends = np.append(starts[1:] - 1, n - 1)
-        tt, sp, us, rt, ok, hj = t[sel], span_h[sel], use[sel], rate[sel], valid[sel], hour_jst[sel]
+        tt, sp, us, rt, ok = t[sel], span_h[sel], use[sel], rate[sel], valid[sel]
         zl = pa["leak_zero_hour_l"][g_sel]
-        daytime = (hj >= pa["watch_day_start_hour"][g_sel]) & (hj < pa["watch_day_end_hour"][g_sel])
         nouse = ok & (us <= zl * np.fmax(sp, 1.0))
         used = ok & ~nouse
         last_use = _ffill_from(
@@ -741,16 +770,13 @@ class WaterFamily(Family):
                 used, tt.astype(np.float64), np.where(isstart, S["wn_last_use"][ug][local], np.nan)
             ),
         )
-        away = np.zeros(n, dtype=bool)
-        for k, g in enumerate(ug):
-            spans = self._away(udev[int(g)])
-            if spans:
-                rows = local == k
-                for a, b in spans:
-                    away |= rows & (tt >= a) & (tt < b)
+        away = self.away_rows([udev[int(g)] for g in ug], local, tt)
+        # Every hour without use counts, night hours too: a silence of 24 h is what
+        # matters (docs/rules-water.md#battery-scoring), and an ordinary day out plus
+        # the night after it stays well under watch_no_use_h.
         run = _run(
             nouse | ~ok,
-            np.where(daytime & nouse & ~away, np.nan_to_num(sp), 0.0),
+            np.where(nouse & ~away, np.nan_to_num(sp), 0.0),
             isstart,
             S["wn_run"][ug],
             local,
@@ -767,8 +793,8 @@ class WaterFamily(Family):
                 on,
                 at,
                 Severity.WARNING,
-                {"no_use_daytime_h": round(float(run[i])), "last_use": since},
-                f"見守り {self._label(m)}: 日中 {fmt_num(float(run[i]))} 時間、"
+                {"no_use_h": round(float(run[i])), "last_use": since},
+                f"見守り {self._label(m)}: {fmt_num(float(run[i]))} 時間、"
                 f"水の使用がありません (最後の使用 {since})。"
                 if on
                 else (
@@ -776,7 +802,7 @@ class WaterFamily(Family):
                     if away[i]
                     else f"見守り {self._label(m)}: {_hm(at)} までに水の使用あり。安心です。"
                 ),
-                f"Watch-over {m}: no water use for {fmt_num(float(run[i]))} daytime hours "
+                f"Watch-over {m}: no water use for {fmt_num(float(run[i]))} hours "
                 f"(last use {since} JST)."
                 if on
                 else f"Watch-over {m}: water used again by {_hm(at)} JST.",
@@ -995,6 +1021,7 @@ class _Rows:
         self.watched_g: B = np.array([m.watched for m in meters], dtype=bool)
         self.pa = fam.param_arrays(self.udev, PARAM_ARRAYS)
         self.new: dict[str, F] = {}
+        self.away: B = fam.away_rows(self.udev, self.grp, self.t)
         self._differences()
 
     def changes(self, act: F, carry_g: F) -> Iterator[tuple[int, str, int, bool]]:

@@ -174,6 +174,45 @@ def test_meter_reading_files(
     assert isinstance(ws.cell(row=2, column=7).value, int)  # numbers stay numbers
 
 
+def test_an_active_leak_flags_every_period_it_overlaps(season: Db, influx: InfluxDB1) -> None:
+    """A leak alert that fired before the period began and is still active flags 漏水疑い;
+    one resolved before the period does not; an active no-use notice flags the period
+    with both readings (away or stopped)."""
+
+    def transition(rule: str, status: str, meter: str, day: dt.date) -> str:
+        return (
+            f"alert_transition,category=water,rule={rule},severity=warning,"
+            f'status={status} key="{rule}:{meter}",subject="{meter}" {midnight_ms(day)}'
+        )
+
+    leak = "water.leak_continuous"
+    influx.write(
+        [
+            transition(leak, "firing", "M010", dt.date(2026, 1, 20)),  # still active
+            transition("water.night_flow", "firing", "M011", dt.date(2026, 1, 5)),
+            transition("water.night_flow", "resolved", "M011", dt.date(2026, 1, 25)),
+            transition(leak, "firing", "M012", dt.date(2026, 1, 5)),
+            transition(leak, "resolved", "M012", dt.date(2026, 2, 10)),  # ends inside
+            transition("water.stuck", "firing", "M014", dt.date(2026, 1, 28)),
+        ],
+        season.database,
+    )
+    registry = load_registry(season.cfg)
+    rows = MeterReading(season.q, registry, MeterReadingConfig()).rows(
+        dt.date(2026, 3, 31), None, dt.date(2026, 2, 1)
+    )
+    flags = {r.meter: r.flags for r in rows}
+    assert F_LEAK in flags["M010"]
+    assert F_LEAK not in flags["M011"]
+    assert F_LEAK in flags["M012"]
+    assert F_STUCK in flags["M014"] and "不在" in F_STUCK and "メーター停止" in F_STUCK
+    # a period that ended before the leak fired is not flagged
+    earlier = MeterReading(season.q, registry, MeterReadingConfig()).rows(
+        dt.date(2026, 1, 15), None, dt.date(2025, 12, 1)
+    )
+    assert F_LEAK not in {r.meter: r.flags for r in earlier}["M010"]
+
+
 def test_unencodable_name_fails_naming_the_row() -> None:
     header = ["水栓番号", "地区"]
     rows: list[list[object]] = [["M001", "本町"], ["M002", "𠮷田町"]]

@@ -39,6 +39,16 @@ def _load(rules: dict[str, Any]) -> None:
             "rules.overrides.route.R001.plow.x: unknown key (typo?)",
         ),
         ({"overrides": {"house": {}}}, "rules.overrides.house"),
+        (
+            {"away": {"M003": [["tuesday", "2026-02-14T18:00:00+09:00"]]}},
+            "rules.away.M003.0.0: Value error, 'tuesday' is not a date-time",
+        ),
+        (
+            {"away": {"M003": [["2026-02-14T18:00:00+09:00", "2026-02-10T09:00:00+09:00"]]}},
+            "rules.away: Value error, M003[0]: the start 2026-02-14T18:00:00+09:00 is not "
+            "before the end",
+        ),
+        ({"away": {"M003": [["2026-02-10T09:00:00+09:00"]]}}, "rules.away.M003.0"),
     ],
 )
 def test_bad_rules_config_names_the_field(rules: dict[str, Any], expected: str) -> None:
@@ -91,3 +101,32 @@ def test_rules_check_with_a_bad_file_is_a_one_line_error(tmp_path: Path) -> None
     )
     assert out.returncode == 2
     assert "rules.snow.dispatch_cm" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_away_times_without_an_offset_are_jst_whatever_the_host(tmp_path: Path) -> None:
+    """The engine reads the periods as instants: a naive time is JST even on a UTC host
+    (a subprocess with TZ=UTC, as the server runs); TOML date-times work as well."""
+    cfg = tmp_path / "yukimizu.toml"
+    cfg.write_text(
+        "[rules.away]\n"
+        'M003 = [["2026-02-10T09:00:00", "2026-02-14T18:00"]]\n'
+        "M004 = [[2026-02-10T09:00:00+09:00, 2026-02-10T10:00:00]]\n",
+        encoding="utf-8",
+    )
+    code = (
+        "import sys; from pathlib import Path; from core.config import load_config; "
+        "from rules.config import load_rules_config; "
+        "rc = load_rules_config(load_config(Path(sys.argv[1]), environ={})); "
+        "print([[int(t.timestamp()) for t in span] for m in sorted(rc.away) "
+        "for span in rc.away[m]])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"TZ": "UTC", "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    # 2026-02-10T09:00+09:00 = 1770681600; 2026-02-14T18:00+09:00 = 1771059600
+    assert out.stdout.strip() == "[[1770681600, 1771059600], [1770681600, 1770685200]]"

@@ -266,6 +266,33 @@ def test_stuck_meter_after_three_days_of_zero_at_a_normal_site() -> None:
     assert st[1].at_ms == T0 + len(uses) * HOUR_MS
 
 
+def test_no_use_notice_names_away_and_stopped() -> None:
+    fam = family()
+    uses = household_day() * 10 + [0.0] * (4 * 24) + [30.0]
+    out = Output()
+    fam.feed("water_meter", frame("M1", T0, cumulative(100.0, uses)), out)
+    on = next(f for f in of(out, "water.stuck") if f.active)
+    assert "不在" in on.message and "メーター停止" in on.message
+    assert "区別できません" in on.message
+    assert "away" in (on.message_en or "") and "stopped" in (on.message_en or "")
+
+
+def test_away_period_suppresses_the_no_use_notice() -> None:
+    # away from day 10 00:00 JST for four days, written without an offset: read as JST
+    away = {"M1": [("2026-02-12T00:00:00", "2026-02-16T00:00:00")]}
+    fam = family(away=away)
+    assert T0 + 10 * DAY_MS == 1_770_822_000_000  # 2026-02-12T00:00 JST
+    uses = household_day() * 10 + [0.0] * (4 * 24) + household_day()
+    out = Output()
+    fam.feed("water_meter", frame("M1", T0, cumulative(100.0, uses)), out)
+    assert not of(out, "water.stuck")
+    # the same days without the away period: the notice
+    fam = family()
+    out = Output()
+    fam.feed("water_meter", frame("M1", T0, cumulative(100.0, uses)), out)
+    assert [f.active for f in of(out, "water.stuck")] == [True, False]
+
+
 def test_no_stuck_at_a_site_that_never_uses_water() -> None:
     fam = family()
     out = run_hourly(fam, [frame("M1", T0, [7.0] * (5 * 24))])
@@ -321,26 +348,46 @@ def watched_day_without_use() -> list[float]:
     return day[:7] + [30.0] + [0.0] * 16  # 07:00–08:00 some use, then nothing
 
 
-def test_watch_no_use_fires_after_eight_daytime_hours_and_clears_on_use() -> None:
+def test_watch_no_use_fires_after_23_hours_without_use_and_clears_on_use() -> None:
     fam = family()
-    uses = household_day() + watched_day_without_use() + household_day()
+    late_morning = [0.0] * 9 + household_day()[9:]  # first use 10:00–11:00
+    uses = household_day() + watched_day_without_use() + late_morning + household_day()
     out = run_hourly(fam, [frame("W1", T0, cumulative(0.0, uses))])
     w = of(out, "water.watch_no_use")
     assert [f.active for f in w] == [True, False]
-    assert w[0].at_ms == T0 + DAY_MS + 16 * HOUR_MS  # 08:00 + 8 h
-    assert "最後の使用" in w[0].message
-    # same meter unwatched: nothing
+    # last use in the hour to 08:00; 23 hours without use (the night counts): 07:00 next
+    # day, less than 24 h after the last use, while still silent
+    assert w[0].at_ms == T0 + DAY_MS + 8 * HOUR_MS + 23 * HOUR_MS
+    assert "23 時間、水の使用がありません" in w[0].message
+    assert "最後の使用 02-03 08:00" in w[0].message
+    assert w[1].at_ms == T0 + 2 * DAY_MS + 11 * HOUR_MS
+
+
+def test_watch_no_use_quiet_on_a_day_out_and_the_night_after() -> None:
+    """Out 08:00–21:00 (no use), a dry night, first use 06:00: 22 h, an ordinary day."""
+    day = household_day()
+    out_day = day[:8] + [0.0] * 16
+    fam = family()
+    out = run_hourly(fam, [frame("W1", T0, cumulative(0.0, day + out_day + day))])
+    assert not of(out, "water.watch_no_use")
+
+
+def test_watch_no_use_only_for_watched_meters() -> None:
+    late_morning = [0.0] * 9 + household_day()[9:]
+    uses = household_day() + watched_day_without_use() + late_morning + household_day()
     fam = family()
     out = run_hourly(fam, [frame("M1", T0, cumulative(0.0, uses))])
     assert not of(out, "water.watch_no_use")
 
 
 def test_watch_away_period_suppresses() -> None:
-    away = {"W1": [("2026-02-03T00:00:00+09:00", "2026-02-04T00:00:00+09:00")]}
-    fam = family(away=away)
-    uses = household_day() + watched_day_without_use() + household_day()
-    out = run_hourly(fam, [frame("W1", T0, cumulative(0.0, uses))])
+    late_morning = [0.0] * 9 + household_day()[9:]
+    uses = household_day() + watched_day_without_use() + late_morning + household_day()
+    away = {"W1": [("2026-02-03T00:00:00+09:00", "2026-02-04T12:00:00+09:00")]}
+    out = run_hourly(family(away=away), [frame("W1", T0, cumulative(0.0, uses))])
     assert not [f for f in of(out, "water.watch_no_use") if f.active]
+    out = run_hourly(family(), [frame("W1", T0, cumulative(0.0, uses))])
+    assert [f.active for f in of(out, "water.watch_no_use")] == [True, False]
 
 
 def test_watch_continuous_use() -> None:

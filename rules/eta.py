@@ -31,6 +31,7 @@ from sensors.zones import RoadGraph, split_runs
 
 __all__ = [
     "BLADE_PRIOR_KMH",
+    "EVERY_MS",
     "MAX_BAND_S",
     "TRANSIT_PRIOR_KMH",
     "EtaState",
@@ -45,7 +46,8 @@ TRANSIT_PRIOR_KMH: Final = 30.0  # blade up between segments
 PRIOR_WEIGHT_S: Final = 900.0  # the prior counts like this much observed driving
 PAST_WEIGHT: Final = 0.5  # a past trip's speed moves the vehicle's prior halfway
 OUT_BEFORE_S: Final = 1200  # a vehicle heard from this long before the dispatch is out
-MAX_BAND_S: Final = 3 * 3600  # wider than this reads 見込み不明
+MAX_BAND_S: Final = 2 * 3600  # wider than this reads 見込み不明
+EVERY_MS: Final = 5 * 60_000  # how often segment_eta / zone_eta are written
 # band: ± speed share of the lead (narrows with observed driving), fixed minutes, idle
 SPEED_SHARE_EARLY: Final = 0.12
 SPEED_SHARE_LATE: Final = 0.18
@@ -134,7 +136,7 @@ class Vehicle:
 class SegmentEta:
     segment: str
     zone: str
-    state: Literal["eta", "unknown", "done"]
+    state: Literal["eta", "unknown", "done", "ended"]
     reason: Reason
     plow: str
     eta_ms: int = 0
@@ -185,8 +187,8 @@ def estimate(
         runs = split_runs(zone.segments, graph.length_m, len(out_now))
         for plow, run in zip(out_now, runs, strict=True):
             for e in _vehicle(
-                graph, state, zid, plow, run, vehicles[plow], now_ms, plowed, covered,
-                silent_ms.get(plow, 15 * 60_000),
+                graph, state, zid=zid, plow=plow, run=run, v=vehicles[plow], now_ms=now_ms,
+                plowed=plowed, covered=covered, silent_ms=silent_ms.get(plow, 15 * 60_000),
             ):  # fmt: skip
                 etas.setdefault(e.segment, e)
         ordered = [etas[s] for s in zone.segments]
@@ -210,6 +212,7 @@ def estimate(
 def _vehicle(
     graph: RoadGraph,
     state: EtaState,
+    *,
     zid: str,
     plow: str,
     run: tuple[str, ...],
@@ -224,9 +227,7 @@ def _vehicle(
     done_idx = [i for i, s in enumerate(run) if s in plowed and state.plowed_by.get(s) == plow]
     cut = done_idx[-1] if done_idx else -1
     out = [
-        SegmentEta(s, zid, "unknown", "skipped", plow)
-        for s in run[: cut + 1]
-        if s not in plowed
+        SegmentEta(s, zid, "unknown", "skipped", plow) for s in run[: cut + 1] if s not in plowed
     ]
     remaining = [s for s in run[cut + 1 :] if s not in plowed]
     if not remaining:
@@ -241,19 +242,23 @@ def _vehicle(
     blade, transit, observed_s = state.speeds(plow)
     here = graph.nearest_node((v.lon, v.lat))
     # the segment being plowed: only what is left of it
-    elapsed = 0.0
+    elapsed = _m(here, (v.lon, v.lat)) / transit
     first = remaining[0]
     share = covered.get(first, 0.0)
     start_k = 0
     if share > 0.0 and _near(graph, first, v):
         elapsed = graph.length_m[first] * (1.0 - share) / blade
         here = graph.approach(here, first)[1]
-        out.append(_band(first, zid, plow, v, now_ms, elapsed, observed_s))
+        out.append(
+            _band(first, zid, plow, v=v, now_ms=now_ms, elapsed_s=elapsed, observed_s=observed_s)
+        )
         start_k = 1
     for sid in remaining[start_k:]:
         dist, here = graph.approach(here, sid)
         elapsed += dist / transit + graph.length_m[sid] / blade
-        out.append(_band(sid, zid, plow, v, now_ms, elapsed, observed_s))
+        out.append(
+            _band(sid, zid, plow, v=v, now_ms=now_ms, elapsed_s=elapsed, observed_s=observed_s)
+        )
     return out
 
 
@@ -269,7 +274,7 @@ def _m(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def _band(
-    sid: str, zid: str, plow: str, v: Vehicle, now_ms: int, elapsed_s: float, observed_s: float
+    sid: str, zid: str, plow: str, *, v: Vehicle, now_ms: int, elapsed_s: float, observed_s: float
 ) -> SegmentEta:
     """The expected plowing time ``elapsed_s`` after the last fix, with its band."""
     gap_s = max(0.0, (now_ms - v.t_ms) / 1000.0)

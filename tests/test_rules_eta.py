@@ -45,6 +45,10 @@ class ZoneRun(Run):
         super().__init__()
         self.family = PlowFamily(town(), RulesConfig(), self.shared)
 
+    def run(self, rows: list[dict[str, Any]], extra_ms: int = 30 * MINUTE_MS) -> ZoneRun:
+        self.steps(rows, extra_ms=extra_ms)
+        return self
+
     def eta(self, segment: str) -> list[Point]:
         return [
             p for p in self.points if p.measurement == SEGMENT_ETA and p.tags["segment"] == segment
@@ -59,13 +63,13 @@ def trip() -> Track:
     return tr.drive(0, 30, False).stand(60)
 
 
-def plowed_at(run: Run, segment: str) -> int:
+def plowed_at(run: ZoneRun, segment: str) -> int:
     (p,) = [s for s in run.status() if s.tags["segment"] == segment]
     return p.time_ms
 
 
 def test_eta_during_a_dispatch_brackets_the_true_plowing() -> None:
-    run = ZoneRun().steps(trip().rows)
+    run = ZoneRun().run(trip().rows)
     r2_done = plowed_at(run, "R2")
     before = [p for p in run.eta("R2") if p.fields["state"] == "eta"]
     assert before, "R2 had an ETA before it was plowed"
@@ -91,7 +95,7 @@ def test_eta_during_a_dispatch_brackets_the_true_plowing() -> None:
 
 
 def test_eta_points_follow_the_schema() -> None:
-    run = ZoneRun().steps(trip().rows)
+    run = ZoneRun().run(trip().rows)
     points = [p for p in run.points if p.measurement in (SEGMENT_ETA, ZONE_ETA)]
     assert points
     types: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": bool}
@@ -113,7 +117,7 @@ def test_silent_vehicle_reads_unknown() -> None:
     other.drive(200, 30, False, to_y=500)
     for _ in range(3):
         other.drive(700, 3, True, to_y=500).drive(200, 3, True, to_y=500)
-    run = ZoneRun().steps(tr.rows + other.rows, extra_ms=5 * MINUTE_MS)
+    run = ZoneRun().run(tr.rows + other.rows, extra_ms=5 * MINUTE_MS)
     r2 = run.eta("R2")
     late = [p for p in r2 if p.time_ms >= silent_from + 16 * MINUTE_MS]
     assert late

@@ -51,6 +51,7 @@ class NightResult:
     name: str
     errors_s: list[float] = field(default_factory=list)  # |eta - truth|, ≥ 30 min ahead
     inside: int = 0
+    widths_s: list[float] = field(default_factory=list)  # late - early of each scored band
     unknown: int = 0  # 見込み不明 predictions ≥ 30 min ahead of a true plowing
 
     @property
@@ -60,6 +61,7 @@ class NightResult:
     def add(self, other: NightResult) -> None:
         self.errors_s += other.errors_s
         self.inside += other.inside
+        self.widths_s += other.widths_s
         self.unknown += other.unknown
 
 
@@ -147,6 +149,7 @@ def _score(out: Output, truth: dict[str, list[tuple[int, int]]], result: NightRe
             continue
         eta = p.fields["eta_s"]
         result.errors_s.append(abs(eta - nxt))
+        result.widths_s.append(p.fields["late_s"] - p.fields["early_s"])
         if p.fields["early_s"] <= nxt <= p.fields["late_s"]:
             result.inside += 1
 
@@ -198,9 +201,10 @@ def _row(r: NightResult) -> str:
     med = statistics.median(r.errors_s) / 60 if r.errors_s else float("nan")
     share = 100.0 * r.inside / r.n if r.n else float("nan")
     unknown = 100.0 * r.unknown / (r.n + r.unknown) if r.n + r.unknown else 0.0
+    width = statistics.median(r.widths_s) / 60 if r.widths_s else float("nan")
     return (
         f"  {r.name:<22} n={r.n:>5}  median {med:5.1f} min  inside {share:5.1f}%  "
-        f"見込み不明 {unknown:4.1f}%"
+        f"band {width:4.0f} min  見込み不明 {unknown:4.1f}%"
     )
 
 

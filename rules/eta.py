@@ -53,6 +53,8 @@ SPEED_SHARE_EARLY: Final = 0.12
 SPEED_SHARE_LATE: Final = 0.18
 BAND_FIXED_S: Final = 300.0
 IDLE_ALLOWANCE_S: Final = 1200.0  # one stop of up to 20 min on the late side
+IDLE_SHARE: Final = 0.06  # expected standing per time of work (~0.3 stops/h of ~12 min)
+STOP_S: Final = (240.0, 1200.0)  # a stop lasts 4–20 min (docs/domain.md#idle)
 IDLE_RAMP_S: Final = 1800.0  # ...reached for segments this far ahead
 ON_SEGMENT_M: Final = 30.0  # the vehicle is on the segment it is plowing
 
@@ -278,9 +280,13 @@ def _band(
 ) -> SegmentEta:
     """The expected plowing time ``elapsed_s`` after the last fix, with its band."""
     gap_s = max(0.0, (now_ms - v.t_ms) / 1000.0)
-    # a standing vehicle is still standing at now: its work starts from now
-    base_ms = now_ms if v.standing_since_ms is not None else v.t_ms
-    eta = base_ms + elapsed_s * 1000.0
+    base_ms = float(v.t_ms)
+    if v.standing_since_ms is not None:
+        # standing now: it goes on from now, after the rest of a typical stop
+        stood = max(0.0, (now_ms - v.standing_since_ms) / 1000.0)
+        lo_s, hi_s = STOP_S
+        base_ms = now_ms + max(120.0, (max(stood, lo_s) + hi_s) / 2 - stood) * 1000.0
+    eta = base_ms + elapsed_s * (1.0 + IDLE_SHARE) * 1000.0
     # speeds seen for a while tell more than the prior: the speed share shrinks to ~60 %
     learned = 1.0 - 0.4 * min(1.0, observed_s / 3600.0)
     early = BAND_FIXED_S + SPEED_SHARE_EARLY * learned * elapsed_s + gap_s

@@ -196,13 +196,15 @@ def test_a_gps_gap_widens_the_band_and_the_estimate_moves_on() -> None:
 
 
 def test_order_and_prior_speeds() -> None:
-    """From the depot: 200 m blade up, R1 then R2 blade down at the 10 km/h prior."""
+    """From the depot: 200 m blade up, R1 then R2 blade down at the 10 km/h prior, plus
+    the expected standing."""
     est = estimate(vehicle(0))
     r1, r2 = est["R1"], est["R2"]
     transit = 200 / (eta.TRANSIT_PRIOR_KMH / 3.6)
     blade = 500 / (eta.BLADE_PRIOR_KMH / 3.6)
-    assert r1.eta_ms == pytest.approx(NOW + (transit + blade) * SEC, abs=3 * SEC)
-    assert r2.eta_ms == pytest.approx(NOW + (transit + 2 * blade) * SEC, abs=3 * SEC)
+    work = 1 + eta.IDLE_SHARE
+    assert r1.eta_ms == pytest.approx(NOW + (transit + blade) * work * SEC, abs=3 * SEC)
+    assert r2.eta_ms == pytest.approx(NOW + (transit + 2 * blade) * work * SEC, abs=3 * SEC)
     # learned slower this trip: later, and the more driving seen, the more it counts
     state = eta.EtaState()
     state.start("d1")
@@ -213,8 +215,18 @@ def test_order_and_prior_speeds() -> None:
 
 def test_partly_plowed_segment_counts_only_what_is_left() -> None:
     on_r1 = estimate(vehicle(450), covered={"R1": 0.5})
-    blade = 250 / (eta.BLADE_PRIOR_KMH / 3.6)
+    blade = 250 / (eta.BLADE_PRIOR_KMH / 3.6) * (1 + eta.IDLE_SHARE)
     assert on_r1["R1"].eta_ms == pytest.approx(NOW + blade * SEC, abs=3 * SEC)
+
+
+def test_a_standing_plow_goes_on_after_the_rest_of_a_typical_stop() -> None:
+    lon, lat = lonlat(0, 0)
+    moving = estimate(eta.Vehicle(NOW, lon, lat, True, False, None))["R2"]
+    stopped = estimate(eta.Vehicle(NOW, lon, lat, True, False, NOW - 2 * MINUTE_MS))["R2"]
+    long_stop = estimate(eta.Vehicle(NOW, lon, lat, True, False, NOW - 30 * MINUTE_MS))["R2"]
+    # 2 min stood of a 4–20 min stop: ~10 more; after 30 min, a couple of minutes
+    assert stopped.eta_ms - moving.eta_ms == 10 * MINUTE_MS
+    assert long_stop.eta_ms - moving.eta_ms == 2 * MINUTE_MS
 
 
 def test_back_at_the_depot_and_passed_over() -> None:

@@ -10,7 +10,7 @@ the dead running short.
 A zone with several vehicles splits its order into contiguous runs of about equal
 length, one per vehicle out, in the order the vehicles are listed (:func:`split_runs`);
 the simulator drives them that way and the ETA expects them that way
-(docs/rules-plow.md#work-zones).
+(docs/rules-plow.md#work-zones, docs/rules-plow.md#eta).
 """
 
 from __future__ import annotations

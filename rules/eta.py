@@ -49,13 +49,13 @@ OUT_BEFORE_S: Final = 1200  # a vehicle heard from this long before the dispatch
 MAX_BAND_S: Final = 2 * 3600  # wider than this reads 見込み不明
 EVERY_MS: Final = 5 * 60_000  # how often segment_eta / zone_eta are written
 # band: ± speed share of the lead (narrows with observed driving), fixed minutes, idle
-SPEED_SHARE_EARLY: Final = 0.12
-SPEED_SHARE_LATE: Final = 0.18
-BAND_FIXED_S: Final = 300.0
+SPEED_SHARE_EARLY: Final = 0.10
+SPEED_SHARE_LATE: Final = 0.15
+BAND_FIXED_S: Final = 180.0
 IDLE_ALLOWANCE_S: Final = 1200.0  # one stop of up to 20 min on the late side
 IDLE_SHARE: Final = 0.06  # expected standing per time of work (~0.3 stops/h of ~12 min)
 STOP_S: Final = (240.0, 1200.0)  # a stop lasts 4–20 min (docs/domain.md#idle)
-IDLE_RAMP_S: Final = 1800.0  # ...reached for segments this far ahead
+IDLE_RAMP_S: Final = 900.0  # ...reached for segments this far ahead
 ON_SEGMENT_M: Final = 30.0  # the vehicle is on the segment it is plowing
 
 Reason = Literal["", "no_vehicle", "silent", "returned", "skipped", "too_wide"]

@@ -66,6 +66,11 @@ def _summary(ac: AlertsConfig, store: Store) -> None:
     counts = store.status_counts("alerts")
     notes = store.status_counts("notifications")
     print(f"outbox:        {ac.outbox} (cursor {cursor})")
+    bad, newest_bad = store.rejected_outbox(3)
+    if bad:
+        print(f"outbox records that are not valid transitions (set aside): {bad}")
+        for b in newest_bad:
+            print(f"  #{b['outbox_id']} read {_fmt(b['rejected_at'])}: {b['reason'][:160]}")
     print(f"alerts:        {', '.join(f'{k}={v}' for k, v in counts.items()) or 'none'}")
     print(f"notifications: {', '.join(f'{k}={v}' for k, v in notes.items()) or 'none'}")
     for f in store.channel_failures():

@@ -6,7 +6,8 @@ two resumes where it was:
 
 1. read new transitions from the rules outbox (cursor and alerts in one transaction);
    a firing transition for a key that is already open is a duplicate (counted, not
-   notified again);
+   notified again); a record that is not a valid transition is set aside
+   (``rejected_outbox``) and the service reads on;
 2. per notification group (route + ``group_by`` labels, alerts/matching.py): decide
    the first notice (after ``group_wait_s``), notices of new members
    (``group_interval_s`` after the last), escalation to the next step when still
@@ -198,18 +199,49 @@ class AlertService:
     # --- 1. outbox ---------------------------------------------------------------
 
     def ingest(self) -> int:
+        """Apply the outbox records after the cursor; how many were read.
+
+        Records that are not valid transitions are set aside in ``rejected_outbox``
+        in the same transaction that moves the cursor past them, and logged once:
+        they would fail again at every start (docs/alerts.md#bad-outbox-records).
+        """
         if not self.cfg.outbox.exists():
             return 0
         cursor = int(self.store.meta("cursor", "0") or 0)
         batch = read_outbox(self.cfg.outbox, cursor, limit=500)
-        if not batch:
+        if batch.recreated:
+            # Keeping the cursor would skip every transition of the new state database
+            # in silence; re-reading it whole is safe, firings of open alerts merge.
+            log.warning(
+                "the rules outbox %s holds no record after #%d: its state was recreated; "
+                "reading it from the start",
+                self.cfg.outbox,
+                cursor,
+            )
+            with self.store.tx() as db:
+                Store.set_meta(db, "cursor", "0")
+            cursor = 0
+            batch = read_outbox(self.cfg.outbox, cursor, limit=500)
+        if batch.last_id == cursor:
             return 0
         t = self.t()
         with self.store.tx() as db:
-            for _oid, tr in batch:
+            for _oid, tr in batch.transitions:
                 self._apply(db, tr, t)
-            Store.set_meta(db, "cursor", str(batch[-1][0]))
-        return len(batch)
+            Store.reject_outbox(db, batch.bad, t)
+            Store.set_meta(db, "cursor", str(batch.last_id))
+        for bad in batch.bad:
+            log.error(
+                "outbox record #%d of %s is not a valid transition (set aside in "
+                "rejected_outbox, see alerts show): %s; record (%d bytes): %r",
+                bad.id,
+                self.cfg.outbox,
+                bad.reason,
+                bad.size,
+                bad.raw[:300],
+            )
+            self.stats["outbox_rejected"] += 1
+        return len(batch.transitions) + len(batch.bad)
 
     def _apply(self, db: sqlite3.Connection, tr: Transition, t: float) -> None:
         if tr.firing:

@@ -20,6 +20,7 @@ from typing import Any
 
 from alerts.schema import event_line
 from core.sqlite import Column, Schema, open_db
+from rules.transitions import BadRecord
 
 # One statement per ";" (so no ";" inside the comments).
 DDL = """
@@ -115,6 +116,14 @@ CREATE TABLE IF NOT EXISTS rejected_events (
     reason TEXT NOT NULL,              -- what InfluxDB said
     rejected_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rejected_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    outbox_id INTEGER NOT NULL,        -- the row's id in the rules outbox
+    raw TEXT NOT NULL,                 -- the record as stored (at most 64 KiB of it)
+    size INTEGER NOT NULL,             -- the whole record's length in bytes
+    reason TEXT NOT NULL,              -- why it is not a valid transition
+    rejected_at REAL NOT NULL
+);
 """
 
 SCHEMA = Schema(
@@ -187,6 +196,24 @@ class Store:
     @staticmethod
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
+
+    # --- outbox records that are not valid transitions -----------------------------
+
+    @staticmethod
+    def reject_outbox(db: sqlite3.Connection, bad: Iterable[BadRecord], t: float) -> None:
+        """Keep bad outbox records aside, in the transaction that moves the cursor past
+        them (so each is kept once)."""
+        db.executemany(
+            "INSERT INTO rejected_outbox (outbox_id, raw, size, reason, rejected_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(b.id, b.raw, b.size, b.reason, t) for b in bad],
+        )
+
+    def rejected_outbox(self, limit: int = 10) -> tuple[int, list[dict[str, Any]]]:
+        """How many outbox records were set aside, and the newest ``limit``."""
+        n = self.query("SELECT COUNT(*) AS n FROM rejected_outbox")[0]["n"]
+        rows = self.query("SELECT * FROM rejected_outbox ORDER BY id DESC LIMIT ?", (limit,))
+        return int(n), rows
 
     def acknowledge(
         self, alert_ids: list[int], by: str, via: str, at: float
@@ -554,3 +581,19 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def ack_scope(self, nid: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """Notification ``nid`` (id, receiver) and the alerts an acknowledgement link of
+        it acknowledges; None when there is no such notification or it names none."""
+        note = self.one("SELECT id, receiver, alert_ids FROM notifications WHERE id = ?", (nid,))
+        if note is None:
+            return None
+        ids = [int(x) for x in json.loads(note["alert_ids"])]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        alerts = self.query(
+            f"SELECT id, key, status, acked_by, message FROM alerts WHERE id IN ({marks})",
+            tuple(ids),
+        )
+        return note, alerts

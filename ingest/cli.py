@@ -76,6 +76,8 @@ _CONTENT_MEANING = {
     Content.PAYLOAD: "the device's payload as received (replay publishes it to the topic)",
     Content.LINE_PROTOCOL: "one InfluxDB line-protocol point, no device payload (replay "
     "writes it to InfluxDB, never to MQTT)",
+    Content.PAYLOAD_HEAD: "only the first bytes of an oversized payload (its size and "
+    "sha256 are kept; replay skips it)",
 }
 
 
@@ -106,6 +108,12 @@ def _replay_points(cfg: Config, items: list[DeadLetter]) -> tuple[list[int], lis
 def _replay(cfg: Config, store: DeadLetterStore, items: list[DeadLetter], dry_run: bool) -> int:
     payloads = [d for d in items if d.content == Content.PAYLOAD]
     points = [d for d in items if d.content == Content.LINE_PROTOCOL]
+    heads = [d.id for d in items if d.content == Content.PAYLOAD_HEAD]
+    if heads:
+        print(
+            f"skipped {len(heads)} dead letters that keep only the head of an oversized "
+            f"payload (ids {', '.join(map(str, heads[:20]))}{' …' if len(heads) > 20 else ''})"
+        )
     if dry_run:
         for d in payloads:
             print(f"would publish {d.id} to MQTT topic {d.topic}")
@@ -158,9 +166,11 @@ def _dl_show(_cfg: Config, store: DeadLetterStore, args: argparse.Namespace) -> 
         print(f"no dead letter with id {args.id}", file=sys.stderr)
         return 1
     print(f"id:     {d.id}\ntime:   {_fmt_time(d.time)}\ntopic:  {d.topic}")
-    print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes")
+    print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes kept")
+    if d.size >= 0:
+        print(f"received: {d.size} bytes, sha256 {d.sha256}")
     print(f"content: {d.content}: {_CONTENT_MEANING[d.content]}")
-    print("payload:" if d.content == Content.PAYLOAD else "point:")
+    print("point:" if d.content == Content.LINE_PROTOCOL else "payload:")
     if args.raw:
         sys.stdout.flush()
         sys.stdout.buffer.write(d.payload + b"\n")

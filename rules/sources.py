@@ -68,7 +68,7 @@ def normalise(df: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
 
 
 # A measurement whose subject tag is not ``device`` (ingest's self-metrics).
-SUBJECT_TAG = {"yukimizu_deadletter": "reason"}
+SUBJECT_TAG = {"yukimizu_deadletter": "reason", "yukimizu_ingest": "client_id"}
 
 
 class Source(Protocol):

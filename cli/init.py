@@ -15,7 +15,9 @@ from pathlib import Path
 __all__ = ["FILES", "add_parser", "cmd_init"]
 
 # Written in this order; the config first because it names the others.
-FILES = ("yukimizu.toml", "stations.csv", "meters.csv", "plows.csv", "routes.geojson")
+FILES = (
+    "yukimizu.toml", "stations.csv", "meters.csv", "plows.csv", "routes.geojson", "zones.csv",
+)  # fmt: skip
 
 
 def _template(name: str) -> bytes:
@@ -47,7 +49,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         "     [registry] bounding box for your town; secrets go in the environment\n"
         "     (YUKIMIZU_INFLUX__PASSWORD=…), not in the file\n"
         f"  2. replace the example row in {target / 'stations.csv'}, meters.csv and\n"
-        "     plows.csv, and the example road in routes.geojson, with your own\n"
+        "     plows.csv, the example road in routes.geojson and the zone in zones.csv,\n"
+        "     with your own\n"
         f"  3. yukimizu -c {config} config check\n"
         f"  4. yukimizu -c {config} ingest   (on a server: deploy/systemd/yukimizu-ingest.service)"
     )

@@ -120,6 +120,7 @@ class RegistryConfig(_Section):
     meters: Path = Path("meters.csv")
     plows: Path = Path("plows.csv")
     routes: Path | None = Path("routes.geojson")
+    zones: Path | None = None  # work zones (除雪工区); the routes then name each one's zone
     # Town bounding box: plow positions outside it are rejected as GPS errors.
     lat_min: Annotated[float, Field(ge=-90, le=90)] = 38.355
     lat_max: Annotated[float, Field(ge=-90, le=90)] = 38.405
@@ -203,6 +204,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
                     "meters": fix(reg.meters),
                     "plows": fix(reg.plows),
                     "routes": fix(reg.routes),
+                    "zones": fix(reg.zones),
                 }
             ),
             "services": cfg.services.model_copy(update={"data_dir": fix(cfg.services.data_dir)}),
@@ -277,7 +279,7 @@ def load_registry(cfg: Config) -> Registry:
     """The device registry the config points at (raises ``RegistryError``)."""
     r = cfg.registry
     bbox = BBox(lat_min=r.lat_min, lat_max=r.lat_max, lon_min=r.lon_min, lon_max=r.lon_max)
-    return Registry.load(r.stations, r.meters, r.plows, r.routes, bbox=bbox)
+    return Registry.load(r.stations, r.meters, r.plows, r.routes, bbox=bbox, zones=r.zones)
 
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -811,6 +811,46 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
                 "max": 1,
             },
         ),
+        Panel(
+            "table",
+            "工区別 残りの路線と完了見込み",
+            [
+                q(
+                    'SELECT last("remaining_segments") AS "remaining_segments", '
+                    'last("remaining_km") AS "remaining_km", '
+                    'last("unknown_segments") AS "unknown_segments", '
+                    'last("finish_s") * 1000 AS "finish_ms", '
+                    'last("finish_late_s") * 1000 AS "finish_late_ms" '
+                    f'FROM "{derived.ZONE_ETA}" WHERE $timeFilter GROUP BY "zone", "contractor"',
+                    (
+                        "remaining_segments",
+                        "remaining_km",
+                        "unknown_segments",
+                        "finish_ms",
+                        "finish_late_ms",
+                    ),
+                    ("zone", "contractor"),
+                    fmt="table",
+                    family="plow",
+                )
+            ],
+            w=24,
+            h=7,
+            description=(
+                "出動中の工区ごとの残り路線と完了見込み(zone_eta の最新点)。見込み不明は"
+                "車両が出ていない・位置が途絶えた路線など(docs/rules-plow.md)。"
+            ),
+            overrides=[
+                _rename("zone", "工区"),
+                _rename("contractor", "業者"),
+                _rename("Time", "更新"),
+                _field("remaining_segments", label="残り路線"),
+                _field("remaining_km", label="残り距離", unit="suffix: km"),
+                _field("unknown_segments", label="見込み不明"),
+                _field("finish_ms", label="完了見込み", unit="dateTimeAsLocal"),
+                _field("finish_late_ms", label="遅くとも", unit="dateTimeAsLocal"),
+            ],
+        ),
         Row("作業"),
         Panel(
             "table",

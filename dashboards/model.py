@@ -30,6 +30,8 @@ PRODUCER: dict[str, str] = {
     derived.SEGMENT_STATUS: "plow",
     derived.DISPATCH: "plow",
     derived.PLOW_WORK: "plow",
+    derived.SEGMENT_ETA: "plow",
+    derived.ZONE_ETA: "plow",
     derived.ALERT_TRANSITION: "engine",
     derived.RULES_STATS: "engine",
 }

@@ -47,7 +47,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     reg = load_registry(cfg)
     print(
         f"configuration OK: {len(reg.stations)} stations, {len(reg.meters)} meters, "
-        f"{len(reg.plows)} plows, {len(reg.routes)} route segments; "
+        f"{len(reg.plows)} plows, {len(reg.routes)} route segments in {len(reg.zones)} work zones; "
         f"MQTT {cfg.mqtt.host}:{cfg.mqtt.port}, InfluxDB {cfg.influx.api} {cfg.influx.url}"
     )
     return 0

@@ -198,7 +198,7 @@ def _validated(cfg: Config, kind: Kind, text: str) -> Registry:
         candidate.write_text(text, encoding="utf-8")
         paths[kind] = candidate
         return Registry.load(
-            paths["snow"], paths["water"], paths["plow"], r.routes, bbox=_bbox(cfg)
+            paths["snow"], paths["water"], paths["plow"], r.routes, bbox=_bbox(cfg), zones=r.zones
         )
 
 
@@ -277,6 +277,10 @@ def remove(cfg: Config, kind: Kind, device_id: str) -> Path:
     kept = [r for r in rows if r[id_col].strip() != device_id]
     if len(kept) == len(rows):
         raise ProvisionError(f"{device_id} is not in {path}")
+    try:  # e.g. a plow still listed in its work zone (zones.csv)
+        _validated(cfg, kind, _csv_text(header, kept))
+    except RegistryError as exc:
+        raise ProvisionError(f"device not removed: {exc}") from None
     _run([pc.mosquitto_passwd, "-D", str(pc.password_file), device_id], "MQTT account")
     if pc.acl_file is not None and pc.acl_file.exists():
         acl = pc.acl_file.read_text(encoding="utf-8")

@@ -96,14 +96,16 @@ def feed_document(snap: Snapshot, pcfg: PublicConfig) -> dict[str, Any]:
     }
 
 
+_STATUS_SEGMENT_KEYS = (
+    "id", "name", "priority", "last_plowed", "inferred", "band", "eta", "eta_label", "eta_range",
+)  # fmt: skip
+
+
 def status_document(snap: Snapshot, pcfg: PublicConfig) -> dict[str, Any]:
     """The same data without geometry, for text channels (LINE, the town's website)."""
     return {
         **_meta(snap, pcfg),
-        "segments": [
-            {k: s[k] for k in ("id", "name", "priority", "last_plowed", "inferred", "band")}
-            for s in snap.segments
-        ],
+        "segments": [{k: s[k] for k in _STATUS_SEGMENT_KEYS} for s in snap.segments],
         "plows": [{k: p[k] for k in ("id", "name", "time")} for p in snap.plows],
         "stations": [
             {k: s[k] for k in ("id", "name", "time", "depth_cm", "new_24h_cm")}

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from core.influxql import InfluxQuery
 from publicpage.config import PublicConfig
-from rules.schema import DISPATCH, RULES_STATS, SEGMENT_STATUS, SNOW_HOURLY
+from rules.schema import DISPATCH, RULES_STATS, SEGMENT_ETA, SEGMENT_STATUS, SNOW_HOURLY
 from sensors.registry import EARTH_RADIUS_M, Registry
 from sensors.schema import PLOW
 
@@ -40,6 +40,7 @@ ALLOWED: Final[Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             "progress",
         ),
     ),
+    SEGMENT_ETA: (("segment",), ("state", "eta_s", "early_s", "late_s")),
     SNOW_HOURLY: (("device",), ("depth_cm", "new_24h_cm")),
     PLOW: (("device",), ("lat", "lon", "speed_kmh", "blade_down")),
     # The rules engine's heartbeat: only its time is used (data age).
@@ -77,6 +78,43 @@ def band_for(age_ms: int | None) -> Band:
             if b.upto_h is not None and age_ms < b.upto_h * HOUR_MS:
                 return b
     return BANDS[-1]
+
+
+# When will the road be plowed (docs/public.md#eta): the plow ETA's newest point per
+# segment, if it is recent; a band in words, never a colour alone.
+ETA_FRESH_MS: Final = 20 * MIN_MS  # older segment_eta points are not shown
+ETA_SOON_MS: Final = 30 * MIN_MS
+ETA_HOUR_MS: Final = 60 * MIN_MS
+ETA_KEYS: Final = ("soon", "hour", "later", "unknown")
+
+
+def _hhmm5(ms: int) -> str:
+    """HH:MM rounded to 5 minutes: an estimate, not a timetable."""
+    five = 5 * MIN_MS
+    return _hhmm((ms + five // 2) // five * five)
+
+
+def eta_text(state: str, eta_ms: int, early_ms: int, late_ms: int, at_ms: int) -> dict[str, Any]:
+    """The words for a segment's ETA: まもなく (within 30 min), 1時間以内, 本日の予定
+    HH:MM頃 (another day: M月D日 HH:MM頃の予定), 見込み不明; empty when none applies."""
+    none: dict[str, Any] = {"eta": None, "eta_label": "", "eta_range": ""}
+    if state == "unknown":
+        return {"eta": "unknown", "eta_label": "見込み不明", "eta_range": ""}
+    if state != "eta" or eta_ms <= 0:
+        return none
+    lead = eta_ms - at_ms
+    rng = f"{_hhmm5(early_ms)}〜{_hhmm5(late_ms)}"
+    if lead <= ETA_SOON_MS:
+        return {"eta": "soon", "eta_label": "まもなく", "eta_range": rng}
+    if lead <= ETA_HOUR_MS:
+        return {"eta": "hour", "eta_label": "1時間以内", "eta_range": rng}
+    day = _day_label(eta_ms, at_ms)
+    if day == "本日":
+        label = f"本日の予定 {_hhmm5(eta_ms)}頃"
+    else:
+        tomorrow = datetime.fromtimestamp(eta_ms / 1000, JST).date()
+        label = f"{tomorrow.month}月{tomorrow.day}日 {_hhmm5(eta_ms)}頃の予定"
+    return {"eta": "later", "eta_label": label, "eta_range": rng}
 
 
 class NotAllowedError(ValueError):
@@ -196,6 +234,14 @@ class Reader:
         )
         last = {r["segment"]: r for r in self._rows(q)}
         newest.extend(int(r["time"]) for r in last.values())
+        eq = select(
+            SEGMENT_ETA,
+            ["state", "eta_s", "early_s", "late_s"],
+            at_ms - ETA_FRESH_MS,
+            at_ms,
+            group_by="segment",
+        )
+        etas = {r["segment"]: r for r in self._rows(eq)}
         out = []
         for seg in sorted(self.registry.routes.values(), key=lambda s: (s.priority, s.id)):
             row = last.get(seg.id)
@@ -213,9 +259,22 @@ class Reader:
                     else round((at_ms - plowed_ms) / HOUR_MS, 2),
                     "inferred": bool(row and row.get("inferred")),
                     "band": band.key,
+                    **self._eta(etas.get(seg.id), at_ms),
                 }
             )
         return out
+
+    @staticmethod
+    def _eta(row: dict[str, Any] | None, at_ms: int) -> dict[str, Any]:
+        if row is None:
+            return eta_text("", 0, 0, 0, at_ms)
+        return eta_text(
+            str(row["state"]),
+            int(row["eta_s"] or 0) * 1000,
+            int(row["early_s"] or 0) * 1000,
+            int(row["late_s"] or 0) * 1000,
+            at_ms,
+        )
 
     def _plows(self, at_ms: int, newest: list[int]) -> list[dict[str, Any]]:
         p = self.pcfg

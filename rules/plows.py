@@ -41,6 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 import shapely
 
+from rules import eta as eta_mod
 from rules.model import (
     HOUR_MS,
     MINUTE_MS,
@@ -51,10 +52,11 @@ from rules.model import (
     jst,
 )
 from rules.params import PlowParams
-from rules.schema import DISPATCH, PLOW_WORK, SEGMENT_STATUS
+from rules.schema import DISPATCH, PLOW_WORK, SEGMENT_ETA, SEGMENT_STATUS, ZONE_ETA
 from rules.transitions import Category, Severity
 from sensors.registry import EARTH_RADIUS_M, Registry
 from sensors.schema import PLOW
+from sensors.zones import RoadGraph
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -245,20 +247,26 @@ class PlowFamily(Family):
         self._dispatch: _Dispatch | None = None
         self._recent: list[_Dispatch] = []  # closed ones, newest last
         self._geo_cache: _Geometry | None = None
+        self._eta = eta_mod.EtaState()
+        self._graph_cache: RoadGraph | None = None
 
     # ------------------------------------------------------------------ plumbing
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_geo_cache", None)  # rebuilt from the registry after a restart
+        state.pop("_graph_cache", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_eta", eta_mod.EtaState())  # a state saved before the ETA
         super().__setstate__(state)
         self._geo_cache = None
+        self._graph_cache = None
 
     def rebind(self, registry: Registry, config: Any, shared: Any) -> None:
         super().rebind(registry, config, shared)
         self._geo_cache = None  # the routes may have changed
+        self._graph_cache = None
 
     @property
     def _p(self) -> PlowParams:
@@ -298,6 +306,7 @@ class PlowFamily(Family):
         self._idle(fx, out)
         self._silent_gaps(fx, prev_t, out)
         self._work(fx, out)
+        self._eta_learn(fx)
         # --- remember each plow's last accepted fix
         for i in last:
             st = self._plows[names[int(dev[i])]]
@@ -576,6 +585,8 @@ class PlowFamily(Family):
             return
         if sid not in d.plowed:
             d.plowed[sid] = when
+            if d is self._dispatch:
+                self._eta.plowed_by.setdefault(sid, plow)
             if prio == 1:
                 d.last_priority_ms = max(when, d.last_priority_ms or when)
         if d.state == "called":
@@ -612,6 +623,7 @@ class PlowFamily(Family):
         d.end_ms = end
         d.state = "done"
         self._dispatch_point(d, end, out)
+        self._eta_ended(d, end, out)
         self._recent = [*self._recent, d][-_RECENT_DISPATCHES:]
         self._dispatch = None
         self.shared.active_dispatch = None
@@ -828,6 +840,113 @@ class PlowFamily(Family):
                     st.silent_on = True
                     self._silent_finding(name, True, st.t + limit, st.t, out)
         self._close_if_done(now_ms, out)
+        self._eta_points(now_ms, out)
+
+    # ------------------------------------------------------------------ ETA
+    # The ETA itself is rules/eta.py; here only what it learns from the fixes and the
+    # points it gives (docs/rules-plow.md#eta).
+    def _eta_learn(self, fx: _Fixes) -> None:
+        """Blade-down and blade-up driving of this feed, per plow, for the speeds."""
+        d = self._dispatch
+        if d is None or not self.registry.zones:
+            return
+        self._eta.start(d.id)
+        k = np.flatnonzero(fx.connected & (fx.t[:-1] >= d.start_ms))
+        kmh = fx.seg_len[k] / np.maximum(fx.dt_ms[k], 1) * 3600.0
+        blade = fx.plowing[k] & (kmh >= 2.0)
+        transit = ~fx.plowing[k] & (fx.away[k] | fx.away[k + 1]) & (kmh >= 15.0)
+        n = len(fx.names)
+        sums = [
+            np.bincount(fx.dev[k], weights=np.where(sel, w, 0.0), minlength=n)
+            for sel in (blade, transit)
+            for w in (fx.seg_len[k], fx.dt_ms[k] / 1000.0)
+        ]
+        for i, name in enumerate(fx.names):
+            self._eta.learn(name, *(float(a[i]) for a in sums))
+
+    def _eta_points(self, now_ms: int, out: Output) -> None:
+        """segment_eta and zone_eta every ETA_EVERY_MIN during a dispatch."""
+        d = self._dispatch
+        st = self._eta
+        if d is None or not self.registry.zones:
+            return
+        st.start(d.id)
+        if st.last_eval_ms >= 0 and now_ms - st.last_eval_ms < eta_mod.EVERY_MS:
+            return
+        st.last_eval_ms = now_ms
+        if self._graph_cache is None:
+            self._graph_cache = RoadGraph(self.registry.routes)
+        geo = self._geo
+        vehicles = {
+            name: eta_mod.Vehicle(
+                p.t,
+                geo.lon0 + p.x / geo.kx,
+                geo.lat0 + p.y / geo.ky,
+                p.away,
+                p.back_ms is not None and p.back_ms >= d.start_ms,
+                p.slow_start,
+            )
+            for name, p in self._plows.items()
+            if p.t >= 0
+        }
+        covered = {
+            sid: float(np.count_nonzero(~np.isnan(a.t))) / len(a.t) for sid, a in self._acc.items()
+        }
+        silent = {n: self.params("plow", n).silent_min * MINUTE_MS for n in vehicles}
+        segs, zones = eta_mod.estimate(
+            self.registry, self._graph_cache, st, now_ms=now_ms, dispatch_start_ms=d.start_ms,
+            plowed=d.plowed, covered=covered, vehicles=vehicles, silent_ms=silent,
+        )  # fmt: skip
+        self._eta_write(d.id, now_ms, segs, zones, out)
+
+    def _eta_ended(self, d: _Dispatch, end: int, out: Output) -> None:
+        """The dispatch ended: what is still unplowed is not expected any more."""
+        if not self.registry.zones:
+            return
+        segs = [
+            eta_mod.SegmentEta(s, z.id, "done" if s in d.plowed else "ended", "", "")
+            for z in self.registry.zones.values()
+            for s in z.segments
+        ]
+        self._eta_write(d.id, end, segs, [], out)
+
+    def _eta_write(
+        self,
+        dispatch_id: str,
+        when: int,
+        segs: list[eta_mod.SegmentEta],
+        zones: list[eta_mod.ZoneEta],
+        out: Output,
+    ) -> None:
+        for e in segs:
+            out.point(
+                SEGMENT_ETA,
+                {"segment": e.segment, "zone": e.zone},
+                {
+                    "state": e.state,
+                    "reason": e.reason,
+                    "plow": e.plow,
+                    "eta_s": e.eta_ms // 1000,
+                    "early_s": e.early_ms // 1000,
+                    "late_s": e.late_ms // 1000,
+                    "dispatch_id": dispatch_id,
+                },
+                when,
+            )
+        for z in zones:
+            out.point(
+                ZONE_ETA,
+                {"zone": z.zone, "contractor": z.contractor},
+                {
+                    "remaining_segments": z.remaining,
+                    "remaining_km": round(z.remaining_m / 1000.0, 3),
+                    "unknown_segments": z.unknown,
+                    "finish_s": z.finish_ms // 1000,
+                    "finish_late_s": z.finish_late_ms // 1000,
+                    "dispatch_id": dispatch_id,
+                },
+                when,
+            )
 
 
 # ---------------------------------------------------------------------- helpers

@@ -21,6 +21,8 @@ STATION_HEALTH = "station_health"
 SEGMENT_STATUS = "segment_status"
 DISPATCH = "dispatch"
 PLOW_WORK = "plow_work"
+SEGMENT_ETA = "segment_eta"
+ZONE_ETA = "zone_eta"
 ALERT_TRANSITION = "alert_transition"
 RULES_STATS = "yukimizu_rules"
 
@@ -102,6 +104,35 @@ DERIVED: dict[str, tuple[tuple[str, ...], dict[str, FieldType], str]] = {
             "dispatch_id": "str",
         },
         "a plow's work in the hour starting at the timestamp",
+    ),
+    SEGMENT_ETA: (
+        ("segment", "zone"),
+        {
+            "state": "str",
+            "reason": "str",
+            "plow": "str",
+            "eta_s": "int",
+            "early_s": "int",
+            "late_s": "int",
+            "dispatch_id": "str",
+        },
+        "during a dispatch, every few minutes: when the segment is expected to be plowed "
+        "(eta_s, band early_s–late_s, epoch seconds) as seen at the timestamp; state eta, "
+        "done (plowed in this dispatch), unknown (見込み不明; reason no_vehicle, silent, "
+        "returned, skipped, too_wide; times 0) or ended (the dispatch ended unplowed)",
+    ),
+    ZONE_ETA: (
+        ("zone", "contractor"),
+        {
+            "remaining_segments": "int",
+            "remaining_km": "float",
+            "unknown_segments": "int",
+            "finish_s": "int",
+            "finish_late_s": "int",
+            "dispatch_id": "str",
+        },
+        "a work zone's remaining work at the timestamp and its expected finish (the "
+        "latest segment ETA and its band's late end; 0 when none is known)",
     ),
     ALERT_TRANSITION: (
         ("rule", "severity", "status", "category", "subject"),

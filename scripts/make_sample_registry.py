@@ -302,16 +302,53 @@ def _polyline(rng: random.Random, a: Coord, b: Coord) -> list[Coord]:
     return points
 
 
+# Work zones (除雪工区): the Euler circuit cut into five runs of about equal length,
+# one per plow; 町直営 takes the first run (沢口 and the west), 朝日建設 the next two
+# (the centre and the south), 最上土木 the last two (the north and 大平). Each zone's
+# planned order (zone_order) is the circuit's order, a connected drive.
+ZONES = [
+    ("Z1", "第1工区 (沢口・西部)", "町直営", "P01", (0,)),
+    ("Z2", "第2工区 (中心部・南部)", "朝日建設", "P02 P03", (1, 2)),
+    ("Z3", "第3工区 (北部・大平)", "最上土木", "P04 P05", (3, 4)),
+]
+
+
+def zones() -> str:
+    rows = [[zid, name, contractor, plows] for zid, name, contractor, plows, _ in ZONES]
+    return _csv_text(["id", "name", "contractor", "plows"], rows)
+
+
+def _zone_of_run(lengths: Sequence[float]) -> list[tuple[str, int]]:
+    """(zone id, place in its planned order) of each circuit segment."""
+    total = sum(lengths)
+    runs = len([r for *_, rs in ZONES for r in rs])
+    zone_by_run = {r: zid for zid, *_, rs in ZONES for r in rs}
+    out: list[tuple[str, int]] = []
+    counts: dict[str, int] = {}
+    acc = 0.0
+    for length in lengths:
+        run = min(runs - 1, int((acc + length / 2) / total * runs))
+        acc += length
+        zid = zone_by_run[run]
+        counts[zid] = counts.get(zid, 0) + 1
+        out.append((zid, counts[zid]))
+    return out
+
+
 def routes(rng: random.Random) -> str:
     nodes = _junctions(rng)
     roads = _roads()
     depot_junction = "J10"  # on the southern ring road, near the highway
     features: list[dict[str, object]] = []
-    for n, (k, rev) in enumerate(_euler_circuit(roads, depot_junction), start=1):
+    drives: list[tuple[Road, list[Coord]]] = []
+    for k, rev in _euler_circuit(roads, depot_junction):
         road = roads[k]
         a, b = (road.b, road.a) if rev else (road.a, road.b)
-        coords = _polyline(rng, nodes[a], nodes[b])
-        length = sum(_haversine_m(p, q) for p, q in itertools.pairwise(coords))
+        drives.append((road, _polyline(rng, nodes[a], nodes[b])))
+    lengths = [sum(_haversine_m(p, q) for p, q in itertools.pairwise(c)) for _, c in drives]
+    for n, ((road, coords), length, (zone, place)) in enumerate(
+        zip(drives, lengths, _zone_of_run(lengths), strict=True), start=1
+    ):
         assert 200 <= length <= 1500, (road, length)
         features.append(
             {
@@ -320,6 +357,8 @@ def routes(rng: random.Random) -> str:
                     "segment_id": f"R{n:03d}",
                     "name": road.name,
                     "priority": road.priority,
+                    "zone": zone,
+                    "zone_order": place,
                 },
                 "geometry": {"type": "LineString", "coordinates": [list(p) for p in coords]},
             }
@@ -363,6 +402,7 @@ def generate() -> dict[str, str]:
         "meters.csv": meters(random.Random(f"{SEED}/meters")),
         "plows.csv": plows(random.Random(f"{SEED}/plows")),
         "routes.geojson": routes(random.Random(f"{SEED}/routes")),
+        "zones.csv": zones(),
     }
     _check_bbox(outputs)
     return outputs

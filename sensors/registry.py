@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Final, Literal, NoReturn, Protocol, TypeAlias
 
 from sensors.models import Kind
+from sensors.zones import RoadGraph, WorkZone, derive_order
 
 __all__ = [
     "BBox",
@@ -32,6 +33,7 @@ __all__ = [
     "RegistryError",
     "RouteSegment",
     "Station",
+    "WorkZone",
     "normalise_dev_eui",
 ]
 
@@ -177,6 +179,8 @@ class RouteSegment:
     name: str
     priority: int  # 1 = town centre / main roads first
     coords: tuple[tuple[float, float], ...]
+    zone: str | None = None  # its work zone (除雪工区), when the town has zones
+    zone_order: int | None = None  # its place in the zone's planned order, if any
 
     @property
     def length_m(self) -> float:
@@ -198,6 +202,7 @@ class Registry:
     plows: Mapping[str, Plow]
     routes: Mapping[str, RouteSegment]
     depot: tuple[float, float] | None = None  # (lon, lat)
+    zones: Mapping[str, WorkZone] = field(default_factory=dict)
     _by_id: Mapping[str, tuple[Kind, Device]] = field(init=False, repr=False, compare=False)
     _by_eui: Mapping[str, tuple[Kind, Device]] = field(init=False, repr=False, compare=False)
 
@@ -222,10 +227,17 @@ class Registry:
                         raise ValueError(f"dev_eui {eui} used twice")
                     by_eui[eui] = (kind, device)
         # Read-only views: the registry is shared between worker threads.
-        for name in ("stations", "meters", "plows", "routes"):
+        for name in ("stations", "meters", "plows", "routes", "zones"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         object.__setattr__(self, "_by_id", MappingProxyType(by_id))
         object.__setattr__(self, "_by_eui", MappingProxyType(by_eui))
+
+    def zone_of(self, segment_id: str) -> WorkZone | None:
+        """The work zone a segment belongs to, or None (no zones, or not in one)."""
+        seg = self.routes.get(segment_id)
+        if seg is None or seg.zone is None:
+            return None
+        return self.zones.get(seg.zone)
 
     def lookup(self, device_id: str) -> tuple[Kind, Device] | None:
         """The device with this id and its kind, or None if unknown."""
@@ -244,10 +256,12 @@ class Registry:
         routes: Path | None = None,
         *,
         bbox: BBox | None = None,
+        zones: Path | None = None,
     ) -> Registry:
         """Read and validate the registry files; raise RegistryError on the first problem.
 
-        With ``bbox``, every device, route point and the depot must lie inside it.
+        With ``bbox``, every device, route point and the depot must lie inside it. With
+        ``zones`` (work zones, needs ``routes``), every segment names its zone.
         """
         ids = _IdBook()
         loaded_stations = {s.id: s for s in _load_stations(stations, ids, bbox)}
@@ -257,7 +271,12 @@ class Registry:
         depot: tuple[float, float] | None = None
         if routes is not None:
             segments, depot = _load_routes(routes, bbox)
-        return cls(loaded_stations, loaded_meters, loaded_plows, segments, depot)
+        loaded_zones: dict[str, WorkZone] = {}
+        if zones is not None:
+            if routes is None:
+                raise RegistryError(zones, "work zones need a routes file")
+            loaded_zones = _load_zones(zones, routes, loaded_plows, segments, depot)
+        return cls(loaded_stations, loaded_meters, loaded_plows, segments, depot, loaded_zones)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -426,6 +445,7 @@ _METER_COLUMNS: Final = (
     "register_unit", "watched", "dev_eui",
 )  # fmt: skip
 _PLOW_COLUMNS: Final = ("id", "name", "contractor", "dev_eui")
+_ZONE_COLUMNS: Final = ("id", "name", "contractor", "plows")
 
 
 def _load_stations(path: Path, ids: _IdBook, bbox: BBox | None) -> Iterator[Station]:
@@ -488,6 +508,94 @@ def _load_plows(path: Path, ids: _IdBook) -> Iterator[Plow]:
             contractor=row.text("contractor"),
             dev_eui=row.dev_eui(ids),
         )
+
+
+def _load_zones(
+    path: Path,
+    routes: Path,
+    plows: Mapping[str, Plow],
+    segments: Mapping[str, RouteSegment],
+    depot: tuple[float, float] | None,
+) -> dict[str, WorkZone]:
+    """zones.csv (``id,name,contractor,plows``; plows space-separated) checked against
+    the plows and the segments' ``zone`` / ``zone_order`` properties."""
+    rows = _zone_rows(path, plows)
+    index = {sid: n for n, sid in enumerate(segments)}  # feature order, for errors
+    members: dict[str, list[RouteSegment]] = {z: [] for z in rows}
+    for seg in segments.values():
+        where = index[seg.id]
+        if seg.zone is None:
+            raise RegistryError(
+                routes, "missing: every segment needs a work zone", feature=where, column="zone"
+            )
+        if seg.zone not in rows:
+            raise RegistryError(
+                routes, f"{seg.zone!r} is not a zone in {path}", feature=where, column="zone"
+            )
+        members[seg.zone].append(seg)
+    graph = RoadGraph(segments)
+    out: dict[str, WorkZone] = {}
+    for zone_id, (name, contractor, vehicles) in rows.items():
+        segs = members[zone_id]
+        if not segs:
+            raise RegistryError(path, f"zone {zone_id!r} has no route segments", column="id")
+        planned = _planned_order(routes, zone_id, segs, index)
+        order = planned if planned is not None else derive_order(segs, graph, depot)
+        out[zone_id] = WorkZone(zone_id, name, contractor, vehicles, order, planned is not None)
+    return out
+
+
+def _zone_rows(
+    path: Path, plows: Mapping[str, Plow]
+) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """zone id → (name, contractor, plows) from zones.csv."""
+    rows: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+    ids = _IdBook()
+    plow_zone: dict[str, str] = {}
+    for row in _read_csv(path, _ZONE_COLUMNS):
+        zone_id = row.device_id(ids)
+        contractor = row.text("contractor")
+        vehicles = tuple(row.raw("plows").replace(",", " ").split())
+        for v in vehicles:
+            plow = plows.get(v)
+            if plow is None:
+                row.fail("plows", f"{v!r} is not a plow in the plows file")
+            if plow.contractor != contractor:
+                row.fail("plows", f"{v!r} belongs to {plow.contractor!r}, not to {contractor!r}")
+            if v in plow_zone:
+                row.fail("plows", f"{v!r} already plows zone {plow_zone[v]!r}")
+            plow_zone[v] = zone_id
+        rows[zone_id] = (row.text("name"), contractor, vehicles)
+    return rows
+
+
+def _planned_order(
+    routes: Path, zone_id: str, segs: list[RouteSegment], index: Mapping[str, int]
+) -> tuple[str, ...] | None:
+    """The zone's order by ``zone_order``, or None when none of its segments has one."""
+    ordered = [s for s in segs if s.zone_order is not None]
+    if not ordered:
+        return None
+    if len(ordered) < len(segs):
+        lacking = next(s for s in segs if s.zone_order is None)
+        raise RegistryError(
+            routes,
+            f"zone {zone_id!r} has a planned order, so {lacking.id!r} needs one too",
+            feature=index[lacking.id],
+            column="zone_order",
+        )
+    seen: dict[int, str] = {}
+    for s in ordered:
+        n = s.zone_order or 0
+        if n in seen:
+            raise RegistryError(
+                routes,
+                f"{n} already used by {seen[n]!r} in zone {zone_id!r}",
+                feature=index[s.id],
+                column="zone_order",
+            )
+        seen[n] = s.id
+    return tuple(seen[n] for n in sorted(seen))
 
 
 # --------------------------------------------------------------------------- GeoJSON
@@ -575,7 +683,20 @@ def _route_segment(
     if not isinstance(coords, list) or len(coords) < 2:
         raise fail("a LineString needs at least two positions")
     points = tuple(_position(p, bbox, fail) for p in coords)
-    return RouteSegment(segment_id, name.strip(), priority, points)
+    zone = props.get("zone")
+    if zone is not None and (not isinstance(zone, str) or not zone.strip()):
+        raise fail(f"{zone!r} is not a zone id", "zone")
+    order = props.get("zone_order")
+    if order is not None and (not isinstance(order, int) or isinstance(order, bool) or order < 1):
+        raise fail(f"{order!r} is not a whole number >= 1", "zone_order")
+    return RouteSegment(
+        segment_id,
+        name.strip(),
+        priority,
+        points,
+        zone.strip() if isinstance(zone, str) else None,
+        order,
+    )
 
 
 def _position(

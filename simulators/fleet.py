@@ -1,11 +1,14 @@
 """Plow trips: what each plow truly does after a dispatch (the world, not the GPS).
 
-A trip is planned once, deterministically: warm up at the depot, take the yard's
-access road to the network, then for each assigned segment drive (blade up, at
-transit speed) the shortest way to whichever end is nearer and plow it (blade down,
-7–13 km/h), perhaps stop for a while (a stuck car, a break: 4–20 min, so some are
-"idle" by the 10-minute rule of docs/domain.md#idle), and finally drive back and park. The
-blade-down passes are the ground truth for "segment plowed at".
+A dispatch hands each plow its work zone's dispatched segments, in the zone's plowing
+order, split between the zone's dispatched vehicles (:func:`assign_segments`,
+docs/rules-plow.md#work-zones). A trip is planned once, deterministically: warm up
+at the depot, take the yard's access road to the network, then for each assigned
+segment drive (blade up, at transit speed) the shortest way to whichever end is
+nearer and plow it (blade down, 7–13 km/h), perhaps stop for a while (a stuck car, a
+break: 4–20 min, so some are "idle" by the 10-minute rule of docs/domain.md#idle),
+and finally drive back and park. The blade-down passes are the ground truth for
+"segment plowed at".
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from sensors.zones import WorkZone, split_runs
 from simulators.roads import Node, Polyline, RoadNetwork
 from simulators.seeding import geometric_gap, rng_for
 
@@ -24,6 +28,7 @@ __all__ = [
     "SegmentPass",
     "Stop",
     "Trip",
+    "assign_segments",
     "plan_dispatch",
     "plan_trip",
     "split_segments",
@@ -126,6 +131,42 @@ def split_segments(
         chunks[k].append(sid)
         acc += length
     return [tuple(c) for c in chunks]
+
+
+def assign_segments(
+    network: RoadNetwork,
+    zones: Mapping[str, WorkZone],
+    plows: Sequence[str],
+    segment_ids: Sequence[str],
+) -> list[tuple[str, tuple[str, ...]]]:
+    """(plow, its segments in driving order) for one dispatch.
+
+    Without zones: the segment list cut into contiguous runs, one per plow. With zones:
+    each zone's dispatched segments in the zone's order, split between its dispatched
+    vehicles (``split_runs``); segments in no zone, or in a zone none of whose
+    vehicles is out, go one by one to the plow with the least work so far (応援).
+    """
+    if not zones:
+        return list(zip(plows, split_segments(network, segment_ids, len(plows)), strict=True))
+    length = {s: seg.length_m for s, seg in network.segments.items()}
+    wanted = set(segment_ids)
+    out: dict[str, list[str]] = {p: [] for p in plows}
+    placed: set[str] = set()
+    orphans: list[str] = []
+    for zone in zones.values():
+        segs = [s for s in zone.segments if s in wanted]
+        placed.update(segs)
+        vehicles = [p for p in zone.plows if p in out]
+        if not vehicles:
+            orphans += segs
+            continue
+        for plow, run in zip(vehicles, split_runs(segs, length, len(vehicles)), strict=True):
+            out[plow] += run
+    orphans += [s for s in segment_ids if s not in placed]
+    for sid in orphans:
+        plow = min(plows, key=lambda p: (sum(length[s] for s in out[p]), p))
+        out[plow].append(sid)
+    return [(p, tuple(out[p])) for p in plows]
 
 
 class _Planner:
@@ -240,18 +281,19 @@ def plan_dispatch(
     plows: Sequence[str],
     segment_ids: Sequence[str],
     busy_until: Mapping[str, int],
+    zones: Mapping[str, WorkZone],
     seed: int,
     idle_probability: float,
     gps_gap_rate: float,
     gps_invalid_rate: float,
     fix_s: int,
 ) -> list[Trip]:
-    """Split the segments between the plows and plan each plow's trip.
+    """Split the segments between the plows (by work zone) and plan each plow's trip.
 
     A plow still out on an earlier trip starts a minute after it is back.
     """
     trips = []
-    for plow, chunk in zip(plows, split_segments(network, segment_ids, len(plows)), strict=True):
+    for plow, chunk in assign_segments(network, zones, plows, segment_ids):
         if not chunk:
             continue
         start = max(at, busy_until[plow] + 60) if plow in busy_until else at

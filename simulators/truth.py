@@ -4,7 +4,9 @@ Files in the truth directory (times ISO 8601 UTC; intervals are [start, end)):
 
 ``truth.json``
     The scenario, storms (with each station's true total), dispatches and plow trips
-    (segments, plowed/transit km, idle stops), leaks, every fault (injected by the
+    (zone, segments in driving order, plowed/transit km, idle stops), the work zones
+    (vehicles, plowing order, and per dispatch the order and times their segments
+    were really plowed in), leaks, every fault (injected by the
     scenario or drawn at random: spikes, dropouts, GPS gaps and invalid fixes),
     meters (profile, register unit, digits, rollover) and conventions.
 ``snow_hourly.csv``
@@ -20,7 +22,8 @@ Files in the truth directory (times ISO 8601 UTC; intervals are [start, end)):
 ``leaks.csv``
     ``meter,kind,start,end,rate_lph``: true leak and burst intervals.
 ``plow_segments.csv``
-    ``plow,segment_id,start,end,direction,length_m``: blade-down passes.
+    ``plow,segment_id,start,end,direction,length_m,zone``: blade-down passes (``zone``:
+    the segment's work zone, empty without zones).
 ``faults.csv``
     ``device,kind,fault,start,end,source,detail``.
 """
@@ -76,8 +79,10 @@ def _trip_doc(world: World, trip: Trip) -> dict[str, Any]:
                 "lon": round(lon, 6),
             }
         )
+    zone = next((z.id for z in world.registry.zones.values() if trip.plow in z.plows), None)
     return {
         "plow": trip.plow,
+        "zone": zone,
         "dispatched_at": iso(trip.dispatched_at),
         "leave_depot": iso(trip.start),
         "back_at_depot": iso(trip.end),
@@ -124,6 +129,7 @@ def truth_document(world: World, fmt: str) -> dict[str, Any]:
             for x in world.leaks
         ],
         "faults": [_fault_doc(f) for f in world.faults],
+        "zones": _zones_doc(world),
         "registry": {
             "stations": len(reg.stations),
             "meters": len(reg.meters),
@@ -132,6 +138,43 @@ def truth_document(world: World, fmt: str) -> dict[str, Any]:
         },
         "files": list(TRUTH_FILES),
     }
+
+
+def _zones_doc(world: World) -> dict[str, Any]:
+    """Each work zone: its vehicles and plowing order, and per dispatch the real order
+    of its segments' first blade-down passes with their times."""
+    out: dict[str, Any] = {}
+    trips = world.all_trips()
+    for zid, zone in sorted(world.registry.zones.items()):
+        members = set(zone.segments)
+        plowed = []
+        for d in world.dispatches:
+            first: dict[str, tuple[int, int, str]] = {}
+            for trip in trips:
+                if trip.dispatched_at != d.at:
+                    continue
+                for p in trip.passes:
+                    if p.segment in members and p.segment not in first:
+                        first[p.segment] = (p.start, p.end, p.plow)
+            if first:
+                plowed.append(
+                    {
+                        "dispatched_at": iso(d.at),
+                        "segments": [
+                            {"segment": sid, "start": iso(a), "end": iso(b), "plow": plow}
+                            for sid, (a, b, plow) in sorted(first.items(), key=lambda kv: kv[1])
+                        ],
+                    }
+                )
+        out[zid] = {
+            "name": zone.name,
+            "contractor": zone.contractor,
+            "plows": list(zone.plows),
+            "order": list(zone.segments),
+            "planned_order": zone.planned,
+            "plowed": plowed,
+        }
+    return out
 
 
 def _scenario_doc(world: World, fmt: str) -> dict[str, Any]:
@@ -238,8 +281,9 @@ def write_truth(world: World, directory: Path, fmt: str) -> list[Path]:
         (p for trips in world.trips.values() for t in trips for p in t.passes),
         key=lambda p: (p.start, p.plow),
     )
+    reg = world.registry
     files["plow_segments.csv"] = _csv(
-        ("plow", "segment_id", "start", "end", "direction", "length_m"),
+        ("plow", "segment_id", "start", "end", "direction", "length_m", "zone"),
         (
             (
                 p.plow,
@@ -248,6 +292,7 @@ def write_truth(world: World, directory: Path, fmt: str) -> list[Path]:
                 iso(p.end),
                 "forward" if p.forward else "reverse",
                 p.length_m,
+                reg.routes[p.segment].zone or "",
             )
             for p in passes
         ),

@@ -486,6 +486,7 @@ def _plan_trips(
             plows=d.plows,
             segment_ids=d.segments,
             busy_until=busy,
+            zones=registry.zones,
             seed=scenario.seed,
             idle_probability=sensors.idle_probability,
             gps_gap_rate=sensors.gps_gap_rate,

@@ -1,7 +1,7 @@
 """Grafana dashboards: the committed JSON is the generator's, it is well-formed, and
 every query runs against a real InfluxDB filled the way production fills it.
 
-The data: the heavy-snow-night and watched-household-leak scenarios through ingest's
+The data: the storm-morning-fleet and watched-household-leak scenarios through ingest's
 processor (devtools.rulelab), the rules engine's derived series from a backtest of
 every registered family, one live engine cycle (its ``yukimizu_rules`` statistics)
 and a real ingest's own metrics for a few seconds. Grafana's macros are substituted
@@ -46,7 +46,7 @@ from rules.sources import RecordedSource
 from rules.state import SqliteState
 from tests.conftest import REPO, SAMPLE_CONFIG, make_config, running_ingest, wait_for
 
-SCENARIOS = ("heavy-snow-night", "watched-household-leak")
+SCENARIOS = ("storm-morning-fleet", "watched-household-leak")
 DAY_MS = 86_400_000
 
 

@@ -20,6 +20,7 @@ from devtools.localstack import InfluxDB1
 from publicpage.build import FEED, STATUS, write_atomic
 from publicpage.config import load_public_config
 from publicpage.snapshot import BANDS, NotAllowedError, band_for, select
+from rules.engine import ENCODER
 from rules.schema import ALERT_TRANSITION, WATER_HOURLY, WATER_NIGHT, WATER_STATE
 from sensors.schema import WATER
 from tests.conftest import REPO
@@ -305,3 +306,79 @@ def test_cli_build_at_a_time(influx: InfluxDB1, synthetic_db: str, tmp_path: Pat
         check=False,
     )
     assert bad.returncode == 2 and "needs a UTC offset" in bad.stderr
+
+
+# --------------------------------------------------------------------------- ETA
+
+MIN = 60_000
+
+# segment → (state, minutes from AT to the ETA, minutes the point is older than AT)
+ETAS: dict[str, tuple[str, int, int]] = {
+    "R011": ("eta", 10, 3),  # まもなく
+    "R012": ("eta", 45, 3),  # 1時間以内
+    "R013": ("eta", 120, 3),  # 本日の予定 10:30頃
+    "R014": ("unknown", 0, 3),  # 見込み不明
+    "R015": ("done", 0, 3),  # plowed in this dispatch: no ETA
+    "R016": ("eta", 120, 30),  # an old point: not shown
+    "R017": ("eta", 16 * 60, 3),  # after midnight: another day
+}
+
+
+def eta_lines(at_ms: int) -> list[str]:
+    lines = []
+    for seg, (state, ahead, age) in ETAS.items():
+        eta = (at_ms + ahead * MIN) // 1000 if state == "eta" else 0
+        lines.append(
+            ENCODER.encode(
+                "segment_eta",
+                {"segment": seg, "zone": "Z2"},
+                {
+                    "state": state,
+                    "reason": "no_vehicle" if state == "unknown" else "",
+                    "plow": "P02",
+                    "eta_s": eta,
+                    "early_s": eta - 600 if eta else 0,
+                    "late_s": eta + 1200 if eta else 0,
+                    "dispatch_id": "20260127-0300",
+                },
+                at_ms - age * MIN,
+            )
+        )
+    return lines
+
+
+@pytest.fixture(scope="module")
+def eta_site(influx: InfluxDB1, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    db = f"publiceta{os.getpid()}"
+    influx.create_database(db)
+    influx.write(synthetic_lines(registry()) + eta_lines(AT_MS), db)
+    return build_site(influx, db, tmp_path_factory.mktemp("eta"), AT_MS)
+
+
+def test_each_segment_says_when_it_will_be_plowed(eta_site: Site) -> None:
+    segs = _by_kind(_feed(eta_site), "segment")
+    got = {k: (segs[k]["properties"]["eta"], segs[k]["properties"]["eta_label"]) for k in ETAS}
+    assert got == {
+        "R011": ("soon", "まもなく"),
+        "R012": ("hour", "1時間以内"),
+        "R013": ("later", "本日の予定 10:30頃"),
+        "R014": ("unknown", "見込み不明"),
+        "R015": (None, ""),
+        "R016": (None, ""),
+        "R017": ("later", "1月28日 00:30頃の予定"),
+    }
+    # the band in words too (rounded to 5 minutes): 10:30 − 10 min … + 20 min
+    assert segs["R013"]["properties"]["eta_range"] == "10:20〜10:50"
+    assert segs["R014"]["properties"]["eta_range"] == ""
+    # no ETA where none was written
+    assert segs["R020"]["properties"]["eta"] is None
+    status = json.loads((eta_site.out / STATUS).read_bytes())
+    by_id = {s["id"]: s for s in status["segments"]}
+    assert by_id["R012"]["eta_label"] == "1時間以内"
+
+
+def test_eta_fields_are_allow_listed_only() -> None:
+    # which plow, the reason and the dispatch stay in the town's database
+    for name in ("plow", "reason", "dispatch_id"):
+        with pytest.raises(NotAllowedError):
+            select("segment_eta", [name], 0, 1)

@@ -8,7 +8,9 @@ checked against the scenario's ground truth (plow_segments.csv)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,7 +21,7 @@ import pytest
 
 from devtools import rulelab
 from devtools.localstack import InfluxDB1
-from publicpage.snapshot import BAND_BY_KEY, band_for
+from publicpage.snapshot import BAND_BY_KEY, JST, band_for
 from rules import families
 from rules.config import load_rules_config
 from rules.engine import ENCODER
@@ -285,3 +287,67 @@ def test_real_chain_colours_follow_the_truth(
         notice = stale_notice(driver)
         assert notice is not None and "最新ではない" in notice
         assert console_problems(driver) == []
+
+
+ETA_AT = "2026-01-27T02:45:00+09:00"  # all five plows out since 02:30
+ETA_WORDS = re.compile(r"除雪見込み: (まもなく|1時間以内|本日の予定 \d\d:\d\d頃|見込み不明)$")
+
+
+def truth_next_plowed(truth_dir: Path, at_ms: int) -> dict[str, int]:
+    """segment → end of its first blade-down pass ending after at_ms in the same night
+    (within 4 h; the truth)."""
+    nxt: dict[str, int] = {}
+    with (truth_dir / "plow_segments.csv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            end = _ms(row["end"].replace("Z", "+00:00"))
+            if at_ms < end <= at_ms + 4 * HOUR:
+                nxt[row["segment_id"]] = min(end, nxt.get(row["segment_id"], end))
+    return nxt
+
+
+def test_real_chain_says_when_each_road_will_be_plowed(
+    driver: Any, influx: InfluxDB1, chain_db: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Mid-dispatch at phone width: every road still to be plowed says when, in words
+    (not colour alone) in the list and its popup, and the band it gives holds the
+    truth for most of them."""
+    db, truth = chain_db
+    at = _ms(ETA_AT)
+    site = build_site(influx, db, tmp_path / "eta", at)
+    upcoming = truth_next_plowed(truth, at)
+    with serving(site.out) as server:
+        open_page(driver, f"http://127.0.0.1:{server.server_port}/", now_ms=at + 60_000, phone=True)
+        assert console_problems(driver) == []
+        items: dict[str, dict[str, str]] = driver.execute_script(
+            "var out = {};"
+            "document.querySelectorAll('#segment-list li').forEach(function (li) {"
+            "  out[li.getAttribute('data-segment')] = {text: li.textContent,"
+            "    eta: li.getAttribute('data-eta') || ''}; });"
+            "return out;"
+        )
+        ahead = {s: t for s, t in upcoming.items() if t - at > 10 * 60_000}
+        assert len(ahead) >= 10, ahead
+        kinds = set()
+        for seg in ahead:
+            text = items[seg]["text"]
+            words = text.split(" — ")[-1]
+            assert ETA_WORDS.fullmatch(words), (seg, text)
+            kinds.add(items[seg]["eta"])
+        # five plows clear the town within the hour: mostly まもなく here (the other
+        # words are checked on written points in tests/test_public.py)
+        assert kinds and kinds <= {"soon", "hour", "later", "unknown"}, kinds
+        # the popup says it too, with the band as clock times
+        seg = min(ahead, key=lambda s: ahead[s])
+        assert re.search(r"除雪見込み: .+（\d\d:\d\d〜\d\d:\d\d）", popup_text(driver, seg))
+    feed = json.loads((site.out / "data" / "feed.geojson").read_bytes())
+    bands = {
+        f["properties"]["id"]: f["properties"]["eta_range"]
+        for f in feed["features"]
+        if f["properties"]["kind"] == "segment"
+    }
+    inside = 0
+    for seg, t in ahead.items():
+        lo, hi = bands[seg].split("〜")
+        hhmm = datetime.fromtimestamp(t / 1000, JST).strftime("%H:%M")
+        inside += lo <= hhmm <= hi
+    assert inside / len(ahead) >= 0.8, (inside, len(ahead))

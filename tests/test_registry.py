@@ -31,16 +31,17 @@ CONFIG = ROOT / "config"
 # The town's bounding box as in the sample config (see scripts/make_sample_registry.py).
 TOWN = BBox(lat_min=38.355, lat_max=38.405, lon_min=140.165, lon_max=140.235)
 
-NAMES = ("stations.csv", "meters.csv", "plows.csv", "routes.geojson")
+NAMES = ("stations.csv", "meters.csv", "plows.csv", "routes.geojson", "zones.csv")
 
 
-def load(folder: Path, *, bbox: BBox | None = TOWN) -> Registry:
+def load(folder: Path, *, bbox: BBox | None = TOWN, zones: bool = True) -> Registry:
     return Registry.load(
         folder / "stations.csv",
         folder / "meters.csv",
         folder / "plows.csv",
         folder / "routes.geojson",
         bbox=bbox,
+        zones=folder / "zones.csv" if zones else None,
     )
 
 
@@ -348,7 +349,7 @@ def test_excel_bom_blank_lines_and_whitespace(files: Path) -> None:
         "P02,除雪2号車,朝日建設,\r\n"
     )
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    registry = load(files)
+    registry = load(files, zones=False)  # P03-P05 are gone, and so are their zones
     assert registry.plows["P01"] == Plow("P01", "除雪1号車", "町直営", "0004a39df1ec229b")
     assert registry.plows["P02"].dev_eui is None
     assert list(registry.plows) == ["P01", "P02"]
@@ -478,3 +479,129 @@ def test_invalid_json_names_the_line(files: Path) -> None:
     error = load_error(files)
     assert error.line == 3
     assert "invalid JSON" in str(error)
+
+
+# --------------------------------------------------------------------------- work zones
+
+
+def test_sample_zones(sample: Registry) -> None:
+    """Every segment in exactly one zone; each zone's vehicles are its contractor's and
+    its planned order is a connected drive (each segment starts where the last ended)."""
+    assert sorted(sample.zones) == ["Z1", "Z2", "Z3"]
+    seen: list[str] = []
+    for zone in sample.zones.values():
+        assert zone.planned
+        assert zone.plows, zone.id
+        for plow in zone.plows:
+            assert sample.plows[plow].contractor == zone.contractor
+        for a, b in itertools.pairwise(zone.segments):
+            assert sample.routes[a].coords[-1] == sample.routes[b].coords[0], (a, b)
+        seen += zone.segments
+    assert sorted(seen) == sorted(sample.routes)
+    z = sample.zone_of("R020")
+    assert z is not None and z.id == "Z2" and z.plows == ("P02", "P03")
+    assert sample.zone_of("nope") is None
+
+
+def test_zones_are_optional(files: Path) -> None:
+    registry = Registry.load(
+        files / "stations.csv", files / "meters.csv", files / "plows.csv", files / "routes.geojson"
+    )
+    assert registry.zones == {}
+    assert registry.zone_of("R001") is None
+
+
+def test_zone_without_planned_order_is_derived(files: Path) -> None:
+    """Without zone_order: priority 1 first, nearest by road from the depot next."""
+
+    def drop(doc: Any) -> None:
+        for f in doc["features"]:
+            if f["properties"].get("zone") == "Z2":
+                del f["properties"]["zone_order"]
+
+    edit_routes(files, drop)
+    registry = load(files)
+    zone = registry.zones["Z2"]
+    assert not zone.planned
+    assert sorted(zone.segments) == sorted(registry.zones["Z2"].segments)
+    assert len(zone.segments) == 18
+    priorities = [registry.routes[s].priority for s in zone.segments]
+    assert priorities == sorted(priorities)  # main roads first
+    # the first is the priority-1 segment nearest the depot by road
+    first = registry.routes[zone.segments[0]]
+    assert first.priority == 1
+    assert registry.zones["Z1"].planned  # the other zones keep theirs
+
+
+@pytest.mark.parametrize(
+    ("cell", "value", "problem"),
+    [
+        ("plows", "P02 P99", "'P99' is not a plow"),
+        ("plows", "P04", "'P04' belongs to '最上土木', not to '朝日建設'"),
+        ("plows", "P02 P02", "'P02' already plows zone 'Z2'"),
+        ("id", "Z 2", "may only contain"),
+        ("name", "", "empty"),
+    ],
+)
+def test_bad_zone_row(files: Path, cell: str, value: str, problem: str) -> None:
+    edit_cell(files / "zones.csv", 3, cell, value)
+    error = load_error(files)
+    assert (error.path, error.line, error.column) == (str(files / "zones.csv"), 3, cell)
+    assert problem in str(error)
+
+
+def test_zone_plow_in_two_zones(files: Path) -> None:
+    edit_cell(files / "zones.csv", 4, "contractor", "朝日建設")
+    edit_cell(files / "zones.csv", 4, "plows", "P03")
+    error = load_error(files)
+    assert (error.line, error.column) == (4, "plows")
+    assert "'P03' already plows zone 'Z2'" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(None, "every segment needs a work zone"), ("Z9", "'Z9' is not a zone"), ("", "not a zone")],
+)
+def test_segment_bad_zone(files: Path, value: object, problem: str) -> None:
+    def change(doc: Any) -> None:
+        props = doc["features"][5]["properties"]
+        if value is None:
+            del props["zone"]
+        else:
+            props["zone"] = value
+
+    path = edit_routes(files, change)
+    error = load_error(files)
+    assert (error.path, error.feature, error.column) == (str(path), 5, "zone")
+    assert problem in str(error)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (None, "has a planned order, so 'R006' needs one too"),
+        (0, "not a whole number >= 1"),
+        ("2", "not a whole number >= 1"),
+        (2, "2 already used by 'R002'"),
+    ],
+)
+def test_segment_bad_zone_order(files: Path, value: object, problem: str) -> None:
+    def change(doc: Any) -> None:
+        props = doc["features"][5]["properties"]
+        if value is None:
+            del props["zone_order"]
+        else:
+            props["zone_order"] = value
+
+    edit_routes(files, change)
+    error = load_error(files)
+    assert (error.feature, error.column) == (5, "zone_order")
+    assert problem in str(error)
+
+
+def test_zone_without_segments(files: Path) -> None:
+    with (files / "zones.csv").open("a", encoding="utf-8") as fh:
+        fh.write("Z4,第4工区,町直営,\n")
+    error = load_error(files)
+    assert error.column == "id"
+    assert "zone 'Z4' has no route segments" in str(error)

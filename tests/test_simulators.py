@@ -36,6 +36,7 @@ from ingest.pipeline import Limits, Processor
 from sensors.models import corrected_distance_mm
 from sensors.registry import Registry
 from simulators import cli
+from simulators.fleet import assign_segments
 from simulators.formats import WIRE_FORMATS, WireFormat
 from simulators.roads import RoadNetwork
 from simulators.run import Progress, publish_scenario, run, warn_future, write_jsonl
@@ -824,3 +825,54 @@ def test_long_lpwa_backlog_is_split(registry: Registry) -> None:
     assert max(m.readings for m in decoded.messages) == 48  # two days per message
     assert max(len(m.payload) for m in decoded.messages) < 64 * 1024
     assert len(decoded.series("water_meter", "M001")) >= 6 * 24  # the backlog arrives late
+
+
+def test_plows_work_their_zone_in_order(registry: Registry, tmp_path: Path) -> None:
+    """The storm morning: each plow plows only its zone's segments, in the zone's
+    order, the zone's vehicles each taking one contiguous run; truth.json says so."""
+    sim = Simulation(scenario("storm-morning-fleet"), registry)
+    world = sim.world
+    write_truth(world, tmp_path, sim.format)
+    doc = json.loads((tmp_path / "truth.json").read_text())
+    assert sorted(doc["zones"]) == ["Z1", "Z2", "Z3"]
+    first, second = world.dispatches
+    for zid, zone in registry.zones.items():
+        truth = doc["zones"][zid]
+        assert truth["order"] == list(zone.segments)
+        assert truth["plows"] == list(zone.plows)
+        # the full dispatch: every segment of the zone, by the zone's own vehicles,
+        # each vehicle's passes following the planned order
+        night = next(p for p in truth["plowed"] if p["dispatched_at"] == iso(first.at))
+        assert sorted(s["segment"] for s in night["segments"]) == sorted(zone.segments)
+        runs: dict[str, list[str]] = defaultdict(list)
+        for s in night["segments"]:
+            assert s["plow"] in zone.plows, (zid, s)
+            runs[s["plow"]].append(s["segment"])
+        joined = [sid for plow in zone.plows for sid in runs[plow]]
+        assert joined == list(zone.segments), zid
+    # 08:00, P01 and P02 on the priority-1 streets: each only on its own zone's streets
+    morning = [t for t in world.all_trips() if t.dispatched_at == second.at]
+    assert {t.plow for t in morning} == {"P01", "P02"}
+    for trip in morning:
+        zone = next(z for z in registry.zones.values() if trip.plow in z.plows)
+        assert set(trip.segments) <= set(zone.segments)
+        positions = [zone.segments.index(s) for s in trip.segments]
+        assert positions == sorted(positions)
+    assert {s for t in morning for s in t.segments} == set(second.segments)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "plow_segments.csv").read_text())))
+    assert all(r["zone"] == registry.routes[r["segment_id"]].zone for r in rows)
+
+
+def test_segments_of_a_zone_without_its_vehicle_go_to_the_least_loaded_plow(
+    registry: Registry,
+) -> None:
+    """Only P01 (zone Z1) out for the whole town: Z1 in its order first, then the other
+    zones' segments (応援) in their zones' order."""
+    network = RoadNetwork(registry.routes, registry.depot)
+    ((plow, segs),) = assign_segments(network, registry.zones, ["P01"], sorted(registry.routes))
+    assert plow == "P01"
+    z1, z2, z3 = (registry.zones[z].segments for z in ("Z1", "Z2", "Z3"))
+    assert segs == z1 + z2 + z3
+    two = dict(assign_segments(network, registry.zones, ["P01", "P04"], sorted(registry.routes)))
+    assert two["P01"][: len(z1)] == z1 and two["P04"][: len(z3)] == z3
+    assert sorted(two["P01"] + two["P04"]) == sorted(registry.routes)

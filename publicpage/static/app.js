@@ -74,6 +74,11 @@
     if (p.last_plowed && p.inferred) { line.appendChild(el("span", "（推定）", "inferred")); }
     div.appendChild(line);
     div.appendChild(el("div", p.band_label));
+    if (p.eta_label) {
+      // When the road will be plowed: words, with the band when there is one.
+      div.appendChild(el("div", "除雪見込み: " + p.eta_label +
+                         (p.eta_range ? "（" + p.eta_range + "）" : ""), "eta eta-" + p.eta));
+    }
     return div;
   }
 
@@ -96,7 +101,10 @@
       }).bindPopup(function () { return segmentPopup(p); });
       line.addTo(layers.segments);
       state.segments[p.id] = line;
-      var item = el("li", p.name + " — " + p.band_label + (p.inferred ? "（推定）" : ""));
+      var item = el("li", p.name + " — " + p.band_label + (p.inferred ? "（推定）" : "") +
+                    (p.eta_label ? " — 除雪見込み: " + p.eta_label : ""));
+      item.setAttribute("data-segment", p.id);
+      if (p.eta) { item.setAttribute("data-eta", p.eta); }
       list.appendChild(item);
     });
   }

@@ -21,6 +21,7 @@ For native topics the format is recognised from the payload: ``{`` → native JS
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,8 +101,16 @@ def _json(payload: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         try:
             payload.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Rejected(Reason.UNDECODABLE, "payload is binary, not UTF-8 JSON text") from None
+        except UnicodeDecodeError as bad:
+            if bad.reason != "unexpected end of data":
+                raise Rejected(
+                    Reason.UNDECODABLE, "payload is binary, not UTF-8 JSON text"
+                ) from None
+            # JSON text cut off inside a multi-byte character (found by fuzzing): it is
+            # truncated JSON, not binary
+            raise Rejected(
+                Reason.INVALID_JSON, f"payload ends inside a UTF-8 character: {exc}"
+            ) from None
         raise Rejected(Reason.INVALID_JSON, str(exc)) from None
 
 
@@ -202,21 +211,41 @@ class _SenmlBase:
 
     def update(self, rec: dict[str, Any], i: int) -> float:
         """Take record ``i``'s base fields; return its time, ``bt + t`` (maybe relative)."""
-        try:
-            self.time = float(rec.get("bt", self.time))
-            self.value = float(rec.get("bv", self.value))
-            self.sum = float(rec.get("bs", self.sum))
-            t = self.time + float(rec.get("t", 0.0))
-        except (TypeError, ValueError):
-            raise Rejected(
-                Reason.VALIDATION, f"SenML record {i}: base or time not a number"
-            ) from None
+        self.time = _senml_finite(rec, "bt", self.time, i)
+        self.value = _senml_finite(rec, "bv", self.value, i)
+        self.sum = _senml_finite(rec, "bs", self.sum, i)
+        t = self.time + _senml_finite(rec, "t", 0.0, i)
+        if not math.isfinite(t):
+            raise Rejected(Reason.VALIDATION, f"SenML record {i}: bt + t is not a finite time")
         bn = rec.get("bn", self.name)
         if not isinstance(bn, str):
             raise Rejected(Reason.VALIDATION, f"SenML record {i}: bn is not a string")
         self.name = bn
-        self.unit = rec.get("bu", self.unit)
+        self.unit = _senml_unit(rec, "bu", self.unit, f"SenML record {i}")
         return t
+
+
+def _senml_finite(rec: dict[str, Any], key: str, default: float, i: int) -> float:
+    """A base or time field: a JSON number (RFC 8428 §4.2), not a string or boolean."""
+    if key not in rec:
+        return default
+    value = rec[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Rejected(
+            Reason.VALIDATION, f"SenML record {i}: {key} is not a number (got {value!r:.40})"
+        )
+    return float(value)
+
+
+def _senml_unit(rec: dict[str, Any], key: str, default: Any, where: str) -> Any:
+    """``u`` or ``bu``: a unit is a string; an object or list is refused here (it would
+    otherwise reach the unit table as an unhashable key)."""
+    unit = rec.get(key, default)
+    if unit is not None and not isinstance(unit, str):
+        raise Rejected(
+            Reason.VALIDATION, f"{where}: {key} is not a unit string (got {unit!r:.40})"
+        )
+    return unit
 
 
 def _senml_device_quantity(name: str) -> tuple[str | None, str]:
@@ -261,8 +290,13 @@ def _senml_store(
     elif quantity in _SENML_NUMERIC:
         target, units = _SENML_NUMERIC[quantity]
         raw = _senml_number(rec, base, name)
-        factor, offset = _scale(rec.get("u", base.unit), units, name)
+        unit = _senml_unit(rec, "u", base.unit, f"SenML record {name!r}")
+        factor, offset = _scale(unit, units, name)
         value = raw * factor + offset
+        if not math.isfinite(value):  # v + bv or the unit factor overflowed
+            raise Rejected(
+                Reason.VALIDATION, f"SenML record {name!r}: value overflows to {value}"
+            )
         # round away binary noise of the unit conversion (m3 → L: 1e-9 L)
         values[target] = round(value) if quantity in _SENML_INT else round(value, 6)
     # anything else is an extra the models do not keep (humidity, firmware, ...)
@@ -361,7 +395,7 @@ def _nmea_sentence(f: list[str], n: int, line: str) -> Decoded | Drop:
         return Drop.INVALID_FIX
     try:
         return Decoded(_rmc_values(f))
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, OverflowError) as exc:
         raise Rejected(Reason.NMEA, f"line {n}: {exc}: {line[:80]!r}") from None
 
 
@@ -448,7 +482,7 @@ def _best_rssi(gateways: list[Any], *keys: str) -> float | None:
 def _int_or_none(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
 

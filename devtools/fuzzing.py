@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
@@ -42,7 +42,7 @@ DROPPED: Final = "dropped"  # deliberately not written, counted (an invalid GPS 
 V: Final = str(Reason.VALIDATION)
 FORMATS: Final = ("native", "batch", "senml", "chirpstack", "ttn", "nmea")
 
-Draw = Callable[[st.SearchStrategy[Any]], Any]
+Draw = st.DrawFn
 Device = Station | Meter | Plow
 
 
@@ -229,7 +229,7 @@ def _time_text(draw: Draw, t: float) -> Any:
     return int(t * 1000)
 
 
-def _reading(
+def _reading(  # noqa: PLR0917 - a reading's coordinates
     draw: Draw, w: World, kind: str, dev: Device, t: float, senml: bool, nmea: bool = False
 ) -> Reading:
     """``nmea``: RMC's resolution (1e-4 minute, 0.1 knot) must not push a value out."""
@@ -297,11 +297,11 @@ def _wrong_value(draw: Draw, name: str) -> Any:
 def _out_of_range(draw: Draw, r: Reading, name: str) -> Any:
     """A number just or far outside field ``name``'s range (ints: also beyond int64)."""
     if name in ("seq", "quality"):
-        lo, hi = _INTS[r.kind][name]
+        ilo, ihi = _INTS[r.kind][name]
         return draw(
             st.sampled_from(
-                [lo - 1, hi + 1, INT64_MAX + 1, 2**64 - 1, INT64_MIN - 1, -(2**63)]
-            ).filter(lambda v: not lo <= v <= hi)
+                [ilo - 1, ihi + 1, INT64_MAX + 1, 2**64 - 1, INT64_MIN - 1, -(2**63)]
+            ).filter(lambda v: not ilo <= v <= ihi)
         )
     if name == "register_l":
         assert isinstance(r.device, Meter)
@@ -312,7 +312,7 @@ def _out_of_range(draw: Draw, r: Reading, name: str) -> Any:
             if name == "lat"
             else st.sampled_from([-180.001, 180.5, 1e300, -1e300])
         )
-    lo, hi = _FLOATS[r.kind].get(name) or {"distance_mm": (0, 20_000)}[name]
+    lo, hi = _range(r, name)
     return draw(
         st.one_of(
             st.sampled_from([lo - 0.001, hi + 0.001, 1.7976931348623157e308, -1e308]),
@@ -517,6 +517,17 @@ _KINDS: Final = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """What a case is built from: the world, format, kind, device and defect."""
+
+    w: World
+    fmt: str
+    kind: str
+    dev: Device
+    defect: str
+
+
 def _one(reason: Reason | str) -> frozenset[str]:
     return frozenset({str(reason)})
 
@@ -539,7 +550,7 @@ def cases(draw: Draw, w: World, defective: float = 0.7) -> Case:
         "ttn": _lora_case,
         "nmea": _nmea_case,
     }[fmt]
-    return builder(draw, w, fmt, kind, dev, defect)
+    return builder(draw, Pick(w, fmt, kind, dev, defect))
 
 
 def _field_defect(draw: Draw, r: Reading, defect: str) -> None:
@@ -572,7 +583,8 @@ def _topic(w: World, kind: str, device: str) -> str:
 _ODD_ID: Final = st.text("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-_", min_size=1, max_size=12)
 
 
-def _native_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: str) -> Case:
+def _native_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one branch per defect, a table read top to bottom
+    w, fmt, kind, dev, defect = p.w, p.fmt, p.kind, p.dev, p.defect
     t = _past(draw, w)
     if defect == "future_time":
         t = _future(draw, w)
@@ -636,7 +648,7 @@ def _native_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect:
         expect = _one(V)
     elif defect == "out_of_area":
         if kind != "plow":
-            return _native_case(draw, w, fmt, kind, dev, "none")
+            return _native_case(draw, Pick(w, fmt, kind, dev, "none"))
         doc["lat"] = draw(st.sampled_from([w.limits.lat_min - 0.01, 0.0, -45.5, 90.0]))
         expect = _one(Reason.OUT_OF_AREA)
     payload = _dumps(doc)
@@ -661,7 +673,8 @@ def _native_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect:
     return Case(fmt, defect, topic, payload, expect, 1 if expect == _one(STORED) else 0)
 
 
-def _batch_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: str) -> Case:
+def _batch_case(draw: Draw, p: Pick) -> Case:
+    w, fmt, kind, dev, defect = p.w, p.fmt, p.kind, p.dev, p.defect
     n = draw(st.integers(2, 4))
     t0 = _past(draw, w) - 3600
     readings = [_reading(draw, w, kind, dev, t0 + 600 * i, senml=False) for i in range(n)]
@@ -685,7 +698,8 @@ def _batch_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: 
     return Case(fmt, defect, _topic(w, kind, dev.id), _dumps(doc), expect, good)
 
 
-def _senml_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: str) -> Case:
+def _senml_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one branch per defect, a table read top to bottom
+    w, fmt, kind, dev, defect = p.w, p.fmt, p.kind, p.dev, p.defect
     t = _past(draw, w)
     if defect == "future_time":
         t = _future(draw, w)
@@ -761,7 +775,8 @@ def _senml_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: 
     return Case(fmt, defect, topic, payload, expect, 1 if expect == _one(STORED) else 0)
 
 
-def _lora_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: str) -> Case:
+def _lora_case(draw: Draw, p: Pick) -> Case:
+    w, fmt, kind, dev, defect = p.w, p.fmt, p.kind, p.dev, p.defect
     t = _past(draw, w)
     if defect == "future_time":
         t = _future(draw, w)
@@ -774,7 +789,7 @@ def _lora_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: s
         expect = _one(V)
     elif defect == "out_of_area":
         if kind != "plow":
-            return _lora_case(draw, w, fmt, kind, dev, "none")
+            return _lora_case(draw, Pick(w, fmt, kind, dev, "none"))
         r.values["lon"] = draw(st.sampled_from([w.limits.lon_max + 0.01, 0.0, -179.9]))
         expect = _one(Reason.OUT_OF_AREA)
     elif defect == "future_time":
@@ -810,7 +825,8 @@ def _lora_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: s
     return Case(fmt, defect, topic, payload, expect, 1 if expect == _one(STORED) else 0)
 
 
-def _nmea_case(draw: Draw, w: World, fmt: str, kind: str, dev: Device, defect: str) -> Case:
+def _nmea_case(draw: Draw, p: Pick) -> Case:
+    w, fmt, kind, dev, defect = p.w, p.fmt, p.kind, p.dev, p.defect
     n = draw(st.integers(1, 3))
     t0 = _future(draw, w) if defect == "future_time" else _past(draw, w) - 60
     readings = [_reading(draw, w, kind, dev, t0 + 5 * i, False, nmea=True) for i in range(n)]

@@ -242,9 +242,7 @@ def _senml_unit(rec: dict[str, Any], key: str, default: Any, where: str) -> Any:
     otherwise reach the unit table as an unhashable key)."""
     unit = rec.get(key, default)
     if unit is not None and not isinstance(unit, str):
-        raise Rejected(
-            Reason.VALIDATION, f"{where}: {key} is not a unit string (got {unit!r:.40})"
-        )
+        raise Rejected(Reason.VALIDATION, f"{where}: {key} is not a unit string (got {unit!r:.40})")
     return unit
 
 
@@ -294,9 +292,7 @@ def _senml_store(
         factor, offset = _scale(unit, units, name)
         value = raw * factor + offset
         if not math.isfinite(value):  # v + bv or the unit factor overflowed
-            raise Rejected(
-                Reason.VALIDATION, f"SenML record {name!r}: value overflows to {value}"
-            )
+            raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: value overflows to {value}")
         # round away binary noise of the unit conversion (m3 → L: 1e-9 L)
         values[target] = round(value) if quantity in _SENML_INT else round(value, 6)
     # anything else is an extra the models do not keep (humidity, firmware, ...)

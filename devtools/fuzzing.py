@@ -23,16 +23,23 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, Protocol
 
+import hypothesis
 import orjson
 from hypothesis import strategies as st
 
 from core import nmea
-from ingest.pipeline import Limits, Result
+from core.message import Message
+from devtools.localstack import InfluxDB1
+from devtools.processes import IngestProcess
+from ingest.deadletter import DeadLetterStore
+from ingest.pipeline import Limits, Processor, Result
 from ingest.reasons import Reason
 from sensors.models import INT64_MAX, INT64_MIN
 from sensors.registry import Meter, Plow, Registry, Station
@@ -569,7 +576,8 @@ def _field_defect(draw: Draw, r: Reading, defect: str) -> None:
 
 
 def _future(draw: Draw, w: World) -> float:
-    return w.now + w.limits.max_future_s + draw(st.floats(120, 2e9))
+    # an hour of margin: a benchmark publishes its cases minutes after generating them
+    return w.now + w.limits.max_future_s + draw(st.floats(3600, 2e9))
 
 
 def _old(draw: Draw) -> float:
@@ -951,3 +959,162 @@ def count_by(labels: Sequence[str]) -> dict[str, int]:
     for label in labels:
         out[label] = out.get(label, 0) + 1
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# --------------------------------------------------------------------------- running
+
+
+def collect(strategy: st.SearchStrategy[Case], n: int, seed: int = 0) -> list[Case]:
+    """``n`` examples of ``strategy`` as hypothesis generates them (seeded, no shrinking)."""
+    out: list[Case] = []
+
+    @hypothesis.seed(seed)
+    @hypothesis.settings(
+        max_examples=n,
+        database=None,
+        deadline=None,
+        phases=[hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(strategy)
+    def run(case: Case) -> None:
+        out.append(case)
+
+    run()
+    return out
+
+
+@dataclass
+class InProcess:
+    """What the processor made of a list of cases."""
+
+    outcomes: dict[str, int]  # outcome → count
+    per_case: list[str]  # each case's outcome, in order
+    problems: list[tuple[Case, str]]  # cases answered wrongly (a crash counts)
+    elapsed_s: float
+
+
+def run_in_process(
+    cases: Sequence[Case], registry: Registry, limits: Limits, shared: bool = False
+) -> InProcess:
+    """Each case through a fresh :class:`Processor` (no frame-counter memory between them),
+    or with ``shared`` all through one, as ingest does: a LoRaWAN uplink repeating its
+    device's last frame counter is then dropped as a retransmission before validation,
+    so only the outcomes (not the reasons) of a shared run are comparable with ingest's."""
+    outcomes: list[str] = []
+    problems: list[tuple[Case, str]] = []
+    one = Processor(registry, limits)
+    t0 = time.perf_counter()
+    for case in cases:
+        proc = one if shared else Processor(registry, limits)
+        try:
+            result = proc.process(Message(case.topic, case.payload, now()))
+        except Exception as exc:  # noqa: BLE001 - a crash is this run's figure, reported
+            problems.append((case, f"raised {type(exc).__name__}: {exc}"))
+            outcomes.append("crash")
+            continue
+        outcomes.append(outcome(result))
+        problem = check(case, result)
+        if problem:
+            problems.append((case, problem))
+    return InProcess(count_by(outcomes), outcomes, problems, time.perf_counter() - t0)
+
+
+def now() -> float:
+    return time.time()
+
+
+GOOD_MEASUREMENT: Final = "snow_depth"
+
+
+class QosPublisher(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None: ...
+
+    def close(self) -> None:
+        """Wait for every PUBACK, then disconnect."""
+
+
+@dataclass
+class BrokerRun:
+    """Cases published through a real broker into a running ingest, good readings between."""
+
+    published: int  # cases + good readings, all acknowledged by the broker
+    good: int
+    good_stored: int  # distinct good seqs found in InfluxDB
+    received: int  # ingest's own count, from its summary line at shutdown
+    alive: bool  # ingest was still running when the publishing and checking ended
+    deadletters: dict[str, int]  # ingest's dead-letter store by reason
+    publish_s: float
+    elapsed_s: float
+    log_tail: str = ""
+
+
+def good_reading(seq: int, time_ms: int) -> bytes:
+    return b'{"time":%d,"depth_cm":%.1f,"seq":%d}' % (time_ms, (seq % 3000) / 10, seq)
+
+
+def broker_run(
+    cases: Sequence[Case],
+    *,
+    publisher: Callable[[], QosPublisher],
+    ingest: IngestProcess,
+    influx: InfluxDB1,
+    database: str,
+    good_topic: str,
+    good_device: str,
+    deadletter_path: Path,
+    good_every: int = 10,
+    timeout_s: float = 300.0,
+) -> BrokerRun:
+    """Publish ``cases`` with a good reading on ``good_topic`` every ``good_every`` cases.
+
+    ``publisher()`` returns a connected QoS 1 publisher (``publish``, ``close`` waiting
+    for every PUBACK); ``ingest`` is a started :class:`devtools.processes.IngestProcess`.
+    Returns once every good reading is in InfluxDB or ``timeout_s`` passed; ingest is
+    stopped (SIGTERM) to read its summary and dead-letter store.
+    """
+    base_ms = int(now() * 1000) - 86_400_000
+    t0 = time.perf_counter()
+    pub = publisher()
+    good = 0
+    for i, case in enumerate(cases):
+        pub.publish(case.topic, case.payload)
+        if i % good_every == 0:
+            pub.publish(good_topic, good_reading(good, base_ms + good))
+            good += 1
+    pub.close()
+    publish_s = time.perf_counter() - t0
+    q = f'SELECT COUNT("seq") FROM "{GOOD_MEASUREMENT}" WHERE "device" = \'{good_device}\''
+    deadline = time.monotonic() + timeout_s
+    stored = 0
+    while time.monotonic() < deadline and ingest.running().poll() is None:
+        series = influx.query(q, database)["results"][0].get("series")
+        stored = int(series[0]["values"][0][1]) if series else 0
+        if stored >= good:
+            break
+        time.sleep(0.2)
+    alive = ingest.running().poll() is None
+    ingest.stop(60)
+    elapsed = time.perf_counter() - t0
+    rows = influx.query(
+        f'SELECT "seq" FROM "{GOOD_MEASUREMENT}" WHERE "device" = \'{good_device}\'', database
+    )["results"][0].get("series", [])
+    seqs = {int(v[1]) for s in rows for v in s["values"]}
+    good_stored = len(seqs & set(range(good)))
+    summary = re.search(r"ingest stopped: .*received=(\d+)", ingest.log())
+    store = DeadLetterStore(deadletter_path)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    return BrokerRun(
+        published=len(cases) + good,
+        good=good,
+        good_stored=good_stored,
+        received=int(summary.group(1)) if summary else -1,
+        alive=alive,
+        deadletters=counts,
+        publish_s=publish_s,
+        elapsed_s=elapsed,
+        log_tail=ingest.log()[-2000:],
+    )

@@ -368,6 +368,9 @@ def _native_doc(draw: Draw, r: Reading) -> dict[str, Any]:
             doc["register_m3"] = own
         else:
             doc["register"] = own
+    elif "register_l" in doc and not numeric and draw(st.booleans()):
+        # a wrong type under the other register names (converted by ingest)
+        doc[draw(st.sampled_from(["register_m3", "register"]))] = doc.pop("register_l")
     if "alarms" in doc and all(v is True for v in doc["alarms"].values()) and draw(st.booleans()):
         doc["alarms"] = sorted(doc["alarms"])  # the list form: flags that are on
     if draw(st.booleans()):
@@ -401,6 +404,8 @@ def _lora_object(draw: Draw, r: Reading) -> dict[str, Any]:
             obj.update(value)  # codecs send flags as top-level booleans
         elif key in _LORA_ALIASES and draw(st.booleans()):
             obj[_LORA_ALIASES[key]] = value
+        elif key == "register_l" and not isinstance(value, float | int) and draw(st.booleans()):
+            obj["volume_m3"] = value  # a wrong type under a name ingest converts
         elif (
             key in ("seq", "quality")
             and type(value) is int

@@ -128,8 +128,11 @@ def _normalise_native(values: dict[str, Any]) -> dict[str, Any]:
         values["time"] = values.pop("ts")
     if "register_m3" in values:
         v = values.pop("register_m3")
+        # a bool is an int to Python: `true` would become 1000 L (found by fuzzing)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise Rejected(Reason.VALIDATION, f"register_m3: expected a number (got {v!r:.40})")
         # round: 1234.567 m3 * 1000 is 1234567.0000000002 in binary floating point
-        values["register_l"] = round(v * 1000, 3) if isinstance(v, int | float) else v
+        values["register_l"] = round(v * 1000, 3)
     _normalise_alarms(values)
     return values
 

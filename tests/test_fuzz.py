@@ -95,6 +95,8 @@ def test_senml_defects_found_by_fuzzing(payload: bytes, names: str) -> None:
         (b'{"time":%d,"depth_cm":5,"quality":-9223372036854775809}' % T, "quality"),
         # finite in JSON, inf after m3 → L
         (b'{"time":%d,"register_m3":1.7e308}' % T, "register_l"),
+        # found by fuzzing: a boolean is an int to Python, and true became 1000 L
+        (b'{"time":%d,"register_m3":true}' % T, "register_m3"),
     ],
 )
 def test_values_influxdb_cannot_store_are_refused(doc: bytes, field: str) -> None:
@@ -116,6 +118,12 @@ def test_seq_at_int64_max_is_stored() -> None:
     [
         # RMC time with an infinite seconds field: int(inf) raised OverflowError
         ("yukimizu/plow/P02", b"$GPRMC,0000inf,A,3822.8,N,14012.0,E,0.0,0.0,010126,,,A", "nmea"),
+        # found by fuzzing: a codec's volume_m3 = true was stored as 1000 L
+        (
+            "application/1/device/70b3d5b4a619f46c/event/up",
+            b'{"object":{"volume_m3":true},"fCnt":3,"time":"2026-01-01T00:00:00Z"}',
+            "validation",
+        ),
         # a non-ASCII digit passed str.isdigit() and int() refused it
         (
             "application/1/device/70b3d5e4a32ac06f/event/up",

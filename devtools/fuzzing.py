@@ -461,8 +461,8 @@ def _rmc(r: Reading, t: float, status: str = "A") -> str:
         deg, rem = divmod(units, 600_000)
         return f"{deg:0{digits}d}{rem // 10_000:02d}.{rem % 10_000:04d}"
 
-    speed = r.values.get("speed_kmh", 0.0) / 1.852
-    heading = r.values.get("heading_deg", 0.0)
+    speed = abs(r.values.get("speed_kmh", 0.0)) / 1.852  # abs: no "-0.0" on the wire
+    heading = abs(r.values.get("heading_deg", 0.0))
     body = (
         f"GPRMC,{when:%H%M%S}.{when.microsecond // 10_000:02d},{status},"
         f"{angle(lat, 2)},{'N' if lat >= 0 else 'S'},{angle(lon, 3)},{'E' if lon >= 0 else 'W'},"
@@ -853,12 +853,13 @@ def _nmea_case(draw: Draw, p: Pick) -> Case:
         expect, good = _one(Reason.NMEA), 0
     elif defect == "garbled":
         fields = lines[i].split("*")[0][1:].split(",")
-        j = draw(st.sampled_from([1, 3, 5, 9]))  # time, lat, lon, date
-        fields[j] = draw(st.sampled_from(["", "x", "inf", "nan", "99999999", "0000inf", "1e999"]))
+        j = draw(st.sampled_from([1, 3, 4, 5, 6, 7, 8, 9]))  # time … date
+        garble = ["x", "inf", "nan", "99999999", "0000inf", "1e999", "1_0", " 1", "-5", "NaN"]
+        if j not in (7, 8):  # speed and course may be empty
+            garble.append("")
+        fields[j] = draw(st.sampled_from(garble))
         lines[i] = nmea.sentence(",".join(fields))
         expect, good = _one(Reason.NMEA), 0
-        if j in (3, 5) and fields[j] == "99999999":  # parses: 99° 99999.99' is out of range
-            expect = _one(V)
     elif defect == "void_fix":
         lines = [_rmc(r, r.time, "V") for r in readings]
         expect, good = _one(DROPPED), 0

@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -350,10 +350,33 @@ def _nmea_checksum_ok(sentence: str) -> bool:
         return False
 
 
+# NMEA numbers are unsigned decimals; float() alone would also take "1_0", " 1", "nan"
+# and "inf" (found by fuzzing: an infinite seconds field raised OverflowError).
+_NMEA_DECIMAL = re.compile(r"\d+(?:\.\d*)?")
+_NMEA_TIME = re.compile(r"\d{6}(?:\.\d*)?")
+_NMEA_DATE = re.compile(r"\d{6}")
+_HEMISPHERES = {2: ("N", "S"), 3: ("E", "W")}
+
+
+def _nmea_number(value: str, what: str) -> float:
+    if not _NMEA_DECIMAL.fullmatch(value):
+        raise ValueError(f"{what} {value[:20]!r} is not a decimal number")
+    return float(value)
+
+
 def _nmea_coord(value: str, hemi: str, deg_digits: int) -> float:
-    deg = int(value[:deg_digits])
-    minutes = float(value[deg_digits:])
-    coord = deg + minutes / 60.0
+    """``ddmm.mmmm`` (latitude, 2 degree digits) or ``dddmm.mmmm`` and its hemisphere."""
+    what = "latitude" if deg_digits == 2 else "longitude"
+    if hemi not in _HEMISPHERES[deg_digits]:
+        raise ValueError(
+            f"{what} hemisphere {hemi[:5]!r} is not {'/'.join(_HEMISPHERES[deg_digits])}"
+        )
+    if len(value.partition(".")[0]) != deg_digits + 2:
+        raise ValueError(f"{what} {value[:20]!r} is not {'d' * deg_digits}mm.mmmm")
+    minutes = _nmea_number(value[deg_digits:], what)
+    if minutes >= 60:
+        raise ValueError(f"{what} {value[:20]!r} has {minutes} minutes")
+    coord = int(value[:deg_digits]) + minutes / 60.0
     return -coord if hemi in ("S", "W") else coord
 
 
@@ -371,16 +394,21 @@ def _nmea_fields(line: str, n: int) -> list[str]:
 
 def _rmc_values(f: list[str]) -> dict[str, Any]:
     """Time, position and (when given) speed and course of an RMC sentence with a fix."""
+    if not _NMEA_TIME.fullmatch(f[1]) or not _NMEA_DATE.fullmatch(f[9]):
+        raise ValueError(f"time {f[1][:20]!r} or date {f[9][:10]!r} is not hhmmss.ss / ddmmyy")
     hh, mm, ss = int(f[1][0:2]), int(f[1][2:4]), float(f[1][4:])
     dd, mo, yy = int(f[9][0:2]), int(f[9][2:4]), int(f[9][4:6])
-    ts = datetime(2000 + yy, mo, dd, hh, mm, int(ss), round((ss % 1) * 1e6), tzinfo=UTC)
+    if ss >= 60:
+        raise ValueError(f"second must be in 0..59: {f[1][:20]!r}")
+    # rounded as a whole: 59.9999999 s is the next minute, not microsecond 1,000,000
+    ts = datetime(2000 + yy, mo, dd, hh, mm, tzinfo=UTC) + timedelta(microseconds=round(ss * 1e6))
     lat = _nmea_coord(f[3], f[4], 2)
     lon = _nmea_coord(f[5], f[6], 3)
     values: dict[str, Any] = {"time": ts, "lat": lat, "lon": lon}
     if f[7]:
-        values["speed_kmh"] = float(f[7]) * _KNOTS_TO_KMH
+        values["speed_kmh"] = _nmea_number(f[7], "speed") * _KNOTS_TO_KMH
     if f[8]:
-        values["heading_deg"] = float(f[8])
+        values["heading_deg"] = _nmea_number(f[8], "course")
     return values
 
 

@@ -118,6 +118,15 @@ def test_seq_at_int64_max_is_stored() -> None:
     [
         # RMC time with an infinite seconds field: int(inf) raised OverflowError
         ("yukimizu/plow/P02", b"$GPRMC,0000inf,A,3822.8,N,14012.0,E,0.0,0.0,010126,,,A", "nmea"),
+        # float() took "1_0" as 10 knots, and a hemisphere other than N/S as north
+        ("yukimizu/plow/P02", b"$GPRMC,120000,A,3822.8,N,14012.0,E,1_0,0.0,010126,,,A", "nmea"),
+        ("yukimizu/plow/P02", b"$GPRMC,120000,A,3822.8,X,14012.0,E,1.0,0.0,010126,,,A", "nmea"),
+        # 59.9999999 s rounded to microsecond 1,000,000 and the fix was refused
+        (
+            "yukimizu/plow/P02",
+            b"$GPRMC,235959.9999999,A,3822.8,N,14012.0,E,1,1,010126,,,A",
+            "stored",
+        ),
         # found by fuzzing: a codec's volume_m3 = true was stored as 1000 L
         (
             "application/1/device/70b3d5b4a619f46c/event/up",

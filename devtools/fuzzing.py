@@ -647,8 +647,14 @@ def _native_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one b
         expect = _one(Reason.WRONG_KIND)
     elif defect == "future_time":
         expect = _one(Reason.FUTURE_TIMESTAMP)
+        if draw(st.integers(0, 4)) == 0:  # the last instant a datetime holds, far west
+            doc.pop("ts", None)
+            doc["time"] = "9999-12-31T23:59:59.999999-23:59"
     elif defect == "old_time":
         expect = _one(Reason.BAD_TIMESTAMP)
+        if draw(st.integers(0, 4)) == 0:  # the first instant, far east: before year 1 UTC
+            doc.pop("ts", None)
+            doc["time"] = "0001-01-01T00:00:00+23:59"
     elif defect == "naive_time":
         doc.pop("ts", None)
         doc["time"] = datetime.fromtimestamp(t, JST).replace(tzinfo=None).isoformat()

@@ -148,7 +148,16 @@ def _meter_reading(args: argparse.Namespace) -> int:
         try:
             data = csv_bytes(header, values, args.encoding)
         except EncodeError as exc:
-            print(f"yukimizu: {exc}", file=sys.stderr)
+            message = text(
+                "unencodable",
+                args.lang,
+                where="見出し" if exc.row == 0 else f"{exc.row} 行目 ({exc.key}) ",
+                where_en="header" if exc.row == 0 else f"row {exc.row} ({exc.key})",
+                column=exc.column,
+                char=exc.char,
+                code=ord(exc.char[0]),
+            )
+            print(f"yukimizu: {message}", file=sys.stderr)
             return EXIT_UNWRITABLE
     write_out(data, args.out)
     return EXIT_OK

@@ -47,6 +47,12 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
         "期間の始め {first} が終わり {last} より後です。",
         "the period's start {first} is after its end {last}",
     ),
+    "unencodable": (
+        "{where}の列「{column}」の {char!r} (U+{code:04X}) は shift_jis (cp932) で書けません。"
+        "--encoding utf-8-sig にするか、登録簿の名前を変えてください。何も出力していません。",
+        "{where_en}, column {column}: {char!r} (U+{code:04X}) cannot be written in shift_jis "
+        "(code page 932); use --encoding utf-8-sig or change the name in the registry",
+    ),
     "no_meter_data": (
         "警告: 検針日 {date} 00:00 の指針がどのメーターにもありません"
         "（{count} 台、InfluxDB にその前後 {gap_h:g} 時間の記録なし）。何も出力していません。",

@@ -21,7 +21,7 @@ from core.message import Message
 from devtools.localstack import InfluxDB1
 from ingest.pipeline import Processor
 from ingest.service import limits_from
-from reports.messages import EXIT_NO_DATA, EXIT_OK, EXIT_REFUSED
+from reports.messages import EXIT_NO_DATA, EXIT_OK, EXIT_REFUSED, EXIT_UNWRITABLE
 from tests.conftest import SAMPLE_CONFIG
 
 # M001 (本町, litres) read at 00:00 JST on 1 Feb and 1 Mar 2026: 12 m³ used
@@ -143,3 +143,23 @@ def test_a_malformed_date_is_refused_in_both_languages(
     assert exc.value.code == EXIT_REFUSED
     err = capsys.readouterr().err
     assert "日付は YYYY-MM-DD で指定してください / not a date (YYYY-MM-DD): '2026-02-30'" in err
+
+
+def test_a_name_shift_jis_cannot_hold_stops_the_file_in_both_languages(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meters = (SAMPLE_CONFIG.parent / "meters.csv").read_text(encoding="utf-8")
+    (tmp_path / "meters.csv").write_text(meters.replace("M001,本町", "M001,𠮷田"), "utf-8")
+    monkeypatch.setenv("YUKIMIZU_REGISTRY__METERS", f'"{tmp_path / "meters.csv"}"')
+    out_file = tmp_path / "kenshin.csv"
+    args = ["--date", "2026-03-01", "--district", "𠮷田", "--encoding", "shift_jis"]
+    rc, out, err = _meter(capsys, *args, "--out", str(out_file))
+    assert rc == EXIT_UNWRITABLE and out == "" and not out_file.exists()
+    assert err == (
+        "yukimizu: 1 行目 (M001) の列「地区」の '𠮷' (U+20BB7) は shift_jis (cp932) で"
+        "書けません。--encoding utf-8-sig にするか、登録簿の名前を変えてください。"
+        "何も出力していません。\n"
+    )
+    rc, _, err = _meter(capsys, *args, "--lang", "en")
+    assert rc == EXIT_UNWRITABLE
+    assert "row 1 (M001), column 地区: '𠮷' (U+20BB7) cannot be written in shift_jis" in err

@@ -20,6 +20,7 @@ this module.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -193,6 +194,9 @@ _SENML: Final[dict[str, tuple[str, str | None]]] = {
 JST: Final = timezone(timedelta(hours=9))
 
 
+# Strategies are built once per argument set: building one (validation included) costs
+# more than drawing from it, and a case draws dozens.
+@functools.cache
 def _edge_float(lo: float, hi: float) -> st.SearchStrategy[float]:
     edges = [lo, hi, (lo + hi) / 2, float(int(lo)), float(int(hi)), 0.0, -0.0]
     return st.one_of(
@@ -201,9 +205,28 @@ def _edge_float(lo: float, hi: float) -> st.SearchStrategy[float]:
     )
 
 
+@functools.cache
 def _edge_int(lo: int, hi: int) -> st.SearchStrategy[int]:
     edges = [lo, hi, lo + 1, hi - 1, 2**31 - 1, 2**32, 2**53 + 1]
     return st.one_of(st.sampled_from([e for e in edges if lo <= e <= hi]), st.integers(lo, hi))
+
+
+@functools.cache
+def _subset(items: tuple[str, ...], least: int, most: int) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.sampled_from(items), unique=True, min_size=least, max_size=most)
+
+
+@functools.cache
+def _choice(items: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    return st.sampled_from(items)
+
+
+def _choice_of(items: Sequence[Any]) -> st.SearchStrategy[Any]:
+    """``st.sampled_from(items)``, built once for hashable items."""
+    try:
+        return _choice(tuple(items))
+    except TypeError:  # unhashable items (lists, dicts): a fresh strategy
+        return st.sampled_from(items)
 
 
 # --------------------------------------------------------------------------- readings
@@ -221,7 +244,7 @@ class Reading:
 
 def _time_text(draw: Draw, t: float) -> Any:
     """A time as a device may send it: ISO 8601 with Z or +09:00, epoch s or ms."""
-    style = draw(st.sampled_from(["iso_z", "iso_jst", "epoch_s", "epoch_s_float", "epoch_ms"]))
+    style = draw(_choice_of(["iso_z", "iso_jst", "epoch_s", "epoch_s_float", "epoch_ms"]))
     if style == "epoch_ms" and t * 1000 <= 2e10:
         style = "epoch_s"  # a number up to 2e10 is read as seconds (sensors/models.py)
     when = datetime.fromtimestamp(t, UTC)
@@ -257,17 +280,17 @@ def _reading(  # noqa: PLR0917 - a reading's coordinates
         values["lat"] = draw(_edge_float(lim.lat_min + m, lim.lat_max - m))
         values["lon"] = draw(_edge_float(lim.lon_min + m, lim.lon_max - m))
     optional_f = [k for k in _FLOATS[kind] if k != "depth_cm"]
-    for name in draw(st.lists(st.sampled_from(optional_f), unique=True, max_size=3)):
+    for name in draw(_subset(tuple(optional_f), 0, 3)):
         lo, hi = _FLOATS[kind][name]
         values[name] = draw(_edge_float(lo, 149.0 if nmea and name == "speed_kmh" else hi))
-    for name in draw(st.lists(st.sampled_from(list(_INTS[kind])), unique=True, max_size=2)):
+    for name in draw(_subset(tuple(_INTS[kind]), 0, 2)):
         lo, hi = _INTS[kind][name]
         values[name] = draw(_edge_int(lo, min(hi, _SENML_INT_MAX) if senml else hi))
     for name in _BOOLS[kind]:
         if draw(st.booleans()):
             values[name] = draw(st.booleans())
     if draw(st.integers(0, 3)) == 0:
-        flags = draw(st.lists(st.sampled_from(_ALARMS), unique=True, min_size=1, max_size=3))
+        flags = draw(_subset(_ALARMS, 1, 3))
         values["alarms"] = {f: draw(st.booleans()) for f in flags}
     return Reading(kind, dev, t, values)
 
@@ -312,7 +335,7 @@ def _out_of_range(draw: Draw, r: Reading, name: str) -> Any:
         )
     if name == "register_l":
         assert isinstance(r.device, Meter)
-        return draw(st.sampled_from([-0.001, float(r.device.rollover_l), 1e300]))
+        return draw(_choice_of([-0.001, float(r.device.rollover_l), 1e300]))
     if name in ("lat", "lon"):
         return draw(
             st.sampled_from([-90.001, 90.5, 1e300, -1e300])
@@ -358,7 +381,7 @@ def _dumps(doc: Any) -> bytes:
 
 def _native_doc(draw: Draw, r: Reading) -> dict[str, Any]:
     doc = dict(r.values)
-    key = draw(st.sampled_from(["time", "ts"]))
+    key = draw(_choice_of(["time", "ts"]))
     doc[key] = _time_text(draw, r.time)
     register = doc.get("register_l")
     numeric = isinstance(register, float | int) and not isinstance(register, bool)
@@ -370,7 +393,7 @@ def _native_doc(draw: Draw, r: Reading) -> dict[str, Any]:
             doc["register"] = own
     elif "register_l" in doc and not numeric and draw(st.booleans()):
         # a wrong type under the other register names (converted by ingest)
-        doc[draw(st.sampled_from(["register_m3", "register"]))] = doc.pop("register_l")
+        doc[draw(_choice_of(["register_m3", "register"]))] = doc.pop("register_l")
     if "alarms" in doc and all(v is True for v in doc["alarms"].values()) and draw(st.booleans()):
         doc["alarms"] = sorted(doc["alarms"])  # the list form: flags that are on
     if draw(st.booleans()):
@@ -548,12 +571,12 @@ def _one(reason: Reason | str) -> frozenset[str]:
 def cases(draw: Draw, w: World, defective: float = 0.7) -> Case:
     """A message in one of the real formats: good, or with one defect (``defective``
     is roughly the share with a defect)."""
-    fmt = draw(st.sampled_from(FORMATS))
-    kind = draw(st.sampled_from(_KINDS[fmt]))
+    fmt = draw(_choice_of(FORMATS))
+    kind = draw(_choice_of(_KINDS[fmt]))
     devs = w.devices(kind, lora=fmt in ("chirpstack", "ttn"))
-    dev = draw(st.sampled_from(devs))
+    dev = draw(_choice_of(devs))
     bad = draw(st.floats(0, 1)) < defective
-    defect = draw(st.sampled_from(_DEFECTS[fmt])) if bad else "none"
+    defect = draw(_choice_of(_DEFECTS[fmt])) if bad else "none"
     builder = {
         "native": _native_case,
         "batch": _batch_case,
@@ -570,13 +593,13 @@ def _field_defect(draw: Draw, r: Reading, defect: str) -> None:
     if defect == "wrong_type":
         names = [k for k in r.values if k != "alarms"]
         if r.values.get("alarms") and draw(st.booleans()):
-            flag = draw(st.sampled_from(sorted(r.values["alarms"])))
+            flag = draw(_choice_of(sorted(r.values["alarms"])))
             r.values["alarms"][flag] = _wrong_value(draw, flag)
             return
-        name = draw(st.sampled_from(names))
+        name = draw(_choice_of(names))
         r.values[name] = _wrong_value(draw, name)
     else:
-        name = draw(st.sampled_from(_numeric_fields(r)))
+        name = draw(_choice_of(_numeric_fields(r)))
         r.values[name] = _out_of_range(draw, r, name)
 
 
@@ -618,14 +641,14 @@ def _native_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one b
             doc.pop("register_m3", None)
             assert isinstance(dev, Meter)
             key = "register_m3" if dev.register_unit == "m3" else "register"
-            doc[key] = draw(st.sampled_from([1.7976931348623157e308, 1e306]))
+            doc[key] = draw(_choice_of([1.7976931348623157e308, 1e306]))
             if dev.register_unit == "L" and key == "register":
                 doc[key] = 1e300 * 1e8  # stays finite for a litre meter: too big anyway
         else:
             doc["battery_v"] = 1.7976931348623157e308
         expect = _one(V)
     elif defect == "unknown_field":
-        doc[draw(st.sampled_from(["humidity", "Depth_cm", "firmware", "seq_no", ""]))] = 1
+        doc[draw(_choice_of(["humidity", "Depth_cm", "firmware", "seq_no", ""]))] = 1
         expect = _one(V)
     elif defect == "missing":
         for key in ("depth_cm", "distance_mm", "register_l", "register", "register_m3", "lat"):
@@ -642,7 +665,7 @@ def _native_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one b
         topic = _topic(w, kind, odd)
         expect = _one(Reason.UNKNOWN_DEVICE)
     elif defect == "wrong_kind":
-        other = draw(st.sampled_from([k for k in ("snow", "water", "plow") if k != kind]))
+        other = draw(_choice_of([k for k in ("snow", "water", "plow") if k != kind]))
         topic = _topic(w, other, dev.id)
         expect = _one(Reason.WRONG_KIND)
     elif defect == "future_time":
@@ -668,7 +691,7 @@ def _native_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one b
     elif defect == "out_of_area":
         if kind != "plow":
             return _native_case(draw, Pick(w, fmt, kind, dev, "none"))
-        doc["lat"] = draw(st.sampled_from([w.limits.lat_min - 0.01, 0.0, -45.5, 90.0]))
+        doc["lat"] = draw(_choice_of([w.limits.lat_min - 0.01, 0.0, -45.5, 90.0]))
         expect = _one(Reason.OUT_OF_AREA)
     payload = _dumps(doc)
     if defect == "truncated":
@@ -709,10 +732,10 @@ def _batch_case(draw: Draw, p: Pick) -> Case:
         items.append(item)
     doc: dict[str, Any] = {"device": dev.id, "readings": items}
     if defect == "empty_readings":
-        doc["readings"] = draw(st.sampled_from([[], {}, "none", 0]))
+        doc["readings"] = draw(_choice_of([[], {}, "none", 0]))
         expect, good = _one(V), 0
     elif defect == "reading_not_object":
-        items[draw(st.integers(0, n - 1))] = draw(st.sampled_from([1, "x", [], None]))
+        items[draw(st.integers(0, n - 1))] = draw(_choice_of([1, "x", [], None]))
         expect, good = _one(V), 0
     return Case(fmt, defect, _topic(w, kind, dev.id), _dumps(doc), expect, good)
 
@@ -730,7 +753,7 @@ def _senml_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one br
     pack = _senml_pack(r, round(t, 3))
     numeric = [i for i, rec in enumerate(pack) if "v" in rec]
     if defect == "wrong_type":
-        i = draw(st.sampled_from(range(len(pack))))
+        i = draw(_choice_of(range(len(pack))))
         key = "vb" if "vb" in pack[i] else "v"
         pack[i][key] = draw(
             st.one_of(
@@ -743,7 +766,7 @@ def _senml_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one br
         )
         expect = _one(V)
     elif defect == "out_of_range":
-        i = draw(st.sampled_from(numeric))
+        i = draw(_choice_of(numeric))
         name = next(k for k, (n, _) in _SENML.items() if n == pack[i]["n"])
         value = _out_of_range(draw, r, name)
         if name in ("seq", "quality") and value < 0:
@@ -757,23 +780,23 @@ def _senml_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one br
         expect = _one(V)
     elif defect == "overflow":
         # v + bv overflows to inf (RFC 8428 base value)
-        i = draw(st.sampled_from(numeric))
+        i = draw(_choice_of(numeric))
         pack[i]["v"] = 1.7976931348623157e308
         pack[0]["bv"] = 1.7976931348623157e308
         expect = _one(V)
     elif defect == "unit_object":
-        i = draw(st.sampled_from(numeric))
-        pack[i]["u"] = draw(st.sampled_from([{"unit": "cm"}, ["cm"], {}, [], 1, True]))
+        i = draw(_choice_of(numeric))
+        pack[i]["u"] = draw(_choice_of([{"unit": "cm"}, ["cm"], {}, [], 1, True]))
         expect = _one(V)
         if draw(st.booleans()):
             del pack[i]["u"]
-            pack[0]["bu"] = draw(st.sampled_from([{"u": 1}, ["m"], 2.5]))
+            pack[0]["bu"] = draw(_choice_of([{"u": 1}, ["m"], 2.5]))
     elif defect == "unit_unknown":
-        i = draw(st.sampled_from(numeric))
-        pack[i]["u"] = draw(st.sampled_from(["furlong", "%RH", "", "CM", "m3/h"]))
+        i = draw(_choice_of(numeric))
+        pack[i]["u"] = draw(_choice_of(["furlong", "%RH", "", "CM", "m3/h"]))
         expect = _one(V)
     elif defect == "base_string":
-        pack[0]["bt"] = draw(st.sampled_from(["NaN", "inf", str(round(t)), "1e999"]))
+        pack[0]["bt"] = draw(_choice_of(["NaN", "inf", str(round(t)), "1e999"]))
         expect = _one(V)
     elif defect == "unknown_device":
         odd = draw(_ODD_ID.filter(lambda d: w.registry.lookup(d) is None))
@@ -785,7 +808,7 @@ def _senml_case(draw: Draw, p: Pick) -> Case:  # noqa: PLR0912, PLR0915 - one br
     elif defect == "old_time":
         expect = _one(Reason.BAD_TIMESTAMP)
     elif defect == "not_array_record":
-        pack.insert(draw(st.integers(0, len(pack))), draw(st.sampled_from([1, "x", [], None])))
+        pack.insert(draw(st.integers(0, len(pack))), draw(_choice_of([1, "x", [], None])))
         expect = _one(V)
     payload = _dumps(pack)
     if defect == "truncated":
@@ -809,7 +832,7 @@ def _lora_case(draw: Draw, p: Pick) -> Case:
     elif defect == "out_of_area":
         if kind != "plow":
             return _lora_case(draw, Pick(w, fmt, kind, dev, "none"))
-        r.values["lon"] = draw(st.sampled_from([w.limits.lon_max + 0.01, 0.0, -179.9]))
+        r.values["lon"] = draw(_choice_of([w.limits.lon_max + 0.01, 0.0, -179.9]))
         expect = _one(Reason.OUT_OF_AREA)
     elif defect == "future_time":
         expect = _one(Reason.FUTURE_TIMESTAMP)
@@ -817,7 +840,7 @@ def _lora_case(draw: Draw, p: Pick) -> Case:
         expect = _one(Reason.BAD_TIMESTAMP)
     obj: Any = _lora_object(draw, r)
     if defect == "no_object":
-        obj = draw(st.sampled_from([None, {}, [], "AQID", 3]))
+        obj = draw(_choice_of([None, {}, [], "AQID", 3]))
         expect = _one(Reason.NO_DECODED_PAYLOAD)
     encode = _chirpstack if fmt == "chirpstack" else _ttn
     fcnt = draw(st.integers(0, 2**32 - 1))
@@ -859,11 +882,11 @@ def _nmea_case(draw: Draw, p: Pick) -> Case:
         expect, good = _one(Reason.NMEA), 0
     elif defect == "garbled":
         fields = lines[i].split("*")[0][1:].split(",")
-        j = draw(st.sampled_from([1, 3, 4, 5, 6, 7, 8, 9]))  # time … date
+        j = draw(_choice_of([1, 3, 4, 5, 6, 7, 8, 9]))  # time … date
         garble = ["x", "inf", "nan", "99999999", "0000inf", "1e999", "1_0", " 1", "-5", "NaN"]
         if j not in (7, 8):  # speed and course may be empty
             garble.append("")
-        fields[j] = draw(st.sampled_from(garble))
+        fields[j] = draw(_choice_of(garble))
         lines[i] = nmea.sentence(",".join(fields))
         expect, good = _one(Reason.NMEA), 0
     elif defect == "void_fix":
@@ -872,7 +895,7 @@ def _nmea_case(draw: Draw, p: Pick) -> Case:
     elif defect == "future_time":
         expect, good = _one(Reason.FUTURE_TIMESTAMP), 0
     elif defect == "wrong_kind_topic":
-        topic = _topic(w, draw(st.sampled_from(["snow", "water"])), dev.id)
+        topic = _topic(w, draw(_choice_of(["snow", "water"])), dev.id)
         expect, good = _one(Reason.NMEA), 0
     payload = "\r\n".join(lines).encode("ascii") + b"\r\n"
     if defect == "not_ascii":
@@ -939,7 +962,7 @@ _DECODE: Final = frozenset(
 def garbage(draw: Draw, w: World) -> Case:
     """A payload with no intended meaning: random JSON with the formats' keys, random
     bytes or NMEA-ish text."""
-    what = draw(st.sampled_from(["json", "json", "bytes", "nmea"]))
+    what = draw(_choice_of(["json", "json", "bytes", "nmea"]))
     topic = draw(_garbage_topics(w))
     bad_topic = topic == f"{w.prefix}/water"
     if what == "json":

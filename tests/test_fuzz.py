@@ -37,13 +37,13 @@ def _run(case: Case) -> None:
     assert problem is None, f"{case.label} on {case.topic}: {problem}\n{case.payload[:400]!r}"
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=_SLOW)
+@settings(max_examples=3000, deadline=None, suppress_health_check=_SLOW)
 @given(cases(WORLD))
 def test_structured_payloads(case: Case) -> None:
     _run(case)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=_SLOW)
+@settings(max_examples=1000, deadline=None, suppress_health_check=_SLOW)
 @given(garbage(WORLD))
 def test_garbage(case: Case) -> None:
     _run(case)

@@ -301,8 +301,8 @@ def _past(draw: Draw, w: World) -> float:
 
 # --------------------------------------------------------------------------- defects
 
-# A defect: (name, function changing the encoded document, expected outcomes). The
-# functions work on a "native-like" dict of values before the format encodes it.
+# Field defects change a reading's values before a format encodes them; the other
+# defects (_DEFECTS, per format) are put in by each format's case builder below.
 _WRONG_TYPES: Final = st.one_of(
     st.text(max_size=8),
     st.lists(st.integers(), max_size=2),

@@ -889,6 +889,8 @@ def _nmea_case(draw: Draw, p: Pick) -> Case:
         fields[j] = draw(_choice_of(garble))
         lines[i] = nmea.sentence(",".join(fields))
         expect, good = _one(Reason.NMEA), 0
+        if j in (7, 8) and fields[j] == "99999999":  # well-formed, but 99,999,999 knots
+            expect, good = _one(V), n - 1
     elif defect == "void_fix":
         lines = [_rmc(r, r.time, "V") for r in readings]
         expect, good = _one(DROPPED), 0

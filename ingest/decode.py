@@ -126,11 +126,12 @@ def _normalise_alarms(values: dict[str, Any]) -> None:
 def _normalise_native(values: dict[str, Any]) -> dict[str, Any]:
     if "ts" in values and "time" not in values:
         values["time"] = values.pop("ts")
-    if "register_m3" in values:
-        v = values.pop("register_m3")
-        # a bool is an int to Python: `true` would become 1000 L (found by fuzzing)
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise Rejected(Reason.VALIDATION, f"register_m3: expected a number (got {v!r:.40})")
+    v = values.get("register_m3")
+    # a bool is an int to Python: `true` became 1000 L (found by fuzzing). A register
+    # that is not a number stays under its name for validation to refuse, reading by
+    # reading (the good readings of a batch are still written).
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        del values["register_m3"]
         # round: 1234.567 m3 * 1000 is 1234567.0000000002 in binary floating point
         values["register_l"] = round(v * 1000, 3)
     _normalise_alarms(values)

@@ -106,6 +106,24 @@ def test_values_influxdb_cannot_store_are_refused(doc: bytes, field: str) -> Non
     assert detail.startswith(field)
 
 
+def test_a_bad_register_m3_in_a_batch_refuses_only_its_reading() -> None:
+    # found by fuzzing: refusing register_m3 = false in the decoder lost the whole batch
+    result = Processor(REGISTRY, LIMITS).process(
+        Message(
+            "yukimizu/water/M002",
+            b'{"readings":[{"time":%d,"register_m3":false},{"time":%d,"register_m3":1.5}]}'
+            % (T - 60, T),
+            NOW,
+        )
+    )
+    assert result.reason == Reason.VALIDATION
+    assert (
+        result.detail
+        == "reading 0: register_m3: expected a number (got False) (1 of 2 readings written)"
+    )
+    assert len(result.lines) == 1 and "register_l=1500.0" in result.lines[0]
+
+
 def test_seq_at_int64_max_is_stored() -> None:
     reason, _ = _process(
         "yukimizu/snow/ST02", b'{"time":%d,"depth_cm":5,"seq":9223372036854775807}' % T

@@ -21,10 +21,11 @@ For native topics the format is recognised from the payload: ``{`` → native JS
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -100,8 +101,16 @@ def _json(payload: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         try:
             payload.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Rejected(Reason.UNDECODABLE, "payload is binary, not UTF-8 JSON text") from None
+        except UnicodeDecodeError as bad:
+            if bad.reason != "unexpected end of data":
+                raise Rejected(
+                    Reason.UNDECODABLE, "payload is binary, not UTF-8 JSON text"
+                ) from None
+            # JSON text cut off inside a multi-byte character (found by fuzzing): it is
+            # truncated JSON, not binary
+            raise Rejected(
+                Reason.INVALID_JSON, f"payload ends inside a UTF-8 character: {exc}"
+            ) from None
         raise Rejected(Reason.INVALID_JSON, str(exc)) from None
 
 
@@ -117,10 +126,14 @@ def _normalise_alarms(values: dict[str, Any]) -> None:
 def _normalise_native(values: dict[str, Any]) -> dict[str, Any]:
     if "ts" in values and "time" not in values:
         values["time"] = values.pop("ts")
-    if "register_m3" in values:
-        v = values.pop("register_m3")
+    v = values.get("register_m3")
+    # a bool is an int to Python: `true` became 1000 L (found by fuzzing). A register
+    # that is not a number stays under its name for validation to refuse, reading by
+    # reading (the good readings of a batch are still written).
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        del values["register_m3"]
         # round: 1234.567 m3 * 1000 is 1234567.0000000002 in binary floating point
-        values["register_l"] = round(v * 1000, 3) if isinstance(v, int | float) else v
+        values["register_l"] = round(v * 1000, 3)
     _normalise_alarms(values)
     return values
 
@@ -202,21 +215,39 @@ class _SenmlBase:
 
     def update(self, rec: dict[str, Any], i: int) -> float:
         """Take record ``i``'s base fields; return its time, ``bt + t`` (maybe relative)."""
-        try:
-            self.time = float(rec.get("bt", self.time))
-            self.value = float(rec.get("bv", self.value))
-            self.sum = float(rec.get("bs", self.sum))
-            t = self.time + float(rec.get("t", 0.0))
-        except (TypeError, ValueError):
-            raise Rejected(
-                Reason.VALIDATION, f"SenML record {i}: base or time not a number"
-            ) from None
+        self.time = _senml_finite(rec, "bt", self.time, i)
+        self.value = _senml_finite(rec, "bv", self.value, i)
+        self.sum = _senml_finite(rec, "bs", self.sum, i)
+        t = self.time + _senml_finite(rec, "t", 0.0, i)
+        if not math.isfinite(t):
+            raise Rejected(Reason.VALIDATION, f"SenML record {i}: bt + t is not a finite time")
         bn = rec.get("bn", self.name)
         if not isinstance(bn, str):
             raise Rejected(Reason.VALIDATION, f"SenML record {i}: bn is not a string")
         self.name = bn
-        self.unit = rec.get("bu", self.unit)
+        self.unit = _senml_unit(rec, "bu", self.unit, f"SenML record {i}")
         return t
+
+
+def _senml_finite(rec: dict[str, Any], key: str, default: float, i: int) -> float:
+    """A base or time field: a JSON number (RFC 8428 §4.2), not a string or boolean."""
+    if key not in rec:
+        return default
+    value = rec[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Rejected(
+            Reason.VALIDATION, f"SenML record {i}: {key} is not a number (got {value!r:.40})"
+        )
+    return float(value)
+
+
+def _senml_unit(rec: dict[str, Any], key: str, default: Any, where: str) -> Any:
+    """``u`` or ``bu``: a unit is a string; an object or list is refused here (it would
+    otherwise reach the unit table as an unhashable key)."""
+    unit = rec.get(key, default)
+    if unit is not None and not isinstance(unit, str):
+        raise Rejected(Reason.VALIDATION, f"{where}: {key} is not a unit string (got {unit!r:.40})")
+    return unit
 
 
 def _senml_device_quantity(name: str) -> tuple[str | None, str]:
@@ -261,8 +292,11 @@ def _senml_store(
     elif quantity in _SENML_NUMERIC:
         target, units = _SENML_NUMERIC[quantity]
         raw = _senml_number(rec, base, name)
-        factor, offset = _scale(rec.get("u", base.unit), units, name)
+        unit = _senml_unit(rec, "u", base.unit, f"SenML record {name!r}")
+        factor, offset = _scale(unit, units, name)
         value = raw * factor + offset
+        if not math.isfinite(value):  # v + bv or the unit factor overflowed
+            raise Rejected(Reason.VALIDATION, f"SenML record {name!r}: value overflows to {value}")
         # round away binary noise of the unit conversion (m3 → L: 1e-9 L)
         values[target] = round(value) if quantity in _SENML_INT else round(value, 6)
     # anything else is an extra the models do not keep (humidity, firmware, ...)
@@ -317,10 +351,33 @@ def _nmea_checksum_ok(sentence: str) -> bool:
         return False
 
 
+# NMEA numbers are unsigned decimals; float() alone would also take "1_0", " 1", "nan"
+# and "inf" (found by fuzzing: an infinite seconds field raised OverflowError).
+_NMEA_DECIMAL = re.compile(r"\d+(?:\.\d*)?")
+_NMEA_TIME = re.compile(r"\d{6}(?:\.\d*)?")
+_NMEA_DATE = re.compile(r"\d{6}")
+_HEMISPHERES = {2: ("N", "S"), 3: ("E", "W")}
+
+
+def _nmea_number(value: str, what: str) -> float:
+    if not _NMEA_DECIMAL.fullmatch(value):
+        raise ValueError(f"{what} {value[:20]!r} is not a decimal number")
+    return float(value)
+
+
 def _nmea_coord(value: str, hemi: str, deg_digits: int) -> float:
-    deg = int(value[:deg_digits])
-    minutes = float(value[deg_digits:])
-    coord = deg + minutes / 60.0
+    """``ddmm.mmmm`` (latitude, 2 degree digits) or ``dddmm.mmmm`` and its hemisphere."""
+    what = "latitude" if deg_digits == 2 else "longitude"
+    if hemi not in _HEMISPHERES[deg_digits]:
+        raise ValueError(
+            f"{what} hemisphere {hemi[:5]!r} is not {'/'.join(_HEMISPHERES[deg_digits])}"
+        )
+    if len(value.partition(".")[0]) != deg_digits + 2:
+        raise ValueError(f"{what} {value[:20]!r} is not {'d' * deg_digits}mm.mmmm")
+    minutes = _nmea_number(value[deg_digits:], what)
+    if minutes >= 60:
+        raise ValueError(f"{what} {value[:20]!r} has {minutes} minutes")
+    coord = int(value[:deg_digits]) + minutes / 60.0
     return -coord if hemi in ("S", "W") else coord
 
 
@@ -338,16 +395,21 @@ def _nmea_fields(line: str, n: int) -> list[str]:
 
 def _rmc_values(f: list[str]) -> dict[str, Any]:
     """Time, position and (when given) speed and course of an RMC sentence with a fix."""
+    if not _NMEA_TIME.fullmatch(f[1]) or not _NMEA_DATE.fullmatch(f[9]):
+        raise ValueError(f"time {f[1][:20]!r} or date {f[9][:10]!r} is not hhmmss.ss / ddmmyy")
     hh, mm, ss = int(f[1][0:2]), int(f[1][2:4]), float(f[1][4:])
     dd, mo, yy = int(f[9][0:2]), int(f[9][2:4]), int(f[9][4:6])
-    ts = datetime(2000 + yy, mo, dd, hh, mm, int(ss), round((ss % 1) * 1e6), tzinfo=UTC)
+    if ss >= 60:
+        raise ValueError(f"second must be in 0..59: {f[1][:20]!r}")
+    # rounded as a whole: 59.9999999 s is the next minute, not microsecond 1,000,000
+    ts = datetime(2000 + yy, mo, dd, hh, mm, tzinfo=UTC) + timedelta(microseconds=round(ss * 1e6))
     lat = _nmea_coord(f[3], f[4], 2)
     lon = _nmea_coord(f[5], f[6], 3)
     values: dict[str, Any] = {"time": ts, "lat": lat, "lon": lon}
     if f[7]:
-        values["speed_kmh"] = float(f[7]) * _KNOTS_TO_KMH
+        values["speed_kmh"] = _nmea_number(f[7], "speed") * _KNOTS_TO_KMH
     if f[8]:
-        values["heading_deg"] = float(f[8])
+        values["heading_deg"] = _nmea_number(f[8], "course")
     return values
 
 
@@ -361,7 +423,7 @@ def _nmea_sentence(f: list[str], n: int, line: str) -> Decoded | Drop:
         return Drop.INVALID_FIX
     try:
         return Decoded(_rmc_values(f))
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, OverflowError) as exc:
         raise Rejected(Reason.NMEA, f"line {n}: {exc}: {line[:80]!r}") from None
 
 
@@ -448,7 +510,7 @@ def _best_rssi(gateways: list[Any], *keys: str) -> float | None:
 def _int_or_none(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
 

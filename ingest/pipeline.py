@@ -299,6 +299,10 @@ def _validate(
     """The decoded values as a validated reading of the device's kind."""
     values["device"] = dev.id
     values.setdefault("time", received_at)
+    if "register_m3" in values:  # left by the decoder because it is not a number
+        raise Rejected(
+            Reason.VALIDATION, f"register_m3: expected a number (got {values['register_m3']!r:.40})"
+        )
     if "register" in values and isinstance(dev, Meter):
         values["register_l"] = _register_litres(values.pop("register"), dev)
     try:

@@ -25,7 +25,16 @@ CODEC: dict[str, str] = {"utf-8-sig": "utf-8-sig", "shift_jis": "cp932"}
 
 
 class EncodeError(ValueError):
-    """A cell cannot be written in the requested encoding."""
+    """A cell cannot be written in the requested encoding (``row`` 0: the header)."""
+
+    def __init__(self, row: int, key: str, column: str, char: str, encoding: str) -> None:
+        where = "header" if row == 0 else f"row {row} ({key})"
+        super().__init__(
+            f"{where}, column {column}: {char!r} (U+{ord(char[0]):04X}) cannot be "
+            f"written in {encoding} (code page 932); use --encoding utf-8-sig "
+            "or change the name in the registry"
+        )
+        self.row, self.key, self.column, self.char = row, key, column, char
 
 
 def _text(value: object) -> str:
@@ -44,12 +53,7 @@ def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[object]], encoding:
                 cell.encode(codec)
             except UnicodeEncodeError as exc:
                 bad = cell[exc.start : exc.end]
-                where = "header" if n == 0 else f"row {n} ({cells[0]})"
-                raise EncodeError(
-                    f"{where}, column {header[col]}: {bad!r} (U+{ord(bad[0]):04X}) cannot be "
-                    f"written in {encoding} (code page 932); use --encoding utf-8-sig "
-                    "or change the name in the registry"
-                ) from None
+                raise EncodeError(n, cells[0], header[col], bad, encoding) from None
         writer.writerow(cells)
     return buf.getvalue().encode(codec)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Annotated, Final, Literal, get_args, get_origin
 
 from pydantic import (
+    AllowInfNan,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -64,11 +65,18 @@ class Flattened:
     prefix: str
 
 
+# InfluxDB's integers are signed 64-bit: a larger int would pass Python and make
+# InfluxDB refuse the whole line (found by fuzzing: seq = 2**63).
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
 # Strict: a float field accepts an int but no string or bool, an int field only an int,
-# a bool field only a bool. The checks run inside pydantic-core (no Python call per
-# field, which would cost ingest about 0.3 µs a field).
-StoredFloat = Annotated[float, Strict(), Stored("float")]
-StoredInt = Annotated[int, Strict(), Stored("int")]
+# a bool field only a bool. A float must be finite (line protocol has no NaN or inf;
+# a unit conversion such as m³ → L can overflow to inf) and an int must fit int64.
+# The checks run inside pydantic-core (no Python call per field, which would cost
+# ingest about 0.3 µs a field).
+StoredFloat = Annotated[float, Strict(), AllowInfNan(False), Stored("float")]
+StoredInt = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX), Stored("int")]
 StoredBool = Annotated[bool, Strict(), Stored("bool")]
 
 

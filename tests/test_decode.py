@@ -194,7 +194,7 @@ def test_senml_units() -> None:
         ([{"n": "depth", "u": "cm", "vs": "12"}], "expected numeric v or s"),
         ([{"n": "depth", "u": "cm", "v": True}], "expected numeric v or s"),
         ([{"n": "blade", "v": 1}], "expected vb"),
-        ([{"n": "depth", "u": "cm", "v": 1, "t": "now"}], "base or time not a number"),
+        ([{"n": "depth", "u": "cm", "v": 1, "t": "now"}], "record 0: t is not a number"),
     ],
 )
 def test_senml_rejections(doc: list[Any], match: str) -> None:

@@ -199,7 +199,7 @@ def test_pipeline_writes_every_stored_field(proc: Processor, kind: Kind) -> None
         (
             "water/M001",
             {"register_m3": "1.5"},
-            "register_l: Input should be a valid number, not a string",
+            "register_m3: expected a number (got '1.5')",  # the name the device sent
         ),
         (
             "water/M001",

@@ -63,9 +63,8 @@ def next_round_at(retry: RetryConfig, rounds_failed: int, t: float) -> float | N
 
 def outgoing(n: dict[str, Any]) -> Outgoing:
     body = json.loads(n["body"])
-    subjects = sorted(
-        {(a["subject_kind"], a["subject"]) for a in body["alerts"] + body["resolved"]}
-    )
+    named = body["alerts"] + body["resolved"] + body.get("acknowledged", [])
+    subjects = sorted({(a["subject_kind"], a["subject"]) for a in named})
     return Outgoing(
         id=n["id"],
         receiver=n["receiver"],

@@ -13,7 +13,9 @@ two resumes where it was:
    (``group_interval_s`` after the last), escalation to the next step when still
    unacknowledged after the step's ``after_min``, reminders every
    ``repeat_interval_min``, and resolved notices; silenced and inhibited alerts are
-   left out; the morning digest;
+   left out; the morning digest; and one notice 「○○さんが確認しました」 to everyone a
+   notice about an alert reached, when someone acknowledged it (from the ack link, the
+   CLI or MQTT: whatever wrote ``acked_at`` into the store);
 3. deliver due notifications (alerts/delivery.py: attempts, backoff, Retry-After,
    fallback, rounds for a failed critical); a critical notice that failed on every
    channel raises ``system.delivery_failed`` to the other receivers;
@@ -50,7 +52,7 @@ from alerts.matching import (
     step_targets,
     suppression,
 )
-from alerts.render import iso, render
+from alerts.render import iso, render, render_ack
 from alerts.schema import event_line
 from alerts.store import Store
 from core.config import Config
@@ -115,6 +117,11 @@ def _escalate(policy: Escalation, progress: _Progress, t: float) -> bool:
         progress.step, progress.step_at, progress.loops = 0, t, progress.loops + 1
         return True
     return False
+
+
+def by_of(a: dict[str, Any]) -> str:
+    """Who acknowledged ``a``, as they gave their name."""
+    return str(a["acked_by"] or "?")
 
 
 def _fields(tr: Transition, t: float) -> dict[str, Any]:
@@ -286,7 +293,78 @@ class AlertService:
                 made += self._plan_group(db, g, open_alerts, silences, t)
         with self.store.tx() as db:
             made += self._plan_digest(db, open_alerts, silences, t)
+        with self.store.tx() as db:
+            made += self._plan_ack_notices(db, open_alerts, silences, t)
         return made
+
+    def _plan_ack_notices(
+        self,
+        db: sqlite3.Connection,
+        open_alerts: list[dict[str, Any]],
+        silences: list[dict[str, Any]],
+        t: float,
+    ) -> int:
+        """docs/alerts.md#who-took-it: per acknowledgement (who, when), one notice to
+        each receiver that a notice naming one of its alerts reached, on the channel
+        that reached them; not to the one who acknowledged. Decided once: the alerts
+        are marked in the same transaction. A silenced (or inhibited) alert is left out
+        of it. How many notifications were created."""
+        due = Store.ack_notices_due(db)
+        if not due:
+            return 0
+        acks: dict[tuple[str, float], list[dict[str, Any]]] = {}
+        for a in due:
+            self.stats["acknowledged"] += 1
+            self.stats["ack_seconds_sum"] += max(a["acked_at"] - a["received_at"], 0.0)
+            why = suppression(self.cfg, a, open_alerts, silences, t)
+            if why is not None:
+                log.info("alert #%d acknowledged by %s: no notice (%s)", a["id"], by_of(a), why)
+                continue
+            acks.setdefault((by_of(a), float(a["acked_at"])), []).append(a)
+        made = 0
+        for (by, at), alerts in acks.items():
+            by_id = {a["id"]: a for a in alerts}
+            told: dict[str, tuple[str | None, list[dict[str, Any]]]] = {}
+            for n in Store.reached(db, by_id):
+                _old, seen = told.get(n["receiver"], (None, []))
+                if by_id[n["alert_id"]] not in seen:
+                    seen.append(by_id[n["alert_id"]])
+                told[n["receiver"]] = (n["channel"], seen)  # the latest channel wins
+            for rec, (channel, seen) in told.items():
+                if self._is_acker(rec, by):
+                    continue
+                self._notify_ack(db, rec, channel, sorted(seen, key=lambda a: a["id"]), by, at, t)
+                made += 1
+        Store.mark_ack_noticed(db, [a["id"] for a in due])
+        return made
+
+    def _is_acker(self, receiver: str, by: str) -> bool:
+        rec = self.cfg.receivers.get(receiver)
+        return by in (receiver, rec.label if rec else None)
+
+    def _notify_ack(  # noqa: PLR0917
+        self,
+        db: sqlite3.Connection,
+        receiver: str,
+        channel: str | None,
+        acked: list[dict[str, Any]],
+        by: str,
+        at: float,
+        t: float,
+    ) -> None:
+        rec = self.cfg.receivers.get(receiver)
+        chans: list[str] = list(rec.channels()) if rec else []
+        idx = chans.index(channel) if channel in chans else 0
+        nid = Store.add_notification(
+            db, None, receiver, "ack", 0, t, [], str(uuid.uuid4()), channel_idx=idx
+        )
+        title, text, body = render_ack(
+            acked, by=by, at=at, lang=self.cfg.lang, notification_id=nid, receiver=receiver
+        )
+        body["text"] = text
+        Store.set_text(db, nid, title, body)
+        self.stats["ack_notices"] += 1
+        log.info("notification #%d (ack) to %s via %s: %s", nid, receiver, channel, title)
 
     def _plan_group(
         self,

@@ -42,7 +42,7 @@ class Inbox:
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        self.messages.append(email.message_from_bytes(raw, policy=email.policy.default))  # type: ignore[arg-type]
+        self.messages.append(email.message_from_bytes(raw, policy=email.policy.default))
         return "250 OK"
 
     def subjects(self) -> list[str]:
@@ -97,7 +97,7 @@ def test_everyone_paged_learns_who_took_it_once(tmp_path: Path, smtp: tuple[Inbo
         assert inbox.subjects()[1] == "[雪水] 田中さんが確認しました (03:12)"
         body = inbox.messages[1].get_body(("plain",))
         assert body is not None
-        text = body.get_content()  # type: ignore[attr-defined]
+        text = body.get_content()
         assert "田中さんが確認しました" in text and "#1 " in text and "town" in text
         # never repeated: an hour of ticks, and a restart of the service
         for _ in range(6):

@@ -154,6 +154,7 @@ class Delivery:
                     exc,
                 )
                 if exc.retryable and attempts < retry.attempts:
+                    self.stats[f"retried_{ch}"] += 1
                     wait = backoff_s(retry, attempts, exc.retry_after_s)
                     self.store.retry_later(n["id"], idx, attempts, t + wait, str(exc))
                     return 0
@@ -165,6 +166,7 @@ class Delivery:
             self.store.record_attempt(n["id"], t, ch, True, detail)
             self.store.mark_sent(n["id"], ch, t)
             self.stats["notifications_sent"] += 1
+            self.stats[f"sent_{ch}"] += 1
             self.on_delivered(n, t)
             return 1
         self._failed(n, channels, t)

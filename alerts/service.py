@@ -20,7 +20,9 @@ two resumes where it was:
    fallback, rounds for a failed critical); a critical notice that failed on every
    channel raises ``system.delivery_failed`` to the other receivers;
 4. write pending ``alert_event`` points to InfluxDB; points InfluxDB refuses are
-   set aside (``rejected_events``), never retried for ever.
+   set aside (``rejected_events``), never retried for ever; and, every
+   ``metrics_interval_s``, the service's own figures (``yukimizu_alerts``,
+   ``yukimizu_alerts_channel``: docs/alerts.md#own-figures).
 
 Time comes from an injected ``now()`` so tests drive escalation with a fake clock.
 Semantics follow Alertmanager (grouping, repeat, inhibition, silences) and PagerDuty
@@ -42,7 +44,7 @@ from typing import Any
 
 from alerts.ack import AckServer, ack_url
 from alerts.channels import Context
-from alerts.config import JST, AlertsConfig, Escalation, ack_secret
+from alerts.config import CHANNELS, JST, AlertsConfig, Escalation, ack_secret
 from alerts.delivery import Delivery
 from alerts.matching import (
     delivery_failed_targets,
@@ -53,7 +55,7 @@ from alerts.matching import (
     suppression,
 )
 from alerts.render import iso, render, render_ack
-from alerts.schema import event_line
+from alerts.schema import UNACKED_AFTER_S, event_line, stats_lines
 from alerts.store import Store
 from core.config import Config
 from core.influx import WriteError, Writer, make_writer
@@ -188,6 +190,9 @@ class AlertService:
         self.stats: Counter[str] = Counter()
         self._writer = writer
         self._influx_warned = 0.0
+        self._metrics_warned = 0.0
+        self._metrics_at: float | None = None  # when the figures were last written
+        self._ack_s: list[float] = []  # time to acknowledge, since the last figures
         self.ctx = Context(mqtt=cfg.mqtt, subject_state=self.subject_state)
         self.delivery = Delivery(
             acfg,
@@ -315,7 +320,7 @@ class AlertService:
         acks: dict[tuple[str, float], list[dict[str, Any]]] = {}
         for a in due:
             self.stats["acknowledged"] += 1
-            self.stats["ack_seconds_sum"] += max(a["acked_at"] - a["received_at"], 0.0)
+            self._ack_s.append(max(a["acked_at"] - a["received_at"], 0.0))
             why = suppression(self.cfg, a, open_alerts, silences, t)
             if why is not None:
                 log.info("alert #%d acknowledged by %s: no notice (%s)", a["id"], by_of(a), why)
@@ -480,6 +485,8 @@ class AlertService:
             progress.last_sent = t
             if progress.step_at is None:
                 progress.step_at = t
+            if kind in ("escalation", "repeat"):
+                self.stats[f"{kind}s"] += 1
         Store.mark_notified(db, [a["id"] for a in members.new])
         Store.mark_resolved_notified(db, [a["id"] for a in members.resolved_due])
         return made
@@ -678,6 +685,58 @@ class AlertService:
             return
         written.extend(int(r["id"]) for r in rows)
 
+    # --- 5. own figures -----------------------------------------------------------
+
+    def metrics_lines(self, t: float) -> list[str]:
+        """The service's counters and the state database's gauges now (and the times
+        to acknowledge seen since the previous call, which it forgets)."""
+        open_alerts = self.store.open_alerts()
+        silences = self.store.active_silences(t)
+        unacked = [
+            a
+            for a in open_alerts
+            if a["status"] == "firing"
+            and a["severity"] == "critical"
+            and a["received_at"] <= t - UNACKED_AFTER_S
+            and suppression(self.cfg, a, open_alerts, silences, t) is None
+        ]
+        gauges = {
+            "open_firing": sum(1 for a in open_alerts if a["status"] == "firing"),
+            "open_acknowledged": sum(1 for a in open_alerts if a["status"] == "acknowledged"),
+            "unacked_critical": len(unacked),
+            "pending_notifications": self.store.status_counts("notifications").get("pending", 0),
+        }
+        channels: dict[str, dict[str, int]] = {}
+        for key, n in self.stats.items():
+            what, _, ch = key.partition("_")
+            if ch in CHANNELS and what in ("sent", "failures", "retried"):
+                channels.setdefault(ch, {})["failed" if what == "failures" else what] = n
+        ack_s, self._ack_s = self._ack_s, []
+        return stats_lines(self.stats, gauges, ack_s, channels, t)
+
+    def write_metrics(self, *, force: bool = False) -> bool:
+        """Every ``metrics_interval_s`` (or now, with ``force``): the figures to InfluxDB.
+        InfluxDB away or refusing: logged (at most every 5 min) and dropped; the
+        counters are cumulative, so the next point carries on."""
+        if not self.cfg.write_metrics:
+            return False
+        t = self.t()
+        last = self._metrics_at
+        if not force and last is not None and t < last + self.cfg.metrics_interval_s:
+            return False
+        self._metrics_at = t
+        lines = self.metrics_lines(t)
+        if self._writer is None:
+            self._writer = make_writer(self.core.influx)
+        try:
+            self._writer.write(lines)
+        except WriteError as exc:
+            if t - self._metrics_warned > 300:
+                self._metrics_warned = t
+                log.warning("alerts' own figures not written to InfluxDB (dropped): %s", exc)
+            return False
+        return True
+
     # --- the loop ----------------------------------------------------------------
 
     def tick(self) -> None:
@@ -685,6 +744,7 @@ class AlertService:
         self.plan()
         self.deliver()
         self.write_events()
+        self.write_metrics()
 
     def _on_mqtt_ack(self, m: Message) -> None:
         try:
@@ -746,6 +806,10 @@ class AlertService:
                 stop.wait(self.cfg.poll_s)
         finally:
             self.stop_listeners()
+            try:
+                self.write_metrics(force=True)  # the last figures: what happened since
+            except (sqlite3.Error, OSError):
+                log.exception("alerts' last figures not written")
             if self._writer is not None:
                 self._writer.close()
             log.info("alerts service stopped: %s", dict(self.stats))

@@ -320,7 +320,8 @@ class AlertService:
         acks: dict[tuple[str, float], list[dict[str, Any]]] = {}
         for a in due:
             self.stats["acknowledged"] += 1
-            self._ack_s.append(max(a["acked_at"] - a["received_at"], 0.0))
+            if self.cfg.write_metrics:  # emptied by each metrics point
+                self._ack_s.append(max(a["acked_at"] - a["received_at"], 0.0))
             why = suppression(self.cfg, a, open_alerts, silences, t)
             if why is not None:
                 log.info("alert #%d acknowledged by %s: no notice (%s)", a["id"], by_of(a), why)

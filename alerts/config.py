@@ -249,6 +249,9 @@ class AlertsConfig(_Frozen):
     send_resolved: bool = True
     digest_at: time = time(8, 0)  # JST
     write_events: bool = True  # alert_event points for Grafana annotations
+    # the service's own counters (yukimizu_alerts, yukimizu_alerts_channel) to InfluxDB
+    write_metrics: bool = True
+    metrics_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     defaults: dict[ChannelName, dict[str, Any]] = Field(default_factory=dict)
     receivers: dict[str, Receiver] = Field(
         default_factory=lambda: {"console": Receiver(console=ConsoleChannel())}

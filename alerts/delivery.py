@@ -63,9 +63,8 @@ def next_round_at(retry: RetryConfig, rounds_failed: int, t: float) -> float | N
 
 def outgoing(n: dict[str, Any]) -> Outgoing:
     body = json.loads(n["body"])
-    subjects = sorted(
-        {(a["subject_kind"], a["subject"]) for a in body["alerts"] + body["resolved"]}
-    )
+    named = body["alerts"] + body["resolved"] + body.get("acknowledged", [])
+    subjects = sorted({(a["subject_kind"], a["subject"]) for a in named})
     return Outgoing(
         id=n["id"],
         receiver=n["receiver"],
@@ -155,6 +154,7 @@ class Delivery:
                     exc,
                 )
                 if exc.retryable and attempts < retry.attempts:
+                    self.stats[f"retried_{ch}"] += 1
                     wait = backoff_s(retry, attempts, exc.retry_after_s)
                     self.store.retry_later(n["id"], idx, attempts, t + wait, str(exc))
                     return 0
@@ -166,6 +166,7 @@ class Delivery:
             self.store.record_attempt(n["id"], t, ch, True, detail)
             self.store.mark_sent(n["id"], ch, t)
             self.stats["notifications_sent"] += 1
+            self.stats[f"sent_{ch}"] += 1
             self.on_delivered(n, t)
             return 1
         self._failed(n, channels, t)

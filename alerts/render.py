@@ -113,3 +113,41 @@ def render(
         "resolved": [alert_json(a) for a in resolved],
     }
     return title, text, body
+
+
+def hhmm(ts: float) -> str:
+    return datetime.fromtimestamp(ts, JST).strftime("%H:%M")
+
+
+def render_ack(
+    acked: list[dict[str, Any]],
+    *,
+    by: str,
+    at: float,
+    lang: str,
+    notification_id: int,
+    receiver: str,
+) -> tuple[str, str, dict[str, Any]]:
+    """(title, text, JSON body) of the short notice to everyone who was paged for
+    ``acked``: who took it and when (docs/alerts.md#who-took-it)."""
+    if lang == "en":
+        title = f"[雪水] {by} acknowledged ({hhmm(at)} JST)"
+    else:
+        title = f"[雪水] {by}さんが確認しました ({hhmm(at)})"
+    lines = [title, ""] + [_line(a, lang) for a in acked]
+    body = {
+        "title": title,
+        "kind": "ack",
+        "status": "acknowledged",
+        "notification_id": notification_id,
+        "receiver": receiver,
+        "group": "",
+        "step": 0,
+        "ack_url": None,
+        "acked_by": by,
+        "acked_time": iso(at),
+        "alerts": [],
+        "resolved": [],
+        "acknowledged": [alert_json(a) for a in acked],
+    }
+    return title, "\n".join(lines), body

@@ -13,12 +13,16 @@ two resumes where it was:
    (``group_interval_s`` after the last), escalation to the next step when still
    unacknowledged after the step's ``after_min``, reminders every
    ``repeat_interval_min``, and resolved notices; silenced and inhibited alerts are
-   left out; the morning digest;
+   left out; the morning digest; and one notice 「○○さんが確認しました」 to everyone a
+   notice about an alert reached, when someone acknowledged it (from the ack link, the
+   CLI or MQTT: whatever wrote ``acked_at`` into the store);
 3. deliver due notifications (alerts/delivery.py: attempts, backoff, Retry-After,
    fallback, rounds for a failed critical); a critical notice that failed on every
    channel raises ``system.delivery_failed`` to the other receivers;
 4. write pending ``alert_event`` points to InfluxDB; points InfluxDB refuses are
-   set aside (``rejected_events``), never retried for ever.
+   set aside (``rejected_events``), never retried for ever; and, every
+   ``metrics_interval_s``, the service's own figures (``yukimizu_alerts``,
+   ``yukimizu_alerts_channel``: docs/alerts.md#own-figures).
 
 Time comes from an injected ``now()`` so tests drive escalation with a fake clock.
 Semantics follow Alertmanager (grouping, repeat, inhibition, silences) and PagerDuty
@@ -40,7 +44,7 @@ from typing import Any
 
 from alerts.ack import AckServer, ack_url
 from alerts.channels import Context
-from alerts.config import JST, AlertsConfig, Escalation, ack_secret
+from alerts.config import CHANNELS, JST, AlertsConfig, Escalation, ack_secret
 from alerts.delivery import Delivery
 from alerts.matching import (
     delivery_failed_targets,
@@ -50,8 +54,8 @@ from alerts.matching import (
     step_targets,
     suppression,
 )
-from alerts.render import iso, render
-from alerts.schema import event_line
+from alerts.render import iso, render, render_ack
+from alerts.schema import UNACKED_AFTER_S, event_line, stats_lines
 from alerts.store import Store
 from core.config import Config
 from core.influx import WriteError, Writer, make_writer
@@ -115,6 +119,11 @@ def _escalate(policy: Escalation, progress: _Progress, t: float) -> bool:
         progress.step, progress.step_at, progress.loops = 0, t, progress.loops + 1
         return True
     return False
+
+
+def by_of(a: dict[str, Any]) -> str:
+    """Who acknowledged ``a``, as they gave their name."""
+    return str(a["acked_by"] or "?")
 
 
 def _fields(tr: Transition, t: float) -> dict[str, Any]:
@@ -181,6 +190,9 @@ class AlertService:
         self.stats: Counter[str] = Counter()
         self._writer = writer
         self._influx_warned = 0.0
+        self._metrics_warned = 0.0
+        self._metrics_at: float | None = None  # when the figures were last written
+        self._ack_s: list[float] = []  # time to acknowledge, since the last figures
         self.ctx = Context(mqtt=cfg.mqtt, subject_state=self.subject_state)
         self.delivery = Delivery(
             acfg,
@@ -299,7 +311,79 @@ class AlertService:
                 made += self._plan_group(db, g, open_alerts, silences, t)
         with self.store.tx() as db:
             made += self._plan_digest(db, open_alerts, silences, t)
+        with self.store.tx() as db:
+            made += self._plan_ack_notices(db, open_alerts, silences, t)
         return made
+
+    def _plan_ack_notices(
+        self,
+        db: sqlite3.Connection,
+        open_alerts: list[dict[str, Any]],
+        silences: list[dict[str, Any]],
+        t: float,
+    ) -> int:
+        """docs/alerts.md#who-took-it: per acknowledgement (who, when), one notice to
+        each receiver that a notice naming one of its alerts reached, on the channel
+        that reached them; not to the one who acknowledged. Decided once: the alerts
+        are marked in the same transaction. A silenced (or inhibited) alert is left out
+        of it. How many notifications were created."""
+        due = Store.ack_notices_due(db)
+        if not due:
+            return 0
+        acks: dict[tuple[str, float], list[dict[str, Any]]] = {}
+        for a in due:
+            self.stats["acknowledged"] += 1
+            if self.cfg.write_metrics:  # emptied by each metrics point
+                self._ack_s.append(max(a["acked_at"] - a["received_at"], 0.0))
+            why = suppression(self.cfg, a, open_alerts, silences, t)
+            if why is not None:
+                log.info("alert #%d acknowledged by %s: no notice (%s)", a["id"], by_of(a), why)
+                continue
+            acks.setdefault((by_of(a), float(a["acked_at"])), []).append(a)
+        made = 0
+        for (by, at), alerts in acks.items():
+            by_id = {a["id"]: a for a in alerts}
+            told: dict[str, tuple[str | None, list[dict[str, Any]]]] = {}
+            for n in Store.reached(db, by_id):
+                _old, seen = told.get(n["receiver"], (None, []))
+                if by_id[n["alert_id"]] not in seen:
+                    seen.append(by_id[n["alert_id"]])
+                told[n["receiver"]] = (n["channel"], seen)  # the latest channel wins
+            for rec, (channel, seen) in told.items():
+                if self._is_acker(rec, by):
+                    continue
+                self._notify_ack(db, rec, channel, sorted(seen, key=lambda a: a["id"]), by, at, t)
+                made += 1
+        Store.mark_ack_noticed(db, [a["id"] for a in due])
+        return made
+
+    def _is_acker(self, receiver: str, by: str) -> bool:
+        rec = self.cfg.receivers.get(receiver)
+        return by in (receiver, rec.label if rec else None)
+
+    def _notify_ack(  # noqa: PLR0917
+        self,
+        db: sqlite3.Connection,
+        receiver: str,
+        channel: str | None,
+        acked: list[dict[str, Any]],
+        by: str,
+        at: float,
+        t: float,
+    ) -> None:
+        rec = self.cfg.receivers.get(receiver)
+        chans: list[str] = list(rec.channels()) if rec else []
+        idx = chans.index(channel) if channel in chans else 0
+        nid = Store.add_notification(
+            db, None, receiver, "ack", 0, t, [], str(uuid.uuid4()), channel_idx=idx
+        )
+        title, text, body = render_ack(
+            acked, by=by, at=at, lang=self.cfg.lang, notification_id=nid, receiver=receiver
+        )
+        body["text"] = text
+        Store.set_text(db, nid, title, body)
+        self.stats["ack_notices"] += 1
+        log.info("notification #%d (ack) to %s via %s: %s", nid, receiver, channel, title)
 
     def _plan_group(
         self,
@@ -415,6 +499,8 @@ class AlertService:
             progress.last_sent = t
             if progress.step_at is None:
                 progress.step_at = t
+            if kind in ("escalation", "repeat"):
+                self.stats[f"{kind}s"] += 1
         Store.mark_notified(db, [a["id"] for a in members.new])
         Store.mark_resolved_notified(db, [a["id"] for a in members.resolved_due])
         return made
@@ -613,6 +699,58 @@ class AlertService:
             return
         written.extend(int(r["id"]) for r in rows)
 
+    # --- 5. own figures -----------------------------------------------------------
+
+    def metrics_lines(self, t: float) -> list[str]:
+        """The service's counters and the state database's gauges now (and the times
+        to acknowledge seen since the previous call, which it forgets)."""
+        open_alerts = self.store.open_alerts()
+        silences = self.store.active_silences(t)
+        unacked = [
+            a
+            for a in open_alerts
+            if a["status"] == "firing"
+            and a["severity"] == "critical"
+            and a["received_at"] <= t - UNACKED_AFTER_S
+            and suppression(self.cfg, a, open_alerts, silences, t) is None
+        ]
+        gauges = {
+            "open_firing": sum(1 for a in open_alerts if a["status"] == "firing"),
+            "open_acknowledged": sum(1 for a in open_alerts if a["status"] == "acknowledged"),
+            "unacked_critical": len(unacked),
+            "pending_notifications": self.store.status_counts("notifications").get("pending", 0),
+        }
+        channels: dict[str, dict[str, int]] = {}
+        for key, n in self.stats.items():
+            what, _, ch = key.partition("_")
+            if ch in CHANNELS and what in ("sent", "failures", "retried"):
+                channels.setdefault(ch, {})["failed" if what == "failures" else what] = n
+        ack_s, self._ack_s = self._ack_s, []
+        return stats_lines(self.stats, gauges, ack_s, channels, t)
+
+    def write_metrics(self, *, force: bool = False) -> bool:
+        """Every ``metrics_interval_s`` (or now, with ``force``): the figures to InfluxDB.
+        InfluxDB away or refusing: logged (at most every 5 min) and dropped; the
+        counters are cumulative, so the next point carries on."""
+        if not self.cfg.write_metrics:
+            return False
+        t = self.t()
+        last = self._metrics_at
+        if not force and last is not None and t < last + self.cfg.metrics_interval_s:
+            return False
+        self._metrics_at = t
+        lines = self.metrics_lines(t)
+        if self._writer is None:
+            self._writer = make_writer(self.core.influx)
+        try:
+            self._writer.write(lines)
+        except WriteError as exc:
+            if t - self._metrics_warned > 300:
+                self._metrics_warned = t
+                log.warning("alerts' own figures not written to InfluxDB (dropped): %s", exc)
+            return False
+        return True
+
     # --- the loop ----------------------------------------------------------------
 
     def tick(self) -> None:
@@ -620,6 +758,7 @@ class AlertService:
         self.plan()
         self.deliver()
         self.write_events()
+        self.write_metrics()
 
     def _on_mqtt_ack(self, m: Message) -> None:
         try:
@@ -681,6 +820,10 @@ class AlertService:
                 stop.wait(self.cfg.poll_s)
         finally:
             self.stop_listeners()
+            try:
+                self.write_metrics(force=True)  # the last figures: what happened since
+            except (sqlite3.Error, OSError):
+                log.exception("alerts' last figures not written")
             if self._writer is not None:
                 self._writer.close()
             log.info("alerts service stopped: %s", dict(self.stats))

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     notified INTEGER NOT NULL DEFAULT 0,
     resolved_notified INTEGER NOT NULL DEFAULT 0,
     digested INTEGER NOT NULL DEFAULT 0,
-    duplicates INTEGER NOT NULL DEFAULT 0
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    ack_noticed INTEGER NOT NULL DEFAULT 0 -- the 確認しました notice was decided (or suppressed)
 );
 CREATE INDEX IF NOT EXISTS alerts_key ON alerts (key, status);
 CREATE INDEX IF NOT EXISTS alerts_group ON alerts (group_id);
@@ -69,7 +70,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     group_id INTEGER,
     receiver TEXT NOT NULL,
-    kind TEXT NOT NULL,                -- firing | escalation | repeat | resolved | digest
+    kind TEXT NOT NULL,                -- firing | escalation | repeat | resolved | digest | ack
     step INTEGER NOT NULL,
     created_at REAL NOT NULL,
     alert_ids TEXT NOT NULL,           -- JSON list of the firing alerts it names (ack scope)
@@ -131,6 +132,14 @@ SCHEMA = Schema(
     added_columns=(
         Column("notifications", "rounds", "INTEGER NOT NULL DEFAULT 0"),
         Column("notifications", "retry_at", "REAL"),
+        # alerts a file already holds were acknowledged before the notice existed:
+        # nobody is told about those after an upgrade
+        Column(
+            "alerts",
+            "ack_noticed",
+            "INTEGER NOT NULL DEFAULT 0",
+            backfill="UPDATE alerts SET ack_noticed = 1",
+        ),
     ),
 )
 
@@ -302,6 +311,34 @@ class Store:
         rows = self.query(f"SELECT status, COUNT(*) AS n FROM {table} GROUP BY status")
         return {str(r["status"]): int(r["n"]) for r in rows}
 
+    # --- acknowledgement notices ------------------------------------------------------
+
+    @staticmethod
+    def ack_notices_due(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        """Alerts acknowledged (by anyone, from any process) whose notice to the others
+        is not decided yet, oldest acknowledgement first."""
+        rows = db.execute(
+            "SELECT * FROM alerts WHERE ack_noticed = 0 AND acked_at IS NOT NULL "
+            "ORDER BY acked_at, id"
+        )
+        return [dict(r) for r in rows.fetchall()]
+
+    @staticmethod
+    def reached(db: sqlite3.Connection, alert_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Notifications naming any of ``alert_ids`` that reached their receiver:
+        ``id``, ``receiver``, ``channel``, ``alert_id``, oldest first."""
+        rows = db.execute(
+            "SELECT n.id, n.receiver, n.channel, j.value AS alert_id FROM notifications n, "
+            "json_each(n.alert_ids) j, json_each(?) w WHERE j.value = w.value "
+            "AND n.status = 'sent' ORDER BY n.id",
+            (json.dumps(list(alert_ids)),),
+        )
+        return [dict(r) for r in rows.fetchall()]
+
+    @staticmethod
+    def mark_ack_noticed(db: sqlite3.Connection, alert_ids: Iterable[int]) -> None:
+        db.executemany("UPDATE alerts SET ack_noticed = 1 WHERE id = ?", [(i,) for i in alert_ids])
+
     # --- groups (planning) -----------------------------------------------------------
 
     @staticmethod
@@ -432,12 +469,15 @@ class Store:
         t: float,
         ack_ids: list[int],
         retry_key: str,
+        channel_idx: int = 0,
     ) -> int:
-        """A pending notification, due at ``t``; its text is set by :meth:`set_text`."""
+        """A pending notification, due at ``t``, tried from the receiver's channel
+        ``channel_idx``; its text is set by :meth:`set_text`."""
         cur = db.execute(
             "INSERT INTO notifications (group_id, receiver, kind, step, created_at, alert_ids, "
-            "title, body, retry_key, next_at) VALUES (?, ?, ?, ?, ?, ?, '', '{}', ?, ?)",
-            (group_id, receiver, kind, step, t, json.dumps(ack_ids), retry_key, t),
+            "title, body, retry_key, next_at, channel_idx) "
+            "VALUES (?, ?, ?, ?, ?, ?, '', '{}', ?, ?, ?)",
+            (group_id, receiver, kind, step, t, json.dumps(ack_ids), retry_key, t, channel_idx),
         )
         return int(cur.lastrowid or 0)
 

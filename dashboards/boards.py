@@ -21,6 +21,8 @@ import rules.schema as derived
 from core.config import Config
 from dashboards.model import (
     ALERT_EVENT,
+    ALERTS_CHANNEL_STATS,
+    ALERTS_STATS,
     Dashboard,
     Panel,
     Query,
@@ -1126,6 +1128,104 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
                 )
             ],
             w=12,
+            unit="suffix: 件",
+            decimals=0,
+            custom=_ts(bars=True, stack=True),
+        ),
+        Panel(
+            "stat",
+            "15分以上 未確認の重大アラート",
+            [
+                q(
+                    f'SELECT last("unacked_critical") AS "unacked_critical" FROM "{ALERTS_STATS}" '
+                    "WHERE $timeFilter",
+                    ("unacked_critical",),
+                )
+            ],
+            w=6,
+            description=(
+                "発報から15分たっても誰も確認していない重大(critical)アラートの件数"
+                "(サイレンス中を除く)。0 でなければ当番に電話で確認を。"
+                "アラート通知サービスが30秒ごとに書く yukimizu_alerts.unacked_critical。"
+            ),
+            decimals=0,
+            thresholds=[(None, "green"), (1, "red")],
+            color_mode="thresholds",
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "colorMode": "background",
+                "graphMode": "area",
+                "textMode": "value",
+            },
+        ),
+        _trend(
+            "確認までの時間",
+            [
+                q(
+                    'SELECT max("ack_s_max") / 60 AS "max", mean("ack_s_mean") / 60 AS "mean" '
+                    f'FROM "{ALERTS_STATS}" WHERE $timeFilter '
+                    "GROUP BY time($__interval) fill(none)",
+                    ("max", "mean"),
+                    alias="$col",
+                )
+            ],
+            w=6,
+            description=("アラートが届いてから誰かが確認するまで(分)。max: 最長、mean: 平均。"),
+            unit="suffix: 分",
+            decimals=1,
+            thresholds=[(None, "green"), (15, "red")],
+            custom=_ts(bars=True),
+        ),
+        _trend(
+            "通知の送信・失敗・再試行(経路別)",
+            [
+                q(
+                    f'SELECT non_negative_difference(last("{f}")) AS "{f}" '
+                    f'FROM "{ALERTS_CHANNEL_STATS}" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "channel" fill(none)',
+                    (f,),
+                    ("channel",),
+                    ref=ref,
+                    alias=f"$tag_channel {label}",
+                )
+                for ref, f, label in (
+                    ("A", "sent", "送信"),
+                    ("B", "failed", "失敗"),
+                    ("C", "retried", "再試行"),
+                )
+            ],
+            w=12,
+            description=(
+                "経路(email・webhook・line・mqtt・console)ごとの送信成功、失敗した試行、"
+                "そのうち同じ経路で再試行したもの(yukimizu_alerts_channel)。"
+            ),
+            unit="suffix: 件",
+            decimals=0,
+            custom=_ts(bars=True, stack=True),
+        ),
+        _trend(
+            "確認・上位への連絡・再通知",
+            [
+                q(
+                    f'SELECT non_negative_difference(last("{f}")) AS "{f}" '
+                    f'FROM "{ALERTS_STATS}" WHERE $timeFilter '
+                    "GROUP BY time($__interval) fill(none)",
+                    (f,),
+                    ref=ref,
+                    alias=label,
+                )
+                for ref, f, label in (
+                    ("A", "acknowledged", "確認"),
+                    ("B", "escalations", "上位へ連絡"),
+                    ("C", "repeats", "再通知"),
+                    ("D", "notifications_failed", "全経路で失敗"),
+                )
+            ],
+            w=12,
+            description=(
+                "アラート通知サービスの件数(yukimizu_alerts)。全経路で失敗: どの経路でも"
+                "届かなかった通知(yukimizu alerts show で確認)。"
+            ),
             unit="suffix: 件",
             decimals=0,
             custom=_ts(bars=True, stack=True),

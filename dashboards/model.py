@@ -38,6 +38,10 @@ PRODUCER: dict[str, str] = {
 # Written by the alerts service (acknowledgements, delivery results); its schema is
 # that service's. Queries on it must work while it does not exist yet.
 ALERT_EVENT = "alert_event"
+# The alerts service's own figures (alerts/schema.py; tests/test_alerts_metrics.py keeps
+# the names equal): counters since its start, gauges, per-channel counters.
+ALERTS_STATS = "yukimizu_alerts"
+ALERTS_CHANNEL_STATS = "yukimizu_alerts_channel"
 OPTIONAL_MEASUREMENTS = frozenset({ALERT_EVENT})
 
 

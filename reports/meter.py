@@ -198,8 +198,8 @@ class MeterRow:
         return [
             self.meter,
             self.district,
-            self.date.isoformat(),
-            self.previous.isoformat(),
+            self.date,  # a date cell: ISO text in the CSV, an Excel date in the XLSX
+            self.previous,
             None if self.register_l is None else math.floor(self.register_l / 1000),
             None if self.previous_l is None else math.floor(self.previous_l / 1000),
             self.use_m3,

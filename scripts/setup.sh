@@ -18,6 +18,10 @@ need python3 python3
 # Browser tests of the public page (tests/test_public_browser.py): headless Chromium.
 need chromium chromium
 need chromedriver chromium-driver
+# The printed plowing report's test (tests/test_reports.py): Chromium prints it to PDF,
+# poppler-utils counts its pages and reads its text; a Japanese font to lay it out.
+need pdfinfo poppler-utils
+if ! fc-list :lang=ja 2>/dev/null | grep -q .; then PKGS+=(fonts-ipafont-gothic); fi
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   PKGS+=(python3-venv)
 fi

@@ -146,6 +146,7 @@ def alerts_config(
         "state_dir": str(tmp_path / "alerts"),
         "outbox": str(tmp_path / "rules.sqlite"),
         "write_events": False,
+        "write_metrics": False,
         "group_wait_s": 0,
         "ack": {"port": 0, "secret": "test-secret"},
         **alerts,

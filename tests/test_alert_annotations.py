@@ -85,7 +85,9 @@ def test_ten_alert_events_at_once_are_ten_points(
         ack_at = clock.t.timestamp() + 60
         assert len(svc.store.acknowledge(list(range(1, 11)), "sato", "cli", ack_at)) == 10
         svc.tick()
-    assert len(hook.requests) == 1  # one group, one notice naming all ten
+    # one group, one notice naming all ten; then one notice of who acknowledged them
+    assert [r.body["kind"] for r in hook.requests] == ["firing", "ack"]
+    assert len(hook.requests[1].body["acknowledged"]) == 10
     rows = influx.series(
         f'SELECT "alert_id", "subject", "event", "by" FROM "{ALERT_EVENT}" ORDER BY time', tag
     )

@@ -158,7 +158,14 @@ def test_escalation_primary_then_secondary_then_ack_stops(tmp_path: Path) -> Non
         for _ in range(6):  # an hour: past the supervisor's turn
             clock.advance(minutes=10)
             svc.tick()
-    assert (len(p.requests), len(s.requests), len(sup.requests)) == (1, 1, 0)
+    # no more pages; the two paged are told once who took it
+    assert (len(p.requests), len(s.requests), len(sup.requests)) == (2, 2, 0)
+    assert [r.body["kind"] for r in p.requests + s.requests] == [
+        "firing",
+        "ack",
+        "escalation",
+        "ack",
+    ]
     a = svc.store.one("SELECT status, acked_by, ack_via FROM alerts WHERE id = ?", (aid,))
     assert a == {"status": "acknowledged", "acked_by": "suzuki", "ack_via": "cli"}
 

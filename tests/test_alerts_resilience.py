@@ -138,7 +138,8 @@ def test_a_refused_alert_event_is_set_aside_and_alerting_carries_on(
     svc.tick()  # nothing left to retry: the refused point does not come back
 
     subjects = [str(m["Subject"]) for m in inbox.messages]
-    assert len(subjects) == 3 and "ST03" in subjects[2], subjects
+    assert len(subjects) == 4 and "ST03" in subjects[3], subjects
+    assert subjects[2] == "[雪水] satoさんが確認しました (03:01)"  # who took ST01
     assert _firing_subjects(influx, tag) == ["ST01", "ST02", "ST03"]
     assert svc.store.query("SELECT COUNT(*) AS n FROM events") == [{"n": 0}]
     n, rejected = svc.store.rejected_events()

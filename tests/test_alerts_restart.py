@@ -98,11 +98,15 @@ def test_sigkill_mid_escalation_resumes_without_loss_or_doubles(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-    assert (len(p.requests), len(s.requests), len(sup.requests)) == (1, 1, 0), log.read_text()
+    # each paged once, then told once who took it (the CLI's acknowledgement)
+    assert (len(p.requests), len(s.requests), len(sup.requests)) == (2, 2, 0), log.read_text()
+    assert p.requests[1].body["acked_by"] == s.requests[1].body["acked_by"] == "suzuki"
     store = Store(tmp_path / "alerts" / "alerts.sqlite")
     notes = store.query("SELECT receiver, kind, status FROM notifications ORDER BY id")
     assert notes == [
         {"receiver": "primary", "kind": "firing", "status": "sent"},
         {"receiver": "secondary", "kind": "escalation", "status": "sent"},
+        {"receiver": "primary", "kind": "ack", "status": "sent"},
+        {"receiver": "secondary", "kind": "ack", "status": "sent"},
     ]
     assert "alerts service stopped" in log.read_text()

@@ -4,7 +4,8 @@ every query runs against a real InfluxDB filled the way production fills it.
 The data: the storm-morning-fleet and watched-household-leak scenarios through ingest's
 processor (devtools.rulelab), the rules engine's derived series from a backtest of
 every registered family, one live engine cycle (its ``yukimizu_rules`` statistics)
-and a real ingest's own metrics for a few seconds. Grafana's macros are substituted
+a real ingest's own metrics for a few seconds, and the alerts service's own figures
+(a critical alert paged to a webhook and acknowledged). Grafana's macros are substituted
 as Grafana would (``$timeFilter``, ``$__interval``, ``${__to:date:seconds}``, the
 template variables with "All" selected); a query must succeed on every time range and
 return the expected columns and groups on at least one. A panel reading a derived
@@ -44,6 +45,7 @@ from rules.engine import ENCODER, Engine, transition_line
 from rules.families import BY_NAME, FAMILIES
 from rules.sources import RecordedSource
 from rules.state import SqliteState
+from tests.alerts_support import Clock, http_double, service, transition
 from tests.conftest import REPO, SAMPLE_CONFIG, make_config, running_ingest, wait_for
 
 SCENARIOS = ("storm-morning-fleet", "watched-household-leak")
@@ -238,6 +240,29 @@ def filled(
             ),
             what="ingest metrics",
         )
+    # The alerts service, on the real clock: its figures (yukimizu_alerts, …_channel).
+    # Two points 5 s apart (non_negative_difference needs two).
+    (tmp / "alerts").mkdir()
+    clock = Clock(datetime.now(UTC))
+    with http_double() as hook:
+        svc, outbox = service(
+            tmp / "alerts",
+            {
+                "write_metrics": True,
+                "receivers": {"oncall": {"webhook": {"url": hook.url}}},
+                "routes": [{"receivers": ["oncall"]}],
+            },
+            clock,
+            influx={"url": influx.url, "database": db},
+        )
+        outbox.add(transition("snow.depth", "ST01", at=clock.t))
+        svc.tick()
+        clock.advance(seconds=2)
+        svc.store.acknowledge([1], "田中", "cli", clock.t.timestamp())
+        svc.tick()
+        clock.advance(seconds=3)
+        assert svc.write_metrics(force=True) and len(hook.requests) == 2
+        svc.store.close()
     ranges.append(TimeRange("live", live_start - 60_000, int(time.time() * 1000) + 60_000, 1))
     reg = load_registry(cfg)
     values = {

@@ -11,6 +11,10 @@ import csv
 import datetime as dt
 import io
 import json
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from devtools.localstack import InfluxDB1
 from devtools.rulelab import Loaded, load_scenario_into, run_backtest
 from reports.config import MeterReadingConfig, PlowReportConfig, load_reports_config
 from reports.meter import ESTIMATED, F_LEAK, F_REVERSE, F_STUCK, MISSING, MeterReading, midnight_ms
-from reports.output import EncodeError, csv_bytes
+from reports.output import EncodeError, cell_text, csv_bytes, display_width
 from reports.plow import PlowAnalysis, Trip
 from rules.config import with_settings
 from rules.engine import ENCODER
@@ -167,11 +171,33 @@ def test_meter_reading_files(
     by_id = {row[0]: row for row in utf[1:]}
     assert F_LEAK in by_id["M028"][13] and by_id["M001"][2] == "2026-03-31"
     assert by_id["M025"][6] == "" and by_id["M025"][7] == MISSING  # never a silent 0
-    ws = openpyxl.load_workbook(out["x.xlsx"]).active
+    ws: Any = openpyxl.load_workbook(out["x.xlsx"]).active
     assert ws is not None
-    cells = [["" if v is None else str(v) for v in row] for row in ws.iter_rows(values_only=True)]
-    assert cells == utf
+    assert _shown(ws) == utf
     assert isinstance(ws.cell(row=2, column=7).value, int)  # numbers stay numbers
+    # the reading dates are Excel dates, not text
+    for col in (3, 4):
+        cell = ws.cell(row=2, column=col)
+        assert cell.is_date and cell.number_format == "yyyy-mm-dd"
+    assert ws.cell(row=2, column=3).value == dt.datetime(2026, 3, 31)
+    # 備考 fits its column (Japanese characters count two)
+    notes = [ws.cell(row=r, column=15).value or "" for r in range(2, ws.max_row + 1)]
+    longest = max(display_width(str(n)) for n in notes)
+    assert longest > 20 and ws.column_dimensions["O"].width >= min(longest, 80)
+
+
+def _shown(ws: Any) -> list[list[str]]:
+    """The sheet's cells as Excel shows them with their number formats."""
+    out = []
+    for row in ws.iter_rows():
+        line = []
+        for c in row:
+            v = c.value
+            if isinstance(v, dt.datetime) and c.number_format == "yyyy-mm-dd":
+                v = v.date()
+            line.append(cell_text(v))
+        out.append(line)
+    return out
 
 
 def test_an_active_leak_flags_every_period_it_overlaps(season: Db, influx: InfluxDB1) -> None:
@@ -335,14 +361,38 @@ def test_plow_files_hold_the_same_figures(
     for fmt, path in paths.items():
         assert main([*base, "--format", fmt, "--out", str(path)]) == 0
     rows = list(csv.reader(io.StringIO(paths["csv"].read_text("utf-8-sig"))))
-    wb = openpyxl.load_workbook(paths["xlsx"])
-    sheet = [
-        ["" if v is None else str(v) for v in r] for r in wb["車両別"].iter_rows(values_only=True)
-    ]
-    assert sheet == rows and len(rows) == 8
+    wb: Any = openpyxl.load_workbook(paths["xlsx"])
+    ws = wb["車両別"]
+    assert _shown(ws) == rows and len(rows) == 8
+    header = rows[0]
+    leave, work = ws.cell(row=2, column=4), ws.cell(row=2, column=header.index("作業時間") + 1)
+    # times are Excel values a clerk can compute with: 出庫 a date-time, 作業時間 a
+    # duration that sums past 24 h
+    assert isinstance(leave.value, dt.datetime) and leave.number_format == "mm/dd hh:mm"
+    assert isinstance(work.value, dt.timedelta) and work.number_format == "[h]:mm"
+    total = sum((ws.cell(row=r, column=work.column).value for r in range(2, 9)), dt.timedelta())
+    contractors = wb["業者別"]
+    sums = [contractors.cell(row=r, column=3).value for r in range(2, contractors.max_row + 1)]
+    assert all(isinstance(v, dt.timedelta) for v in sums)
+    assert abs(sum(sums, dt.timedelta()) - total) <= dt.timedelta(minutes=len(sums))
+    assert wb["出動"].cell(row=2, column=2).is_date
+    segs = wb["除雪区間"]
+    assert {segs.cell(row=r, column=7).value for r in range(2, segs.max_row + 1)} == {
+        "GPS軌跡から算出"
+    }
+    # every column is as wide as its longest text
+    for sheet in wb.worksheets:
+        for col in sheet.iter_cols():
+            longest = max(display_width(t) for t in (cell_text(c.value) for c in col))
+            letter = col[0].column_letter
+            assert sheet.column_dimensions[letter].width >= min(longest, 80), (sheet, letter)
     page = paths["html"].read_text("utf-8")
     assert "@page { size: A4" in page and "除雪作業日報 2026-01-27" in page
     assert "GPS測位" in page  # the fixes and time span the figures rest on
+    # nothing a clerk reads is English (unit and device codes aside)
+    text = re.sub(r"<style>.*?</style>|<[^>]+>", " ", page, flags=re.S)
+    words = set(re.findall(r"[A-Za-z]{2,}", text)) - {"GPS", "km", "ID"}
+    assert not words, words
     season = tmp_path / "season.csv"
     args = ["-c", str(SAMPLE_CONFIG), "report", "plow-season", "--from", "2026-01-26"]
     assert main([*args, "--to", "2026-01-28", "--out", str(season)]) == 0
@@ -396,3 +446,60 @@ def test_plow_daily_uses_the_rules_series(
             abs(x.at_ms - y.at_ms) <= 60_000 for x, y in zip(a.segments, b.segments, strict=True)
         )
         assert a.dispatch_id == b.dispatch_id
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None or shutil.which("pdfinfo") is None,
+    reason="chromium / poppler-utils not installed (scripts/setup.sh)",
+)
+def test_plow_html_prints_on_one_a4_page(
+    storms: dict[str, Db], tmp_path: Path, influx: InfluxDB1, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The printable report in headless Chromium's print-to-PDF: one A4 page, and the
+    業者 and 車両 columns on one line each (their text, not a character per line)."""
+    db = storms["storm-morning-fleet"]
+    monkeypatch.setenv("YUKIMIZU_INFLUX__URL", f'"{influx.url}"')
+    monkeypatch.setenv("YUKIMIZU_INFLUX__DATABASE", f'"{db.database}"')
+    html_path, pdf = tmp_path / "daily.html", tmp_path / "daily.pdf"
+    base = ["-c", str(SAMPLE_CONFIG), "report", "plow-daily", "--date", "2026-01-27"]
+    assert main([*base, "--format", "html", "--out", str(html_path)]) == 0
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            html_path.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True)
+    fields = dict(line.split(":", 1) for line in info.stdout.splitlines() if ":" in line)
+    assert int(fields["Pages"]) == 1
+    # A4 (595 x 842 pt), either way round
+    w, h = (float(x) for x in re.findall(r"[\d.]+", fields["Page size"])[:2])
+    assert sorted((round(w), round(h))) == [595, 842]
+    # printed at its size, not shrunk to fit: the 13 pt title's six characters are
+    # 6 x 13 pt wide (Chromium scales the whole page down when anything overflows)
+    boxes = subprocess.run(
+        ["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True, text=True
+    ).stdout
+    title = re.search(r'xMin="([\d.]+)"[^>]*xMax="([\d.]+)"[^>]*>除雪作業日報<', boxes)
+    assert title is not None
+    assert float(title[2]) - float(title[1]) == pytest.approx(6 * 13, rel=0.02)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True
+    ).stdout
+    # a contractor's name and a vehicle id each stand whole on a line of the table
+    registry = load_registry(db.cfg)
+    for plow in ("P01", "P02"):
+        contractor = registry.plows[plow].contractor
+        assert any(plow in line and contractor in line for line in text.splitlines()), plow

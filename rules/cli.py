@@ -20,7 +20,7 @@ from rules.config import RulesConfig, params_table, with_settings
 from rules.engine import Engine
 from rules.families import FAMILIES
 from rules.model import DAY_MS, JST, dt_to_ms
-from rules.sources import LiveSource, RecordedSource
+from rules.sources import LateArrivals, LiveSource, RecordedSource
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Transition
 
@@ -192,7 +192,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     families = list(FAMILIES)
     warm = start - int(rcfg.warmup_days * DAY_MS)
     engine_inputs = Engine(registry, rcfg, MemoryState(), families).inputs
-    source = RecordedSource.load(client, engine_inputs, warm, end)
+    source = RecordedSource.load(client, engine_inputs, warm, end, arrival=args.arrival)
     result = backtest.run(
         registry,
         rcfg,
@@ -213,6 +213,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"{result.steps:,} steps in {result.seconds:.1f} s, {result.points_read:,} points, "
         f"{len(result.transitions)} transitions (nothing sent, nothing written)"
     )
+    late = source.arrived_after(end)
+    if late.imported:
+        _print_imported(late, args.lang)
     backtest.print_transitions(result, args.lang)
     if args.truth is not None:
         if not (args.truth / "truth.json").exists():
@@ -220,6 +223,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print()
         backtest.print_scores(backtest.score(args.truth, result, [f.name for f in families]))
     return 0
+
+
+def _print_imported(late: LateArrivals, lang: str) -> None:
+    """Most of the period arrived after it (lag_s says so): say why little was seen."""
+    days = late.median_lag_s / 86_400
+    if lang == "en":
+        print(
+            f"note: {late.late:,} of the {late.loaded:,} points of this period arrived after "
+            f"its end (median lag {days:.1f} days): history imported or replayed in bulk? "
+            "A backtest sees a point only once it has arrived. "
+            "--arrival device treats every point as arrived at its device time."
+        )
+    else:
+        print(
+            f"注意: この期間の {late.loaded:,} 点のうち {late.late:,} 点は"
+            "期間の終了後に届いています"
+            f" (遅延の中央値 {days:.1f} 日)。一括取り込みや再生したデータではありませんか。"
+            "バックテストは届いた時点以降の点しか見ません。"
+            "--arrival device を付けると、すべての点を測定時刻に届いたものとして扱います。"
+        )
 
 
 def cmd_params(_args: argparse.Namespace) -> int:
@@ -246,6 +269,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     x.add_argument("--rule", help="only rules matching this glob, e.g. 'water.*'")
     x.add_argument("--set", action="append", help="family.param=value, e.g. snow.dispatch_cm=12")
     x.add_argument("--truth", type=Path, help="simulator ground truth: score every rule")
+    x.add_argument(
+        "--arrival",
+        choices=["lag", "device"],
+        default="lag",
+        help="when a point counts as arrived: device time + lag_s (default), or its "
+        "device time (history imported in bulk)",
+    )
     x.add_argument("--lang", choices=["ja", "en"], default="ja")
     x.set_defaults(func=cmd_backtest)
     x = rs.add_parser("params", help="every threshold and its default")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,11 @@ from core.influxql import InfluxQuery
 log = logging.getLogger(__name__)
 
 LAG_FIELD = "lag_s"
+
+# When a point counts as arrived: "lag" = device time + lag_s (what ingest measured),
+# "device" = at its device time (history imported in bulk, where lag_s only says when
+# the import ran; docs/rules.md#imported-history).
+Arrival = Literal["lag", "device"]
 
 
 def _quote(name: str) -> str:
@@ -37,6 +43,7 @@ def query_frame(
     end_ms: int,
     *,
     device_tag: str = "device",
+    arrival: Arrival = "lag",
 ) -> pd.DataFrame:
     """Points of ``measurement`` with ``start_ms < time <= end_ms``: columns ``time`` (int
     ms), ``arrival`` (int ms), ``device`` (the tag ``device_tag``) and ``fields``
@@ -47,10 +54,10 @@ def query_frame(
         f"WHERE time > {int(start_ms)}ms AND time <= {int(end_ms)}ms"
     )
     df = client.frame(q, str_columns=(device_tag,))
-    return normalise(df.rename(columns={device_tag: "device"}), fields)
+    return normalise(df.rename(columns={device_tag: "device"}), fields, arrival)
 
 
-def normalise(df: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
+def normalise(df: pd.DataFrame, fields: tuple[str, ...], arrival: Arrival = "lag") -> pd.DataFrame:
     """The frame shape families get, whatever the source produced."""
     for col in ("time", "device", *fields, LAG_FIELD):
         if col not in df.columns:
@@ -58,6 +65,8 @@ def normalise(df: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
     df = df[df["device"].notna()]
     time = df["time"].astype("int64")
     lag = pd.to_numeric(df[LAG_FIELD], errors="coerce").fillna(0.0).clip(lower=0.0)
+    if arrival == "device":
+        lag = lag * 0.0
     out = pd.DataFrame(
         {"time": time.to_numpy(), "arrival": (time + (lag * 1000).astype("int64")).to_numpy()}
     )
@@ -96,6 +105,19 @@ class LiveSource:
         return out
 
 
+@dataclass(frozen=True)
+class LateArrivals:
+    loaded: int  # points loaded for the period
+    late: int  # of which arrived after its end
+    median_lag_s: float  # their median lag
+
+    @property
+    def imported(self) -> bool:
+        """A large share of the period arrived after it: history imported or replayed
+        in bulk (the last day's late uploads at a period's end are a small share)."""
+        return self.late > 0 and self.late >= 0.1 * self.loaded
+
+
 class RecordedSource:
     """A period loaded once; each call hands out what had arrived by ``now``.
 
@@ -121,6 +143,8 @@ class RecordedSource:
         start_ms: int,
         end_ms: int,
         chunk_ms: int = 7 * 86_400_000,
+        *,
+        arrival: Arrival = "lag",
     ) -> RecordedSource:
         frames = {}
         for m, fields in inputs.items():
@@ -129,13 +153,28 @@ class RecordedSource:
             while t < end_ms:
                 end = min(t + chunk_ms, end_ms)
                 tag = SUBJECT_TAG.get(m, "device")
-                parts.append(query_frame(client, m, fields, t, end, device_tag=tag))
+                parts.append(
+                    query_frame(client, m, fields, t, end, device_tag=tag, arrival=arrival)
+                )
                 t += chunk_ms
             frames[m] = (
                 pd.concat(parts, ignore_index=True) if parts else normalise(pd.DataFrame(), fields)
             )
             log.info("backtest: %s: %d points", m, len(frames[m]))
         return cls(frames)
+
+    def arrived_after(self, end_ms: int) -> LateArrivals:
+        """How many of the loaded points arrived after ``end_ms`` (a backtest ending
+        there never sees them), and their median lag."""
+        total = late = 0
+        lags: list[np.ndarray] = []
+        for m, df in self._frames.items():
+            total += len(df)
+            after = self._arrival[m] > end_ms
+            late += int(after.sum())
+            lags.append((df["arrival"].to_numpy() - df["time"].to_numpy())[after])
+        lag = np.concatenate(lags) if lags else np.zeros(0)
+        return LateArrivals(total, late, float(np.median(lag)) / 1000 if len(lag) else 0.0)
 
     def visible(
         self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]

@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     writer = make_writer(cfg.influx)
     state = SqliteState(rcfg.state_dir / "rules.sqlite")
     engine = Engine(registry, rcfg, state, FAMILIES)
-    source = LiveSource(client)
+    source = LiveSource(client, slack_ms=int(rcfg.arrival_slack_s * 1000))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -111,6 +111,9 @@ class Engine:
             else:
                 fam = cls(registry, rcfg, shared)
             self.families.append(fam)
+        # The last cycle committed by this process: later cycles read only what arrived
+        # since (None at start-up: the whole window is read once).
+        self.read_through_ms: int | None = None
         self.inputs: dict[str, tuple[str, ...]] = {}
         for fam in self.families:
             for m, fields in fam.inputs.items():
@@ -143,7 +146,8 @@ class Engine:
             lookback_ms = {m: self.rcfg.lookback_ms(m) for m in self.inputs}
         if not self.warm and emit_after_ms is None:
             emit_after_ms = now_ms - int(self.rcfg.lookback_h * 3_600_000)
-        frames = source.visible(self.inputs, now_ms, lookback_ms)
+        since = None if whole_history else self.read_through_ms
+        frames = source.visible(self.inputs, now_ms, lookback_ms, since)
         out = Output()
         read = 0
         new_frames: dict[str, pd.DataFrame] = {}
@@ -177,6 +181,8 @@ class Engine:
             )
         if commit:
             self.persist(transitions, lines)
+            self.read_through_ms = now_ms
+            source.committed(now_ms)
         return CycleResult(now_ms, transitions, out.points, read, seconds, firing, lines)
 
     def persist(self, transitions: list[Transition], lines: list[str]) -> None:

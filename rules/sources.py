@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.influxql import InfluxQuery
+from sensors.schema import FIELDS as SCHEMA_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,18 @@ def normalise(df: pd.DataFrame, fields: tuple[str, ...], arrival: Arrival = "lag
     )
     out["device"] = df["device"].astype(str).to_numpy()
     for f in fields:
-        out[f] = df[f].to_numpy()
+        values = df[f]
+        if f in FLOAT_FIELDS:
+            values = pd.Series(pd.to_numeric(values, errors="coerce"), dtype="float64")
+        out[f] = values.to_numpy()
     return out
 
+
+# Fields stored as floats: InfluxDB's CSV prints 5.0 as "5", so a small read of whole
+# numbers would come back as integers; every read gives families the same dtype.
+FLOAT_FIELDS = frozenset(
+    f for fields in SCHEMA_FIELDS.values() for f, kind in fields.items() if kind == "float"
+)
 
 # A measurement whose subject tag is not ``device`` (ingest's self-metrics).
 SUBJECT_TAG = {"yukimizu_deadletter": "reason"}
@@ -82,26 +92,150 @@ SUBJECT_TAG = {"yukimizu_deadletter": "reason"}
 
 class Source(Protocol):
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
-    ) -> dict[str, pd.DataFrame]: ...
+        self,
+        inputs: Mapping[str, tuple[str, ...]],
+        now_ms: int,
+        lookback_ms: Mapping[str, int],
+        since_ms: int | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        """Per measurement, the points visible at ``now_ms`` in the look-back window;
+        with ``since_ms`` (the engine's last committed cycle in this process) at least
+        those that arrived after it — a source may return more (the engine's
+        watermarks drop what it already processed)."""
+        ...
+
+    def committed(self, now_ms: int) -> None:
+        """The engine committed the cycle at ``now_ms``."""
+        ...
+
+
+# Arrival slices: width of the newest one, and the cap (docs/rules.md#incremental-cycles)
+FIRST_SLICE_MS = 10_000
+MAX_SLICE_MS = 3_600_000
+INGEST_STATS = "yukimizu_ingest"
+
+
+def arrival_slices(floor_ms: int, oldest_ms: int) -> list[tuple[int, int, float]]:
+    """Device-time slices ``(a, b]`` covering ``(oldest_ms, floor_ms]``, newest first,
+    each with the least ``lag_s`` a point in it needs to have arrived after
+    ``floor_ms``: a point at device time ``t <= b`` arrived after ``floor_ms`` only if
+    its lag exceeds ``floor_ms − b``. Widths double from 10 s up to an hour, so what
+    a slice returns beyond the new points are points that arrived at most a slice
+    width before ``floor_ms``."""
+    out = []
+    b, width = floor_ms, FIRST_SLICE_MS
+    while b > oldest_ms:
+        a = max(oldest_ms, b - width)
+        # 1 ms less: arrival is device time + lag truncated to whole ms.
+        out.append((a, b, (floor_ms - b) / 1000 - 0.001))
+        b, width = a, min(width * 2, MAX_SLICE_MS)
+    return out
 
 
 class LiveSource:
-    """Reads the look-back window from InfluxDB every cycle (one query per measurement)."""
+    """Reads InfluxDB: the whole look-back window at start-up (no ``since_ms``), after
+    that only what arrived since the last committed cycle (docs/rules.md#incremental-cycles).
 
-    def __init__(self, client: InfluxQuery) -> None:
+    What arrived is found from ``lag_s``: every point whose device time is after the
+    arrival floor (last cycle − ``slack_ms``), plus, in older slices of the window, the
+    points whose ``lag_s`` says they arrived after that floor — a filter InfluxDB
+    applies while it scans, so only late points travel. ``slack_ms`` covers ingest's
+    delay between receiving a reading (its ``lag_s``) and InfluxDB storing it. A
+    point held longer — ingest's spool while InfluxDB was away — is caught by a full
+    re-read: whenever ingest's own stats (``yukimizu_ingest``: ``spooled``,
+    ``spool_depth``) changed since the last committed cycle, or a spool is not empty.
+    """
+
+    def __init__(self, client: InfluxQuery, *, slack_ms: int = 120_000) -> None:
         self.client = client
+        self.slack_ms = slack_ms
+        self.full_reads = 0
+        self.incremental_reads = 0
+        self._spool_seen: dict[str, tuple[float, float]] | None = None
+        self._spool_read: dict[str, tuple[float, float]] | None = None
 
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
+        self,
+        inputs: Mapping[str, tuple[str, ...]],
+        now_ms: int,
+        lookback_ms: Mapping[str, int],
+        since_ms: int | None = None,
     ) -> dict[str, pd.DataFrame]:
+        spool = self._spool(now_ms - max(lookback_ms.values(), default=0), now_ms)
+        self._spool_read = spool
+        full = (
+            since_ms is None
+            or spool != self._spool_seen
+            or any(depth > 0 for _n, depth in spool.values())
+        )
         out = {}
         for m, fields in inputs.items():
             tag = SUBJECT_TAG.get(m, "device")
-            df = query_frame(
-                self.client, m, fields, now_ms - lookback_ms[m], now_ms, device_tag=tag
-            )
+            start = now_ms - lookback_ms[m]
+            if full or since_ms is None:
+                df = query_frame(self.client, m, fields, start, now_ms, device_tag=tag)
+            else:
+                df = self._arrived(
+                    m,
+                    fields,
+                    tag=tag,
+                    start_ms=start,
+                    now_ms=now_ms,
+                    floor_ms=since_ms - self.slack_ms,
+                )
             out[m] = df[df["arrival"] <= now_ms]
+        if full:
+            self.full_reads += 1
+        else:
+            self.incremental_reads += 1
+        return out
+
+    def committed(self, now_ms: int) -> None:
+        self._spool_seen = self._spool_read
+
+    def _arrived(
+        self,
+        measurement: str,
+        fields: tuple[str, ...],
+        *,
+        tag: str,
+        start_ms: int,
+        now_ms: int,
+        floor_ms: int,
+    ) -> pd.DataFrame:
+        """Points in ``(start_ms, now_ms]`` that arrived after ``floor_ms`` (and a few
+        that arrived shortly before it), in one request."""
+        cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, tag))
+        head = f"SELECT {cols} FROM {_quote(measurement)} WHERE "
+        floor_ms = max(floor_ms, start_ms)
+        statements = [f"{head}time > {floor_ms}ms AND time <= {now_ms}ms"]
+        for a, b, lag in arrival_slices(floor_ms, start_ms):
+            statements.append(
+                f"{head}time > {a}ms AND time <= {b}ms AND {_quote(LAG_FIELD)} > {lag:.3f}"
+            )
+        parts = [
+            normalise(df.rename(columns={tag: "device"}), fields)
+            for df in self.client.frames("; ".join(statements), str_columns=(tag,))
+        ]
+        if not parts:
+            return normalise(pd.DataFrame(), fields)
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        return df[df["arrival"] > floor_ms].reset_index(drop=True)
+
+    def _spool(self, start_ms: int, now_ms: int) -> dict[str, tuple[float, float]]:
+        """Per ingest client: its latest (``spooled``, ``spool_depth``)."""
+        q = (
+            f'SELECT last("spooled") AS spooled, last("spool_depth") AS depth '
+            f"FROM {_quote(INGEST_STATS)} WHERE time > {start_ms}ms AND time <= {now_ms}ms "
+            'GROUP BY "client_id"'
+        )
+        out: dict[str, tuple[float, float]] = {}
+        for result in self.client.raw(q):
+            for series in result.get("series", []):
+                client = (series.get("tags") or {}).get("client_id", "")
+                cols = series["columns"]
+                row = dict(zip(cols, series["values"][0], strict=True))
+                out[client] = (float(row.get("spooled") or 0), float(row.get("depth") or 0))
         return out
 
 
@@ -177,7 +311,11 @@ class RecordedSource:
         return LateArrivals(total, late, float(np.median(lag)) / 1000 if len(lag) else 0.0)
 
     def visible(
-        self, inputs: Mapping[str, tuple[str, ...]], now_ms: int, lookback_ms: Mapping[str, int]
+        self,
+        inputs: Mapping[str, tuple[str, ...]],
+        now_ms: int,
+        lookback_ms: Mapping[str, int],
+        since_ms: int | None = None,
     ) -> dict[str, pd.DataFrame]:
         out = {}
         for m in inputs:
@@ -190,3 +328,6 @@ class RecordedSource:
             part = df.iloc[start:end]
             out[m] = part[part["time"] > now_ms - lookback_ms[m]]
         return out
+
+    def committed(self, now_ms: int) -> None:
+        pass

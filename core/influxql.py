@@ -110,10 +110,15 @@ class InfluxQuery:
             raise QueryError(f"/query: {df['error'].iloc[0]}")
         return df.drop(columns=[c for c in ("name", "tags") if c in df.columns])
 
-    def frames(self, q: str, str_columns: Sequence[str] = ()) -> list[pd.DataFrame]:
+    def frames(
+        self, statements: Sequence[str], str_columns: Sequence[str] = ()
+    ) -> list[pd.DataFrame]:
         """Several SELECTs in one request: a DataFrame per statement that returned rows
-        (InfluxDB's CSV output separates statements by a blank line and a header)."""
-        fields = {"q": q, "db": self.database, "epoch": "ms"}
+        (InfluxDB's CSV output separates statements by a blank line and a header).
+        Nothing at all: the first statement is asked again as JSON with ``LIMIT 1``,
+        which reports errors the CSV output drops ("database not found") without
+        running every statement twice."""
+        fields = {"q": "; ".join(statements), "db": self.database, "epoch": "ms"}
         if self._cfg.retention_policy and self._cfg.api == "v1":
             fields["rp"] = self._cfg.retention_policy
         try:
@@ -129,7 +134,8 @@ class InfluxQuery:
         if resp.status >= 300:
             raise QueryError(f"/query HTTP {resp.status}: {resp.data[:300]!r}")
         if not resp.data.strip():
-            self.raw(q, method="POST")  # raises on a statement error, as frame() does
+            if statements:
+                self.raw(statements[0] + " LIMIT 1")
             return []
         out = []
         dtype = dict.fromkeys(str_columns, str)

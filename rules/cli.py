@@ -20,6 +20,7 @@ from rules.config import RulesConfig, params_table, with_settings
 from rules.engine import Engine
 from rules.families import FAMILIES
 from rules.model import DAY_MS, JST, dt_to_ms
+from rules.shards import Shard, ShardError
 from rules.sources import LateArrivals, LiveSource, RecordedSource
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Transition
@@ -55,14 +56,29 @@ def _print(t: Transition, lang: str) -> None:
     print(t.line("en" if lang == "en" else "ja"), flush=False)
 
 
+def _shard(args: argparse.Namespace, rcfg: RulesConfig) -> Shard | None:
+    text = getattr(args, "shard", None) or rcfg.shard
+    if text is None:
+        return None
+    try:
+        return Shard.parse(text)
+    except ShardError as exc:
+        raise ConfigError(f"rules.shard: {exc}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, rcfg = _configs(args)
+    shard = _shard(args, rcfg)
     registry = load_registry(cfg)
     client = InfluxQuery(cfg.influx)
     writer = make_writer(cfg.influx)
-    state = SqliteState(rcfg.state_dir / "rules.sqlite")
-    engine = Engine(registry, rcfg, state, FAMILIES)
-    source = LiveSource(client, slack_ms=int(rcfg.arrival_slack_s * 1000))
+    # Shards share the file (and its outbox, which the alerts service reads); the rest
+    # of their state is kept apart.
+    state = SqliteState(rcfg.state_dir / "rules.sqlite", shard.suffix if shard else "")
+    engine = Engine(registry, rcfg, state, FAMILIES, shard)
+    source = LiveSource(
+        client, slack_ms=int(rcfg.arrival_slack_s * 1000), devices=engine.own_devices
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -73,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     step = rcfg.interval_s * 1000
     log.info(
-        "rules: %d families, every %d s, look-back %.0f h, state %s, reading %s",
+        "rules%s: %d families, every %d s, look-back %.0f h, state %s, reading %s",
+        f" shard {shard}" if shard else "",
         len(engine.families),
         rcfg.interval_s,
         rcfg.lookback_h,
@@ -189,9 +206,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print("yukimizu rules backtest: --to must be after --from", file=sys.stderr)
         return 2
     step = (args.step or rcfg.interval_s) * 1000
-    families = list(FAMILIES)
+    shard = _shard(args, rcfg)
+    families = shard.families(FAMILIES) if shard else list(FAMILIES)
     warm = start - int(rcfg.warmup_days * DAY_MS)
-    engine_inputs = Engine(registry, rcfg, MemoryState(), families).inputs
+    engine_inputs = Engine(registry, rcfg, MemoryState(), families, shard).inputs
     source = RecordedSource.load(client, engine_inputs, warm, end, arrival=args.arrival)
     result = backtest.run(
         registry,
@@ -203,6 +221,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         families=families,
         warmup_start_ms=warm,
         keep_points=args.truth is not None,
+        shard=shard,
     )
     if args.rule:
         result.transitions = [
@@ -256,6 +275,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sp = sub.add_parser("rules", help="the rules engine: run, check, backtest")
     rs = sp.add_subparsers(dest="action", required=True)
     x = rs.add_parser("run", help="the service: evaluate every rules.interval_s (SIGTERM-safe)")
+    x.add_argument("--shard", help="this process's share i/n of the town (rules.shard)")
     x.set_defaults(func=cmd_run)
     x = rs.add_parser("check", help="one evaluation now; print transitions and what fires")
     x.add_argument("--at", type=_time, help="evaluate as of this time instead of now")
@@ -276,6 +296,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="when a point counts as arrived: device time + lag_s (default), or its "
         "device time (history imported in bulk)",
     )
+    x.add_argument("--shard", help="what shard i/n of `rules run --shard` would produce")
     x.add_argument("--lang", choices=["ja", "en"], default="ja")
     x.set_defaults(func=cmd_backtest)
     x = rs.add_parser("params", help="every threshold and its default")

@@ -12,7 +12,8 @@ rule, a backtest sees exactly what the live scheduler saw (docs/rules.md#backtes
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -30,6 +31,10 @@ LAG_FIELD = "lag_s"
 # "device" = at its device time (history imported in bulk, where lag_s only says when
 # the import ran; docs/rules.md#imported-history).
 Arrival = Literal["lag", "device"]
+
+
+# Characters with a meaning in an InfluxQL (RE2) regex, and its / delimiter.
+_RE_SPECIAL = re.compile(r"[\\.^$|?*+()\[\]{}/-]")
 
 
 def _quote(name: str) -> str:
@@ -97,11 +102,13 @@ class Source(Protocol):
         now_ms: int,
         lookback_ms: Mapping[str, int],
         since_ms: int | None = None,
+        watermarks: Mapping[str, Mapping[str, int]] | None = None,
     ) -> dict[str, pd.DataFrame]:
         """Per measurement, the points visible at ``now_ms`` in the look-back window;
         with ``since_ms`` (the engine's last committed cycle in this process) at least
         those that arrived after it — a source may return more (the engine's
-        watermarks drop what it already processed)."""
+        ``watermarks`` drop what it already processed; a source may drop those
+        points itself, per device at or before its watermark)."""
         ...
 
     def committed(self, now_ms: int) -> None:
@@ -109,27 +116,10 @@ class Source(Protocol):
         ...
 
 
-# Arrival slices: width of the newest one, and the cap (docs/rules.md#incremental-cycles)
-FIRST_SLICE_MS = 10_000
-MAX_SLICE_MS = 3_600_000
+# Device times older than this before the arrival floor are read only if their lag_s
+# says they arrived late (docs/rules.md#incremental-cycles).
+LATE_MS = 60_000
 INGEST_STATS = "yukimizu_ingest"
-
-
-def arrival_slices(floor_ms: int, oldest_ms: int) -> list[tuple[int, int, float]]:
-    """Device-time slices ``(a, b]`` covering ``(oldest_ms, floor_ms]``, newest first,
-    each with the least ``lag_s`` a point in it needs to have arrived after
-    ``floor_ms``: a point at device time ``t <= b`` arrived after ``floor_ms`` only if
-    its lag exceeds ``floor_ms − b``. Widths double from 10 s up to an hour, so what
-    a slice returns beyond the new points are points that arrived at most a slice
-    width before ``floor_ms``."""
-    out = []
-    b, width = floor_ms, FIRST_SLICE_MS
-    while b > oldest_ms:
-        a = max(oldest_ms, b - width)
-        # 1 ms less: arrival is device time + lag truncated to whole ms.
-        out.append((a, b, (floor_ms - b) / 1000 - 0.001))
-        b, width = a, min(width * 2, MAX_SLICE_MS)
-    return out
 
 
 class LiveSource:
@@ -146,9 +136,19 @@ class LiveSource:
     ``spool_depth``) changed since the last committed cycle, or a spool is not empty.
     """
 
-    def __init__(self, client: InfluxQuery, *, slack_ms: int = 120_000) -> None:
+    def __init__(
+        self,
+        client: InfluxQuery,
+        *,
+        slack_ms: int = 120_000,
+        chunks: int = 8,
+        devices: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.client = client
         self.slack_ms = slack_ms
+        self.chunks = chunks
+        # measurement → the only devices to read (a shard's own: Engine.own_devices)
+        self.devices = dict(devices or {})
         self.full_reads = 0
         self.incremental_reads = 0
         self._spool_seen: dict[str, tuple[float, float]] | None = None
@@ -160,6 +160,7 @@ class LiveSource:
         now_ms: int,
         lookback_ms: Mapping[str, int],
         since_ms: int | None = None,
+        watermarks: Mapping[str, Mapping[str, int]] | None = None,
     ) -> dict[str, pd.DataFrame]:
         spool = self._spool(now_ms - max(lookback_ms.values(), default=0), now_ms)
         self._spool_read = spool
@@ -172,8 +173,9 @@ class LiveSource:
         for m, fields in inputs.items():
             tag = SUBJECT_TAG.get(m, "device")
             start = now_ms - lookback_ms[m]
+            marks = (watermarks or {}).get(m, {})
             if full or since_ms is None:
-                df = query_frame(self.client, m, fields, start, now_ms, device_tag=tag)
+                df = self._window(m, fields, tag=tag, start_ms=start, now_ms=now_ms, marks=marks)
             else:
                 df = self._arrived(
                     m,
@@ -193,6 +195,37 @@ class LiveSource:
     def committed(self, now_ms: int) -> None:
         self._spool_seen = self._spool_read
 
+    def _window(
+        self,
+        measurement: str,
+        fields: tuple[str, ...],
+        *,
+        tag: str,
+        start_ms: int,
+        now_ms: int,
+        marks: Mapping[str, int],
+    ) -> pd.DataFrame:
+        """The whole window, in ``self.chunks`` requests; each chunk keeps only points
+        visible at ``now_ms`` and newer than their device's watermark, so a restart
+        (state known, window re-read) holds a chunk at a time, not the window."""
+        parts = []
+        step = -(-(now_ms - start_ms) // self.chunks)
+        head = self._head(measurement, fields, tag)
+        for a in range(start_ms, now_ms, step):
+            q = f"{head}time > {a}ms AND time <= {min(a + step, now_ms)}ms"
+            got = self.client.frames([q], str_columns=(tag,))
+            df = normalise(
+                got[0].rename(columns={tag: "device"}) if got else pd.DataFrame(), fields
+            )
+            keep = df["arrival"].to_numpy() <= now_ms
+            if marks and len(df):
+                floor = df["device"].map(marks).fillna(-1).to_numpy()
+                keep &= df["time"].to_numpy() > floor
+            parts.append(df[keep] if not keep.all() else df)
+        if not parts:
+            return normalise(pd.DataFrame(), fields)
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
     def _arrived(
         self,
         measurement: str,
@@ -205,22 +238,35 @@ class LiveSource:
     ) -> pd.DataFrame:
         """Points in ``(start_ms, now_ms]`` that arrived after ``floor_ms`` (and a few
         that arrived shortly before it), in one request."""
-        cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, tag))
-        head = f"SELECT {cols} FROM {_quote(measurement)} WHERE "
-        floor_ms = max(floor_ms, start_ms)
-        statements = [f"{head}time > {floor_ms}ms AND time <= {now_ms}ms"]
-        for a, b, lag in arrival_slices(floor_ms, start_ms):
+        head = self._head(measurement, fields, tag)
+        # Everything after floor − LATE_MS; before that, only points whose lag_s says
+        # they arrived after the floor (t + lag > floor with t <= floor − LATE_MS needs
+        # lag > LATE_MS; 1 ms less, since arrival truncates the lag to whole ms).
+        recent = max(floor_ms - LATE_MS, start_ms)
+        statements = [f"{head}time > {recent}ms AND time <= {now_ms}ms"]
+        if recent > start_ms:
             statements.append(
-                f"{head}time > {a}ms AND time <= {b}ms AND {_quote(LAG_FIELD)} > {lag:.3f}"
+                f"{head}time > {start_ms}ms AND time <= {recent}ms "
+                f"AND {_quote(LAG_FIELD)} > {LATE_MS / 1000 - 0.001:.3f}"
             )
         parts = [
             normalise(df.rename(columns={tag: "device"}), fields)
-            for df in self.client.frames("; ".join(statements), str_columns=(tag,))
+            for df in self.client.frames(statements, str_columns=(tag,))
         ]
         if not parts:
             return normalise(pd.DataFrame(), fields)
         df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         return df[df["arrival"] > floor_ms].reset_index(drop=True)
+
+    def _head(self, measurement: str, fields: tuple[str, ...], tag: str) -> str:
+        """``SELECT … FROM … WHERE`` (and only this shard's devices, if so restricted)."""
+        cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, tag))
+        head = f"SELECT {cols} FROM {_quote(measurement)} WHERE "
+        ids = self.devices.get(measurement)
+        if ids is not None:
+            alt = "|".join(_RE_SPECIAL.sub(r"\\\g<0>", d) for d in ids)
+            head += f"{_quote(tag)} =~ /^({alt})$/ AND "
+        return head
 
     def _spool(self, start_ms: int, now_ms: int) -> dict[str, tuple[float, float]]:
         """Per ingest client: its latest (``spooled``, ``spool_depth``)."""
@@ -297,6 +343,10 @@ class RecordedSource:
             log.info("backtest: %s: %d points", m, len(frames[m]))
         return cls(frames)
 
+    def again(self) -> RecordedSource:
+        """The same period, replayed from its start (for another engine)."""
+        return RecordedSource(self._frames)
+
     def arrived_after(self, end_ms: int) -> LateArrivals:
         """How many of the loaded points arrived after ``end_ms`` (a backtest ending
         there never sees them), and their median lag."""
@@ -316,6 +366,7 @@ class RecordedSource:
         now_ms: int,
         lookback_ms: Mapping[str, int],
         since_ms: int | None = None,
+        watermarks: Mapping[str, Mapping[str, int]] | None = None,
     ) -> dict[str, pd.DataFrame]:
         out = {}
         for m in inputs:

@@ -17,9 +17,11 @@ from rules import backtest
 from rules.config import with_settings
 from rules.engine import Engine, steps
 from rules.families import FAMILIES
-from rules.model import HOUR_MS, Point
+from rules.model import HOUR_MS, Point, ms_to_dt
+from rules.shards import Shard
 from rules.sources import LiveSource, RecordedSource
-from rules.state import SqliteState
+from rules.state import MemoryState, SqliteState
+from rules.transitions import Severity, Status, Transition, read_outbox
 from tests.conftest import SAMPLE_CONFIG
 
 T0 = 1_768_400_000_000 - 1_768_400_000_000 % HOUR_MS  # 2026-01-14, on the hour
@@ -90,6 +92,7 @@ def test_live_data_gets_no_import_note(
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 STEP_MS = 600_000
+SEASON_STEP_MS = 3_600_000  # a season in ~2,900 steps; the union holds at any step
 
 
 def _live_run(
@@ -171,3 +174,65 @@ def test_a_spool_replayed_by_ingest_makes_the_next_cycle_reread_the_window(
     assert source.full_reads == 3  # once more after the spool emptied
     source.visible(inputs, now + 240_000, lookback, now + 180_000)
     assert (source.full_reads, source.incremental_reads) == (3, 2)
+
+
+def test_two_shards_together_give_what_one_process_gives_on_a_season(
+    influx: InfluxDB1, tag: str, tmp_path: Path
+) -> None:
+    cfg = load_config(SAMPLE_CONFIG, environ={})
+    season = SCENARIOS / "winter-season.toml"
+    loaded = load_scenario_into(influx, tag, season, cfg, truth_dir=tmp_path / "t")
+    client = InfluxQuery(InfluxConfig(url=influx.url, database=tag, create_database=False))
+    registry = load_registry(cfg)
+    rcfg = with_settings(cfg)
+    end = loaded.end_ms + 86_400_000
+    inputs = Engine(registry, rcfg, MemoryState(), FAMILIES).inputs
+    recorded = RecordedSource.load(client, inputs, loaded.start_ms - 1, end)
+
+    def run(shard: Shard | None) -> list[tuple[int, str]]:
+        res = backtest.run(
+            registry,
+            rcfg,
+            recorded.again(),
+            start_ms=loaded.start_ms,
+            end_ms=end,
+            step_ms=SEASON_STEP_MS,
+            shard=shard,
+        )
+        return [(s, t.model_dump_json()) for s, t in res.transitions]
+
+    one = run(None)
+    first, second = run(Shard.parse("0/2")), run(Shard.parse("1/2"))
+    assert sorted(first + second) == sorted(one)
+    keys = [{json.loads(t)["key"] for _s, t in part} for part in (first, second)]
+    assert not keys[0] & keys[1]  # no subject on both: nothing alerts twice
+    rules = [{json.loads(t)["rule"].split(".")[0] for _s, t in part} for part in (first, second)]
+    assert {"snow", "plow", "water"} <= rules[0]
+    assert rules[1] == {"water"}  # the town-wide families run on shard 0 only
+
+
+def test_shards_share_one_outbox_and_keep_their_statuses_apart(tmp_path: Path) -> None:
+    db = tmp_path / "rules.sqlite"
+    a, b = SqliteState(db, "_shard0of2"), SqliteState(db, "_shard1of2")
+    for state, meter in ((a, "M001"), (b, "M002")):
+        snap = state.load()
+        t = Transition(
+            key=f"water.reverse:{meter}",
+            rule="water.reverse",
+            category="water",
+            subject=meter,
+            subject_kind="meter",
+            severity=Severity.WARNING,
+            status=Status.FIRING,
+            event_time=ms_to_dt(T0),
+            detected_at=ms_to_dt(T0),
+            message=meter,
+        )
+        snap.status[t.key] = (True, T0, t.model_dump_json())
+        state.commit(snap, [t], [f"line {meter}"])
+    assert [t.subject for _i, t in read_outbox(db)] == ["M001", "M002"]
+    assert list(a.load().status) == ["water.reverse:M001"]
+    assert list(b.load().status) == ["water.reverse:M002"]
+    assert [x for _i, x in b.pending_lines()] == ["line M002"]
+    a.close()
+    b.close()

@@ -119,6 +119,7 @@ class Source(Protocol):
 # Device times older than this before the arrival floor are read only if their lag_s
 # says they arrived late (docs/rules.md#incremental-cycles).
 LATE_MS = 60_000
+LATE_COLUMN = "late_lag_s"
 INGEST_STATS = "yukimizu_ingest"
 
 
@@ -237,32 +238,67 @@ class LiveSource:
         floor_ms: int,
     ) -> pd.DataFrame:
         """Points in ``(start_ms, now_ms]`` that arrived after ``floor_ms`` (and a few
-        that arrived shortly before it), in one request."""
+        that arrived shortly before it)."""
         head = self._head(measurement, fields, tag)
         # Everything after floor − LATE_MS; before that, only points whose lag_s says
         # they arrived after the floor (t + lag > floor with t <= floor − LATE_MS needs
-        # lag > LATE_MS; 1 ms less, since arrival truncates the lag to whole ms).
+        # lag > LATE_MS; 1 ms less, since arrival truncates the lag to whole ms). The
+        # older part asks for lag_s alone (named LATE_COLUMN to tell it apart): what
+        # InfluxDB scans and sends is one column, most of it late points processed
+        # long ago; the few that are new are then fetched whole.
         recent = max(floor_ms - LATE_MS, start_ms)
         statements = [f"{head}time > {recent}ms AND time <= {now_ms}ms"]
         if recent > start_ms:
+            only = self._head(measurement, (), tag, lag_as=LATE_COLUMN)
             statements.append(
-                f"{head}time > {start_ms}ms AND time <= {recent}ms "
+                f"{only}time > {start_ms}ms AND time <= {recent}ms "
                 f"AND {_quote(LAG_FIELD)} > {LATE_MS / 1000 - 0.001:.3f}"
             )
-        parts = [
-            normalise(df.rename(columns={tag: "device"}), fields)
-            for df in self.client.frames(statements, str_columns=(tag,))
-        ]
+        parts = []
+        for block in self.client.frames(statements, str_columns=(tag,)):
+            got = block.rename(columns={tag: "device"})
+            if LATE_COLUMN not in got.columns:
+                parts.append(normalise(got, fields))
+                continue
+            late = normalise(got.rename(columns={LATE_COLUMN: LAG_FIELD}), ())
+            late = late[late["arrival"] > floor_ms]
+            if len(late):
+                parts.append(self._whole(measurement, fields, tag=tag, late=late))
         if not parts:
             return normalise(pd.DataFrame(), fields)
         df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         return df[df["arrival"] > floor_ms].reset_index(drop=True)
 
-    def _head(self, measurement: str, fields: tuple[str, ...], tag: str) -> str:
-        """``SELECT … FROM … WHERE`` (and only this shard's devices, if so restricted)."""
-        cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, tag))
+    def _whole(
+        self, measurement: str, fields: tuple[str, ...], *, tag: str, late: pd.DataFrame
+    ) -> pd.DataFrame:
+        """The whole points behind ``late`` (device, time): one statement over their
+        devices and time span, keeping the points asked for."""
+        head = self._head(measurement, fields, tag, ids=sorted(set(late["device"])))
+        t0, t1 = int(late["time"].min()), int(late["time"].max())
+        got = self.client.frames([f"{head}time >= {t0}ms AND time <= {t1}ms"], (tag,))
+        if not got:
+            return normalise(pd.DataFrame(), fields)
+        df = normalise(got[0].rename(columns={tag: "device"}), fields)
+        wanted = pd.MultiIndex.from_arrays([late["device"], late["time"]])
+        return df[pd.MultiIndex.from_arrays([df["device"], df["time"]]).isin(wanted)]
+
+    def _head(
+        self,
+        measurement: str,
+        fields: tuple[str, ...],
+        tag: str,
+        *,
+        lag_as: str | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> str:
+        """``SELECT … FROM … WHERE`` (and only this shard's devices, if so restricted,
+        or only ``ids``)."""
+        lag = _quote(LAG_FIELD) + (f" AS {_quote(lag_as)}" if lag_as else "")
+        cols = ", ".join([*(_quote(f) for f in fields), lag, _quote(tag)])
         head = f"SELECT {cols} FROM {_quote(measurement)} WHERE "
-        ids = self.devices.get(measurement)
+        if ids is None:
+            ids = self.devices.get(measurement)
         if ids is not None:
             alt = "|".join(_RE_SPECIAL.sub(r"\\\g<0>", d) for d in ids)
             head += f"{_quote(tag)} =~ /^({alt})$/ AND "

@@ -10,7 +10,7 @@ import pytest
 
 import cli
 from core.config import InfluxConfig, load_config, load_registry
-from core.influxql import InfluxQuery
+from core.influxql import InfluxQuery, QueryError
 from devtools.localstack import InfluxDB1
 from devtools.rulelab import load_scenario_into
 from rules import backtest
@@ -236,3 +236,26 @@ def test_shards_share_one_outbox_and_keep_their_statuses_apart(tmp_path: Path) -
     assert [x for _i, x in b.pending_lines()] == ["line M002"]
     a.close()
     b.close()
+
+
+def test_several_statements_in_one_request_come_back_apart(influx: InfluxDB1, tag: str) -> None:
+    influx.create_database(tag)
+    influx.write(["m,device=007 x=1.0,lag_s=2 1000", "m,device=a\\ b x=2.5 2000"], tag)
+    client = InfluxQuery(InfluxConfig(url=influx.url, database=tag))
+    got = client.frames(
+        [
+            'SELECT "x", "device" FROM "m" WHERE time <= 1000ms',
+            'SELECT "x" FROM "m" WHERE time > 5000ms',  # nothing: no block
+            'SELECT "x" AS "late", "device" FROM "m" WHERE time > 1000ms',
+        ],
+        str_columns=("device",),
+    )
+    assert [list(df.columns) for df in got] == [["time", "x", "device"], ["time", "late", "device"]]
+    assert got[0]["device"].tolist() == ["007"] and got[1]["device"].tolist() == ["a b"]
+    wrong = InfluxQuery(InfluxConfig(url=influx.url, database=f"{tag}_missing"))
+    with pytest.raises(QueryError, match="database not found"):
+        wrong.frames(['SELECT "x" FROM "m"'])
+    # Only this shard's devices: ids with regex characters are matched literally.
+    source = LiveSource(client, devices={"m": ["a b", "0.7"]})
+    frames = source.visible({"m": ("x",)}, 10_000, {"m": 10_000})
+    assert frames["m"]["device"].tolist() == ["a b"]

@@ -31,6 +31,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import resource
 import sys
 import tempfile
@@ -211,10 +212,16 @@ def minute_lines(registry: Registry, k: int) -> tuple[int, list[str]]:
 def _in_child(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` in a forked process (its memory is not this process's peak RSS)."""
     ctx = mp.get_context("fork")
-    q: mp.SimpleQueue[Any] = ctx.SimpleQueue()
+    q: mp.Queue[Any] = ctx.Queue()
     proc = ctx.Process(target=lambda: q.put(fn(*args)))
     proc.start()
-    result = q.get()
+    while True:
+        try:
+            result = q.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{fn.__name__} failed in its child process") from None
     proc.join()
     return result
 
@@ -282,7 +289,10 @@ def bench_cycle(args: argparse.Namespace, work: Path, influx: InfluxDB1) -> Cycl
         f"town: {len(registry.meters):,} meters, {len(registry.stations)} stations, "
         f"{len(registry.plows)} plows; {total:,} points written in {write_s:.1f} s"
     )
-    client = InfluxQuery(InfluxConfig(url=influx.url, database="town", create_database=False))
+    # A long read timeout: the first evaluation's window of a large town is one answer.
+    client = InfluxQuery(
+        InfluxConfig(url=influx.url, database="town", create_database=False, timeout_s=300)
+    )
     # The first evaluation counts the night's plow positions (all inside its window);
     # the service after it runs with the default look-backs (plows 1 h).
     rcfg = with_settings(cfg, [f"lookback_h_by_measurement.plow_position={args.night_h + 1}"])

@@ -1,7 +1,8 @@
-"""Acknowledgement links: HMAC-signed, expiring, served by a small stdlib HTTP server.
+"""Acknowledgement links: HMAC-signed, expiring, served by core.httpserve.
 
 A link names one notification (``/ack?t=<id>.<expiry>.<signature>``); acknowledging it
-acknowledges the alerts that notification named, by the receiver it was sent to.
+acknowledges the alerts that notification named, by the receiver it was sent to (the
+link is the credential; no form field can name someone else).
 ``GET`` shows what would be acknowledged and a button; only ``POST`` acknowledges, so
 a mail scanner that pre-fetches links acknowledges nothing. A tampered, expired or
 unknown token gets the same 403 page, which names no alert (docs/alerts.md#acknowledge).
@@ -13,20 +14,15 @@ import base64
 import hashlib
 import hmac
 import html
-import json
 import logging
-import threading
 import urllib.parse
 from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from alerts.store import Store
+from core.httpserve import HttpServer, Limits, Request, Response
 
 log = logging.getLogger(__name__)
-
-MAX_BODY = 4096
 
 
 def _sig(key: bytes, nid: int, exp: int) -> str:
@@ -61,107 +57,94 @@ _REFUSED = (
 )
 
 
+MAX_BODY = 4096  # the form is one token field: ~100 bytes
+MAX_CONNECTIONS = 64  # staff opening links; beyond, stalled connections are displaced
+REQUEST_TIMEOUT_S = 10.0  # a request's head and body within this of its first byte
+LIMITS = Limits(
+    max_connections=MAX_CONNECTIONS,
+    max_body_bytes=MAX_BODY,
+    methods=frozenset({"GET", "POST"}),
+    request_timeout_s=REQUEST_TIMEOUT_S,
+    idle_timeout_s=REQUEST_TIMEOUT_S,
+    send_timeout_s=REQUEST_TIMEOUT_S,
+    max_requests=100,
+    server_name="yukimizu-ack",
+)
+
+
+def _page(status: int, body: str) -> Response:
+    return Response(
+        status,
+        body.encode(),
+        [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Content-Type-Options", "nosniff"),
+        ],
+    )
+
+
 class AckServer:
-    """``ThreadingHTTPServer`` on ``listen:port`` in a daemon thread."""
+    """The link server (core.httpserve: one event loop) on ``listen:port``, its loop in a
+    daemon thread beside the service's own loop. The handler runs on that thread and
+    touches only the store (which has its own lock)."""
 
     def __init__(
-        self, store: Store, key: bytes, listen: str, port: int, now_s: Callable[[], float]
+        self,
+        store: Store,
+        key: bytes,
+        listen: str,
+        port: int,
+        now_s: Callable[[], float],
+        *,
+        limits: Limits = LIMITS,
     ) -> None:
         self.store = store
         self.key = key
         self.now_s = now_s
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, fmt: str, *args: Any) -> None:
-                log.debug("ack http: " + fmt, *args)
-
-            def _reply(self, status: int, body: str) -> None:
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Referrer-Policy", "no-referrer")
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _params(self) -> dict[str, str]:
-                url = urllib.parse.urlsplit(self.path)
-                q = dict(urllib.parse.parse_qsl(url.query))
-                if self.command == "POST":
-                    n = int(self.headers.get("Content-Length") or 0)
-                    if n > MAX_BODY:
-                        return {}
-                    q.update(urllib.parse.parse_qsl(self.rfile.read(n).decode("utf-8", "replace")))
-                return q
-
-            def _handle(self) -> None:
-                if urllib.parse.urlsplit(self.path).path != "/ack":
-                    self._reply(HTTPStatus.NOT_FOUND, _REFUSED)
-                    return
-                params = self._params()
-                token = params.get("t", "")
-                found = server.lookup(token)
-                if found is None:
-                    self._reply(HTTPStatus.FORBIDDEN, _REFUSED)
-                    return
-                note, alerts = found
-                if self.command == "GET":
-                    self._reply(HTTPStatus.OK, _confirm_page(token, note, alerts))
-                    return
-                by = (params.get("by") or note["receiver"]).strip()[:100] or note["receiver"]
-                ids = [int(a["id"]) for a in alerts]
-                changed = server.store.acknowledge(ids, by, "link", server.now_s())
-                log.info("acknowledged by %s via link: alerts %s", by, [a["id"] for a in changed])
-                items = "".join(f"<li>{html.escape(a['key'])}</li>" for a in alerts)
-                self._reply(
-                    HTTPStatus.OK,
-                    "<!doctype html><meta charset=utf-8><title>yukimizu</title>"
-                    f"<p>確認しました ({html.escape(by)}): {len(changed)} 件 / acknowledged</p>"
-                    f"<ul>{items}</ul>",
-                )
-
-            def do_GET(self) -> None:
-                self._handle()
-
-            def do_POST(self) -> None:
-                self._handle()
-
-        self.httpd = ThreadingHTTPServer((listen, port), Handler)
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="ack-http", daemon=True
-        )
+        self.http = HttpServer(self.handle, listen, port, limits, name="ack-http")
+        self.port = self.http.port
 
     def lookup(self, token: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         nid = verify_token(self.key, token, self.now_s())
         if nid is None:
             return None
-        note = self.store.one(
-            "SELECT id, receiver, alert_ids FROM notifications WHERE id = ?", (nid,)
+        return self.store.ack_scope(nid)
+
+    def handle(self, req: Request) -> Response:
+        if req.path != "/ack":
+            return _page(404, _REFUSED)
+        params = dict(urllib.parse.parse_qsl(req.query))
+        if req.method == "POST":
+            params.update(urllib.parse.parse_qsl(req.body.decode("utf-8", "replace")))
+        token = params.get("t", "")
+        found = self.lookup(token)
+        if found is None:
+            return _page(403, _REFUSED)
+        note, alerts = found
+        if req.method == "GET":
+            return _page(200, _confirm_page(token, note, alerts))
+        # The acknowledger is whom the link was sent to: holding the link is the proof,
+        # and nothing in the request can name someone else.
+        by = str(note["receiver"])
+        changed = self.store.acknowledge([int(a["id"]) for a in alerts], by, "link", self.now_s())
+        log.info("acknowledged by %s via link: alerts %s", by, [a["id"] for a in changed])
+        items = "".join(f"<li>{html.escape(a['key'])}</li>" for a in alerts)
+        return _page(
+            200,
+            "<!doctype html><meta charset=utf-8><title>yukimizu</title>"
+            f"<p>確認しました ({html.escape(by)}): {len(changed)} 件 / acknowledged</p>"
+            f"<ul>{items}</ul>",
         )
-        if note is None:
-            return None
-        ids = [int(x) for x in json.loads(note["alert_ids"])]
-        if not ids:
-            return None
-        marks = ",".join("?" * len(ids))
-        alerts = self.store.query(
-            f"SELECT id, key, status, acked_by, message FROM alerts WHERE id IN ({marks})",
-            tuple(ids),
-        )
-        return note, alerts
 
     def start(self) -> AckServer:
-        self._thread.start()
+        self.http.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(5)
+        self.http.shutdown()
+        self.http.close()
 
 
 def _confirm_page(token: str, note: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
@@ -175,6 +158,6 @@ def _confirm_page(token: str, note: dict[str, Any], alerts: list[dict[str, Any]]
         f"<p>次の警報を確認済みにします / acknowledge:</p><ul>{rows}</ul>"
         '<form method="post" action="/ack">'
         f'<input type="hidden" name="t" value="{html.escape(token)}">'
-        f'名前 / name: <input name="by" value="{html.escape(note["receiver"])}"> '
+        f"<p>確認者 / acknowledged by: {html.escape(note['receiver'])}</p>"
         '<button type="submit">確認 / Acknowledge</button></form>'
     )

@@ -3,7 +3,7 @@
 Each ``send_*`` delivers one notification or raises :class:`DeliveryError`, which says
 whether trying the same channel again may help (connection refused, timeout, 429, 5xx)
 and how long the server asked us to wait (``Retry-After``). The service decides about
-retries and fallback (alerts/service.py); nothing here sleeps.
+retries and fallback (alerts/delivery.py); nothing here sleeps.
 """
 
 from __future__ import annotations

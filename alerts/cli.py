@@ -6,19 +6,18 @@ import argparse
 import json
 import logging
 import re
-import signal
 import sys
-import threading
 import time
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 from alerts.config import JST, AlertsConfig, load_alerts_config
-from alerts.service import AlertService, suppression
+from alerts.matching import suppression
+from alerts.service import AlertService
 from alerts.store import Store
 from core import config as core_config
 from core.config import Config, ConfigError
+from core.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +41,14 @@ def _fmt(ts: float | None) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, ac = _load(args)
     svc = AlertService(cfg, ac)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping after the current step", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, "stopping after the current step")
     svc.run(stop)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     _ac, store = _store(args)
-    where = "" if args.all else "WHERE status IN ('firing', 'acknowledged')"
-    rows = store.query(f"SELECT * FROM alerts {where} ORDER BY id DESC LIMIT ?", (args.limit,))
+    rows = store.list_alerts(include_resolved=args.all, limit=args.limit)
     if not rows:
         print("no open alerts" if not args.all else "no alerts")
         return 0
@@ -72,29 +63,27 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _summary(ac: AlertsConfig, store: Store) -> None:
     cursor = store.meta("cursor", "0")
-    counts = {
-        r["status"]: r["n"]
-        for r in store.query("SELECT status, COUNT(*) AS n FROM alerts GROUP BY status")
-    }
-    notes = {
-        r["status"]: r["n"]
-        for r in store.query("SELECT status, COUNT(*) AS n FROM notifications GROUP BY status")
-    }
+    counts = store.status_counts("alerts")
+    notes = store.status_counts("notifications")
     print(f"outbox:        {ac.outbox} (cursor {cursor})")
+    bad, newest_bad = store.rejected_outbox(3)
+    if bad:
+        print(f"outbox records that are not valid transitions (set aside): {bad}")
+        for b in newest_bad:
+            print(f"  #{b['outbox_id']} read {_fmt(b['rejected_at'])}: {b['reason'][:160]}")
     print(f"alerts:        {', '.join(f'{k}={v}' for k, v in counts.items()) or 'none'}")
     print(f"notifications: {', '.join(f'{k}={v}' for k, v in notes.items()) or 'none'}")
-    fails = store.query(
-        "SELECT channel, COUNT(*) AS n, MAX(at) AS last FROM attempts WHERE ok = 0 "
-        "GROUP BY channel ORDER BY channel"
-    )
-    for f in fails:
+    for f in store.channel_failures():
         print(f"channel failures: {f['channel']}: {f['n']} (last {_fmt(f['last'])})")
-    for n in store.query(
-        "SELECT id, receiver, last_error FROM notifications WHERE status = 'failed' "
-        "ORDER BY id DESC LIMIT 10"
-    ):
-        print(f"FAILED notification #{n['id']} to {n['receiver']}: {n['last_error']}")
-    for s in store.query("SELECT * FROM silences WHERE ends_at > ?", (time.time(),)):
+    for n in store.failed_notifications(10):
+        again = f"; round {n['rounds'] + 1} at {_fmt(n['retry_at'])}" if n["retry_at"] else ""
+        print(f"FAILED notification #{n['id']} to {n['receiver']}: {n['last_error']}{again}")
+    rejected, newest = store.rejected_events(3)
+    if rejected:
+        print(f"alert_event points InfluxDB refused (set aside): {rejected}")
+        for r in newest:
+            print(f"  {_fmt(r['rejected_at'])} {r['reason'][:160]}")
+    for s in store.active_silences(time.time()):
         print(f"silence #{s['id']} until {_fmt(s['ends_at'])}: {_silence_what(s)}")
 
 
@@ -103,7 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.id is None:
         _summary(ac, store)
         return 0
-    a = store.one("SELECT * FROM alerts WHERE id = ?", (args.id,))
+    a = store.alert(args.id)
     if a is None:
         print(f"no alert with id {args.id}", file=sys.stderr)
         return 1
@@ -118,25 +107,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"  duplicates:   {a['duplicates']}")
     print(f"  message:      {a['message']}")
     if a["status"] == "firing":
-        open_alerts = store.query("SELECT * FROM alerts WHERE status IN ('firing', 'acknowledged')")
-        silences = store.query("SELECT * FROM silences WHERE ends_at > ?", (time.time(),))
+        open_alerts = store.open_alerts()
+        silences = store.active_silences(time.time())
         why = suppression(ac, a, open_alerts, silences, time.time())
         print(f"  suppressed:   {why or 'no'}")
-    notes = store.query(
-        "SELECT n.* FROM notifications n, json_each(n.alert_ids) j WHERE j.value = ? "
-        "UNION SELECT n.* FROM notifications n, json_each(json_extract(n.body, '$.resolved')) r "
-        "WHERE json_extract(r.value, '$.id') = ? ORDER BY id",
-        (a["id"], a["id"]),
-    )
+    notes = store.notifications_for_alert(a["id"])
     for n in notes:
         print(
             f"  notification #{n['id']} {n['kind']:<10} step {n['step'] + 1} to {n['receiver']}: "
             f"{n['status']} {('via ' + n['channel']) if n['channel'] else ''} "
             f"{_fmt(n['sent_at'] or n['created_at'])}"
         )
-        for at in store.query(
-            "SELECT * FROM attempts WHERE notification_id = ? ORDER BY id", (n["id"],)
-        ):
+        for at in store.attempts_of(n["id"]):
             mark = "ok " if at["ok"] else "ERR"
             print(f"      {mark} {_fmt(at['at'])} {at['channel']}: {at['detail'][:160]}")
     return 0
@@ -186,22 +168,16 @@ def cmd_silence(args: argparse.Namespace) -> int:
             ends = end.timestamp()
         else:
             ends = now + _duration_s(args.duration)
-        with store.tx() as db:
-            sid = db.execute(
-                "INSERT INTO silences (rule, subject, district, starts_at, ends_at, created_by, "
-                "comment) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (args.rule, args.subject, args.district, now, ends, args.by, args.comment),
-            ).lastrowid
+        sid = store.add_silence(
+            args.rule, args.subject, args.district, now, ends, args.by, args.comment
+        )
         print(f"silence #{sid} until {_fmt(ends)}")
         return 0
     if args.action == "expire":
-        with store.tx() as db:
-            n = db.execute(
-                "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?", (now, args.id, now)
-            ).rowcount
+        n = store.expire_silence(args.id, now)
         print(f"silence #{args.id}: {'expired' if n else 'not active'}")
         return 0 if n else 1
-    rows = store.query("SELECT * FROM silences WHERE ends_at > ? ORDER BY id", (now,))
+    rows = store.active_silences(now)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0

@@ -229,6 +229,12 @@ class RetryConfig(_Frozen):
     attempts: Annotated[int, Field(ge=1, le=20)] = 3  # per channel, before falling back
     backoff_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # doubles per attempt
     max_backoff_s: Annotated[float, Field(gt=0, le=24 * 3600)] = 300.0  # also caps Retry-After
+    # A critical notification that failed on every channel starts over from the
+    # receiver's first channel after each of these waits (minutes), one per round;
+    # then it stays failed (the repeat reminder carries on). docs/alerts.md#critical-retries
+    critical_rounds_min: list[Annotated[float, Field(gt=0, le=24 * 60)]] = Field(
+        default_factory=lambda: [2.0, 5.0, 10.0, 20.0, 30.0], max_length=50
+    )
 
 
 class AlertsConfig(_Frozen):
@@ -254,6 +260,9 @@ class AlertsConfig(_Frozen):
     inhibit: list[Inhibit] = Field(default_factory=_default_inhibit)
     ack: AckConfig = Field(default_factory=AckConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    # who hears of a system.delivery_failed alert (a critical notification that failed
+    # on every channel); None: every receiver except the one that failed
+    delivery_failed_to: list[str] | None = None
 
     def route_for(self, rule: str, category: str, severity: str, district: str | None) -> int:
         """Index of the first matching route, -1 for the default route."""
@@ -313,6 +322,11 @@ def _cross_check(ac: AlertsConfig) -> list[str]:
                 f"  alerts.routes.{i}.escalation: unknown escalation policy "
                 f"{r.escalation!r} (known: {sorted(ac.escalations)})"
             )
+    problems += [
+        f"  alerts.delivery_failed_to.{i}: unknown receiver {t!r} (known: {sorted(known)})"
+        for i, t in enumerate(ac.delivery_failed_to or [])
+        if t not in known
+    ]
     for name, esc in ac.escalations.items():
         for i, s in enumerate(esc.steps):
             for j, t in enumerate(s.targets):

@@ -1,10 +1,14 @@
 """What the alerts service writes to InfluxDB: one ``alert_event`` point per lifecycle step.
 
-Grafana draws them as annotations (``SELECT message FROM alert_event WHERE $timeFilter``).
-Field types are pinned here (docs/architecture.md#influxdb). Tags: the rule, severity,
-category and the event (``firing``, ``acknowledged``, ``resolved``); the timestamp is
-the transition's event time, or the acknowledgement time. Identity is measurement +
-tags + time, so a point written twice after a crash overwrites itself.
+Grafana's system board lists them (``SELECT * FROM alert_event …``); the dashboards'
+annotations read the rules engine's ``alert_transition`` (rules/schema.py). Field
+types are pinned here (docs/architecture.md#influxdb). Tags: the rule, severity,
+category, subject and the event (``firing``, ``acknowledged``, ``resolved``); the
+timestamp is the transition's event time, or the acknowledgement time. Identity is
+measurement + tags + time, so a point written twice after a crash overwrites itself,
+while ten stations firing in one evaluation cycle are ten points: the subject is a
+tag (bounded: devices, segments, districts and receivers of the registry and the
+configuration).
 """
 
 from __future__ import annotations
@@ -17,13 +21,12 @@ from core.lineproto import Encoder
 ALERT_EVENT = "alert_event"
 
 TAGS: dict[str, tuple[str, ...]] = {
-    ALERT_EVENT: ("rule", "severity", "category", "event"),
+    ALERT_EVENT: ("rule", "severity", "category", "subject", "event"),
 }
 FIELDS: dict[str, dict[str, str]] = {
     ALERT_EVENT: {
         "alert_id": "int",
         "key": "str",
-        "subject": "str",
         "district": "str",
         "by": "str",
         "message": "str",
@@ -41,12 +44,12 @@ def event_line(alert: Mapping[str, Any], event: str, at_s: float, by: str | None
             "rule": alert["rule"],
             "severity": alert["severity"],
             "category": alert["category"],
+            "subject": alert["subject"],
             "event": event,
         },
         {
             "alert_id": int(alert["id"]),
             "key": alert["key"],
-            "subject": alert["subject"],
             "district": alert["district"],
             "by": by,
             "message": alert["message"],

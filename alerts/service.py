@@ -1,19 +1,24 @@
 """The alerts service: outbox → alerts → groups → notifications → channels.
 
 Each :meth:`AlertService.tick` does four things, every one a transaction in the state
-database (alerts/store.py), so a process killed between any two resumes where it was:
+database (alerts/store.py, which holds all the SQL), so a process killed between any
+two resumes where it was:
 
 1. read new transitions from the rules outbox (cursor and alerts in one transaction);
    a firing transition for a key that is already open is a duplicate (counted, not
-   notified again);
-2. per notification group (route + ``group_by`` labels): decide the first notice
-   (after ``group_wait_s``), notices of new members (``group_interval_s`` after the
-   last), escalation to the next step when still unacknowledged after the step's
-   ``after_min``, reminders every ``repeat_interval_min``, and resolved notices;
-   silenced and inhibited alerts are left out; the morning digest;
-3. deliver due notifications, one attempt each, with backoff and Retry-After between
-   attempts and the receiver's next channel when one keeps failing;
-4. write pending ``alert_event`` points to InfluxDB.
+   notified again); a record that is not a valid transition is set aside
+   (``rejected_outbox``) and the service reads on;
+2. per notification group (route + ``group_by`` labels, alerts/matching.py): decide
+   the first notice (after ``group_wait_s``), notices of new members
+   (``group_interval_s`` after the last), escalation to the next step when still
+   unacknowledged after the step's ``after_min``, reminders every
+   ``repeat_interval_min``, and resolved notices; silenced and inhibited alerts are
+   left out; the morning digest;
+3. deliver due notifications (alerts/delivery.py: attempts, backoff, Retry-After,
+   fallback, rounds for a failed critical); a critical notice that failed on every
+   channel raises ``system.delivery_failed`` to the other receivers;
+4. write pending ``alert_event`` points to InfluxDB; points InfluxDB refuses are
+   set aside (``rejected_events``), never retried for ever.
 
 Time comes from an injected ``now()`` so tests drive escalation with a fake clock.
 Semantics follow Alertmanager (grouping, repeat, inhibition, silences) and PagerDuty
@@ -22,21 +27,29 @@ Semantics follow Alertmanager (grouping, repeat, inhibition, silences) and Pager
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import sqlite3
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alerts.ack import AckServer, ack_url
-from alerts.channels import Context, DeliveryError, Outgoing, send
-from alerts.config import JST, AlertsConfig, Escalation, Inhibit, ack_secret
+from alerts.channels import Context
+from alerts.config import JST, AlertsConfig, Escalation, ack_secret
+from alerts.delivery import Delivery
+from alerts.matching import (
+    delivery_failed_targets,
+    digest_targets,
+    group_key,
+    route_of,
+    step_targets,
+    suppression,
+)
 from alerts.render import iso, render
 from alerts.schema import event_line
 from alerts.store import Store
@@ -48,69 +61,15 @@ from rules.transitions import Transition, read_outbox
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DELIVERY_FAILED", "AlertService", "next_digest", "suppression", "utcnow"]
+
 OPEN = ("firing", "acknowledged")
+DELIVERY_FAILED = "system.delivery_failed"
+EVENTS_BATCH = 5000
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _label(a: dict[str, Any], name: str) -> str:
-    return str(a.get(name) or "")
-
-
-def silence_matches(s: dict[str, Any], a: dict[str, Any]) -> bool:
-    if s["rule"] and not fnmatch.fnmatchcase(a["rule"], s["rule"]):
-        return False
-    if s["subject"] and not fnmatch.fnmatchcase(a["subject"], s["subject"]):
-        return False
-    return not s["district"] or a["district"] == s["district"]
-
-
-def _is_inhibit_source(rule: Inhibit, a: dict[str, Any]) -> bool:
-    return any(fnmatch.fnmatchcase(a["rule"], g) for g in rule.source_rules) and (
-        not rule.source_subjects or a["subject"] in rule.source_subjects
-    )
-
-
-def _is_inhibit_target(rule: Inhibit, a: dict[str, Any]) -> bool:
-    return any(fnmatch.fnmatchcase(a["rule"], g) for g in rule.target_rules) and (
-        not rule.target_subject_kinds or a["subject_kind"] in rule.target_subject_kinds
-    )
-
-
-def _inhibit_related(rule: Inhibit, src: dict[str, Any], tgt: dict[str, Any]) -> bool:
-    """The ``equal`` labels agree and, if the rule asks, the target is about the source."""
-    return all(_label(src, k) == _label(tgt, k) for k in rule.equal) and (
-        rule.source_subject_is is None or src["subject"] == _label(tgt, rule.source_subject_is)
-    )
-
-
-def _inhibits(rule: Inhibit, src: dict[str, Any], tgt: dict[str, Any]) -> bool:
-    return (
-        src["key"] != tgt["key"]
-        and _is_inhibit_source(rule, src)
-        and _is_inhibit_target(rule, tgt)
-        and _inhibit_related(rule, src, tgt)
-    )
-
-
-def suppression(
-    cfg: AlertsConfig,
-    a: dict[str, Any],
-    open_alerts: list[dict[str, Any]],
-    silences: list[dict[str, Any]],
-    t: float,
-) -> str | None:
-    """Why ``a`` is not notified now (``silence #3``, ``inhibited by #7 …``), or None."""
-    for s in silences:
-        if s["starts_at"] <= t < s["ends_at"] and silence_matches(s, a):
-            return f"silence #{s['id']}"
-    for rule in cfg.inhibit:
-        for src in open_alerts:
-            if _inhibits(rule, src, a):
-                return f"inhibited by #{src['id']} {src['key']}"
-    return None
 
 
 def next_digest(cfg: AlertsConfig, t: float) -> float:
@@ -158,6 +117,53 @@ def _escalate(policy: Escalation, progress: _Progress, t: float) -> bool:
     return False
 
 
+def _fields(tr: Transition, t: float) -> dict[str, Any]:
+    """A firing transition as the columns of a new alert row."""
+    return {
+        "key": tr.key,
+        "rule": tr.rule,
+        "category": tr.category,
+        "subject": tr.subject,
+        "subject_kind": tr.subject_kind,
+        "district": tr.district,
+        "severity": tr.severity.value,
+        "fired_at": tr.event_time.timestamp(),
+        "received_at": t,
+        "message": tr.message,
+        "message_en": tr.message_en,
+        "record": tr.model_dump_json(),
+    }
+
+
+def _delivery_failed_fields(
+    n: dict[str, Any], rounds: int, retry_at: float | None, t: float
+) -> dict[str, Any]:
+    receiver = n["receiver"]
+    title = n["title"]
+    later_ja = f"{(retry_at - t) / 60:.0f}分後に再送します" if retry_at else "再送は終了しました"
+    later_en = f"retrying in {(retry_at - t) / 60:.0f} min" if retry_at else "no more retries"
+    return {
+        "key": f"{DELIVERY_FAILED}:{receiver}",
+        "rule": DELIVERY_FAILED,
+        "category": "system",
+        "subject": receiver,
+        "subject_kind": "receiver",
+        "district": None,
+        "severity": "critical",
+        "fired_at": t,
+        "received_at": t,
+        "message": (
+            f"{receiver} への重大通知 #{n['id']} がどの経路でも届きませんでした"
+            f" ({rounds}回目、{later_ja}): {title}"
+        ),
+        "message_en": (
+            f"critical notification #{n['id']} to {receiver} failed on every channel"
+            f" (round {rounds}, {later_en}): {title}"
+        ),
+        "record": json.dumps({"notification_id": n["id"], "receiver": receiver}),
+    }
+
+
 class AlertService:
     def __init__(
         self,
@@ -176,6 +182,14 @@ class AlertService:
         self._writer = writer
         self._influx_warned = 0.0
         self.ctx = Context(mqtt=cfg.mqtt, subject_state=self.subject_state)
+        self.delivery = Delivery(
+            acfg,
+            self.store,
+            self.ctx,
+            self.stats,
+            on_failed=self._delivery_failed,
+            on_delivered=self._delivered,
+        )
         self.ack_server: AckServer | None = None
         self.mqtt_ack: MqttSource | None = None
 
@@ -185,98 +199,88 @@ class AlertService:
     # --- 1. outbox ---------------------------------------------------------------
 
     def ingest(self) -> int:
+        """Apply the outbox records after the cursor; how many were read.
+
+        Records that are not valid transitions are set aside in ``rejected_outbox``
+        in the same transaction that moves the cursor past them, and logged once:
+        they would fail again at every start (docs/alerts.md#bad-outbox-records).
+        """
         if not self.cfg.outbox.exists():
             return 0
         cursor = int(self.store.meta("cursor", "0") or 0)
         batch = read_outbox(self.cfg.outbox, cursor, limit=500)
-        if not batch:
+        if batch.recreated:
+            # Keeping the cursor would skip every transition of the new state database
+            # in silence; re-reading it whole is safe, firings of open alerts merge.
+            log.warning(
+                "the rules outbox %s holds no record after #%d: its state was recreated; "
+                "reading it from the start",
+                self.cfg.outbox,
+                cursor,
+            )
+            with self.store.tx() as db:
+                Store.set_meta(db, "cursor", "0")
+            cursor = 0
+            batch = read_outbox(self.cfg.outbox, cursor, limit=500)
+        if batch.last_id == cursor:
             return 0
         t = self.t()
         with self.store.tx() as db:
-            for _oid, tr in batch:
+            for _oid, tr in batch.transitions:
                 self._apply(db, tr, t)
-            Store.set_meta(db, "cursor", str(batch[-1][0]))
-        return len(batch)
+            Store.reject_outbox(db, batch.bad, t)
+            Store.set_meta(db, "cursor", str(batch.last_id))
+        for bad in batch.bad:
+            log.error(
+                "outbox record #%d of %s is not a valid transition (set aside in "
+                "rejected_outbox, see alerts show): %s; record (%d bytes): %r",
+                bad.id,
+                self.cfg.outbox,
+                bad.reason,
+                bad.size,
+                bad.raw[:300],
+            )
+            self.stats["outbox_rejected"] += 1
+        return len(batch.transitions) + len(batch.bad)
 
     def _apply(self, db: sqlite3.Connection, tr: Transition, t: float) -> None:
-        row = db.execute(
-            "SELECT * FROM alerts WHERE key = ? AND status IN ('firing', 'acknowledged') "
-            "ORDER BY id DESC LIMIT 1",
-            (tr.key,),
-        ).fetchone()
         if tr.firing:
-            if row is not None:
-                # docs/alerts.md#dedup: the same alert fired twice → one notification
-                db.execute(
-                    "UPDATE alerts SET duplicates = duplicates + 1 WHERE id = ?", (row["id"],)
-                )
-                self.stats["duplicates"] += 1
-                log.info(
-                    "duplicate firing of %s (alert #%s): not notified again", tr.key, row["id"]
-                )
-                return
-            idx = self.cfg.route_for(tr.rule, tr.category, tr.severity.value, tr.district)
-            route = self.cfg.route(idx)
-            labels = {
-                "rule": tr.rule,
-                "category": tr.category,
-                "subject": tr.subject,
-                "subject_kind": tr.subject_kind,
-                "district": tr.district or "",
-                "severity": tr.severity.value,
-            }
-            gid: int | None = None
-            if not route.digest:
-                gkey = "|".join(f"{k}={labels[k]}" for k in route.group_by)
-                g = db.execute(
-                    "SELECT id FROM groups WHERE route = ? AND gkey = ? AND closed = 0",
-                    (idx, gkey),
-                ).fetchone()
-                if g is None:
-                    gid = int(
-                        db.execute(
-                            "INSERT INTO groups (route, gkey, created_at) VALUES (?, ?, ?)",
-                            (idx, gkey, t),
-                        ).lastrowid
-                        or 0
-                    )
-                else:
-                    gid = int(g["id"])
-            cur = db.execute(
-                "INSERT INTO alerts (key, rule, category, subject, subject_kind, district, "
-                "severity, status, fired_at, received_at, message, message_en, record, route, "
-                "group_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'firing', ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    tr.key,
-                    tr.rule,
-                    tr.category,
-                    tr.subject,
-                    tr.subject_kind,
-                    tr.district,
-                    tr.severity.value,
-                    tr.event_time.timestamp(),
-                    t,
-                    tr.message,
-                    tr.message_en,
-                    tr.model_dump_json(),
-                    idx,
-                    gid,
-                ),
+            self._fire(db, _fields(tr, t), tr.event_time.timestamp())
+            return
+        row = Store.open_alert(db, tr.key)
+        if row is None:
+            log.info("resolved %s, which is not open here: nothing to do", tr.key)
+            return
+        Store.resolve_alert(db, row["id"], tr.event_time.timestamp(), t)
+        self._event(db, row, "resolved", tr.event_time.timestamp())
+        self.stats["resolved"] += 1
+
+    def _fire(
+        self, db: sqlite3.Connection, fields: dict[str, Any], at: float, *, grouped: bool = True
+    ) -> dict[str, Any] | None:
+        """Open an alert, or count a duplicate (None) when its key is open already.
+
+        ``grouped=False`` keeps it out of groups and digests: whoever raises it
+        notifies for it (the delivery_failed alert)."""
+        row = Store.open_alert(db, fields["key"])
+        if row is not None:
+            # docs/alerts.md#dedup: the same alert fired twice → one notification
+            Store.count_duplicate(db, row["id"])
+            self.stats["duplicates"] += 1
+            log.info(
+                "duplicate firing of %s (alert #%s): not notified again", fields["key"], row["id"]
             )
-            new = dict(db.execute("SELECT * FROM alerts WHERE id = ?", (cur.lastrowid,)).fetchone())
-            self._event(db, new, "firing", tr.event_time.timestamp())
-            self.stats["firing"] += 1
-        else:
-            if row is None:
-                log.info("resolved %s, which is not open here: nothing to do", tr.key)
-                return
-            db.execute(
-                "UPDATE alerts SET status = 'resolved', resolved_at = ?, resolved_received_at = ? "
-                "WHERE id = ?",
-                (tr.event_time.timestamp(), t, row["id"]),
-            )
-            self._event(db, dict(row), "resolved", tr.event_time.timestamp())
-            self.stats["resolved"] += 1
+            return None
+        idx = route_of(self.cfg, fields)
+        route = self.cfg.route(idx)
+        gid: int | None = None
+        if grouped and not route.digest:
+            gid = Store.group_for(db, idx, group_key(route, fields), fields["received_at"])
+        extra = {} if grouped else {"notified": 1, "digested": 1}
+        new = Store.insert_alert(db, {**fields, **extra, "route": idx, "group_id": gid})
+        self._event(db, new, "firing", at)
+        self.stats["firing"] += 1
+        return new
 
     def _event(self, db: sqlite3.Connection, a: dict[str, Any], event: str, at: float) -> None:
         if self.cfg.write_events:
@@ -288,11 +292,9 @@ class AlertService:
         """Create the notifications that are due now; how many were created."""
         t = self.t()
         made = 0
-        open_alerts = self.store.query(
-            "SELECT * FROM alerts WHERE status IN ('firing', 'acknowledged')"
-        )
-        silences = self.store.query("SELECT * FROM silences WHERE ends_at > ?", (t,))
-        for g in self.store.query("SELECT * FROM groups WHERE closed = 0 ORDER BY id"):
+        open_alerts = self.store.open_alerts()
+        silences = self.store.active_silences(t)
+        for g in self.store.open_groups():
             with self.store.tx() as db:
                 made += self._plan_group(db, g, open_alerts, silences, t)
         with self.store.tx() as db:
@@ -320,11 +322,10 @@ class AlertService:
             made = self._send_group(
                 db, g, kind, policy=policy, members=members, progress=progress, t=t
             )
-        db.execute(
-            "UPDATE groups SET step = ?, step_at = ?, loops = ?, last_sent_at = ? WHERE id = ?",
-            (progress.step, progress.step_at, progress.loops, progress.last_sent, g["id"]),
+        Store.save_group_progress(
+            db, g["id"], progress.step, progress.step_at, progress.loops, progress.last_sent
         )
-        self._close_if_done(db, g["id"])
+        Store.close_group_if_done(db, g["id"], self.cfg.send_resolved)
         return made
 
     def _members(
@@ -336,12 +337,7 @@ class AlertService:
         t: float,
     ) -> _Members:
         cfg = self.cfg
-        rows = [
-            dict(r)
-            for r in db.execute(
-                "SELECT * FROM alerts WHERE group_id = ? ORDER BY id", (gid,)
-            ).fetchall()
-        ]
+        rows = Store.group_members(db, gid)
         active = [
             a
             for a in rows
@@ -405,15 +401,8 @@ class AlertService:
         """Notify the step's targets of the firing alerts, and everyone notified of the
         group before of the resolutions; how many notifications were created."""
         step = progress.step
-        targets = self._step_targets(policy, step, g["gkey"])
-        prev = [
-            r["receiver"]
-            for r in db.execute(
-                "SELECT DISTINCT receiver FROM notifications WHERE group_id = ? "
-                "AND kind != 'resolved'",
-                (g["id"],),
-            ).fetchall()
-        ]
+        targets = step_targets(self.cfg, policy, step, self.now(), g["gkey"])
+        prev = Store.group_receivers(db, g["id"])
         firing = members.active if kind != "firing" or members.new else []
         made = 0
         for rec in dict.fromkeys([*targets, *prev]):
@@ -426,37 +415,9 @@ class AlertService:
             progress.last_sent = t
             if progress.step_at is None:
                 progress.step_at = t
-        db.executemany(
-            "UPDATE alerts SET notified = 1 WHERE id = ?", [(a["id"],) for a in members.new]
-        )
-        db.executemany(
-            "UPDATE alerts SET resolved_notified = 1 WHERE id = ?",
-            [(a["id"],) for a in members.resolved_due],
-        )
+        Store.mark_notified(db, [a["id"] for a in members.new])
+        Store.mark_resolved_notified(db, [a["id"] for a in members.resolved_due])
         return made
-
-    def _step_targets(self, policy: Escalation, step: int, gkey: str) -> list[str]:
-        targets = self.cfg.resolve_targets(policy.steps[step].targets, self.now())
-        if not targets:
-            log.error(
-                "group %s step %d resolves to nobody (empty rota?): using %s",
-                gkey,
-                step + 1,
-                self.cfg.default_receiver,
-            )
-            targets = [self.cfg.default_receiver]
-        return targets
-
-    def _close_if_done(self, db: sqlite3.Connection, gid: int) -> None:
-        # a group closes when every member is resolved and, if it was announced, its
-        # resolution too
-        left = db.execute(
-            "SELECT COUNT(*) FROM alerts WHERE group_id = ? AND NOT (status = 'resolved' AND "
-            "(resolved_notified = 1 OR notified = 0 OR ? = 0))",
-            (gid, int(self.cfg.send_resolved)),
-        ).fetchone()[0]
-        if left == 0:
-            db.execute("UPDATE groups SET closed = 1 WHERE id = ?", (gid,))
 
     def _plan_digest(
         self,
@@ -465,30 +426,24 @@ class AlertService:
         silences: list[dict[str, Any]],
         t: float,
     ) -> int:
-        nxt = db.execute("SELECT v FROM meta WHERE k = 'next_digest'").fetchone()
+        nxt = Store.get_meta(db, "next_digest")
         if nxt is None:
             Store.set_meta(db, "next_digest", str(next_digest(self.cfg, t)))
             return 0
-        if t < float(nxt["v"]):
+        if t < float(nxt):
             return 0
         made = 0
-        pending = [
-            dict(r)
-            for r in db.execute(
-                "SELECT * FROM alerts WHERE group_id IS NULL AND digested = 0 ORDER BY id"
-            ).fetchall()
-        ]
+        pending = Store.undigested(db)
         by_route: dict[int, list[dict[str, Any]]] = {}
         for a in pending:
             if suppression(self.cfg, a, open_alerts, silences, t) is None:
                 by_route.setdefault(int(a["route"]), []).append(a)
         for idx, items in by_route.items():
             route = self.cfg.route(idx)
-            targets = self.cfg.resolve_targets(self.cfg.policy(route).steps[0].targets, self.now())
-            for rec in targets or [self.cfg.default_receiver]:
+            for rec in digest_targets(self.cfg, route, self.now()):
                 self._notify(db, None, rec, "digest", 0, items, [], route.name or f"route {idx}", t)
                 made += 1
-        db.executemany("UPDATE alerts SET digested = 1 WHERE id = ?", [(a["id"],) for a in pending])
+        Store.mark_digested(db, [a["id"] for a in pending])
         Store.set_meta(db, "next_digest", str(next_digest(self.cfg, t)))
         return made
 
@@ -505,14 +460,7 @@ class AlertService:
         t: float,
     ) -> None:
         ack_ids = [a["id"] for a in firing] if kind != "digest" else []
-        nid = int(
-            db.execute(
-                "INSERT INTO notifications (group_id, receiver, kind, step, created_at, alert_ids, "
-                "title, body, retry_key, next_at) VALUES (?, ?, ?, ?, ?, ?, '', '{}', ?, ?)",
-                (gid, receiver, kind, step, t, json.dumps(ack_ids), str(uuid.uuid4()), t),
-            ).lastrowid
-            or 0
-        )
+        nid = Store.add_notification(db, gid, receiver, kind, step, t, ack_ids, str(uuid.uuid4()))
         url = (
             ack_url(self.cfg.ack.base_url, self.key, nid, int(t + self.cfg.ack.link_ttl_h * 3600))
             if ack_ids
@@ -530,124 +478,57 @@ class AlertService:
             group=group,
         )
         body["text"] = text
-        db.execute(
-            "UPDATE notifications SET title = ?, body = ? WHERE id = ?",
-            (title, json.dumps(body, ensure_ascii=False), nid),
-        )
+        Store.set_text(db, nid, title, body)
         log.info("notification #%d (%s) to %s: %s", nid, kind, receiver, title)
 
     # --- 3. deliver --------------------------------------------------------------
 
     def deliver(self) -> int:
-        t = self.t()
-        done = 0
-        for n in self.store.query(
-            "SELECT * FROM notifications WHERE status = 'pending' AND next_at <= ? ORDER BY id",
-            (t,),
-        ):
-            done += self._deliver_one(n, t)
-        return done
+        return self.delivery.run(self.t())
 
-    def _deliver_one(self, n: dict[str, Any], t: float) -> int:
-        rec = self.cfg.receivers.get(n["receiver"])
-        body = json.loads(n["body"])
-        subjects = sorted(
-            {(a["subject_kind"], a["subject"]) for a in body["alerts"] + body["resolved"]}
-        )
-        msg = Outgoing(
-            id=n["id"],
-            receiver=n["receiver"],
-            kind=n["kind"],
-            title=n["title"],
-            text=body["text"],
-            body=body,
-            retry_key=n["retry_key"],
-            subjects=subjects,
-        )
-        channels = rec.channels() if rec else []
-        idx, attempts = int(n["channel_idx"]), int(n["attempts"])
-        retry = self.cfg.retry
-        while True:
-            if idx >= len(channels):
-                self._finish(
-                    n["id"], "failed", None, f"no channel left for receiver {n['receiver']!r}"
-                )
-                log.error(
-                    "notification #%d to %s FAILED on every channel (%s); see alerts show %s",
-                    n["id"],
-                    n["receiver"],
-                    ", ".join(channels) or "none",
-                    n["id"],
-                )
-                self.stats["notifications_failed"] += 1
-                return 0
-            ch = channels[idx]
-            assert rec is not None
-            try:
-                detail = send(ch, rec, msg, self.ctx)
-            except DeliveryError as exc:
-                attempts += 1
-                self.stats[f"failures_{ch}"] += 1
-                self._attempt(n["id"], t, ch, False, str(exc))
-                log.warning(
-                    "notification #%d to %s via %s failed (attempt %d): %s",
-                    n["id"],
-                    n["receiver"],
-                    ch,
-                    attempts,
-                    exc,
-                )
-                if exc.retryable and attempts < retry.attempts:
-                    wait = retry.backoff_s * 2 ** (attempts - 1)
-                    if exc.retry_after_s is not None:
-                        wait = max(wait, exc.retry_after_s)  # Retry-After: never sooner
-                    wait = min(wait, retry.max_backoff_s)
-                    with self.store.tx() as db:
-                        db.execute(
-                            "UPDATE notifications SET channel_idx = ?, attempts = ?, next_at = ?, "
-                            "last_error = ? WHERE id = ?",
-                            (idx, attempts, t + wait, str(exc), n["id"]),
-                        )
-                    return 0
-                idx, attempts = idx + 1, 0
-                if idx < len(channels):
-                    log.warning("notification #%d: falling back to %s", n["id"], channels[idx])
-                    with self.store.tx() as db:
-                        db.execute(
-                            "UPDATE notifications SET channel_idx = ?, attempts = 0, "
-                            "last_error = ? WHERE id = ?",
-                            (idx, str(exc), n["id"]),
-                        )
-                continue
-            self._attempt(n["id"], t, ch, True, detail)
-            self._finish(n["id"], "sent", ch, None, t)
-            self.stats["notifications_sent"] += 1
-            return 1
-
-    def _attempt(self, nid: int, t: float, ch: str, ok: bool, detail: str) -> None:
-        with self.store.tx() as db:
-            db.execute(
-                "INSERT INTO attempts (notification_id, at, channel, ok, detail) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (nid, t, ch, int(ok), detail[:1000]),
-            )
-
-    def _finish(
-        self, nid: int, status: str, ch: str | None, error: str | None, t: float | None = None
+    def _delivery_failed(
+        self, n: dict[str, Any], rounds: int, retry_at: float | None, t: float
     ) -> None:
+        """A notification failed on every channel: for a critical one, raise
+        ``system.delivery_failed`` (once per receiver while open) to the others."""
+        body = json.loads(n["body"])
+        critical = [a for a in body.get("alerts", []) if a["severity"] == "critical"]
+        if not critical or all(a["rule"] == DELIVERY_FAILED for a in critical):
+            return  # not critical, or itself a delivery_failed notice: no alert about it
+        fields = _delivery_failed_fields(n, rounds, retry_at, t)
+        log.error("%s: %s", DELIVERY_FAILED, fields["message_en"])
         with self.store.tx() as db:
-            db.execute(
-                "UPDATE notifications SET status = ?, channel = ?, sent_at = ?, "
-                "last_error = COALESCE(?, last_error) WHERE id = ?",
-                (status, ch, t, error, nid),
+            alert = self._fire(db, fields, t, grouped=False)
+            if alert is None:
+                return
+            targets = delivery_failed_targets(self.cfg, n["receiver"])
+            for rec in targets:
+                self._notify(db, None, rec, "firing", 0, [alert], [], fields["key"], t)
+        self.stats["delivery_failed"] += 1
+        if not targets:
+            log.error(
+                "%s: no other receiver to tell (see alerts.delivery_failed_to)", fields["key"]
             )
+
+    def _delivered(self, n: dict[str, Any], t: float) -> None:
+        """A notification reached its receiver: a delivery_failed alert about that
+        receiver is resolved (and the resolution announced)."""
+        key = f"{DELIVERY_FAILED}:{n['receiver']}"
+        with self.store.tx() as db:
+            row = Store.open_alert(db, key)
+            if row is None:
+                return
+            Store.resolve_alert(db, row["id"], t, t)
+            self._event(db, row, "resolved", t)
+            resolved = {**row, "status": "resolved", "resolved_at": t}
+            if self.cfg.send_resolved:
+                for rec in delivery_failed_targets(self.cfg, n["receiver"]):
+                    self._notify(db, None, rec, "resolved", 0, [], [resolved], key, t)
+        log.info("%s resolved: notification #%d reached %s", key, n["id"], n["receiver"])
+        self.stats["resolved"] += 1
 
     def subject_state(self, kind: str, subject: str) -> dict[str, Any]:
-        rows = self.store.query(
-            "SELECT * FROM alerts WHERE subject_kind = ? AND subject = ? AND status IN "
-            "('firing', 'acknowledged') ORDER BY id",
-            (kind, subject),
-        )
+        rows = self.store.subject_open_alerts(kind, subject)
         return {
             "subject": subject,
             "subject_kind": kind,
@@ -670,26 +551,67 @@ class AlertService:
     # --- 4. InfluxDB events --------------------------------------------------------
 
     def write_events(self) -> int:
+        """Write pending alert_event points; how many InfluxDB took.
+
+        InfluxDB away (no answer, 5xx, auth): the points stay and are retried next
+        tick. InfluxDB refusing points (400/422, 413 too large): the batch is halved
+        until each refused line stands alone; those are logged and moved to
+        ``rejected_events`` with InfluxDB's reason, and the rest are written.
+        """
         if not self.cfg.write_events:
             return 0
-        rows = self.store.query("SELECT id, line FROM events ORDER BY id LIMIT 5000")
+        rows = self.store.pending_events(EVENTS_BATCH)
         if not rows:
             return 0
         if self._writer is None:
             self._writer = make_writer(self.core.influx)
+        written: list[int] = []
+        rejected: list[tuple[int, str, int | None, str]] = []
         try:
-            self._writer.write([r["line"] for r in rows])
+            self._write_split(rows, written, rejected)
         except WriteError as exc:
-            if exc.bad_data:
-                raise
             t = self.t()
             if t - self._influx_warned > 300:
                 self._influx_warned = t
                 log.warning("alert events not written to InfluxDB (kept, retried): %s", exc)
-            return 0
-        with self.store.tx() as db:
-            db.execute("DELETE FROM events WHERE id <= ?", (rows[-1]["id"],))
-        return len(rows)
+        finally:
+            if written:
+                self.store.events_written(written)
+            if rejected:
+                self.store.reject_events(rejected, self.t())
+        return len(written)
+
+    def _write_split(
+        self,
+        rows: Sequence[dict[str, Any]],
+        written: list[int],
+        rejected: list[tuple[int, str, int | None, str]],
+    ) -> None:
+        """Write ``rows``; on a refusal, each half again (bounded: at most 2·len writes).
+        A WriteError that is not a refusal propagates: InfluxDB is away."""
+        assert self._writer is not None
+        try:
+            self._writer.write([r["line"] for r in rows])
+        except WriteError as exc:
+            if not exc.bad_data:
+                raise
+            if len(rows) > 1:
+                mid = len(rows) // 2
+                self._write_split(rows[:mid], written, rejected)
+                self._write_split(rows[mid:], written, rejected)
+                return
+            r = rows[0]
+            log.error(
+                "InfluxDB refused alert_event #%d (set aside in rejected_events, "
+                "see alerts show): %s; line: %s",
+                r["id"],
+                exc,
+                r["line"][:300],
+            )
+            self.stats["events_rejected"] += 1
+            rejected.append((int(r["id"]), r["line"], exc.status, str(exc)))
+            return
+        written.extend(int(r["id"]) for r in rows)
 
     # --- the loop ----------------------------------------------------------------
 

@@ -11,15 +11,19 @@ service; WAL lets readers and the one writer at a time proceed.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from alerts.schema import event_line
+from core.sqlite import Column, Schema, open_db
+from rules.transitions import BadRecord
 
-SCHEMA = """
+# One statement per ";" (so no ";" inside the comments).
+DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,7 +82,9 @@ CREATE TABLE IF NOT EXISTS notifications (
     status TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | failed
     sent_at REAL,
     channel TEXT,
-    last_error TEXT
+    last_error TEXT,
+    rounds INTEGER NOT NULL DEFAULT 0, -- times it failed on every channel
+    retry_at REAL                      -- failed critical: when the next round starts
 );
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (status, next_at);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -103,7 +109,52 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     line TEXT NOT NULL                 -- alert_event line protocol not yet in InfluxDB
 );
+CREATE TABLE IF NOT EXISTS rejected_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    line TEXT NOT NULL,                -- an alert_event line InfluxDB refused
+    status INTEGER,                    -- InfluxDB's answer: 400, 413, 422
+    reason TEXT NOT NULL,              -- what InfluxDB said
+    rejected_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    outbox_id INTEGER NOT NULL,        -- the row's id in the rules outbox
+    raw TEXT NOT NULL,                 -- the record as stored (at most 64 KiB of it)
+    size INTEGER NOT NULL,             -- the whole record's length in bytes
+    reason TEXT NOT NULL,              -- why it is not a valid transition
+    rejected_at REAL NOT NULL
+);
 """
+
+SCHEMA = Schema(
+    statements=tuple(x for x in DDL.split(";") if x.strip()),
+    added_columns=(
+        Column("notifications", "rounds", "INTEGER NOT NULL DEFAULT 0"),
+        Column("notifications", "retry_at", "REAL"),
+    ),
+)
+
+OPEN = ("firing", "acknowledged")
+
+# What a new alert row is made of (status is 'firing'; the rest start empty)
+ALERT_FIELDS = (
+    "key",
+    "rule",
+    "category",
+    "subject",
+    "subject_kind",
+    "district",
+    "severity",
+    "fired_at",
+    "received_at",
+    "message",
+    "message_en",
+    "record",
+    "route",
+    "group_id",
+    "notified",
+    "digested",
+)
 
 
 class Store:
@@ -111,15 +162,12 @@ class Store:
     ack) share it; other processes open their own."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        # WAL, synchronous=FULL (a notification decided is a decision kept), 30 s busy
+        # timeout, and the columns added since a file was first written
+        self._db = open_db(path, SCHEMA, timeout_s=30)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a notification decided is a decision kept
-        self._db.execute("PRAGMA busy_timeout=30000")
         self._lock = threading.RLock()
-        self._db.executescript(SCHEMA)
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -149,6 +197,24 @@ class Store:
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
 
+    # --- outbox records that are not valid transitions -----------------------------
+
+    @staticmethod
+    def reject_outbox(db: sqlite3.Connection, bad: Iterable[BadRecord], t: float) -> None:
+        """Keep bad outbox records aside, in the transaction that moves the cursor past
+        them (so each is kept once)."""
+        db.executemany(
+            "INSERT INTO rejected_outbox (outbox_id, raw, size, reason, rejected_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(b.id, b.raw, b.size, b.reason, t) for b in bad],
+        )
+
+    def rejected_outbox(self, limit: int = 10) -> tuple[int, list[dict[str, Any]]]:
+        """How many outbox records were set aside, and the newest ``limit``."""
+        n = self.query("SELECT COUNT(*) AS n FROM rejected_outbox")[0]["n"]
+        rows = self.query("SELECT * FROM rejected_outbox ORDER BY id DESC LIMIT ?", (limit,))
+        return int(n), rows
+
     def acknowledge(
         self, alert_ids: list[int], by: str, via: str, at: float
     ) -> list[dict[str, Any]]:
@@ -167,9 +233,367 @@ class Store:
                     self.add_event_lines(db, [event_line(row, "acknowledged", at, by=by)])
         return changed
 
+    # --- alerts (lifecycle) ----------------------------------------------------------
+
+    @staticmethod
+    def open_alert(db: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+        """The open (firing or acknowledged) alert of ``key``, if any."""
+        row = db.execute(
+            "SELECT * FROM alerts WHERE key = ? AND status IN ('firing', 'acknowledged') "
+            "ORDER BY id DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        return dict(row) if row is not None else None
+
+    @staticmethod
+    def count_duplicate(db: sqlite3.Connection, alert_id: int) -> None:
+        db.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE id = ?", (alert_id,))
+
+    @staticmethod
+    def insert_alert(db: sqlite3.Connection, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new firing alert from ``fields`` (the columns of :data:`ALERT_FIELDS`)."""
+        cur = db.execute(
+            f"INSERT INTO alerts ({', '.join(ALERT_FIELDS)}, status) "
+            f"VALUES ({', '.join(':' + f for f in ALERT_FIELDS)}, 'firing')",
+            {f: fields.get(f, 0 if f in ("notified", "digested") else None) for f in ALERT_FIELDS},
+        )
+        return dict(db.execute("SELECT * FROM alerts WHERE id = ?", (cur.lastrowid,)).fetchone())
+
+    @staticmethod
+    def resolve_alert(
+        db: sqlite3.Connection, alert_id: int, resolved_at: float, received_at: float
+    ) -> None:
+        db.execute(
+            "UPDATE alerts SET status = 'resolved', resolved_at = ?, resolved_received_at = ? "
+            "WHERE id = ?",
+            (resolved_at, received_at, alert_id),
+        )
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM alerts WHERE status IN ('firing', 'acknowledged')")
+
+    def alerts_still_firing(self, alert_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Those of ``alert_ids`` still firing and unacknowledged."""
+        ids = json.dumps(list(alert_ids))
+        return self.query(
+            "SELECT a.* FROM alerts a, json_each(?) j WHERE a.id = j.value "
+            "AND a.status = 'firing' ORDER BY a.id",
+            (ids,),
+        )
+
+    def subject_open_alerts(self, kind: str, subject: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT * FROM alerts WHERE subject_kind = ? AND subject = ? AND status IN "
+            "('firing', 'acknowledged') ORDER BY id",
+            (kind, subject),
+        )
+
+    def list_alerts(self, *, include_resolved: bool, limit: int) -> list[dict[str, Any]]:
+        where = "" if include_resolved else "WHERE status IN ('firing', 'acknowledged')"
+        return self.query(f"SELECT * FROM alerts {where} ORDER BY id DESC LIMIT ?", (limit,))
+
+    def alert(self, alert_id: int) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+
+    def status_counts(self, table: str) -> dict[str, int]:
+        """``status → rows`` of ``alerts`` or ``notifications``."""
+        if table not in ("alerts", "notifications"):
+            raise ValueError(f"no status column in {table!r}")
+        rows = self.query(f"SELECT status, COUNT(*) AS n FROM {table} GROUP BY status")
+        return {str(r["status"]): int(r["n"]) for r in rows}
+
+    # --- groups (planning) -----------------------------------------------------------
+
+    @staticmethod
+    def group_for(db: sqlite3.Connection, route: int, gkey: str, t: float) -> int:
+        """The open group of ``route`` and ``gkey``, created if there is none."""
+        g = db.execute(
+            "SELECT id FROM groups WHERE route = ? AND gkey = ? AND closed = 0", (route, gkey)
+        ).fetchone()
+        if g is not None:
+            return int(g["id"])
+        cur = db.execute(
+            "INSERT INTO groups (route, gkey, created_at) VALUES (?, ?, ?)", (route, gkey, t)
+        )
+        return int(cur.lastrowid or 0)
+
+    def open_groups(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM groups WHERE closed = 0 ORDER BY id")
+
+    @staticmethod
+    def group_members(db: sqlite3.Connection, group_id: int) -> list[dict[str, Any]]:
+        rows = db.execute("SELECT * FROM alerts WHERE group_id = ? ORDER BY id", (group_id,))
+        return [dict(r) for r in rows.fetchall()]
+
+    @staticmethod
+    def group_receivers(db: sqlite3.Connection, group_id: int) -> list[str]:
+        """Receivers told of the group so far (resolved notices not counted)."""
+        rows = db.execute(
+            "SELECT DISTINCT receiver FROM notifications WHERE group_id = ? AND kind != 'resolved'",
+            (group_id,),
+        ).fetchall()
+        return [str(r["receiver"]) for r in rows]
+
+    @staticmethod
+    def save_group_progress(  # noqa: PLR0917
+        db: sqlite3.Connection,
+        group_id: int,
+        step: int,
+        step_at: float | None,
+        loops: int,
+        last_sent: float | None,
+    ) -> None:
+        db.execute(
+            "UPDATE groups SET step = ?, step_at = ?, loops = ?, last_sent_at = ? WHERE id = ?",
+            (step, step_at, loops, last_sent, group_id),
+        )
+
+    @staticmethod
+    def close_group_if_done(db: sqlite3.Connection, group_id: int, send_resolved: bool) -> bool:
+        """Close the group when every member is resolved and, if it was announced, its
+        resolution too. True if it closed."""
+        left = db.execute(
+            "SELECT COUNT(*) FROM alerts WHERE group_id = ? AND NOT (status = 'resolved' AND "
+            "(resolved_notified = 1 OR notified = 0 OR ? = 0))",
+            (group_id, int(send_resolved)),
+        ).fetchone()[0]
+        if left == 0:
+            db.execute("UPDATE groups SET closed = 1 WHERE id = ?", (group_id,))
+        return bool(left == 0)
+
+    @staticmethod
+    def mark_notified(db: sqlite3.Connection, alert_ids: Iterable[int]) -> None:
+        db.executemany("UPDATE alerts SET notified = 1 WHERE id = ?", [(i,) for i in alert_ids])
+
+    @staticmethod
+    def mark_resolved_notified(db: sqlite3.Connection, alert_ids: Iterable[int]) -> None:
+        db.executemany(
+            "UPDATE alerts SET resolved_notified = 1 WHERE id = ?", [(i,) for i in alert_ids]
+        )
+
+    @staticmethod
+    def undigested(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        """Alerts of digest routes not yet in a digest."""
+        rows = db.execute(
+            "SELECT * FROM alerts WHERE group_id IS NULL AND digested = 0 ORDER BY id"
+        )
+        return [dict(r) for r in rows.fetchall()]
+
+    @staticmethod
+    def mark_digested(db: sqlite3.Connection, alert_ids: Iterable[int]) -> None:
+        db.executemany("UPDATE alerts SET digested = 1 WHERE id = ?", [(i,) for i in alert_ids])
+
+    @staticmethod
+    def get_meta(db: sqlite3.Connection, key: str) -> str | None:
+        row = db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
+        return str(row["v"]) if row is not None else None
+
+    # --- silences --------------------------------------------------------------------
+
+    def active_silences(self, t: float) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM silences WHERE ends_at > ? ORDER BY id", (t,))
+
+    def add_silence(  # noqa: PLR0917
+        self,
+        rule: str | None,
+        subject: str | None,
+        district: str | None,
+        starts_at: float,
+        ends_at: float,
+        created_by: str,
+        comment: str,
+    ) -> int:
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT INTO silences (rule, subject, district, starts_at, ends_at, created_by, "
+                "comment) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rule, subject, district, starts_at, ends_at, created_by, comment),
+            )
+        return int(cur.lastrowid or 0)
+
+    def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End an active silence now; False if it was not active."""
+        with self.tx() as db:
+            n = db.execute(
+                "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
+                (now, silence_id, now),
+            ).rowcount
+        return bool(n)
+
+    # --- notifications (decided) -----------------------------------------------------
+
+    @staticmethod
+    def add_notification(  # noqa: PLR0917
+        db: sqlite3.Connection,
+        group_id: int | None,
+        receiver: str,
+        kind: str,
+        step: int,
+        t: float,
+        ack_ids: list[int],
+        retry_key: str,
+    ) -> int:
+        """A pending notification, due at ``t``; its text is set by :meth:`set_text`."""
+        cur = db.execute(
+            "INSERT INTO notifications (group_id, receiver, kind, step, created_at, alert_ids, "
+            "title, body, retry_key, next_at) VALUES (?, ?, ?, ?, ?, ?, '', '{}', ?, ?)",
+            (group_id, receiver, kind, step, t, json.dumps(ack_ids), retry_key, t),
+        )
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def set_text(db: sqlite3.Connection, nid: int, title: str, body: dict[str, Any]) -> None:
+        db.execute(
+            "UPDATE notifications SET title = ?, body = ? WHERE id = ?",
+            (title, json.dumps(body, ensure_ascii=False), nid),
+        )
+
+    def notifications_for_alert(self, alert_id: int) -> list[dict[str, Any]]:
+        """Every notification naming the alert, as firing or as resolved."""
+        return self.query(
+            "SELECT n.* FROM notifications n, json_each(n.alert_ids) j WHERE j.value = ? "
+            "UNION SELECT n.* FROM notifications n, "
+            "json_each(json_extract(n.body, '$.resolved')) r "
+            "WHERE json_extract(r.value, '$.id') = ? ORDER BY id",
+            (alert_id, alert_id),
+        )
+
+    def failed_notifications(self, limit: int) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT id, receiver, last_error, rounds, retry_at FROM notifications "
+            "WHERE status = 'failed' ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+
+    # --- notifications (delivery) ----------------------------------------------------
+
+    def due_notifications(self, t: float) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT * FROM notifications WHERE status = 'pending' AND next_at <= ? ORDER BY id",
+            (t,),
+        )
+
+    def rounds_due(self, t: float) -> list[dict[str, Any]]:
+        """Failed notifications whose next round (retry_at) has come."""
+        return self.query(
+            "SELECT * FROM notifications WHERE status = 'failed' AND retry_at <= ? ORDER BY id",
+            (t,),
+        )
+
+    def start_round(self, nid: int, t: float) -> None:
+        """Back to pending from the receiver's first channel, due now."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE notifications SET status = 'pending', channel_idx = 0, attempts = 0, "
+                "next_at = ?, retry_at = NULL WHERE id = ?",
+                (t, nid),
+            )
+
+    def end_rounds(self, nid: int) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE notifications SET retry_at = NULL WHERE id = ?", (nid,))
+
+    def retry_later(self, nid: int, channel_idx: int, attempts: int, at: float, error: str) -> None:
+        """Try the same channel again at ``at``."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE notifications SET channel_idx = ?, attempts = ?, next_at = ?, "
+                "last_error = ? WHERE id = ?",
+                (channel_idx, attempts, at, error, nid),
+            )
+
+    def fall_back(self, nid: int, channel_idx: int, error: str) -> None:
+        """Go on with the receiver's channel ``channel_idx``."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE notifications SET channel_idx = ?, attempts = 0, last_error = ? "
+                "WHERE id = ?",
+                (channel_idx, error, nid),
+            )
+
+    def record_attempt(self, nid: int, t: float, channel: str, ok: bool, detail: str) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO attempts (notification_id, at, channel, ok, detail) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (nid, t, channel, int(ok), detail[:1000]),
+            )
+
+    def mark_sent(self, nid: int, channel: str, t: float) -> None:
+        with self.tx() as db:
+            db.execute(
+                "UPDATE notifications SET status = 'sent', channel = ?, sent_at = ? WHERE id = ?",
+                (channel, t, nid),
+            )
+
+    def mark_failed(self, nid: int, error: str, retry_at: float | None) -> int:
+        """Failed on every channel; ``retry_at``: when another round starts. Returns how
+        many rounds have failed now."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE notifications SET status = 'failed', channel = NULL, sent_at = NULL, "
+                "last_error = ?, rounds = rounds + 1, retry_at = ? WHERE id = ?",
+                (error, retry_at, nid),
+            )
+            row = db.execute("SELECT rounds FROM notifications WHERE id = ?", (nid,)).fetchone()
+        return int(row["rounds"])
+
+    def attempts_of(self, nid: int) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM attempts WHERE notification_id = ? ORDER BY id", (nid,))
+
+    def channel_failures(self) -> list[dict[str, Any]]:
+        """Per channel: failed attempts ``n`` and the ``last`` one's time."""
+        return self.query(
+            "SELECT channel, COUNT(*) AS n, MAX(at) AS last FROM attempts WHERE ok = 0 "
+            "GROUP BY channel ORDER BY channel"
+        )
+
+    # --- alert_event points for InfluxDB ---------------------------------------------
+
+    def pending_events(self, limit: int) -> list[dict[str, Any]]:
+        return self.query("SELECT id, line FROM events ORDER BY id LIMIT ?", (limit,))
+
+    def events_written(self, ids: Iterable[int]) -> None:
+        with self.tx() as db:
+            db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
+
+    def reject_events(self, rejected: Iterable[tuple[int, str, int | None, str]], t: float) -> None:
+        """Move refused lines ``(event id, line, status, reason)`` aside, in one
+        transaction: they leave the queue, so one bad point cannot block the rest."""
+        with self.tx() as db:
+            for eid, line, status, reason in rejected:
+                db.execute(
+                    "INSERT INTO rejected_events (line, status, reason, rejected_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (line, status, reason[:1000], t),
+                )
+                db.execute("DELETE FROM events WHERE id = ?", (eid,))
+
+    def rejected_events(self, limit: int = 10) -> tuple[int, list[dict[str, Any]]]:
+        """How many alert_event lines InfluxDB refused, and the newest ``limit``."""
+        n = self.query("SELECT COUNT(*) AS n FROM rejected_events")[0]["n"]
+        rows = self.query("SELECT * FROM rejected_events ORDER BY id DESC LIMIT ?", (limit,))
+        return int(n), rows
+
     def add_event_lines(self, db: sqlite3.Connection, lines: list[str]) -> None:
         db.executemany("INSERT INTO events (line) VALUES (?)", [(x,) for x in lines])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def ack_scope(self, nid: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """Notification ``nid`` (id, receiver) and the alerts an acknowledgement link of
+        it acknowledges; None when there is no such notification or it names none."""
+        note = self.one("SELECT id, receiver, alert_ids FROM notifications WHERE id = ?", (nid,))
+        if note is None:
+            return None
+        ids = [int(x) for x in json.loads(note["alert_ids"])]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        alerts = self.query(
+            f"SELECT id, key, status, acked_by, message FROM alerts WHERE id IN ({marks})",
+            tuple(ids),
+        )
+        return note, alerts

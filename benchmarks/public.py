@@ -14,18 +14,37 @@ included when a server closes the connection) to the last byte. A request unansw
 after 10 s is an error; the first 2 s (the crowd connecting) are not measured, their
 errors are counted.
 Last line: ``public serve: <R> req/s, p99 <L> ms with <N> clients``.
+
+Under attack (issue 15, docs/public.md#hostile-clients):
+
+    .venv/bin/python -m benchmarks.public --attack 1000 [--nofile 1024] [--before DIR]
+
+runs each server twice in the same run: the crowd alone (the baseline), then the crowd
+beside one attacker holding ``--attack`` connections — ``--slow`` (default half) of them
+slowloris (a head never finished, a line every 5 s), the others pipelining non-readers
+(eight GETs of the largest file at a time, a 4 KB receive buffer, never a read) — each
+reconnecting as soon as the server drops it. The server runs with its open-file limit
+at ``--nofile`` (1,024, the limit the issue was measured at). Printed: the crowd's
+figures, the server's peak RSS (from /proc, sampled every 0.2 s) and CPU, the bytes its
+log grew, a probe's latency on fresh connections, what the attacker achieved.
+``--before DIR`` also runs the server of another checkout (e.g. main) the same way; a
+server passing ``--rss-cap-mb`` is killed (the machine is shared) and reported as such.
+Last line: ``public serve under attack: p99 <L> ms, RSS <M> MB, log <K> KB …``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import multiprocessing as mp
 import os
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,6 +209,275 @@ def measure(port: int, clients: int, seconds: float, procs: int) -> dict[str, fl
     }
 
 
+ATTACK_PATH = "/vendor/leaflet/leaflet.js"  # the largest file: most bytes per request
+
+
+async def _slowloris(port: int, until: float, stats: collections.Counter[str]) -> None:
+    loop = asyncio.get_running_loop()
+    while time.monotonic() < until:
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(s, ("127.0.0.1", port)), 5)
+            stats["connects"] += 1
+            await loop.sock_sendall(s, b"GET / HTTP/1.1\r\nHost: x\r\n")
+            k = 0
+            while time.monotonic() < until:
+                await asyncio.sleep(5)
+                await loop.sock_sendall(s, f"X-Slow-{k}: 1\r\n".encode())
+                k += 1
+        except TimeoutError:
+            stats["connect_timeouts"] += 1
+        except OSError:
+            stats["dropped"] += 1
+        finally:
+            s.close()
+        await asyncio.sleep(0.1)
+
+
+async def _non_reader(port: int, until: float, stats: collections.Counter[str]) -> None:
+    loop = asyncio.get_running_loop()
+    burst = f"GET {ATTACK_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 8
+    while time.monotonic() < until:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        connected = False
+        try:
+            await asyncio.wait_for(loop.sock_connect(s, ("127.0.0.1", port)), 5)
+            stats["connects"] += 1
+            connected = True
+            while time.monotonic() < until:
+                await asyncio.wait_for(loop.sock_sendall(s, burst), until - time.monotonic())
+                stats["requests"] += 8
+                await asyncio.sleep(0.1)
+        except TimeoutError:
+            stats["connect_timeouts"] += not connected  # else: the run is over
+        except OSError:
+            stats["dropped"] += 1
+        finally:
+            s.close()
+        await asyncio.sleep(0.1)
+
+
+def _attack_proc(port: int, conns: int, slow: float, seconds: float, q: mp.Queue) -> None:  # type: ignore[type-arg]
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, conns + 256), hard))
+
+    async def main() -> collections.Counter[str]:
+        stats = collections.Counter(connects=0, dropped=0, requests=0, connect_timeouts=0)
+        until = time.monotonic() + seconds
+        tasks = [
+            _slowloris(port, until, stats) if k < slow * conns else _non_reader(port, until, stats)
+            for k in range(conns)
+        ]
+        await asyncio.gather(*tasks)
+        stats["cpu_ms"] = int(time.process_time() * 1000)
+        return stats
+
+    q.put(asyncio.run(main()))
+
+
+class RssWatch:
+    """Peak RSS of a process, sampled every 0.2 s; kills it above ``cap_mb``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], cap_mb: float) -> None:
+        self.proc = proc
+        self.cap_kb = cap_mb * 1024
+        self.peak_kb = 0
+        self.killed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def rss_kb(self) -> int:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0
+        return next((int(x.split()[1]) for x in text.splitlines() if x.startswith("VmRSS:")), 0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            kb = self.rss_kb()
+            self.peak_kb = max(self.peak_kb, kb)
+            if kb > self.cap_kb and self.proc.poll() is None:
+                self.killed = True
+                self.proc.kill()
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the process has used."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def reset(self) -> None:
+        self.peak_kb = self.rss_kb()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+class Probe:
+    """One resident asking for the feed every 50 ms on a fresh connection, from its own
+    thread: the server's responsiveness with less of the load generators' queueing."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.lat_ms: list[float] = []
+        self.connect_ms: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        req = f"GET /{FEED} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        while not self._stop.wait(0.05):
+            t0 = time.perf_counter()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT_S) as s:
+                    self.connect_ms.append((time.perf_counter() - t0) * 1000)
+                    s.sendall(req)
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                ok = data.startswith(b"HTTP/1.1 200")
+            except OSError:
+                ok = False
+            if ok:
+                self.lat_ms.append((time.perf_counter() - t0) * 1000)
+            else:
+                self.errors += 1
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(TIMEOUT_S + 1)
+        a = np.array(self.lat_ms)
+        p99 = float(np.percentile(a, 99)) if len(a) else float("nan")
+        c = np.array(self.connect_ms)
+        cp99 = float(np.percentile(c, 99)) if len(c) else float("nan")
+        return {
+            "probe_p99_ms": p99,
+            "probe_connect_p99_ms": cp99,
+            "probe_n": float(len(a)),
+            "probe_errors": float(self.errors),
+        }
+
+
+def run_attacked(
+    name: str, cmd: list[str], cwd: Path, args: argparse.Namespace, log: Path
+) -> dict[str, dict[str, float]]:
+    """The crowd alone, then the crowd beside the attacker, against one server process."""
+    port = free_port()
+    nofile = args.nofile
+
+    def limit() -> None:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
+
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [c.replace("{port}", str(port)) for c in cmd],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=limit,  # noqa: PLW1509 (setrlimit only, before exec)
+        )
+    wait_listening(port)
+    watch = RssWatch(proc, args.rss_cap_mb)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        idle_kb = watch.rss_kb()
+        cpu0, t0 = watch.cpu_s(), time.monotonic()
+        probe = Probe(port)
+        r = measure(port, args.clients, args.seconds, args.procs)
+        r |= probe.stop()
+        r["cpu_pct"] = 100 * (watch.cpu_s() - cpu0) / (time.monotonic() - t0)
+        r |= {"rss_mb": watch.peak_kb / 1024, "rss_idle_mb": idle_kb / 1024}
+        r["log_kb"] = log.stat().st_size / 1024
+        out["alone"] = r
+        # The attacker first (it holds its connections), then the crowd beside it.
+        ctx = mp.get_context("spawn")
+        q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+        attack_s = args.seconds + WARMUP_S + 8.0
+        log0 = log.stat().st_size
+        watch.reset()
+        attacker = ctx.Process(
+            target=_attack_proc, args=(port, args.attack, args.slow, attack_s, q)
+        )
+        attacker.start()
+        time.sleep(4.0)
+        cpu0, t0 = watch.cpu_s(), time.monotonic()
+        probe = Probe(port)
+        r = measure(port, args.clients, args.seconds, args.procs)
+        r |= probe.stop()
+        r["cpu_pct"] = 100 * (watch.cpu_s() - cpu0) / (time.monotonic() - t0)
+        got = q.get(timeout=attack_s + 120)
+        attacker.join()
+        r |= {"rss_mb": watch.peak_kb / 1024, "log_kb": (log.stat().st_size - log0) / 1024}
+        r |= {f"attack_{k}": float(v) for k, v in got.items()}
+        r["killed"] = float(watch.killed)
+        out["attacked"] = r
+    finally:
+        watch.stop()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return out
+
+
+def main_attack(args: argparse.Namespace, site: Path) -> None:
+    ours = ["{python}", "-m", "cli", "public", "serve", str(site), "--port", "{port}"]
+    servers: list[tuple[str, Path]] = [("yukimizu public serve", REPO)]
+    if args.before is not None:
+        servers.append((f"before ({args.before})", args.before))
+    summary = None
+    for name, cwd in servers:
+        cmd = [c.replace("{python}", sys.executable) for c in ours]
+        with tempfile.TemporaryDirectory(prefix="yukimizu-serve-") as tmp:
+            logdir = args.log_dir or Path(tmp)
+            log = logdir / f"{'before' if cwd != REPO else 'serve'}.log"
+            res = run_attacked(name, cmd, cwd, args, log)
+        for phase, r in res.items():
+            extra = ""
+            if phase == "attacked":
+                extra = (
+                    f"  attacker: {r['attack_connects']:.0f} connects, "
+                    f"{r['attack_dropped']:.0f} dropped by the server, "
+                    f"attacker CPU {r['attack_cpu_ms'] / 1000:.1f} s"
+                    + ("  KILLED at the RSS cap" if r["killed"] else "")
+                )
+            print(
+                f"{name:28s} {phase:8s} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:7.1f} ms  "
+                f"p99 {r['p99_ms']:8.1f} ms  errors {r['errors']:5.0f}  "
+                f"peak RSS {r['rss_mb']:6.0f} MB  log +{r['log_kb']:8.1f} KB  "
+                f"server CPU {r['cpu_pct']:3.0f}%  probe p99 {r['probe_p99_ms']:6.1f} ms "
+                f"(connect {r['probe_connect_p99_ms']:.1f} ms, {r['probe_errors']:.0f} failed)"
+                f"{extra}",
+                flush=True,
+            )
+        if summary is None:
+            summary = res["attacked"]
+    assert summary is not None
+    print(
+        f"public serve under attack: p99 {summary['p99_ms']:.0f} ms, "
+        f"RSS {summary['rss_mb']:.0f} MB, log {summary['log_kb']:.0f} KB, "
+        f"{summary['errors']:.0f} errors with {args.clients} clients beside "
+        f"{args.attack} attacking connections ({args.slow:.0%} slowloris, "
+        f"open-file limit {args.nofile}, "
+        f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.1f})"
+    )
+
+
 def run_server(cmd: Sequence[str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port)
@@ -201,12 +489,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=500)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--attack", type=int, default=0, help="attacking connections (0: none)")
+    p.add_argument("--slow", type=float, default=0.5, help="share of slowloris attackers")
+    p.add_argument("--nofile", type=int, default=1024, help="the server's open-file limit")
+    p.add_argument("--before", type=Path, help="also run the server of this checkout")
+    p.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
+    p.add_argument("--rss-cap-mb", type=float, default=2048, help="kill a server above this")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="yukimizu-public-bench-") as tmp:
         site = Path(tmp)
         build_site(site)
         sizes = {path: (site / (path.lstrip("/") or "index.html")).stat().st_size for path in PATHS}
         print(f"site: {', '.join(f'{k} {v} B' for k, v in sizes.items())}")
+        if args.attack:
+            main_attack(args, site)
+            return 0
         servers = {
             "yukimizu public serve": [
                 sys.executable,

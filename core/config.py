@@ -91,6 +91,11 @@ class IngestConfig(_Section):
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
     spool_max_bytes: Annotated[int, Field(ge=1024)] = 1024**3
     spool_warn_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.7
+    # Dead-letter store (docs/delivery.md#dead-letter-store-limits): payloads larger
+    # than deadletter_keep_payload_bytes keep only their first 4 KiB, size and
+    # sha256; the store is capped at deadletter_max_bytes, the oldest evicted first.
+    deadletter_keep_payload_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 64 * 1024
+    deadletter_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024
     retry_interval_s: Annotated[float, Field(gt=0, le=300)] = 2.0
     # A site's LoRaWAN codec field names → yukimizu's, e.g. {temperature_c = "air_temp_c"}
     lorawan_aliases: dict[str, str] = Field(default_factory=dict)

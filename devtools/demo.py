@@ -429,7 +429,7 @@ def _start_rules(cfg: Config, config_path: Path | None, log_path: Path) -> int:
             print(log_path.read_text(encoding="utf-8", errors="replace")[-2000:])
             return 1
         time.sleep(0.5)
-    transitions = [t for _i, t in read_outbox(db)]
+    transitions = [t for _i, t in read_outbox(db).transitions]
     transitions.sort(key=lambda t: t.event_time)
     shown = [t for t in transitions if t.severity.value != "info"]
     print(f"what the rules decided ({len(transitions)} transitions, info-level ones not shown):")

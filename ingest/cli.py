@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from core import config as core_config
 from core.config import Config, load_registry
 from core.influx import WriteError, make_writer
 from core.publish import publish_many
+from core.signals import stop_on_signals
 from ingest.deadletter import Content, DeadLetter, DeadLetterStore
 from ingest.decode import payload_preview
 from ingest.reasons import Reason
@@ -31,18 +31,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     ingest = Ingest(cfg)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping (flush, ack, disconnect)", signal.Signals(signum).name)
-        stop.set()
+    stop = stop_on_signals(log, "stopping (flush, ack, disconnect)")
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
         log.info("received SIGHUP: reloading the device registry")
         ingest.request_reload()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hup)
     ingest.run(stop)
     return 0
@@ -82,6 +76,8 @@ _CONTENT_MEANING = {
     Content.PAYLOAD: "the device's payload as received (replay publishes it to the topic)",
     Content.LINE_PROTOCOL: "one InfluxDB line-protocol point, no device payload (replay "
     "writes it to InfluxDB, never to MQTT)",
+    Content.PAYLOAD_HEAD: "only the first bytes of an oversized payload (its size and "
+    "sha256 are kept; replay skips it)",
 }
 
 
@@ -112,6 +108,12 @@ def _replay_points(cfg: Config, items: list[DeadLetter]) -> tuple[list[int], lis
 def _replay(cfg: Config, store: DeadLetterStore, items: list[DeadLetter], dry_run: bool) -> int:
     payloads = [d for d in items if d.content == Content.PAYLOAD]
     points = [d for d in items if d.content == Content.LINE_PROTOCOL]
+    heads = [d.id for d in items if d.content == Content.PAYLOAD_HEAD]
+    if heads:
+        print(
+            f"skipped {len(heads)} dead letters that keep only the head of an oversized "
+            f"payload (ids {', '.join(map(str, heads[:20]))}{' …' if len(heads) > 20 else ''})"
+        )
     if dry_run:
         for d in payloads:
             print(f"would publish {d.id} to MQTT topic {d.topic}")
@@ -164,9 +166,11 @@ def _dl_show(_cfg: Config, store: DeadLetterStore, args: argparse.Namespace) -> 
         print(f"no dead letter with id {args.id}", file=sys.stderr)
         return 1
     print(f"id:     {d.id}\ntime:   {_fmt_time(d.time)}\ntopic:  {d.topic}")
-    print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes")
+    print(f"reason: {d.reason}\ndetail: {d.detail}\nsize:   {len(d.payload)} bytes kept")
+    if d.size >= 0:
+        print(f"received: {d.size} bytes, sha256 {d.sha256}")
     print(f"content: {d.content}: {_CONTENT_MEANING[d.content]}")
-    print("payload:" if d.content == Content.PAYLOAD else "point:")
+    print("point:" if d.content == Content.LINE_PROTOCOL else "payload:")
     if args.raw:
         sys.stdout.flush()
         sys.stdout.buffer.write(d.payload + b"\n")

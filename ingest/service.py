@@ -80,6 +80,7 @@ class Stats:
     spooled: int = 0
     batches: int = 0
     last_batch_ms: float = 0.0
+    deadletter_evicted: int = 0  # oldest dead letters evicted to keep the store's cap
     by_reason: Counter[Reason] = field(default_factory=Counter)
     drops: Counter[Drop] = field(default_factory=Counter)
 
@@ -126,11 +127,16 @@ class Ingest:
         self.processor = Processor(registry or load_registry(cfg), limits_from(cfg))
         self.writer = writer or make_writer(cfg.influx)
         self.spool = Spool(state / "spool.sqlite", icfg.spool_max_bytes, icfg.spool_warn_fraction)
-        self.deadletters = DeadLetterStore(state / "deadletter.sqlite")
+        self.deadletters = DeadLetterStore(
+            state / "deadletter.sqlite",
+            keep_payload_bytes=icfg.deadletter_keep_payload_bytes,
+            max_bytes=icfg.deadletter_max_bytes,
+        )
         self.stats = Stats()
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._retry_at = 0.0
         self._warned_reasons: set[Reason] = set()
+        self._warned_eviction = False
         self._reload = Event()
         self._retry_delay = icfg.retry_interval_s
         self._client_id = f"{cfg.mqtt.client_id}@{socket.gethostname()}"
@@ -146,6 +152,7 @@ class Ingest:
     def run(self, stop: Event) -> None:
         icfg = self.cfg.ingest
         log.info("ingest writing to %s; state in %s", self.writer.describe(), icfg.state_dir)
+        self._trim_dead()  # the cap may have been lowered since the last run
         self.source.start()
         batch = _Batch()
         next_metrics = time.monotonic() + icfg.metrics_interval_s
@@ -410,8 +417,27 @@ class Ingest:
         if not letters:
             return
         self.deadletters.add_many(letters)
+        self._trim_dead()
         self.stats.deadlettered += len(letters)
         self.stats.by_reason.update(d.reason for d in letters)
+
+    def _trim_dead(self) -> None:
+        """Keep the dead-letter store within its cap: evict the oldest, count them."""
+        trimmed = self.deadletters.trim()
+        if not trimmed.rows:
+            return
+        self.stats.deadletter_evicted += trimmed.rows
+        if not self._warned_eviction:  # once per metrics interval, like dead letters
+            self._warned_eviction = True
+            log.warning(
+                "dead-letter store over ingest.deadletter_max_bytes (%d bytes): evicted "
+                "the %d oldest dead letters (%d bytes; %d since start). Look at "
+                "`yukimizu deadletter list` and purge what is understood",
+                self.cfg.ingest.deadletter_max_bytes,
+                trimmed.rows,
+                trimmed.bytes,
+                self.stats.deadletter_evicted,
+            )
 
     def _to_spool(
         self,
@@ -469,6 +495,7 @@ class Ingest:
             f"received={s.received} readings={s.readings} written={s.written} "
             f"deadlettered={s.deadlettered} dropped={s.dropped} spooled={s.spooled} "
             f"spool_depth={self.spool.points} reconnects={self.source.reconnects}"
+            f"{f' deadletter_evicted={s.deadletter_evicted}' if s.deadletter_evicted else ''}"
         )
 
     def _emit_metrics(self, batch: _Batch) -> None:
@@ -487,6 +514,8 @@ class Ingest:
             "batch_latency_ms": s.last_batch_ms,
             "reconnects": self.source.reconnects,
             "session_lost": self.source.session_lost,
+            "deadletter_bytes": self.deadletters.bytes,
+            "deadletter_evicted": s.deadletter_evicted,
         }
         lines = [encode(INGEST_STATS, tags, fields, ms)]
         for reason, n in sorted(s.by_reason.items()):
@@ -496,4 +525,5 @@ class Ingest:
         batch.lines.extend(lines)
         batch.sources.extend([-1] * len(lines))
         self._warned_reasons.clear()
+        self._warned_eviction = False
         log.info("ingest: %s", self.summary())

@@ -24,7 +24,7 @@ def _columns(pairs: list[str]) -> dict[str, str]:
 def cmd_add(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.config)
     try:
-        done = add(cfg, cast(Kind, args.kind), args.id, _columns(args.columns))
+        done = add(cfg, cast(Kind, args.kind), args.id, _columns(args.columns), args.lang)
     except ProvisionError as exc:
         print(f"yukimizu: {exc}", file=sys.stderr)
         return 1
@@ -60,6 +60,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     a.add_argument("kind", choices=KINDS)
     a.add_argument("id")
     a.add_argument("columns", nargs="*", metavar="column=value")
+    a.add_argument(
+        "--lang", choices=["ja", "en"], default="ja", help="language of refusals (default ja)"
+    )
     a.set_defaults(func=cmd_add)
     r = s.add_parser("remove", help="delete the device's MQTT account and registry row")
     r.add_argument("kind", choices=KINDS)

@@ -2,6 +2,12 @@
 
 ``yukimizu device add KIND ID [column=value …]``:
 
+0. refuses an id that cannot be a device's MQTT account: not the registry's id
+   pattern, a service account's name (ingest, operator, …, the configured
+   ``mqtt.username``), ingest's client id (on the device listener the client id is
+   the username), or an account already in the password files or the ACL (``device
+   add`` never overwrites an account: that would lock out ingest and hand its
+   rights to the new "device");
 1. builds the registry file with the new row and validates the whole registry
    (nothing is written if it is refused: the error names the column);
 2. creates the device's MQTT account with ``mosquitto_passwd -b`` and a generated
@@ -21,12 +27,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import secrets
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,13 +46,29 @@ class ProvisionError(RuntimeError):
     """A device could not be added or removed; nothing half-done is left behind."""
 
 
+Lang = Literal["ja", "en"]
+
+# The registry's id pattern (sensors/registry.py; a test keeps them equal): ids become
+# MQTT usernames, topic levels and InfluxDB tag values.
+ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Accounts the services use (deploy/mosquitto/acl), never a device's name, in any case.
+SERVICE_ACCOUNTS: Final = frozenset({"ingest", "operator", "chirpstack"})
+
+
+def _refusal(lang: Lang, ja: str, en: str) -> ProvisionError:
+    return ProvisionError(ja if lang == "ja" else en)
+
+
 class ProvisionConfig(BaseModel):
     """``[provision]``: where the broker's account files are (relative paths: to the
     config file's directory)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    password_file: Path = Path("/etc/mosquitto/passwd")
+    password_file: Path = Path("/etc/mosquitto/passwd")  # device accounts (written)
+    # service accounts (read only: a device id found here is refused); skipped when
+    # the file does not exist
+    services_password_file: Path | None = Path("/etc/mosquitto/services.passwd")
     acl_file: Path | None = None  # only for per-user ACL entries
     mosquitto_passwd: str = "mosquitto_passwd"
     reload_command: list[str] = []  # e.g. ["systemctl", "reload", "mosquitto"]
@@ -56,9 +79,88 @@ def provision_config(cfg: Config) -> ProvisionConfig:
     return pc.model_copy(
         update={
             "password_file": config_path(cfg, pc.password_file),
+            "services_password_file": (
+                config_path(cfg, pc.services_password_file) if pc.services_password_file else None
+            ),
             "acl_file": config_path(cfg, pc.acl_file) if pc.acl_file else None,
         }
     )
+
+
+def _password_users(path: Path) -> set[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        raise ProvisionError(f"cannot read {path}: {exc}") from None
+    return {line.partition(":")[0] for line in text.splitlines() if ":" in line}
+
+
+def _acl_users(path: Path) -> set[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return set()
+    users = set()
+    for line in text.splitlines():
+        words = line.split(None, 1)
+        if len(words) == 2 and words[0] == "user":
+            users.add(words[1].strip())
+    return users
+
+
+def check_new_id(cfg: Config, pc: ProvisionConfig, device_id: str, lang: Lang = "ja") -> None:
+    """Refuse an id that is not a valid device id or whose MQTT account exists or
+    belongs to a service (module docstring, step 0)."""
+    if not ID_PATTERN.fullmatch(device_id):
+        raise _refusal(
+            lang,
+            f"機器ID {device_id!r} は使えません: 英数字で始まり、英数字と '_' '-' '.' だけに"
+            "してください (MQTT のユーザー名・トピックと InfluxDB のタグになります)。",
+            f"device id {device_id!r} is not valid: it must start with a letter or digit "
+            "and contain only letters, digits, '_', '-' and '.' (it becomes an MQTT "
+            "username, a topic level and an InfluxDB tag).",
+        )
+    services = {*SERVICE_ACCOUNTS, *([cfg.mqtt.username] if cfg.mqtt.username else [])}
+    if device_id.lower() in {s.lower() for s in services}:
+        raise _refusal(
+            lang,
+            f"機器ID {device_id!r} はサービスアカウントの名前なので使えません"
+            f" (予約: {', '.join(sorted(services))})。別のIDにしてください。",
+            f"device id {device_id!r} is a service account's name (reserved: "
+            f"{', '.join(sorted(services))}); choose another id.",
+        )
+    if device_id.lower() == cfg.mqtt.client_id.lower():
+        raise _refusal(
+            lang,
+            f"機器ID {device_id!r} は ingest の MQTT クライアントID (mqtt.client_id) と"
+            "同じなので使えません。機器のクライアントIDはユーザー名になるため、ingest を"
+            "切断できてしまいます。",
+            f"device id {device_id!r} is ingest's MQTT client id (mqtt.client_id): a "
+            "device's client id is its username, so it could disconnect ingest.",
+        )
+    files = [("password", pc.password_file)]
+    if pc.services_password_file is not None:
+        files.append(("service password", pc.services_password_file))
+    for what, path in files:
+        if device_id in _password_users(path):
+            raise _refusal(
+                lang,
+                f"機器ID {device_id!r} のアカウントは MQTT パスワードファイル {path} に"
+                "すでにあります。上書きしません (同じ機器を登録し直すなら先に "
+                "`yukimizu device remove`)。",
+                f"device id {device_id!r} already has an account in the MQTT {what} file "
+                f"{path}; not overwritten (to re-add the same device, run "
+                "`yukimizu device remove` first).",
+            )
+    if pc.acl_file is not None and device_id in _acl_users(pc.acl_file):
+        raise _refusal(
+            lang,
+            f"機器ID {device_id!r} は ACL {pc.acl_file} にすでにユーザーとしてあります。"
+            "上書きしません。",
+            f"device id {device_id!r} is already a user in the ACL {pc.acl_file}; not overwritten.",
+        )
 
 
 def registry_path(cfg: Config, kind: Kind) -> Path:
@@ -130,8 +232,11 @@ class Added:
     reloaded: bool
 
 
-def add(cfg: Config, kind: Kind, device_id: str, columns: dict[str, Any]) -> Added:
+def add(
+    cfg: Config, kind: Kind, device_id: str, columns: dict[str, Any], lang: Lang = "ja"
+) -> Added:
     pc = provision_config(cfg)
+    check_new_id(cfg, pc, device_id, lang)
     path = registry_path(cfg, kind)
     header, rows = _read_rows(path)
     unknown = sorted(set(columns) - set(header) - {"id"})

@@ -9,10 +9,11 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 
 from core.config import Config, load_registry, resolve_config
+from core.httpserve import Limits
 from core.influxql import InfluxQuery, QueryError
+from core.signals import stop_on_signals
 from publicpage.build import build
 from publicpage.config import PublicConfig, load_public_config
 from publicpage.serve import make_server
@@ -69,14 +70,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, pcfg, out = _setup(args)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, "stopping")
     while not stop.is_set():
         try:
             _build_once(cfg, pcfg, out, now_ms())
@@ -90,8 +84,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    server = make_server(args.dir, args.host, args.port)
-    log.info("public: serving %s on http://%s:%d/", args.dir, args.host, server.server_port)
+    limits = Limits(server_name="yukimizu-public", max_connections=args.max_connections)
+    server = make_server(args.dir, args.host, args.port, limits)
+    log.info(
+        "public: serving %s on http://%s:%d/ (at most %d connections)",
+        args.dir,
+        args.host,
+        server.server_port,
+        server.http.max_connections,
+    )
     print(f"serving {args.dir} on http://{args.host}:{server.server_port}/", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
@@ -117,4 +118,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     s.add_argument("dir", type=Path)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="open connections at most (default: the open-file limit minus 64)",
+    )
     s.set_defaults(func=cmd_serve)

@@ -251,7 +251,7 @@ def _firing(q: InfluxQuery, rules: Iterable[str], start_ms: int, end_ms: int) ->
     """Subjects with a firing transition of one of ``rules`` in [start, end)."""
     cond = " OR ".join(f"\"rule\" = '{r}'" for r in rules)
     df = q.frame(
-        f'SELECT subject, "rule" FROM {ALERT_TRANSITION} WHERE time >= {start_ms}ms '
+        f'SELECT "key", "subject", "rule" FROM {ALERT_TRANSITION} WHERE time >= {start_ms}ms '
         f"AND time < {end_ms}ms AND \"status\" = 'firing' AND ({cond})",
         str_columns=("subject", "rule"),
     )

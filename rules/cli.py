@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from core.config import Config, ConfigError, load_registry, resolve_config
 from core.influx import WriteError, Writer, make_writer
 from core.influxql import InfluxQuery, QueryError
+from core.signals import stop_on_signals
 from rules import backtest
 from rules.config import RulesConfig, params_table, with_settings
 from rules.engine import Engine
@@ -79,14 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = LiveSource(
         client, slack_ms=int(rcfg.arrival_slack_s * 1000), devices=engine.own_devices
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping after this cycle", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, "stopping after this cycle")
     step = rcfg.interval_s * 1000
     log.info(
         "rules%s: %d families, every %d s, look-back %.0f h, state %s, reading %s",

@@ -53,6 +53,7 @@ class RulesConfig(BaseModel):
             "plow_position": 1.0,
             "snow_depth": 6.0,
             "yukimizu_deadletter": 3.0,
+            "yukimizu_ingest": 3.0,
         }
     )
     # First start (no state yet): how much history to read to warm up (the 30-night

@@ -66,10 +66,10 @@ def transition_line(t: Transition) -> str:
             "severity": t.severity.value,
             "status": t.status.value,
             "category": t.category,
+            "subject": t.subject,
         },
         {
             "key": t.key,
-            "subject": t.subject,
             "district": t.district or "",
             "message": t.message,
             "values": json.dumps(t.values, ensure_ascii=False),

@@ -104,9 +104,10 @@ DERIVED: dict[str, tuple[tuple[str, ...], dict[str, FieldType], str]] = {
         "a plow's work in the hour starting at the timestamp",
     ),
     ALERT_TRANSITION: (
-        ("rule", "severity", "status", "category"),
-        {"key": "str", "subject": "str", "district": "str", "message": "str", "values": "str"},
-        "an alert transition (rules/transitions.py) at its event time, for annotations",
+        ("rule", "severity", "status", "category", "subject"),
+        {"key": "str", "district": "str", "message": "str", "values": "str"},
+        "an alert transition (rules/transitions.py) at its event time, for annotations; "
+        "the subject is a tag, so subjects changing at one instant are one point each",
     ),
     RULES_STATS: (
         ("instance",),

@@ -92,7 +92,7 @@ FLOAT_FIELDS = frozenset(
 )
 
 # A measurement whose subject tag is not ``device`` (ingest's self-metrics).
-SUBJECT_TAG = {"yukimizu_deadletter": "reason"}
+SUBJECT_TAG = {"yukimizu_deadletter": "reason", "yukimizu_ingest": "client_id"}
 
 
 class Source(Protocol):

@@ -10,7 +10,10 @@ duplicated or the engine restarts (docs/rules.md#exactly-once).
 Where they go:
 
 * the rules state database's ``outbox`` table (SQLite; :func:`read_outbox` reads it
-  in order from a cursor — the alerts service keeps its cursor);
+  in order from a cursor — the alerts service keeps its cursor). A row that is not a
+  valid transition (truncated, wrong type, unknown field, not UTF-8, written by a
+  newer version) does not stop the reader: it comes back as a :class:`BadRecord`
+  with the reason, and the cursor moves past it (docs/alerts.md#bad-outbox-records);
 * InfluxDB measurement ``alert_transition`` (for Grafana annotations);
 * ``yukimizu rules check`` / ``backtest`` print them.
 
@@ -27,17 +30,27 @@ JSON form (``Transition.model_dump_json()``), schema in :data:`JSON_SCHEMA`::
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+)
 
 __all__ = [
     "JSON_SCHEMA",
+    "BadRecord",
     "Category",
+    "OutboxBatch",
     "Severity",
     "Status",
     "SubjectKind",
@@ -127,21 +140,81 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-def read_outbox(path: Path, after_id: int = 0, limit: int = 1000) -> list[tuple[int, Transition]]:
-    """Transitions with ``id > after_id``, oldest first: ``[(id, transition), …]``.
+RAW_KEPT = 65536  # characters of a bad record kept for a person to read
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """An outbox row that is not a valid :class:`Transition`."""
+
+    id: int
+    raw: str  # as stored, at most RAW_KEPT characters; bytes that are not UTF-8 as \xNN
+    size: int  # the whole record's length in bytes
+    reason: str
+
+
+@dataclass(slots=True)
+class OutboxBatch:
+    """What one :func:`read_outbox` call found, in id order."""
+
+    transitions: list[tuple[int, Transition]] = field(default_factory=list)
+    bad: list[BadRecord] = field(default_factory=list)
+    last_id: int = 0  # the highest id read, good or bad: the reader's next cursor
+    # The outbox holds no id as high as the cursor: the rules state was recreated (its
+    # ids start again from 1), and a reader keeping its cursor would skip everything.
+    recreated: bool = False
+
+
+def _decode(oid: int, record: object) -> Transition | BadRecord:
+    """One outbox record as a transition, or why it is not one."""
+    if isinstance(record, bytes):
+        try:
+            text = record.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raw = record.decode("utf-8", "backslashreplace")
+            return BadRecord(oid, raw[:RAW_KEPT], len(record), f"not UTF-8 text: {exc}")
+    else:
+        text = str(record)
+    try:
+        return Transition.model_validate_json(text)
+    except ValidationError as exc:
+        reason = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
+        )
+        size = len(text.encode("utf-8"))
+        return BadRecord(oid, text[:RAW_KEPT], size, reason[:1000])
+
+
+def read_outbox(path: Path, after_id: int = 0, limit: int = 1000) -> OutboxBatch:
+    """Rows with ``id > after_id``, oldest first, at most ``limit``.
 
     ``path`` is the rules state database (``rules.state_dir/rules.sqlite``). A reader
-    remembers the last id it handled; ids only grow.
+    remembers ``last_id`` as its cursor; ids only grow within one state database, and
+    ``recreated`` says the database behind the cursor was replaced. Rows that are not valid
+    transitions come back in ``bad`` (never raised), so one bad row cannot stop a
+    reader that would otherwise fail on it at every start.
     """
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    con.text_factory = bytes  # a record that is not UTF-8 is a bad record, not an error
     try:
         rows = con.execute(
             "SELECT id, record FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         ).fetchall()
+        if not rows and after_id > 0:
+            newest = con.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+            if newest is None or int(newest) < after_id:
+                return OutboxBatch(last_id=after_id, recreated=True)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
-            return []
+            return OutboxBatch(last_id=after_id)
         raise
     finally:
         con.close()
-    return [(int(i), Transition.model_validate_json(r)) for i, r in rows]
+    batch = OutboxBatch(last_id=int(rows[-1][0]) if rows else after_id)
+    for oid, record in rows:
+        got = _decode(int(oid), record)
+        if isinstance(got, BadRecord):
+            batch.bad.append(got)
+        else:
+            batch.transitions.append((int(oid), got))
+    return batch

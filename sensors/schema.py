@@ -56,6 +56,8 @@ FIELDS: dict[str, dict[str, FieldType]] = {
         "batch_latency_ms": "float",
         "reconnects": "int",
         "session_lost": "int",
+        "deadletter_bytes": "int",
+        "deadletter_evicted": "int",
     },
     DEADLETTER_STATS: {"count": "int"},
 }

@@ -195,10 +195,15 @@ def water_lines(at_ms: int) -> list[str]:
     out.append(
         ENCODER.encode(
             "alert_transition",
-            {"rule": "water.leak", "severity": "warning", "status": "firing", "category": "water"},
+            {
+                "rule": "water.leak",
+                "severity": "warning",
+                "status": "firing",
+                "category": "water",
+                "subject": "M003",
+            },
             {
                 "key": "water.leak:M003",
-                "subject": "M003",
                 "district": "中町",
                 "message": "WATERLEAK M003 13.75 L/h",
                 "values": "{}",

@@ -158,7 +158,12 @@ def test_email_with_auth_password_from_env(
     bad = make("TEST_SMTP_WRONG")
     bad.tick()
     assert len(inbox.messages) == 1  # refused login: not delivered, and visible as failed
-    assert bad.store.query("SELECT status FROM notifications") == [{"status": "failed"}]
+    notes = bad.store.query("SELECT receiver, status FROM notifications ORDER BY id")
+    # failed, and (a critical notice) the console receiver is told so: system.delivery_failed
+    assert notes == [
+        {"receiver": "oncall", "status": "failed"},
+        {"receiver": "console", "status": "sent"},
+    ]
     assert bad.stats["failures_email"] == 1
 
 
@@ -418,5 +423,7 @@ def test_email_starttls_verifies_the_server_certificate(
     out.add(transition("water.leak", "M002", category="water", subject_kind="meter"))
     svc.tick()
     assert len(inbox.messages) == 1
-    shown = [r["detail"] for r in svc.store.query("SELECT detail FROM attempts")]
+    shown = [
+        r["detail"] for r in svc.store.query("SELECT detail FROM attempts WHERE channel = 'email'")
+    ]
     assert shown and all("not trusted" in d and "ca_file" in d for d in shown), shown

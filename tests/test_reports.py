@@ -146,7 +146,7 @@ def test_meter_reading_files(
     influx.write(
         [
             "alert_transition,category=water,rule=water.leak_continuous,severity=warning,"
-            f'status=firing key="water.leak_continuous:M028",subject="M028" {ms}'
+            f'status=firing,subject=M028 key="water.leak_continuous:M028" {ms}'
         ],
         season.database,
     )

@@ -116,7 +116,7 @@ def test_restart_reevaluation_and_duplicates_fire_once(
     assert [t.status for t in later.transitions] == [Status.RESOLVED]
     assert later.transitions[0].event_time == pd.Timestamp(T0 + 4 * HOUR_MS, unit="ms", tz="UTC")
     eng.state.close()
-    outbox = read_outbox(db)
+    outbox = read_outbox(db).transitions
     assert [t.status for _i, t in outbox] == [Status.FIRING, Status.RESOLVED]
     assert [i for i, _t in outbox] == sorted(i for i, _t in outbox)
 

@@ -230,7 +230,7 @@ def test_shards_share_one_outbox_and_keep_their_statuses_apart(tmp_path: Path) -
         )
         snap.status[t.key] = (True, T0, t.model_dump_json())
         state.commit(snap, [t], [f"line {meter}"])
-    assert [t.subject for _i, t in read_outbox(db)] == ["M001", "M002"]
+    assert [t.subject for _i, t in read_outbox(db).transitions] == ["M001", "M002"]
     assert list(a.load().status) == ["water.reverse:M001"]
     assert list(b.load().status) == ["water.reverse:M002"]
     assert [x for _i, x in b.pending_lines()] == ["line M002"]

@@ -236,7 +236,7 @@ def test_restart_late_batches_and_duplicates_give_the_same_transitions(
     )
     assert live == [(s, t.model_dump_json()) for s, t in bt.transitions]
     assert any(t.rule == "water.leak_continuous" for _s, t in bt.transitions)
-    outbox = read_outbox(db)
+    outbox = read_outbox(db).transitions
     assert len(outbox) == len(live)
     assert len({(t.key, t.status, t.event_time) for _i, t in outbox}) == len(outbox)
     assert any(t.status is Status.FIRING for _i, t in outbox)

@@ -128,9 +128,9 @@ class LiveSource:
     that only what arrived since the last committed cycle (docs/rules.md#incremental-cycles).
 
     What arrived is found from ``lag_s``: every point whose device time is after the
-    arrival floor (last cycle − ``slack_ms``), plus, in older slices of the window, the
-    points whose ``lag_s`` says they arrived after that floor — a filter InfluxDB
-    applies while it scans, so only late points travel. ``slack_ms`` covers ingest's
+    arrival floor (last cycle − ``slack_ms``) − ``LATE_MS``, plus, in the older part of
+    the window, the points whose ``lag_s`` says they arrived after that floor — a
+    filter InfluxDB applies while it scans, so only late points travel. ``slack_ms`` covers ingest's
     delay between receiving a reading (its ``lag_s``) and InfluxDB storing it. A
     point held longer — ingest's spool while InfluxDB was away — is caught by a full
     re-read: whenever ingest's own stats (``yukimizu_ingest``: ``spooled``,

@@ -142,12 +142,12 @@ class LiveSource:
         client: InfluxQuery,
         *,
         slack_ms: int = 120_000,
-        chunks: int = 8,
+        chunk_rows: int = 250_000,
         devices: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.client = client
         self.slack_ms = slack_ms
-        self.chunks = chunks
+        self.chunk_rows = chunk_rows
         # measurement → the only devices to read (a shard's own: Engine.own_devices)
         self.devices = dict(devices or {})
         self.full_reads = 0
@@ -206,15 +206,18 @@ class LiveSource:
         now_ms: int,
         marks: Mapping[str, int],
     ) -> pd.DataFrame:
-        """The whole window, in ``self.chunks`` requests; each chunk keeps only points
-        visible at ``now_ms`` and newer than their device's watermark, so a restart
-        (state known, window re-read) holds a chunk at a time, not the window."""
+        """The whole window, a chunk of device time per request, newest last; each
+        chunk keeps only points visible at ``now_ms`` and newer than their device's
+        watermark, so a restart (state known, window re-read) holds about
+        ``self.chunk_rows`` rows at a time, not the window. The first chunk is an
+        eighth of the window; the next ones are sized from the rows it held."""
         parts = []
-        step = -(-(now_ms - start_ms) // self.chunks)
         head = self._head(measurement, fields, tag)
-        for a in range(start_ms, now_ms, step):
-            q = f"{head}time > {a}ms AND time <= {min(a + step, now_ms)}ms"
-            got = self.client.frames([q], str_columns=(tag,))
+        span = max(1, -(-(now_ms - start_ms) // 8))
+        a = start_ms
+        while a < now_ms:
+            b = min(a + span, now_ms)
+            got = self.client.frames([f"{head}time > {a}ms AND time <= {b}ms"], (tag,))
             df = normalise(
                 got[0].rename(columns={tag: "device"}) if got else pd.DataFrame(), fields
             )
@@ -223,6 +226,10 @@ class LiveSource:
                 floor = df["device"].map(marks).fillna(-1).to_numpy()
                 keep &= df["time"].to_numpy() > floor
             parts.append(df[keep] if not keep.all() else df)
+            rate = len(df) / (b - a)  # rows per ms of device time
+            span = int(self.chunk_rows / rate) if rate > 0 else now_ms - b
+            span = max(span, 1)
+            a = b
         if not parts:
             return normalise(pd.DataFrame(), fields)
         return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]

@@ -110,6 +110,47 @@ class InfluxQuery:
             raise QueryError(f"/query: {df['error'].iloc[0]}")
         return df.drop(columns=[c for c in ("name", "tags") if c in df.columns])
 
+    def frames(
+        self, statements: Sequence[str], str_columns: Sequence[str] = ()
+    ) -> list[pd.DataFrame]:
+        """Several SELECTs in one request: a DataFrame per statement that returned rows
+        (InfluxDB's CSV output separates statements by a blank line and a header).
+        Nothing at all: the first statement is asked again as JSON with ``LIMIT 1``,
+        which reports errors the CSV output drops ("database not found") without
+        running every statement twice."""
+        fields = {"q": "; ".join(statements), "db": self.database, "epoch": "ms"}
+        if self._cfg.retention_policy and self._cfg.api == "v1":
+            fields["rp"] = self._cfg.retention_policy
+        try:
+            resp = self._http.request(
+                "POST",
+                self._url,
+                fields=fields,
+                encode_multipart=False,
+                headers={**self._headers, "Accept": "application/csv"},
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise QueryError(f"InfluxDB unreachable at {self._url}: {exc}") from exc
+        if resp.status >= 300:
+            raise QueryError(f"/query HTTP {resp.status}: {resp.data[:300]!r}")
+        if not resp.data.strip():
+            if statements:
+                self.raw(statements[0] + " LIMIT 1")
+            return []
+        out = []
+        dtype = dict.fromkeys(str_columns, str)
+        for block in resp.data.split(b"\n\n"):
+            if not block.strip():
+                continue
+            try:
+                df = pd.read_csv(io.BytesIO(block), low_memory=False, dtype=dtype)
+            except (ValueError, pd.errors.ParserError) as exc:
+                raise QueryError(f"/query: unreadable CSV: {exc}") from None
+            if "error" in df.columns and len(df.columns) <= 2:
+                raise QueryError(f"/query: {df['error'].iloc[0]}")
+            out.append(df.drop(columns=[c for c in ("name", "tags") if c in df.columns]))
+        return out
+
     def rows(self, q: str) -> list[dict[str, Any]]:
         """Flattened rows of every series of the first statement, tags included."""
         out: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ from rules.engine import Engine, ReplayResult
 from rules.families import FAMILIES, SCORERS
 from rules.model import Family
 from rules.scoring import HEADER, Score
+from rules.shards import Shard
 from rules.sources import Source
 from rules.state import MemoryState
 from sensors.registry import Registry
@@ -35,11 +36,12 @@ def run(
     families: Sequence[type[Family]] | None = None,
     warmup_start_ms: int | None = None,
     keep_points: bool = False,
+    shard: Shard | None = None,
 ) -> ReplayResult:
     """Run the engine at every step in ``(start_ms, end_ms]``; from ``warmup_start_ms``
     (if given) the steps before ``start_ms`` run too, but emit nothing — as the live
     service's first start catches up on ``rules.warmup_days`` of history."""
-    engine = Engine(registry, rcfg, MemoryState(), families or FAMILIES)
+    engine = Engine(registry, rcfg, MemoryState(), families or FAMILIES, shard)
     return engine.replay(
         source,
         start_ms=start_ms if warmup_start_ms is None else warmup_start_ms,

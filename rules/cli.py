@@ -18,7 +18,8 @@ from rules.config import RulesConfig, params_table, with_settings
 from rules.engine import Engine
 from rules.families import FAMILIES
 from rules.model import DAY_MS, JST, dt_to_ms
-from rules.sources import LiveSource, RecordedSource
+from rules.shards import Shard, ShardError
+from rules.sources import LateArrivals, LiveSource, RecordedSource
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Transition
 
@@ -53,18 +54,34 @@ def _print(t: Transition, lang: str) -> None:
     print(t.line("en" if lang == "en" else "ja"), flush=False)
 
 
+def _shard(args: argparse.Namespace, rcfg: RulesConfig) -> Shard | None:
+    text = getattr(args, "shard", None) or rcfg.shard
+    if text is None:
+        return None
+    try:
+        return Shard.parse(text)
+    except ShardError as exc:
+        raise ConfigError(f"rules.shard: {exc}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, rcfg = _configs(args)
+    shard = _shard(args, rcfg)
     registry = load_registry(cfg)
     client = InfluxQuery(cfg.influx)
     writer = make_writer(cfg.influx)
-    state = SqliteState(rcfg.state_dir / "rules.sqlite")
-    engine = Engine(registry, rcfg, state, FAMILIES)
-    source = LiveSource(client)
+    # Shards share the file (and its outbox, which the alerts service reads); the rest
+    # of their state is kept apart.
+    state = SqliteState(rcfg.state_dir / "rules.sqlite", shard.suffix if shard else "")
+    engine = Engine(registry, rcfg, state, FAMILIES, shard)
+    source = LiveSource(
+        client, slack_ms=int(rcfg.arrival_slack_s * 1000), devices=engine.own_devices
+    )
     stop = stop_on_signals(log, "stopping after this cycle")
     step = rcfg.interval_s * 1000
     log.info(
-        "rules: %d families, every %d s, look-back %.0f h, state %s, reading %s",
+        "rules%s: %d families, every %d s, look-back %.0f h, state %s, reading %s",
+        f" shard {shard}" if shard else "",
         len(engine.families),
         rcfg.interval_s,
         rcfg.lookback_h,
@@ -180,10 +197,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print("yukimizu rules backtest: --to must be after --from", file=sys.stderr)
         return 2
     step = (args.step or rcfg.interval_s) * 1000
-    families = list(FAMILIES)
+    shard = _shard(args, rcfg)
+    families = shard.families(FAMILIES) if shard else list(FAMILIES)
     warm = start - int(rcfg.warmup_days * DAY_MS)
-    engine_inputs = Engine(registry, rcfg, MemoryState(), families).inputs
-    source = RecordedSource.load(client, engine_inputs, warm, end)
+    engine_inputs = Engine(registry, rcfg, MemoryState(), families, shard).inputs
+    source = RecordedSource.load(client, engine_inputs, warm, end, arrival=args.arrival)
     result = backtest.run(
         registry,
         rcfg,
@@ -194,6 +212,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         families=families,
         warmup_start_ms=warm,
         keep_points=args.truth is not None,
+        shard=shard,
     )
     if args.rule:
         result.transitions = [
@@ -204,6 +223,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"{result.steps:,} steps in {result.seconds:.1f} s, {result.points_read:,} points, "
         f"{len(result.transitions)} transitions (nothing sent, nothing written)"
     )
+    late = source.arrived_after(end)
+    if late.imported:
+        _print_imported(late, args.lang)
     backtest.print_transitions(result, args.lang)
     if args.truth is not None:
         if not (args.truth / "truth.json").exists():
@@ -211,6 +233,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print()
         backtest.print_scores(backtest.score(args.truth, result, [f.name for f in families]))
     return 0
+
+
+def _print_imported(late: LateArrivals, lang: str) -> None:
+    """Most of the period arrived after it (lag_s says so): say why little was seen."""
+    days = late.median_lag_s / 86_400
+    if lang == "en":
+        print(
+            f"note: {late.late:,} of the {late.loaded:,} points of this period arrived after "
+            f"its end (median lag {days:.1f} days): history imported or replayed in bulk? "
+            "A backtest sees a point only once it has arrived. "
+            "--arrival device treats every point as arrived at its device time."
+        )
+    else:
+        print(
+            f"注意: この期間の {late.loaded:,} 点のうち {late.late:,} 点は"
+            "期間の終了後に届いています"
+            f" (遅延の中央値 {days:.1f} 日)。一括取り込みや再生したデータではありませんか。"
+            "バックテストは届いた時点以降の点しか見ません。"
+            "--arrival device を付けると、すべての点を測定時刻に届いたものとして扱います。"
+        )
 
 
 def cmd_params(_args: argparse.Namespace) -> int:
@@ -224,6 +266,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sp = sub.add_parser("rules", help="the rules engine: run, check, backtest")
     rs = sp.add_subparsers(dest="action", required=True)
     x = rs.add_parser("run", help="the service: evaluate every rules.interval_s (SIGTERM-safe)")
+    x.add_argument("--shard", help="this process's share i/n of the town (rules.shard)")
     x.set_defaults(func=cmd_run)
     x = rs.add_parser("check", help="one evaluation now; print transitions and what fires")
     x.add_argument("--at", type=_time, help="evaluate as of this time instead of now")
@@ -237,6 +280,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     x.add_argument("--rule", help="only rules matching this glob, e.g. 'water.*'")
     x.add_argument("--set", action="append", help="family.param=value, e.g. snow.dispatch_cm=12")
     x.add_argument("--truth", type=Path, help="simulator ground truth: score every rule")
+    x.add_argument(
+        "--arrival",
+        choices=["lag", "device"],
+        default="lag",
+        help="when a point counts as arrived: device time + lag_s (default), or its "
+        "device time (history imported in bulk)",
+    )
+    x.add_argument("--shard", help="what shard i/n of `rules run --shard` would produce")
     x.add_argument("--lang", choices=["ja", "en"], default="ja")
     x.set_defaults(func=cmd_backtest)
     x = rs.add_parser("params", help="every threshold and its default")

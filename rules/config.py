@@ -91,6 +91,12 @@ class RulesConfig(BaseModel):
     # First start (no state yet): how much history to read to warm up (the 30-night
     # median needs a month). Transitions before "now − lookback" are not emitted.
     warmup_days: Annotated[float, Field(ge=0, le=120)] = 31.0
+    # Incremental cycles read what arrived after the last cycle minus this: ingest's
+    # delay between receiving a reading and InfluxDB storing it (docs/rules.md#incremental-cycles).
+    arrival_slack_s: Annotated[float, Field(ge=0, le=3600)] = 120.0
+    # This process's share of the town, "i/n" (docs/scale.md#rules-in-shards); the
+    # command line's --shard wins. None: one process evaluates everything.
+    shard: Annotated[str, Field(pattern=r"^\d+/\d+$")] | None = None
     state_dir: Path = Path(".yukimizu/rules")
     instance: Annotated[str, Field(min_length=1)] = "rules"
     write_derived: bool = True

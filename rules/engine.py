@@ -21,6 +21,7 @@ from core.lineproto import EncodeError, Encoder
 from rules.config import RulesConfig
 from rules.model import Family, Finding, Output, Point, Shared, ms_to_dt
 from rules.schema import ALERT_TRANSITION, FIELDS, RULES_STATS, TAGS
+from rules.shards import TOWN_WIDE, Shard
 from rules.sources import Source
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Status, Transition, make_key
@@ -40,6 +41,8 @@ class CycleResult:
     seconds: float = 0.0
     firing: int = 0
     lines: list[str] = field(default_factory=list)  # derived series, line protocol
+    read_s: float = 0.0  # of ``seconds``: asking the source
+    family_s: dict[str, float] = field(default_factory=dict)  # feed + tick, per family
 
 
 @dataclass
@@ -94,10 +97,14 @@ class Engine:
         rcfg: RulesConfig,
         state: SqliteState | MemoryState,
         families: Sequence[type[Family]],
+        shard: Shard | None = None,
     ) -> None:
         self.registry = registry
         self.rcfg = rcfg
         self.state = state
+        # docs/scale.md#rules-in-shards: town-wide families on shard 0, the rest split.
+        self.shard = shard or Shard(0, 1)
+        families = self.shard.families(families)
         snap = state.load()
         self.snap = snap
         shared = snap.shared if isinstance(snap.shared, Shared) else Shared()
@@ -111,11 +118,22 @@ class Engine:
             else:
                 fam = cls(registry, rcfg, shared)
             self.families.append(fam)
+        # The last cycle committed by this process: later cycles read only what arrived
+        # since (None at start-up: the whole window is read once).
+        self.read_through_ms: int | None = None
         self.inputs: dict[str, tuple[str, ...]] = {}
         for fam in self.families:
             for m, fields in fam.inputs.items():
                 merged = dict.fromkeys((*self.inputs.get(m, ()), *fields))
                 self.inputs[m] = tuple(merged)
+        # Measurements only per-device families read here: only this shard's devices
+        # need reading (a source may restrict its queries to them).
+        self.own_devices: dict[str, list[str]] = {}
+        if self.shard.count > 1:
+            town = {m for f in self.families if f.name in TOWN_WIDE for m in f.inputs}
+            ids = self.shard.own([*registry.meters, *registry.stations, *registry.plows])
+            self.own_devices = {m: ids for m in self.inputs if m not in town}
+        self._owner: dict[str, bool] = {}
 
     @property
     def warm(self) -> bool:
@@ -143,7 +161,10 @@ class Engine:
             lookback_ms = {m: self.rcfg.lookback_ms(m) for m in self.inputs}
         if not self.warm and emit_after_ms is None:
             emit_after_ms = now_ms - int(self.rcfg.lookback_h * 3_600_000)
-        frames = source.visible(self.inputs, now_ms, lookback_ms)
+        since = None if whole_history else self.read_through_ms
+        frames = source.visible(self.inputs, now_ms, lookback_ms, since, self.snap.watermarks)
+        read_s = time.perf_counter() - t0
+        family_s: dict[str, float] = {}
         out = Output()
         read = 0
         new_frames: dict[str, pd.DataFrame] = {}
@@ -151,11 +172,15 @@ class Engine:
             read += len(df)
             new_frames[m] = self._new_points(m, df)
         for fam in self.families:
+            t_fam = time.perf_counter()
             for m, fields in fam.inputs.items():
                 new = new_frames.get(m)
+                if new is not None and len(new) and fam.name not in TOWN_WIDE:
+                    new = self._owned(new)
                 if new is not None and len(new):
                     fam.feed(m, new[["time", "arrival", "device", *fields]], out)
             fam.tick(now_ms, out)
+            family_s[fam.name] = time.perf_counter() - t_fam
         transitions = self._track(out.findings, now_ms, emit_after_ms)
         lines = self._lines(out.points, transitions, now_ms)
         firing = sum(1 for a, _s, _r in self.snap.status.values() if a)
@@ -165,7 +190,7 @@ class Engine:
             lines.append(
                 ENCODER.encode(
                     RULES_STATS,
-                    {"instance": self.rcfg.instance},
+                    {"instance": self.rcfg.instance + self.shard.suffix},
                     {
                         "cycle_s": seconds,
                         "points_read": read,
@@ -177,7 +202,11 @@ class Engine:
             )
         if commit:
             self.persist(transitions, lines)
-        return CycleResult(now_ms, transitions, out.points, read, seconds, firing, lines)
+            self.read_through_ms = now_ms
+            source.committed(now_ms)
+        return CycleResult(
+            now_ms, transitions, out.points, read, seconds, firing, lines, read_s, family_s
+        )
 
     def persist(self, transitions: list[Transition], lines: list[str]) -> None:
         """Commit statuses, watermarks, family state, outbox and pending lines at once."""
@@ -224,6 +253,17 @@ class Engine:
         self.persist([t for _s, t in res.transitions], [])
         res.seconds = time.perf_counter() - t0
         return res
+
+    def _owned(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows of this shard's devices (all of them when not sharded)."""
+        if self.shard.count == 1:
+            return df
+        owner = self._owner
+        for d in df["device"].unique():
+            if d not in owner:
+                owner[d] = self.shard.owns(str(d))
+        mask = df["device"].map(owner).to_numpy(dtype=bool)
+        return df if mask.all() else df[mask].reset_index(drop=True)
 
     def _new_points(self, measurement: str, df: pd.DataFrame) -> pd.DataFrame:
         """Per device, only points newer than the newest already processed."""

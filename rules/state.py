@@ -17,14 +17,18 @@ from typing import Any
 from core.sqlite import Schema, open_db
 from rules.transitions import OUTBOX_DDL, Transition
 
-_DDL = (
-    OUTBOX_DDL,
-    """CREATE TABLE IF NOT EXISTS status (
-        key TEXT PRIMARY KEY, active INTEGER NOT NULL, since_ms INTEGER NOT NULL,
-        record TEXT NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS blob (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT)",
-)
+
+def _ddl(suffix: str) -> tuple[str, ...]:
+    """The outbox is shared by every shard; the rest is each shard's own (``suffix``)."""
+    return (
+        OUTBOX_DDL,
+        f"""CREATE TABLE IF NOT EXISTS status{suffix} (
+            key TEXT PRIMARY KEY, active INTEGER NOT NULL, since_ms INTEGER NOT NULL,
+            record TEXT NOT NULL)""",
+        f"CREATE TABLE IF NOT EXISTS blob{suffix} (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS pending{suffix} "
+        "(id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT)",
+    )
 
 
 @dataclass
@@ -70,19 +74,27 @@ class MemoryState:
 
 
 class SqliteState:
-    """State in ``state_dir/rules.sqlite`` (WAL; one writer: the rules service)."""
+    """State in ``state_dir/rules.sqlite`` (WAL). One writer per ``suffix``: the rules
+    service, or each of its shards (``_shard0of2``…: own tables, one shared outbox)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, suffix: str = "") -> None:
+        if suffix and not suffix.replace("_", "").isalnum():
+            raise ValueError(f"state table suffix {suffix!r}")
         self.path = path
-        self._con = open_db(path, Schema(_DDL))
+        self._con = open_db(path, Schema(_ddl(suffix)))
+        self._status, self._blob, self._pending = (
+            f"status{suffix}",
+            f"blob{suffix}",
+            f"pending{suffix}",
+        )
 
     def load(self) -> Snapshot:
         snap = Snapshot()
         for key, active, since, record in self._con.execute(
-            "SELECT key, active, since_ms, record FROM status"
+            f"SELECT key, active, since_ms, record FROM {self._status}"
         ):
             snap.status[key] = (bool(active), int(since), record)
-        blobs = dict(self._con.execute("SELECT name, data FROM blob"))
+        blobs = dict(self._con.execute(f"SELECT name, data FROM {self._blob}"))
         if "core" in blobs:
             core = pickle.loads(blobs["core"])
             snap.watermarks = core["watermarks"]
@@ -105,9 +117,9 @@ class SqliteState:
                     "VALUES (?, ?, ?, ?)",
                     (t.key, t.status.value, t.event_time.isoformat(), t.model_dump_json()),
                 )
-            con.execute("DELETE FROM status")
+            con.execute(f"DELETE FROM {self._status}")
             con.executemany(
-                "INSERT INTO status (key, active, since_ms, record) VALUES (?, ?, ?, ?)",
+                f"INSERT INTO {self._status} (key, active, since_ms, record) VALUES (?, ?, ?, ?)",
                 [(k, int(a), s, r) for k, (a, s, r) in snap.status.items()],
             )
             core = {
@@ -117,20 +129,32 @@ class SqliteState:
             }
             blobs = [("core", pickle.dumps(core, protocol=5))]
             blobs += [(f"family:{n}", d) for n, d in snap.families.items()]
-            con.executemany("INSERT OR REPLACE INTO blob (name, data) VALUES (?, ?)", blobs)
-            con.executemany("INSERT INTO pending (line) VALUES (?)", [(x,) for x in lines])
+            con.executemany(
+                f"INSERT OR REPLACE INTO {self._blob} (name, data) VALUES (?, ?)",
+                blobs,
+            )
+            con.executemany(
+                f"INSERT INTO {self._pending} (line) VALUES (?)",
+                [(x,) for x in lines],
+            )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
 
     def pending_lines(self, limit: int = 50_000) -> list[tuple[int, str]]:
-        rows = self._con.execute("SELECT id, line FROM pending ORDER BY id LIMIT ?", (limit,))
+        rows = self._con.execute(
+            f"SELECT id, line FROM {self._pending} ORDER BY id LIMIT ?",
+            (limit,),
+        )
         return [(int(i), str(x)) for i, x in rows]
 
     def lines_written(self, ids: list[int]) -> None:
         if ids:
-            self._con.execute("DELETE FROM pending WHERE id <= ?", (max(ids),))
+            self._con.execute(
+                f"DELETE FROM {self._pending} WHERE id <= ?",
+                (max(ids),),
+            )
 
     def outbox(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, Transition]]:
         rows = self._con.execute(

@@ -51,7 +51,9 @@ __all__ = ["SnowFamily"]
 # Faults in the order a station_health point names them (worst first).
 FAULTS: tuple[str, ...] = ("offline", "frozen", "poor_echo", "spike", "low_battery")
 # Faults whose station's readings must not drive a dispatch (docs/rules-snow.md#faults).
-EXCLUDING: frozenset[str] = frozenset({"offline", "frozen", "poor_echo", "spike"})
+# A poor echo is not among them: the level then rests on the poor echoes, with their
+# wider error (docs/rules-snow.md#new-snow), and a blind station is worth more than none.
+EXCLUDING: frozenset[str] = frozenset({"offline", "frozen", "spike"})
 FAULT_TEXT: dict[str, tuple[str, str]] = {
     "offline": ("通信途絶", "offline"),
     "frozen": ("センサー固着 (同じ値の繰り返し)", "frozen sensor (same figure repeated)"),
@@ -73,6 +75,10 @@ class _Hour:
     new_cm: float  # NaN: no usable reading in the hour
     depth_cm: float
     air_temp_c: float
+    # The rise above the reference not yet counted (0 … ¾ m): the dispatch figure adds
+    # the newest hour's, so a rise is not held back until it exceeds the whole margin.
+    pending_cm: float = 0.0
+    poor: bool = False  # the level rests on poor echoes (wider error)
 
 
 @dataclass
@@ -98,6 +104,10 @@ class _Station:
     # hourly
     open_hour: int = -1
     points: deque[tuple[int, float]] = field(default_factory=deque)  # accepted, level window
+    # poor-echo readings of the level window: used, with their wider error, when the
+    # good ones are too few (falling snow scatters ultrasound; docs/rules-snow.md#new-snow)
+    poor_points: deque[tuple[int, float]] = field(default_factory=deque)
+    last_good_t: int = -1  # newest accepted good reading (for the uncertainty warning)
     temps: list[float] = field(default_factory=list)  # air temperature of the open hour
     ref: float = math.nan  # hysteresis reference level
     sigmas: deque[float] = field(default_factory=lambda: deque(maxlen=24))
@@ -218,14 +228,17 @@ class SnowFamily(Family):
         if not math.isfinite(depth):
             return
         if poor:
+            wild = math.isfinite(st.acc_d) and abs(depth - st.acc_d) > self._allowed(st, p, t)
             # A wild figure with a poor echo is still a spike worth telling maintenance
             # about, unless the echo is bad all the time (that is the poor_echo fault).
-            if (
-                not bad
-                and math.isfinite(st.acc_d)
-                and abs(depth - st.acc_d) > self._allowed(st, p, t)
-            ):
+            if wild and not bad:
                 self._spike(sid, st, t, out)
+            if not wild and quality > 0:
+                # Kept apart: the level uses it only when good echoes are too few.
+                st.poor_points.append((t, depth))
+                keep = int(p.level_window_h * HOUR_MS)
+                while st.poor_points and st.poor_points[0][0] < t - keep:
+                    st.poor_points.popleft()
             return
         if math.isfinite(temp):
             st.temps.append(temp)
@@ -343,6 +356,7 @@ class SnowFamily(Family):
 
     def _accept(self, st: _Station, p: SnowParams, t: int, depth: float) -> None:
         st.acc_t, st.acc_d = t, depth
+        st.last_good_t = max(st.last_good_t, t)
         st.points.append((t, depth))
         keep = int(p.level_window_h * HOUR_MS)
         while st.points and st.points[0][0] < t - keep:
@@ -371,24 +385,41 @@ class SnowFamily(Family):
         st.open_hour = end
         pts = [(t, d) for t, d in st.points if t < end]
         n_hour = sum(1 for t, _ in pts if t >= h)
+        poor = False
+        if n_hour < p.poor_echo_fallback_readings:
+            # Too few good echoes (falling snow scatters ultrasound): add the poor ones
+            # of the window; their scatter widens the margin below (a wider error).
+            extra = [(t, d) for t, d in st.poor_points if t < end]
+            if sum(1 for t, _ in extra if t >= h) > 0:
+                pts = sorted(pts + extra)
+                n_hour = sum(1 for t, _ in pts if t >= h)
+                poor = True
         level = math.nan
         new = math.nan
+        pending = 0.0
         if n_hour:
-            level, sigma = _level(pts, end)
+            fit = pts
+            usual = float(np.median(st.sigmas)) if st.sigmas else math.inf
+            if not poor and n_hour >= 4 and usual <= p.quiet_sigma_cm:
+                # A quiet sensor (laser) needs no second hour to find its level, and a
+                # line through two hours overshoots when the snowfall eases (the storm
+                # ends mid-window): snow that never fell, counted for good.
+                fit = [(t, d) for t, d in pts if t >= h]
+            level, sigma = _level(fit, end)
             if not math.isfinite(st.ref):
                 # The first hour starts the reference: the median of its readings (a line
                 # through one hour, read at its end, scatters twice as much).
                 level = float(np.median([d for t, d in pts if t >= h]))
-            if math.isfinite(sigma):
-                st.sigmas.append(sigma)
             station = self.registry.stations.get(sid)
             laser = station is not None and station.sensor_type == "laser"
             # Before the station's own noise is known: the vendor figure, read as ±2 σ.
             prior = (p.noise_laser_cm if laser else p.noise_ultrasonic_cm) / 2
-            new = self._new_snow(st, p, level, len(pts), prior)
+            new, pending = self._new_snow(st, p, level, len(fit), prior, sigma)
+            if math.isfinite(sigma) and not poor:
+                st.sigmas.append(sigma)
         temp = float(np.mean(st.temps)) if st.temps else math.nan
         st.temps = []
-        st.hours.append(_Hour(h, new, level, temp))
+        st.hours.append(_Hour(h, new, level, temp, pending, poor))
         fields: dict[str, Any] = {
             "depth_cm": level,
             "new_snow_cm": new,
@@ -398,18 +429,27 @@ class SnowFamily(Family):
         }
         out.point(SNOW_HOURLY, {"device": sid, "district": self._district(sid) or ""}, fields, h)
 
-    def _new_snow(self, st: _Station, p: SnowParams, level: float, n: int, prior: float) -> float:
+    def _new_snow(
+        self, st: _Station, p: SnowParams, level: float, n: int, prior: float, sigma_now: float
+    ) -> tuple[float, float]:
         """JMA hourly new snow against a hysteresis reference (docs/rules-snow.md#new-snow).
 
         The reference follows the level with play ±m: it moves up only when the level
         is more than m above it (the rise is new snow) and down only when the level is
         more than m below it (settling or melt). m is the deadband or, larger, the
         level's own noise (``hysteresis_z`` standard errors), so noise cannot pump it.
+        The noise is the larger of the station's usual (median of 24 h) and the
+        window's own: wind and falling snow raise it within the hour, and a margin
+        set in the calm before the storm would let the storm's noise count as snow.
+
+        Returns (new snow, the rise above the reference not yet counted).
         """
         if not math.isfinite(st.ref):
             st.ref = level
-            return 0.0
+            return 0.0, 0.0
         sigma = float(np.median(st.sigmas)) if st.sigmas else prior
+        if math.isfinite(sigma_now):
+            sigma = max(sigma, sigma_now)
         # Standard error of the end-of-hour level: a Theil–Sen line fitted to n readings
         # and read at its end scatters by about 2.4/√n of one reading's noise (measured:
         # 0.67 σ at n = 12, 1.0 σ at n = 6).
@@ -426,7 +466,7 @@ class SnowFamily(Family):
             st.ref = target
         elif level + m < st.ref:
             st.ref = level + m
-        return new
+        return new, max(0.0, level - p.pending_margin * m - st.ref)
 
     def _reset_ms(self, end: int) -> int:
         """Start of the accumulation: last plowing end, at most ``window_h`` back."""
@@ -480,14 +520,13 @@ class SnowFamily(Family):
                 # still seeing the same weather.
                 share = sum(1 for _, x in st.echo if x) / len(st.echo)
                 by_type.setdefault(kind, []).append(share >= self._p(sid).poor_echo_share / 2)
-        snowing = self._snowing(now_ms)
         for sid, st in self.stations.items():
             if st.poor_since < 0 or st.status.get("poor_echo", (False, 0))[0]:
                 continue
             p = self._p(sid)
             if now_ms - st.poor_since < p.poor_echo_min * MINUTE_MS:
                 continue
-            if snowing and station_is_ultrasonic(self.registry, sid):
+            if station_is_ultrasonic(self.registry, sid) and self._snowing(now_ms, sid):
                 continue  # falling snow scatters ultrasound: weather, not a fault
             station = self.registry.stations.get(sid)
             peers = by_type.get(station.sensor_type if station else "?", [])
@@ -495,16 +534,17 @@ class SnowFamily(Family):
                 continue
             self._set(sid, st, "poor_echo", active=True, at=st.poor_since, out=out)
 
-    def _snowing(self, now_ms: int) -> bool:
-        """New snow at two or more stations in the last three hours: it is snowing in
-        town (docs/domain.md#sensor-noise: falling snow weakens ultrasonic echoes)."""
+    def _snowing(self, now_ms: int, sid: str) -> bool:
+        """New snow counted at another station in the last three hours: it is snowing in
+        town (docs/domain.md#echo-loss-in-snowfall: falling snow weakens ultrasonic
+        echoes). One other station is enough: a storm may fall on two stations only, and
+        both may lose their echoes (their poor-echo levels still count the snow)."""
         since = now_ms - 3 * HOUR_MS
-        count = 0
-        for st in self.stations.values():
-            if any(h.start + HOUR_MS > since and h.new_cm > 0 for h in list(st.hours)[-4:]):
-                count += 1
-                if count >= 2:
-                    return True
+        for oid, st in self.stations.items():
+            if oid != sid and any(
+                h.start + HOUR_MS > since and h.new_cm > 0 for h in list(st.hours)[-4:]
+            ):
+                return True
         return False
 
     def _health(self, sid: str, st: _Station, now_ms: int, out: Output) -> None:
@@ -619,29 +659,37 @@ class SnowFamily(Family):
             last = hours[-1]
             end = last.start + HOUR_MS
             start = self._reset_ms(end)
-            total = 0.0
+            counted = 0.0
+            total = prev = 0.0
             first = -1
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
             crossed: dict[float, int] = {}
             for h in hours:
-                if h.start + HOUR_MS <= start or not h.new_cm > 0:
+                if h.start + HOUR_MS <= start:
                     continue
-                if first < 0:
+                if h.new_cm > 0:
+                    counted += h.new_cm
+                if not math.isfinite(h.new_cm):
+                    continue  # no level this hour: the last figure stands
+                # The station's figure: what the hysteresis counted, plus the rise it
+                # has not yet counted (docs/rules-snow.md#snowdispatch).
+                prev, total = total, counted + h.pending_cm
+                if first < 0 and total > 0:
                     first = h.start
-                total += h.new_cm
                 for level in (thr, *tp.stages_cm):
                     if total >= level and level not in crossed:
                         crossed[level] = h.start + HOUR_MS
-            rows.append((sid, st, p, total, first, end, crossed, thr, last, hours))
+            rate = max(0.0, total - prev)
+            rows.append((sid, st, p, total, first, end, crossed, thr, last, hours, rate))
         # --- dispatch and stages: each counts stations that reached their figure
         rules: list[tuple[str, float | None]] = [("dispatch", None)]
         rules += [(f"callout_{int(s)}", s) for s in tp.stages_cm if s > tp.dispatch_cm]
         for rule, stage in rules:
             hits = []
-            for sid, st, _p, total, first, end, crossed, thr, last, _hours in rows:
+            for sid, st, _p, total, first, end, crossed, thr, last, _hours, rate in rows:
                 level = thr if stage is None else stage
                 if level in crossed:
-                    hits.append((crossed[level], sid, st, total, first, end, last))
+                    hits.append((crossed[level], sid, st, total, first, end, last, rate))
             was = self.town_status.get(rule, (False, 0))
             healthy = [x for x in hits if self._healthy(x[2])]
             pool = hits if was[0] else healthy  # faults only keep a call from starting
@@ -649,6 +697,8 @@ class SnowFamily(Family):
             pool.sort(key=lambda x: (x[0], x[1]))
             at = pool[tp.dispatch_stations - 1][0] if ok else self._clear_at(rows, was, now_ms)
             self._town_finding(rule, stage=stage, ok=ok, at=at, pool=pool, tp=tp, out=out)
+            if stage is None and upto_ms is None:
+                self._uncertain(rows, active=ok, now_ms=now_ms, tp=tp, out=out)
         # --- town-wide alert on total depth
         was = self.town_status.get("town_alert", (False, 0))
         deep = []
@@ -680,6 +730,77 @@ class SnowFamily(Family):
             out=out,
         )
 
+    def _blind(self, st: _Station, p: SnowParams, now_ms: int) -> str | None:
+        """Why a station cannot see now, or None: most echoes of the last hour poor, no
+        reading for ``blind_min``, or a frozen sensor."""
+        if st.status.get("frozen", (False, 0))[0]:
+            return "frozen"
+        if st.last_t >= 0 and now_ms - st.last_t >= p.blind_min * MINUTE_MS:
+            return "offline"
+        recent = [x for t, x in st.echo if t > now_ms - HOUR_MS]
+        if len(recent) >= 2 and sum(recent) / len(recent) >= p.poor_echo_share:
+            return "poor_echo"
+        return None
+
+    def _uncertain(
+        self, rows: list[Any], *, active: bool, now_ms: int, tp: SnowParams, out: Output
+    ) -> None:
+        """snow.dispatch_uncertain: it is snowing, no call yet, and stations whose figure
+        could decide one cannot see (docs/rules-snow.md#snowdispatch_uncertain)."""
+        snowing = any(r[10] > 0 or (r[3] > 0 and r[5] > now_ms - 3 * HOUR_MS) for r in rows)
+        blind: list[tuple[str, str, _Station, float]] = []
+        seeing_hits = 0
+        for sid, st, p, total, _first, _end, crossed, thr, _last, _hours, rate in rows:
+            why = self._blind(st, p, now_ms)
+            if why is None:
+                seeing_hits += 1 if thr in crossed else 0
+                continue
+            # It matters when it was snowing there and its figure is not far below the
+            # threshold (the snow that fell unseen could take it over).
+            if total >= p.uncertain_share * thr or rate > 0:
+                blind.append((sid, why, st, total))
+        ok = snowing and not active and bool(blind) and seeing_hits < tp.dispatch_stations
+        parts_ja, parts_en = [], []
+        for sid, why, st, total in sorted(blind, key=lambda x: (-x[3], x[0]))[:6]:
+            station = self.registry.stations.get(sid)
+            name = f"{station.name} {sid}" if station else sid
+            ja, en = FAULT_TEXT.get(why, (why, why))
+            good = (
+                f"最終良好 {hhmm(st.last_good_t)} 積雪 {fmt_num(st.acc_d)} cm"
+                if st.last_good_t >= 0
+                else "良好な値なし"
+            )
+            good_en = (
+                f"last good {hhmm(st.last_good_t)} depth {fmt_num(st.acc_d)} cm"
+                if st.last_good_t >= 0
+                else "no good reading"
+            )
+            parts_ja.append(f"{name} ({ja}、{good}、新雪 {fmt_num(total)} cm)")
+            parts_en.append(f"{sid} ({en}, {good_en}, new snow {fmt_num(total)} cm)")
+        values: dict[str, Value] = {"stations": ",".join(sorted(b[0] for b in blind))}
+        if ok:
+            msg = (
+                f"除雪出動判断が不確か: 降雪中に観測できない地点 {'、'.join(parts_ja)}。"
+                "残る地点と弱いエコーで判定を続けます。巡回で確認してください。"
+            )
+            msg_en = (
+                f"Dispatch judgement uncertain: stations blind in snowfall: "
+                f"{'; '.join(parts_en)}. Judging on with the rest and the weak echoes; "
+                "send a patrol to check."
+            )
+        else:
+            msg = "除雪出動判断の不確かさ 解消。"
+            msg_en = "Dispatch judgement no longer uncertain."
+        self._emit_town(
+            "dispatch_uncertain",
+            active=ok,
+            at=now_ms,
+            values=values,
+            msg=msg,
+            msg_en=msg_en,
+            out=out,
+        )
+
     def _clear_at(self, rows: list[Any], was: tuple[bool, int], now_ms: int) -> int:
         """Event time of a town rule found inactive: the plowing that reset the
         accumulation, else the end of the newest closed hour."""
@@ -696,24 +817,31 @@ class SnowFamily(Family):
         stage: float | None,
         ok: bool,
         at: int,
-        pool: list[tuple[int, str, _Station, float, int, int, _Hour]],
+        pool: list[tuple[int, str, _Station, float, int, int, _Hour, float]],
         tp: SnowParams,
         out: Output,
     ) -> None:
         parts_ja, parts_en = [], []
         temps = []
-        for i, (_c, sid, _st, total, first, end, last) in enumerate(
-            sorted(pool, key=lambda x: (-x[3], x[1]))[:6]
-        ):
+        shown = sorted(pool, key=lambda x: (-x[3], x[1]))[:6]
+        end = max((x[5] for x in shown), default=0)
+        # The window stated is the window counted: the hours that end after the last
+        # plowing (from the hour it ended in), else from the first hour with snow.
+        plowed = self.shared.last_plowing_before(end) if shown else None
+        if plowed is not None and plowed > end - tp.window_h * HOUR_MS:
+            since = floor_hour(plowed)
+            from_ja, from_en = (
+                f"除雪 {hhmm(plowed)} 終了から",
+                f"since plowing ended {hhmm(plowed)}",
+            )
+        else:
+            since = min((x[4] for x in shown if x[4] >= 0), default=end)
+            from_ja, from_en = "降り始めから", "since it began"
+        for i, (_c, sid, _st, total, _first, _end, last, rate) in enumerate(shown):
             station = self.registry.stations.get(sid)
-            span = f" ({hhmm(first)}–{hhmm(end)})" if first >= 0 else ""
-            if i == 0:
-                name = f"{station.name} " if station else ""
-                parts_ja.append(f"{name}{sid} 新雪 {fmt_num(total)} cm{span}")
-                parts_en.append(f"{sid} new snow {fmt_num(total)} cm{span}")
-            else:
-                parts_ja.append(f"{sid} {fmt_num(total)} cm")
-                parts_en.append(f"{sid} {fmt_num(total)} cm")
+            name = f"{station.name} " if station and i == 0 else ""
+            parts_ja.append(f"{name}{sid} {fmt_num(total)} cm (毎時 {fmt_num(rate)} cm)")
+            parts_en.append(f"{sid} {fmt_num(total)} cm ({fmt_num(rate)} cm/h)")
             if math.isfinite(last.air_temp_c):
                 temps.append(last.air_temp_c)
         level = tp.dispatch_cm if stage is None else stage
@@ -730,8 +858,13 @@ class SnowFamily(Family):
             "max_cm": round(max((x[3] for x in pool), default=0.0), 1),
         }
         if ok:
-            msg = f"{title_ja}: {'、'.join(parts_ja)}。{basis_ja}。"
-            msg_en = f"{title_en}: {', '.join(parts_en)}; {basis_en}."
+            values["since_ms"] = since
+            values["figures"] = ",".join(f"{x[1]}={x[3]:.1f}" for x in shown)
+            values["rates"] = ",".join(f"{x[1]}={x[7]:.1f}" for x in shown)
+            span_ja = f"新雪 {hhmm(since)}–{hhmm(end)} ({from_ja})"
+            span_en = f"new snow {hhmm(since)}–{hhmm(end)} ({from_en})"
+            msg = f"{title_ja}: {span_ja} {'、'.join(parts_ja)}。{basis_ja}。"
+            msg_en = f"{title_en}: {span_en}: {', '.join(parts_en)}; {basis_en}."
             warm = max(temps) if temps else math.nan
             if math.isfinite(warm) and warm > tp.holdback_temp_c:
                 values["air_temp_c"] = round(warm, 1)
@@ -778,7 +911,9 @@ class SnowFamily(Family):
                 at_ms=at,
                 # The depth alert informs the department's management (豪雪体制);
                 # the calls that send plows out are the ones that wake people.
-                severity=Severity.WARNING if rule == "town_alert" else Severity.CRITICAL,
+                severity=Severity.WARNING
+                if rule in ("town_alert", "dispatch_uncertain")
+                else Severity.CRITICAL,
                 values=values,
                 message=msg,
                 message_en=msg_en,

@@ -124,10 +124,11 @@ class SnowParams(_Params):
     town_alert_depth_cm: Pos = 150.0
     town_alert_stations: Annotated[int, Field(ge=1, le=100)] = 2
     window_h: Annotated[int, Field(ge=1, le=72)] = 24  # "since last plowing", at most this long
-    # docs/rules-snow.md#snowdispatch_uncertain: a station is blind after this long without
-    # a reading (or with most echoes poor, or frozen); it matters while snowing there or
-    # when its figure has reached this share of its threshold
+    # docs/rules-snow.md#snowdispatch_uncertain: a station is blind after blind_min without
+    # a reading, with blind_poor_share of the last hour's echoes poor, or frozen; it
+    # matters while its figure lies between uncertain_share of its threshold and it
     blind_min: Annotated[int, Field(ge=10, le=600)] = 30
+    blind_poor_share: Share = 0.8
     uncertain_share: Share = 0.3
     holdback_temp_c: float = 2.0
 

@@ -526,7 +526,7 @@ class SnowFamily(Family):
             p = self._p(sid)
             if now_ms - st.poor_since < p.poor_echo_min * MINUTE_MS:
                 continue
-            if station_is_ultrasonic(self.registry, sid) and self._snowing(now_ms, sid):
+            if station_is_ultrasonic(self.registry, sid) and self._snowing(now_ms):
                 continue  # falling snow scatters ultrasound: weather, not a fault
             station = self.registry.stations.get(sid)
             peers = by_type.get(station.sensor_type if station else "?", [])
@@ -534,17 +534,18 @@ class SnowFamily(Family):
                 continue
             self._set(sid, st, "poor_echo", active=True, at=st.poor_since, out=out)
 
-    def _snowing(self, now_ms: int, sid: str) -> bool:
-        """New snow counted at another station in the last three hours: it is snowing in
+    def _snowing(self, now_ms: int) -> bool:
+        """New snow at two or more stations in the last three hours: it is snowing in
         town (docs/domain.md#echo-loss-in-snowfall: falling snow weakens ultrasonic
-        echoes). One other station is enough: a storm may fall on two stations only, and
-        both may lose their echoes (their poor-echo levels still count the snow)."""
+        echoes). A station's level rests on its poor echoes when good ones are too few,
+        so a storm on two blind stations still counts."""
         since = now_ms - 3 * HOUR_MS
-        for oid, st in self.stations.items():
-            if oid != sid and any(
-                h.start + HOUR_MS > since and h.new_cm > 0 for h in list(st.hours)[-4:]
-            ):
-                return True
+        count = 0
+        for st in self.stations.values():
+            if any(h.start + HOUR_MS > since and h.new_cm > 0 for h in list(st.hours)[-4:]):
+                count += 1
+                if count >= 2:
+                    return True
         return False
 
     def _health(self, sid: str, st: _Station, now_ms: int, out: Output) -> None:
@@ -731,14 +732,14 @@ class SnowFamily(Family):
         )
 
     def _blind(self, st: _Station, p: SnowParams, now_ms: int) -> str | None:
-        """Why a station cannot see now, or None: most echoes of the last hour poor, no
-        reading for ``blind_min``, or a frozen sensor."""
+        """Why a station cannot see now, or None: nearly all echoes of the last hour
+        poor (``blind_poor_share``), no reading for ``blind_min``, or a frozen sensor."""
         if st.status.get("frozen", (False, 0))[0]:
             return "frozen"
         if st.last_t >= 0 and now_ms - st.last_t >= p.blind_min * MINUTE_MS:
             return "offline"
         recent = [x for t, x in st.echo if t > now_ms - HOUR_MS]
-        if len(recent) >= 2 and sum(recent) / len(recent) >= p.poor_echo_share:
+        if len(recent) >= 3 and sum(recent) / len(recent) >= p.blind_poor_share:
             return "poor_echo"
         return None
 
@@ -747,7 +748,11 @@ class SnowFamily(Family):
     ) -> None:
         """snow.dispatch_uncertain: it is snowing, no call yet, and stations whose figure
         could decide one cannot see (docs/rules-snow.md#snowdispatch_uncertain)."""
-        snowing = any(r[10] > 0 or (r[3] > 0 and r[5] > now_ms - 3 * HOUR_MS) for r in rows)
+        since = now_ms - 3 * HOUR_MS
+        snowing = any(
+            r[10] > 0 or any(h.start + HOUR_MS > since and h.new_cm > 0 for h in list(r[9])[-4:])
+            for r in rows
+        )
         blind: list[tuple[str, str, _Station, float]] = []
         seeing_hits = 0
         for sid, st, p, total, _first, _end, crossed, thr, _last, _hours, rate in rows:
@@ -755,9 +760,9 @@ class SnowFamily(Family):
             if why is None:
                 seeing_hits += 1 if thr in crossed else 0
                 continue
-            # It matters when it was snowing there and its figure is not far below the
-            # threshold (the snow that fell unseen could take it over).
-            if total >= p.uncertain_share * thr or rate > 0:
+            # It matters when its figure is on the way to the threshold: the snow that
+            # falls unseen could take it over (above it, it is already counted).
+            if p.uncertain_share * thr <= total < thr:
                 blind.append((sid, why, st, total))
         ok = snowing and not active and bool(blind) and seeing_hits < tp.dispatch_stations
         parts_ja, parts_en = [], []

@@ -118,6 +118,7 @@ def generate(base_seed: int, index: int, registry: Registry) -> Generated:
         "start": sc_start,
         "end": sc_end,
         "devices": {"meters": "none", "plows": "all"},
+        "intervals": {"plow_fix_s": 5},  # the slowest documented rate: fewer fixes, same trips
         "weather": {
             "mean_temp_c": round(temp + rng.uniform(-1.0, 1.0), 1),
             "diurnal_amplitude_c": round(rng.uniform(0.5, 4.0), 1),

@@ -228,17 +228,7 @@ class SnowFamily(Family):
         if not math.isfinite(depth):
             return
         if poor:
-            wild = math.isfinite(st.acc_d) and abs(depth - st.acc_d) > self._allowed(st, p, t)
-            # A wild figure with a poor echo is still a spike worth telling maintenance
-            # about, unless the echo is bad all the time (that is the poor_echo fault).
-            if wild and not bad:
-                self._spike(sid, st, t, out)
-            if not wild and quality > 0:
-                # Kept apart: the level uses it only when good echoes are too few.
-                st.poor_points.append((t, depth))
-                keep = int(p.level_window_h * HOUR_MS)
-                while st.poor_points and st.poor_points[0][0] < t - keep:
-                    st.poor_points.popleft()
+            self._poor_reading(sid, st, p, t=t, depth=depth, quality=quality, bad=bad, out=out)
             return
         if math.isfinite(temp):
             st.temps.append(temp)
@@ -251,6 +241,30 @@ class SnowFamily(Family):
             st.jumps.append((t, depth - st.prev_raw_d))
         st.prev_raw_t, st.prev_raw_d = t, depth
         self._spike_filter(sid, st, p, t=t, depth=depth, out=out)
+
+    def _poor_reading(
+        self,
+        sid: str,
+        st: _Station,
+        p: SnowParams,
+        *,
+        t: int,
+        depth: float,
+        quality: float,
+        bad: bool,
+        out: Output,
+    ) -> None:
+        wild = math.isfinite(st.acc_d) and abs(depth - st.acc_d) > self._allowed(st, p, t)
+        # A wild figure with a poor echo is still a spike worth telling maintenance
+        # about, unless the echo is bad all the time (that is the poor_echo fault).
+        if wild and not bad:
+            self._spike(sid, st, t, out)
+        if not wild and quality > 0:
+            # Kept apart: the level uses it only when good echoes are too few.
+            st.poor_points.append((t, depth))
+            keep = int(p.level_window_h * HOUR_MS)
+            while st.poor_points and st.poor_points[0][0] < t - keep:
+                st.poor_points.popleft()
 
     def _echo(
         self, sid: str, st: _Station, p: SnowParams, *, t: int, poor: bool, out: Output
@@ -414,7 +428,7 @@ class SnowFamily(Family):
             laser = station is not None and station.sensor_type == "laser"
             # Before the station's own noise is known: the vendor figure, read as ±2 σ.
             prior = (p.noise_laser_cm if laser else p.noise_ultrasonic_cm) / 2
-            new, pending = self._new_snow(st, p, level, len(fit), prior, sigma)
+            new, pending = self._new_snow(st, p, level, len(fit), prior=prior, sigma_now=sigma)
             if math.isfinite(sigma) and not poor:
                 st.sigmas.append(sigma)
         temp = float(np.mean(st.temps)) if st.temps else math.nan
@@ -430,7 +444,7 @@ class SnowFamily(Family):
         out.point(SNOW_HOURLY, {"device": sid, "district": self._district(sid) or ""}, fields, h)
 
     def _new_snow(
-        self, st: _Station, p: SnowParams, level: float, n: int, prior: float, sigma_now: float
+        self, st: _Station, p: SnowParams, level: float, n: int, *, prior: float, sigma_now: float
     ) -> tuple[float, float]:
         """JMA hourly new snow against a hysteresis reference (docs/rules-snow.md#new-snow).
 
@@ -643,11 +657,10 @@ class SnowFamily(Family):
             self.town_hours_until = ends[-1]
         self._dispatch(now_ms, out)
 
-    def _dispatch(self, now_ms: int, out: Output, upto_ms: int | None = None) -> None:
-        """snow.dispatch, the staged call-outs and the town-wide alert, on closed hours
-        (those ending by ``upto_ms`` when given)."""
-        tp = self._town()
-        rows = []  # (sid, since_plowed, first hour, last hour end, crossing, temp, depth)
+    def _rows(self, tp: SnowParams, upto_ms: int | None) -> list[Any]:
+        """Per station: (sid, state, params, figure, first hour with snow, end of the
+        newest hour, crossing time per level, threshold, newest hour, hours, rate)."""
+        rows = []
         for sid, st in self.stations.items():
             hours = (
                 st.hours
@@ -682,6 +695,13 @@ class SnowFamily(Family):
                         crossed[level] = h.start + HOUR_MS
             rate = max(0.0, total - prev)
             rows.append((sid, st, p, total, first, end, crossed, thr, last, hours, rate))
+        return rows
+
+    def _dispatch(self, now_ms: int, out: Output, upto_ms: int | None = None) -> None:
+        """snow.dispatch, the staged call-outs and the town-wide alert, on closed hours
+        (those ending by ``upto_ms`` when given)."""
+        tp = self._town()
+        rows = self._rows(tp, upto_ms)
         # --- dispatch and stages: each counts stations that reached their figure
         rules: list[tuple[str, float | None]] = [("dispatch", None)]
         rules += [(f"callout_{int(s)}", s) for s in tp.stages_cm if s > tp.dispatch_cm]
@@ -755,7 +775,7 @@ class SnowFamily(Family):
         )
         blind: list[tuple[str, str, _Station, float]] = []
         seeing_hits = 0
-        for sid, st, p, total, _first, _end, crossed, thr, _last, _hours, rate in rows:
+        for sid, st, p, total, _first, _end, crossed, thr, _last, _hours, _rate in rows:
             why = self._blind(st, p, now_ms)
             if why is None:
                 seeing_hits += 1 if thr in crossed else 0

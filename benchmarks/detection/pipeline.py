@@ -90,11 +90,11 @@ class Ran:
 def run_scenario(
     scenario: Scenario,
     registry: Registry,
+    *,
     cfg: Config,
     rcfg: RulesConfig,
     families: Sequence[type[Family]],
     truth_dir: Path,
-    *,
     step_s: int = 600,
 ) -> Ran:
     """Simulate ``scenario``, process every message as ingest would, backtest."""

@@ -96,7 +96,16 @@ def generate(base_seed: int, index: int, registry: Registry) -> Generated:
         storm_temp = round(min(2.0, temp + rng.uniform(-0.7, 0.7)), 1)
         spread = round(rng.uniform(0.0, 0.3), 2)
         stations: Any = "all" if k == len(station_ids) else list(chosen)
-        events += _storm_events(rng, start, hours, rate, profile, stations, storm_temp, spread)
+        events += _storm_events(
+            rng,
+            start=start,
+            hours=hours,
+            rate=rate,
+            profile=profile,
+            stations=stations,
+            temp=storm_temp,
+            spread=spread,
+        )
         end = start + timedelta(hours=hours)
         nights.append(Night(start, hours, round(rate, 2), profile, chosen, storm_temp))
         snowy_us = [s for s in chosen if s in ultrasonic]
@@ -110,8 +119,10 @@ def generate(base_seed: int, index: int, registry: Registry) -> Generated:
             at = (end + timedelta(hours=rng.uniform(1, 4))).replace(second=0, microsecond=0)
             events.append({"type": "dispatch", "at": at, "plows": "all", "segments": "all"})
     events += _random_faults(rng, first, end, station_ids)
-    sc_start = (first - timedelta(hours=10)).replace(minute=0)
-    sc_end = end + timedelta(hours=8)
+    # 6 h before the snow: the stations' noise is known when it starts; 5 h after: the
+    # last call and its plowing are seen.
+    sc_start = (first - timedelta(hours=6)).replace(minute=0)
+    sc_end = end + timedelta(hours=5)
     doc: dict[str, Any] = {
         "name": f"storms-{base_seed}-{index}",
         "seed": scenario_seed(base_seed, FAMILY, index) % (2**62),
@@ -136,6 +147,7 @@ def generate(base_seed: int, index: int, registry: Registry) -> Generated:
 
 def _storm_events(
     rng: random.Random,
+    *,
     start: datetime,
     hours: float,
     rate: float,
@@ -318,21 +330,35 @@ def score_scenario(
     for i, (d, t) in enumerate(calls):
         if i in matched:
             _figures(s, truth, t, name)
-            continue
-        # One call per accumulation: a call in an accumulation that already had one.
-        at = _ms(t)
-        reset = truth.reset_ms(at, p)
-        if any(reset < calls[j][0] and calls[j][0] < d for j in matched):
-            s.duplicate += 1
-            s.cases.append(f"{name}: duplicate call {_hhmm(d)}: {t.message[:90]}")
-            continue
-        peak = max(truth.second_highest(at + k * HOUR_MS, p) for k in range(0, 4))
-        if peak >= NEAR_MISS_CM:
-            s.near_miss += 1
         else:
-            s.false += 1
-            s.cases.append(f"{name}: false call {_hhmm(d)} (truth 2nd {peak:.1f} cm)")
+            _unmatched(s, truth, p, d=d, t=t, matched=[calls[j][0] for j in matched], name=name)
     return s
+
+
+def _unmatched(
+    s: Tally,
+    truth: SnowTruth,
+    p: SnowParams,
+    *,
+    d: int,
+    t: Transition,
+    matched: list[int],
+    name: str,
+) -> None:
+    """A call about no crossing: duplicate, near-miss or false."""
+    at = _ms(t)
+    # One call per accumulation: a call in an accumulation that already had one.
+    reset = truth.reset_ms(at, p)
+    if any(reset < m < d for m in matched):
+        s.duplicate += 1
+        s.cases.append(f"{name}: duplicate call {_hhmm(d)}: {t.message[:90]}")
+        return
+    peak = max(truth.second_highest(at + k * HOUR_MS, p) for k in range(4))
+    if peak >= NEAR_MISS_CM:
+        s.near_miss += 1
+    else:
+        s.false += 1
+        s.cases.append(f"{name}: false call {_hhmm(d)} (truth 2nd {peak:.1f} cm)")
 
 
 def _uncertain(t: Transition) -> bool:
@@ -417,7 +443,12 @@ def battery(
         for i in range(n):
             g = generate(base_seed, i, registry)
             ran = run_scenario(
-                g.scenario, registry, cfg, rcfg, families, Path(tmp) / str(i), step_s=600
+                g.scenario,
+                registry,
+                cfg=cfg,
+                rcfg=rcfg,
+                families=families,
+                truth_dir=Path(tmp) / str(i),
             )
             total.add(
                 score_scenario(ran.truth_dir, ran.result.transitions, g.nights, p, name=f"#{i}")

@@ -39,6 +39,7 @@ from rules.model import (
     floor_hour,
     fmt_num,
     hhmm,
+    jst,
 )
 from rules.params import SnowParams
 from rules.schema import SNOW_HOURLY, STATION_HEALTH
@@ -53,7 +54,7 @@ FAULTS: tuple[str, ...] = ("offline", "frozen", "poor_echo", "spike", "low_batte
 # Faults whose station's readings must not drive a dispatch (docs/rules-snow.md#faults).
 # A poor echo is not among them: the level then rests on the poor echoes, with their
 # wider error (docs/rules-snow.md#new-snow), and a blind station is worth more than none.
-EXCLUDING: frozenset[str] = frozenset({"offline", "frozen", "spike"})
+EXCLUDING: frozenset[str] = frozenset({"offline", "frozen"})
 FAULT_TEXT: dict[str, tuple[str, str]] = {
     "offline": ("通信途絶", "offline"),
     "frozen": ("センサー固着 (同じ値の繰り返し)", "frozen sensor (same figure repeated)"),
@@ -678,16 +679,20 @@ class SnowFamily(Family):
             first = -1
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
             crossed: dict[float, int] = {}
+            carry = 0.0  # rise before the accumulation began, not yet counted then
             for h in hours:
                 if h.start + HOUR_MS <= start:
+                    if math.isfinite(h.new_cm):
+                        carry = h.pending_cm
                     continue
                 if h.new_cm > 0:
                     counted += h.new_cm
                 if not math.isfinite(h.new_cm):
                     continue  # no level this hour: the last figure stands
                 # The station's figure: what the hysteresis counted, plus the rise it
-                # has not yet counted (docs/rules-snow.md#snowdispatch).
-                prev, total = total, counted + h.pending_cm
+                # has not yet counted, less what had risen before the accumulation
+                # began (counted late, it fell before; docs/rules-snow.md#snowdispatch).
+                prev, total = total, max(0.0, counted + h.pending_cm - carry)
                 if first < 0 and total > 0:
                     first = h.start
                 for level in (thr, *tp.stages_cm):
@@ -886,8 +891,9 @@ class SnowFamily(Family):
             values["since_ms"] = since
             values["figures"] = ",".join(f"{x[1]}={x[3]:.1f}" for x in shown)
             values["rates"] = ",".join(f"{x[1]}={x[7]:.1f}" for x in shown)
-            span_ja = f"新雪 {hhmm(since)}–{hhmm(end)} ({from_ja})"
-            span_en = f"new snow {hhmm(since)}–{hhmm(end)} ({from_en})"
+            span = _span(since, end)
+            span_ja = f"新雪 {span} ({from_ja})"
+            span_en = f"new snow {span} ({from_en})"
             msg = f"{title_ja}: {span_ja} {'、'.join(parts_ja)}。{basis_ja}。"
             msg_en = f"{title_en}: {span_en}: {', '.join(parts_en)}; {basis_en}."
             warm = max(temps) if temps else math.nan
@@ -944,6 +950,15 @@ class SnowFamily(Family):
                 message_en=msg_en,
             )
         )
+
+
+def _span(since: int, end: int) -> str:
+    """「20:00–02:00」; with dates when it spans more than half a day (a 24 h window
+    would read 「03:00–03:00」)."""
+    if end - since <= 12 * HOUR_MS:
+        return f"{hhmm(since)}–{hhmm(end)}"
+    a, b = jst(since), jst(end)
+    return f"{a.month}/{a.day} {a:%H:%M}–{b.month}/{b.day} {b:%H:%M}"
 
 
 def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:

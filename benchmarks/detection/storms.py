@@ -483,3 +483,29 @@ def run(base_seed: int, *, quick: bool) -> FamilyResult:
         scenarios=n,
         notes=notes,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The storms family alone: ``python -m benchmarks.detection.storms [--quick]``."""
+    import argparse
+    import time
+
+    from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED
+
+    parser = argparse.ArgumentParser(description="the storms family of the detection battery")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--tune", action="store_true", help=f"seed {TUNING_SEED}")
+    args = parser.parse_args(argv)
+    base = args.seed if args.seed is not None else (TUNING_SEED if args.tune else HELD_OUT_SEED)
+    t0 = time.monotonic()
+    result = run(base, quick=args.quick)
+    print(f"storms battery: base seed {base}, {'quick' if args.quick else 'full'}")
+    for line in result.lines + result.notes:
+        print(line)
+    print(f"elapsed {time.monotonic() - t0:.0f} s; summary {result.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

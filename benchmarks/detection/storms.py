@@ -11,18 +11,20 @@ with the definitions of docs/detection.md#dispatch.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import re
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.detection.common import FamilyResult, scenario_seed
+from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED, FamilyResult, scenario_seed
 from benchmarks.detection.pipeline import run_scenario
 from core.config import Config, load_config, load_registry
 from rules.config import RulesConfig, with_settings
@@ -487,11 +489,6 @@ def run(base_seed: int, *, quick: bool) -> FamilyResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The storms family alone: ``python -m benchmarks.detection.storms [--quick]``."""
-    import argparse
-    import time
-
-    from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED
-
     parser = argparse.ArgumentParser(description="the storms family of the detection battery")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int)

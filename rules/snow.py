@@ -2,8 +2,9 @@
 
 Per station, every reading goes through a small cleaning chain (docs/rules-snow.md):
 
-1. poor echo (``quality`` below ``quality_poor_below``) → dropped, counted
-   (docs/domain.md#echo-quality);
+1. poor echo (``quality`` below ``quality_poor_below``) → kept apart and counted; the
+   level uses poor echoes, with their wider error, only when an hour has too few good
+   readings (docs/domain.md#echo-quality, docs/domain.md#echo-loss-in-snowfall);
 2. frozen sensor: the raw figure repeated exactly ``frozen_readings`` times → the
    station is faulty and its repeats are not used;
 3. spike filter: a jump of more than ``spike_cm`` within ``spike_window_min`` is held
@@ -17,7 +18,9 @@ reference that follows this level (the JMA positive difference, made robust to �
 ultrasonic noise; docs/domain.md#hourly-new-snow, docs/rules-snow.md#new-snow).
 
 The dispatch rules sum hourly new snow since the last plowing (``Shared``), at most
-``window_h`` hours, over healthy stations.
+``window_h`` hours, over healthy stations, plus the rise not yet counted; when stations
+that could decide the call cannot see during snowfall, ``snow.dispatch_uncertain``
+warns at once (docs/rules-snow.md#snowdispatch_uncertain).
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class SnowParams(_Params):
     quiet_sigma_cm: NonNeg = 0.6
     # docs/rules-snow.md#snowdispatch: a station's dispatch figure adds the rise above the
     # reference not yet counted, less this share of the margin
-    pending_margin: Annotated[float, Field(ge=0, le=1)] = 0.0
+    pending_margin: Annotated[float, Field(ge=0, le=1)] = 0.25
     hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
     # #town-wide-alert, #hold-back
@@ -124,6 +124,9 @@ class SnowParams(_Params):
     town_alert_depth_cm: Pos = 150.0
     town_alert_stations: Annotated[int, Field(ge=1, le=100)] = 2
     window_h: Annotated[int, Field(ge=1, le=72)] = 24  # "since last plowing", at most this long
+    # docs/rules-snow.md#snowdispatch: an active call holds while enough figures stay within
+    # this of the threshold (one call per accumulation; plowing still ends it)
+    resolve_margin_cm: NonNeg = 3.0
     # docs/rules-snow.md#snowdispatch_uncertain: a station is blind after blind_min without
     # a reading, with blind_poor_share of the last hour's echoes poor, or frozen; it
     # matters while its figure lies between uncertain_share of its threshold and it

@@ -720,6 +720,8 @@ class SnowFamily(Family):
                 if level in crossed:
                     hits.append((crossed[level], sid, st, total, first, end, last, rate))
             was = self.town_status.get(rule, (False, 0))
+            if was[0]:
+                self._hold(rows, hits, stage=stage, was=was, now_ms=upto_ms or now_ms, tp=tp)
             healthy = [x for x in hits if self._healthy(x[2])]
             pool = hits if was[0] else healthy  # faults only keep a call from starting
             ok = len(pool) >= tp.dispatch_stations
@@ -758,6 +760,29 @@ class SnowFamily(Family):
             else "Town-wide alert cleared: depth below the limit.",
             out=out,
         )
+
+    def _hold(
+        self,
+        rows: list[Any],
+        hits: list[Any],
+        *,
+        stage: float | None,
+        was: tuple[bool, int],
+        now_ms: int,
+        tp: SnowParams,
+    ) -> None:
+        """One call per accumulation: until plowing resets it, an active call also counts
+        the stations whose figure is within ``resolve_margin_cm`` below the threshold, so
+        a figure dipping with the noise (or the 24 h window sliding over a storm's first
+        hours) does not end the call only for it to start again."""
+        plowed = self.shared.last_plowing_before(now_ms)
+        if plowed is not None and plowed > was[1]:
+            return
+        seen = {x[1] for x in hits}
+        for sid, st, _p, total, first, end, _crossed, thr, last, _hours, rate in rows:
+            level = thr if stage is None else stage
+            if sid not in seen and total >= level - tp.resolve_margin_cm:
+                hits.append((end, sid, st, total, first, end, last, rate))
 
     def _blind(self, st: _Station, p: SnowParams, now_ms: int) -> str | None:
         """Why a station cannot see now, or None: nearly all echoes of the last hour

@@ -83,6 +83,7 @@ class _Hour:
     # the newest hour's, so a rise is not held back until it exceeds the whole margin.
     pending_cm: float = 0.0
     poor: bool = False  # the level rests on poor echoes (wider error)
+    rise_cm: float = 0.0  # the whole uncounted rise (L − R), for the next accumulation
 
 
 @dataclass
@@ -114,11 +115,20 @@ class _Station:
     last_good_t: int = -1  # newest accepted good reading (for the uncertainty warning)
     temps: list[float] = field(default_factory=list)  # air temperature of the open hour
     ref: float = math.nan  # hysteresis reference level
+    rise: float = 0.0  # level − reference at the last hour with a level
     sigmas: deque[float] = field(default_factory=lambda: deque(maxlen=24))
     hours: deque[_Hour] = field(default_factory=lambda: deque(maxlen=73))
     # fault rule → (active, event time) as last reported
     status: dict[str, tuple[bool, int]] = field(default_factory=dict)
     health: tuple[str, int] = ("?", -1)  # (fault text, hour) of the last health point
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """State pickled by an older version lacks newer fields: their defaults."""
+        self.__dict__.update({**_defaults(), **state})
+
+
+def _defaults() -> dict[str, Any]:
+    return dict(_Station().__dict__)
 
 
 class SnowFamily(Family):
@@ -437,7 +447,7 @@ class SnowFamily(Family):
                 st.sigmas.append(sigma)
         temp = float(np.mean(st.temps)) if st.temps else math.nan
         st.temps = []
-        st.hours.append(_Hour(h, new, level, temp, pending, poor))
+        st.hours.append(_Hour(h, new, level, temp, pending, poor, st.rise if n_hour else 0.0))
         fields: dict[str, Any] = {
             "depth_cm": level,
             "new_snow_cm": new,
@@ -484,6 +494,7 @@ class SnowFamily(Family):
             st.ref = target
         elif level + m < st.ref:
             st.ref = level + m
+        st.rise = max(0.0, level - st.ref)
         return new, max(0.0, level - p.pending_margin * m - st.ref)
 
     def _reset_ms(self, end: int) -> int:
@@ -686,7 +697,7 @@ class SnowFamily(Family):
             for h in hours:
                 if h.start + HOUR_MS <= start:
                     if math.isfinite(h.new_cm):
-                        carry = h.pending_cm
+                        carry = h.rise_cm
                     continue
                 if h.new_cm > 0:
                     counted += h.new_cm

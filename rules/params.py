@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sensors.models import QUALITY_POOR_BELOW
+
 Pos = Annotated[float, Field(gt=0)]
 NonNeg = Annotated[float, Field(ge=0)]
 Share = Annotated[float, Field(gt=0, le=1)]
@@ -75,9 +77,12 @@ class WaterParams(_Params):
 
 class SnowParams(_Params):
     # docs/domain.md#echo-quality: readings with a quality code below this are a poor
-    # echo and dropped. (sensors/ is getting a QUALITY_POOR_BELOW constant on another
-    # branch; until it lands the vendor figure lives here, per sensor type via overrides.)
-    quality_poor_below: Annotated[int, Field(ge=0, le=255)] = 50
+    # echo, not used while good ones are enough (the vendor figure, sensors.models;
+    # overridable per sensor type or station)
+    quality_poor_below: Annotated[int, Field(ge=0, le=255)] = QUALITY_POOR_BELOW
+    # docs/rules-snow.md#new-snow: an hour with fewer good readings than this takes the
+    # poor-echo readings of the level window too, with their wider error
+    poor_echo_fallback_readings: Annotated[int, Field(ge=0, le=60)] = 3
     poor_echo_share: Share = 0.5  # share of poor-echo readings in the last hour: a fault
     poor_echo_min: Annotated[int, Field(ge=0, le=600)] = 60  # …held this long
     # …unless this share of the stations of the same sensor type is poor too: falling snow
@@ -106,6 +111,12 @@ class SnowParams(_Params):
     # hourly level (at least deadband_cm), and the readings the level is fitted to
     hysteresis_z: Pos = 2.5
     level_window_h: Annotated[float, Field(ge=0.5, le=6)] = 2.0
+    # …but only the hour itself for a station whose usual reading noise is at most this
+    # (a laser): docs/rules-snow.md#new-snow
+    quiet_sigma_cm: NonNeg = 0.6
+    # docs/rules-snow.md#snowdispatch: a station's dispatch figure adds the rise above the
+    # reference not yet counted, less this share of the margin
+    pending_margin: Annotated[float, Field(ge=0, le=1)] = 0.25
     hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
     # #town-wide-alert, #hold-back
@@ -119,6 +130,15 @@ class SnowParams(_Params):
     town_alert_depth_cm: Pos = 150.0
     town_alert_stations: Annotated[int, Field(ge=1, le=100)] = 2
     window_h: Annotated[int, Field(ge=1, le=72)] = 24  # "since last plowing", at most this long
+    # docs/rules-snow.md#snowdispatch: an active call holds while enough figures stay within
+    # this of the threshold (one call per accumulation; plowing still ends it)
+    resolve_margin_cm: NonNeg = 3.0
+    # docs/rules-snow.md#snowdispatch_uncertain: a station is blind after blind_min without
+    # a reading, with blind_poor_share of the last hour's echoes poor, or frozen; it
+    # matters while its figure lies between uncertain_share of its threshold and it
+    blind_min: Annotated[int, Field(ge=10, le=600)] = 30
+    blind_poor_share: Share = 0.8
+    uncertain_share: Share = 0.3
     holdback_temp_c: float = 2.0
 
 

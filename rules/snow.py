@@ -2,8 +2,9 @@
 
 Per station, every reading goes through a small cleaning chain (docs/rules-snow.md):
 
-1. poor echo (``quality`` below ``quality_poor_below``) → dropped, counted
-   (docs/domain.md#echo-quality);
+1. poor echo (``quality`` below ``quality_poor_below``) → kept apart and counted; the
+   level uses poor echoes, with their wider error, only when an hour has too few good
+   readings (docs/domain.md#echo-quality, docs/domain.md#echo-loss-in-snowfall);
 2. frozen sensor: the raw figure repeated exactly ``frozen_readings`` times → the
    station is faulty and its repeats are not used;
 3. spike filter: a jump of more than ``spike_cm`` within ``spike_window_min`` is held
@@ -17,7 +18,9 @@ reference that follows this level (the JMA positive difference, made robust to �
 ultrasonic noise; docs/domain.md#hourly-new-snow, docs/rules-snow.md#new-snow).
 
 The dispatch rules sum hourly new snow since the last plowing (``Shared``), at most
-``window_h`` hours, over healthy stations.
+``window_h`` hours, over healthy stations, plus the rise not yet counted; when stations
+that could decide the call cannot see during snowfall, ``snow.dispatch_uncertain``
+warns at once (docs/rules-snow.md#snowdispatch_uncertain).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from rules.model import (
     floor_hour,
     fmt_num,
     hhmm,
+    jst,
 )
 from rules.params import SnowParams
 from rules.schema import SNOW_HOURLY, STATION_HEALTH
@@ -51,7 +55,9 @@ __all__ = ["SnowFamily"]
 # Faults in the order a station_health point names them (worst first).
 FAULTS: tuple[str, ...] = ("offline", "frozen", "poor_echo", "spike", "low_battery")
 # Faults whose station's readings must not drive a dispatch (docs/rules-snow.md#faults).
-EXCLUDING: frozenset[str] = frozenset({"offline", "frozen", "poor_echo", "spike"})
+# A poor echo is not among them: the level then rests on the poor echoes, with their
+# wider error (docs/rules-snow.md#new-snow), and a blind station is worth more than none.
+EXCLUDING: frozenset[str] = frozenset({"offline", "frozen"})
 FAULT_TEXT: dict[str, tuple[str, str]] = {
     "offline": ("通信途絶", "offline"),
     "frozen": ("センサー固着 (同じ値の繰り返し)", "frozen sensor (same figure repeated)"),
@@ -73,6 +79,11 @@ class _Hour:
     new_cm: float  # NaN: no usable reading in the hour
     depth_cm: float
     air_temp_c: float
+    # The rise above the reference not yet counted (0 … ¾ m): the dispatch figure adds
+    # the newest hour's, so a rise is not held back until it exceeds the whole margin.
+    pending_cm: float = 0.0
+    poor: bool = False  # the level rests on poor echoes (wider error)
+    rise_cm: float = 0.0  # the whole uncounted rise (L − R), for the next accumulation
 
 
 @dataclass
@@ -98,13 +109,26 @@ class _Station:
     # hourly
     open_hour: int = -1
     points: deque[tuple[int, float]] = field(default_factory=deque)  # accepted, level window
+    # poor-echo readings of the level window: used, with their wider error, when the
+    # good ones are too few (falling snow scatters ultrasound; docs/rules-snow.md#new-snow)
+    poor_points: deque[tuple[int, float]] = field(default_factory=deque)
+    last_good_t: int = -1  # newest accepted good reading (for the uncertainty warning)
     temps: list[float] = field(default_factory=list)  # air temperature of the open hour
     ref: float = math.nan  # hysteresis reference level
+    rise: float = 0.0  # level − reference at the last hour with a level
     sigmas: deque[float] = field(default_factory=lambda: deque(maxlen=24))
     hours: deque[_Hour] = field(default_factory=lambda: deque(maxlen=73))
     # fault rule → (active, event time) as last reported
     status: dict[str, tuple[bool, int]] = field(default_factory=dict)
     health: tuple[str, int] = ("?", -1)  # (fault text, hour) of the last health point
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """State pickled by an older version lacks newer fields: their defaults."""
+        self.__dict__.update({**_defaults(), **state})
+
+
+def _defaults() -> dict[str, Any]:
+    return dict(_Station().__dict__)
 
 
 class SnowFamily(Family):
@@ -218,14 +242,7 @@ class SnowFamily(Family):
         if not math.isfinite(depth):
             return
         if poor:
-            # A wild figure with a poor echo is still a spike worth telling maintenance
-            # about, unless the echo is bad all the time (that is the poor_echo fault).
-            if (
-                not bad
-                and math.isfinite(st.acc_d)
-                and abs(depth - st.acc_d) > self._allowed(st, p, t)
-            ):
-                self._spike(sid, st, t, out)
+            self._poor_reading(sid, st, p, t=t, depth=depth, quality=quality, bad=bad, out=out)
             return
         if math.isfinite(temp):
             st.temps.append(temp)
@@ -238,6 +255,30 @@ class SnowFamily(Family):
             st.jumps.append((t, depth - st.prev_raw_d))
         st.prev_raw_t, st.prev_raw_d = t, depth
         self._spike_filter(sid, st, p, t=t, depth=depth, out=out)
+
+    def _poor_reading(
+        self,
+        sid: str,
+        st: _Station,
+        p: SnowParams,
+        *,
+        t: int,
+        depth: float,
+        quality: float,
+        bad: bool,
+        out: Output,
+    ) -> None:
+        wild = math.isfinite(st.acc_d) and abs(depth - st.acc_d) > self._allowed(st, p, t)
+        # A wild figure with a poor echo is still a spike worth telling maintenance
+        # about, unless the echo is bad all the time (that is the poor_echo fault).
+        if wild and not bad:
+            self._spike(sid, st, t, out)
+        if not wild and quality > 0:
+            # Kept apart: the level uses it only when good echoes are too few.
+            st.poor_points.append((t, depth))
+            keep = int(p.level_window_h * HOUR_MS)
+            while st.poor_points and st.poor_points[0][0] < t - keep:
+                st.poor_points.popleft()
 
     def _echo(
         self, sid: str, st: _Station, p: SnowParams, *, t: int, poor: bool, out: Output
@@ -343,6 +384,7 @@ class SnowFamily(Family):
 
     def _accept(self, st: _Station, p: SnowParams, t: int, depth: float) -> None:
         st.acc_t, st.acc_d = t, depth
+        st.last_good_t = max(st.last_good_t, t)
         st.points.append((t, depth))
         keep = int(p.level_window_h * HOUR_MS)
         while st.points and st.points[0][0] < t - keep:
@@ -371,24 +413,41 @@ class SnowFamily(Family):
         st.open_hour = end
         pts = [(t, d) for t, d in st.points if t < end]
         n_hour = sum(1 for t, _ in pts if t >= h)
+        poor = False
+        if n_hour < p.poor_echo_fallback_readings:
+            # Too few good echoes (falling snow scatters ultrasound): add the poor ones
+            # of the window; their scatter widens the margin below (a wider error).
+            extra = [(t, d) for t, d in st.poor_points if t < end]
+            if sum(1 for t, _ in extra if t >= h) > 0:
+                pts = sorted(pts + extra)
+                n_hour = sum(1 for t, _ in pts if t >= h)
+                poor = True
         level = math.nan
         new = math.nan
+        pending = 0.0
         if n_hour:
-            level, sigma = _level(pts, end)
+            fit = pts
+            usual = float(np.median(st.sigmas)) if st.sigmas else math.inf
+            if not poor and n_hour >= 4 and usual <= p.quiet_sigma_cm:
+                # A quiet sensor (laser) needs no second hour to find its level, and a
+                # line through two hours overshoots when the snowfall eases (the storm
+                # ends mid-window): snow that never fell, counted for good.
+                fit = [(t, d) for t, d in pts if t >= h]
+            level, sigma = _level(fit, end)
             if not math.isfinite(st.ref):
                 # The first hour starts the reference: the median of its readings (a line
                 # through one hour, read at its end, scatters twice as much).
                 level = float(np.median([d for t, d in pts if t >= h]))
-            if math.isfinite(sigma):
-                st.sigmas.append(sigma)
             station = self.registry.stations.get(sid)
             laser = station is not None and station.sensor_type == "laser"
             # Before the station's own noise is known: the vendor figure, read as ±2 σ.
             prior = (p.noise_laser_cm if laser else p.noise_ultrasonic_cm) / 2
-            new = self._new_snow(st, p, level, len(pts), prior)
+            new, pending = self._new_snow(st, p, level, len(fit), prior=prior, sigma_now=sigma)
+            if math.isfinite(sigma) and not poor:
+                st.sigmas.append(sigma)
         temp = float(np.mean(st.temps)) if st.temps else math.nan
         st.temps = []
-        st.hours.append(_Hour(h, new, level, temp))
+        st.hours.append(_Hour(h, new, level, temp, pending, poor, st.rise if n_hour else 0.0))
         fields: dict[str, Any] = {
             "depth_cm": level,
             "new_snow_cm": new,
@@ -398,18 +457,27 @@ class SnowFamily(Family):
         }
         out.point(SNOW_HOURLY, {"device": sid, "district": self._district(sid) or ""}, fields, h)
 
-    def _new_snow(self, st: _Station, p: SnowParams, level: float, n: int, prior: float) -> float:
+    def _new_snow(
+        self, st: _Station, p: SnowParams, level: float, n: int, *, prior: float, sigma_now: float
+    ) -> tuple[float, float]:
         """JMA hourly new snow against a hysteresis reference (docs/rules-snow.md#new-snow).
 
         The reference follows the level with play ±m: it moves up only when the level
         is more than m above it (the rise is new snow) and down only when the level is
         more than m below it (settling or melt). m is the deadband or, larger, the
         level's own noise (``hysteresis_z`` standard errors), so noise cannot pump it.
+        The noise is the larger of the station's usual (median of 24 h) and the
+        window's own: wind and falling snow raise it within the hour, and a margin
+        set in the calm before the storm would let the storm's noise count as snow.
+
+        Returns (new snow, the rise above the reference not yet counted).
         """
         if not math.isfinite(st.ref):
             st.ref = level
-            return 0.0
+            return 0.0, 0.0
         sigma = float(np.median(st.sigmas)) if st.sigmas else prior
+        if math.isfinite(sigma_now):
+            sigma = max(sigma, sigma_now)
         # Standard error of the end-of-hour level: a Theil–Sen line fitted to n readings
         # and read at its end scatters by about 2.4/√n of one reading's noise (measured:
         # 0.67 σ at n = 12, 1.0 σ at n = 6).
@@ -426,7 +494,8 @@ class SnowFamily(Family):
             st.ref = target
         elif level + m < st.ref:
             st.ref = level + m
-        return new
+        st.rise = max(0.0, level - st.ref)
+        return new, max(0.0, level - p.pending_margin * m - st.ref)
 
     def _reset_ms(self, end: int) -> int:
         """Start of the accumulation: last plowing end, at most ``window_h`` back."""
@@ -480,14 +549,13 @@ class SnowFamily(Family):
                 # still seeing the same weather.
                 share = sum(1 for _, x in st.echo if x) / len(st.echo)
                 by_type.setdefault(kind, []).append(share >= self._p(sid).poor_echo_share / 2)
-        snowing = self._snowing(now_ms)
         for sid, st in self.stations.items():
             if st.poor_since < 0 or st.status.get("poor_echo", (False, 0))[0]:
                 continue
             p = self._p(sid)
             if now_ms - st.poor_since < p.poor_echo_min * MINUTE_MS:
                 continue
-            if snowing and station_is_ultrasonic(self.registry, sid):
+            if station_is_ultrasonic(self.registry, sid) and self._snowing(now_ms):
                 continue  # falling snow scatters ultrasound: weather, not a fault
             station = self.registry.stations.get(sid)
             peers = by_type.get(station.sensor_type if station else "?", [])
@@ -497,7 +565,9 @@ class SnowFamily(Family):
 
     def _snowing(self, now_ms: int) -> bool:
         """New snow at two or more stations in the last three hours: it is snowing in
-        town (docs/domain.md#sensor-noise: falling snow weakens ultrasonic echoes)."""
+        town (docs/domain.md#echo-loss-in-snowfall: falling snow weakens ultrasonic
+        echoes). A station's level rests on its poor echoes when good ones are too few,
+        so a storm on two blind stations still counts."""
         since = now_ms - 3 * HOUR_MS
         count = 0
         for st in self.stations.values():
@@ -602,11 +672,10 @@ class SnowFamily(Family):
             self.town_hours_until = ends[-1]
         self._dispatch(now_ms, out)
 
-    def _dispatch(self, now_ms: int, out: Output, upto_ms: int | None = None) -> None:
-        """snow.dispatch, the staged call-outs and the town-wide alert, on closed hours
-        (those ending by ``upto_ms`` when given)."""
-        tp = self._town()
-        rows = []  # (sid, since_plowed, first hour, last hour end, crossing, temp, depth)
+    def _rows(self, tp: SnowParams, upto_ms: int | None) -> list[Any]:
+        """Per station: (sid, state, params, figure, first hour with snow, end of the
+        newest hour, crossing time per level, threshold, newest hour, hours, rate)."""
+        rows = []
         for sid, st in self.stations.items():
             hours = (
                 st.hours
@@ -619,36 +688,59 @@ class SnowFamily(Family):
             last = hours[-1]
             end = last.start + HOUR_MS
             start = self._reset_ms(end)
-            total = 0.0
+            counted = 0.0
+            total = prev = 0.0
             first = -1
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
             crossed: dict[float, int] = {}
+            carry = 0.0  # rise before the accumulation began, not yet counted then
             for h in hours:
-                if h.start + HOUR_MS <= start or not h.new_cm > 0:
+                if h.start + HOUR_MS <= start:
+                    if math.isfinite(h.new_cm):
+                        carry = h.rise_cm
                     continue
-                if first < 0:
+                if h.new_cm > 0:
+                    counted += h.new_cm
+                if not math.isfinite(h.new_cm):
+                    continue  # no level this hour: the last figure stands
+                # The station's figure: what the hysteresis counted, plus the rise it
+                # has not yet counted, less what had risen before the accumulation
+                # began (counted late, it fell before; docs/rules-snow.md#snowdispatch).
+                prev, total = total, max(0.0, counted + h.pending_cm - carry)
+                if first < 0 and total > 0:
                     first = h.start
-                total += h.new_cm
                 for level in (thr, *tp.stages_cm):
                     if total >= level and level not in crossed:
                         crossed[level] = h.start + HOUR_MS
-            rows.append((sid, st, p, total, first, end, crossed, thr, last, hours))
+            rate = max(0.0, total - prev)
+            rows.append((sid, st, p, total, first, end, crossed, thr, last, hours, rate))
+        return rows
+
+    def _dispatch(self, now_ms: int, out: Output, upto_ms: int | None = None) -> None:
+        """snow.dispatch, the staged call-outs and the town-wide alert, on closed hours
+        (those ending by ``upto_ms`` when given)."""
+        tp = self._town()
+        rows = self._rows(tp, upto_ms)
         # --- dispatch and stages: each counts stations that reached their figure
         rules: list[tuple[str, float | None]] = [("dispatch", None)]
         rules += [(f"callout_{int(s)}", s) for s in tp.stages_cm if s > tp.dispatch_cm]
         for rule, stage in rules:
             hits = []
-            for sid, st, _p, total, first, end, crossed, thr, last, _hours in rows:
+            for sid, st, _p, total, first, end, crossed, thr, last, _hours, rate in rows:
                 level = thr if stage is None else stage
                 if level in crossed:
-                    hits.append((crossed[level], sid, st, total, first, end, last))
+                    hits.append((crossed[level], sid, st, total, first, end, last, rate))
             was = self.town_status.get(rule, (False, 0))
+            if was[0]:
+                self._hold(rows, hits, stage=stage, was=was, now_ms=upto_ms or now_ms, tp=tp)
             healthy = [x for x in hits if self._healthy(x[2])]
             pool = hits if was[0] else healthy  # faults only keep a call from starting
             ok = len(pool) >= tp.dispatch_stations
             pool.sort(key=lambda x: (x[0], x[1]))
             at = pool[tp.dispatch_stations - 1][0] if ok else self._clear_at(rows, was, now_ms)
             self._town_finding(rule, stage=stage, ok=ok, at=at, pool=pool, tp=tp, out=out)
+            if stage is None and upto_ms is None:
+                self._uncertain(rows, active=ok, now_ms=now_ms, tp=tp, out=out)
         # --- town-wide alert on total depth
         was = self.town_status.get("town_alert", (False, 0))
         deep = []
@@ -680,6 +772,104 @@ class SnowFamily(Family):
             out=out,
         )
 
+    def _hold(
+        self,
+        rows: list[Any],
+        hits: list[Any],
+        *,
+        stage: float | None,
+        was: tuple[bool, int],
+        now_ms: int,
+        tp: SnowParams,
+    ) -> None:
+        """One call per accumulation: until plowing resets it, an active call also counts
+        the stations whose figure is within ``resolve_margin_cm`` below the threshold, so
+        a figure dipping with the noise (or the 24 h window sliding over a storm's first
+        hours) does not end the call only for it to start again."""
+        plowed = self.shared.last_plowing_before(now_ms)
+        if plowed is not None and plowed > was[1]:
+            return
+        seen = {x[1] for x in hits}
+        for sid, st, _p, total, first, end, _crossed, thr, last, _hours, rate in rows:
+            level = thr if stage is None else stage
+            if sid not in seen and total >= level - tp.resolve_margin_cm:
+                hits.append((end, sid, st, total, first, end, last, rate))
+
+    def _blind(self, st: _Station, p: SnowParams, now_ms: int) -> str | None:
+        """Why a station cannot see now, or None: nearly all echoes of the last hour
+        poor (``blind_poor_share``), no reading for ``blind_min``, or a frozen sensor."""
+        if st.status.get("frozen", (False, 0))[0]:
+            return "frozen"
+        if st.last_t >= 0 and now_ms - st.last_t >= p.blind_min * MINUTE_MS:
+            return "offline"
+        recent = [x for t, x in st.echo if t > now_ms - HOUR_MS]
+        if len(recent) >= 3 and sum(recent) / len(recent) >= p.blind_poor_share:
+            return "poor_echo"
+        return None
+
+    def _uncertain(
+        self, rows: list[Any], *, active: bool, now_ms: int, tp: SnowParams, out: Output
+    ) -> None:
+        """snow.dispatch_uncertain: it is snowing, no call yet, and stations whose figure
+        could decide one cannot see (docs/rules-snow.md#snowdispatch_uncertain)."""
+        since = now_ms - 3 * HOUR_MS
+        snowing = any(
+            r[10] > 0 or any(h.start + HOUR_MS > since and h.new_cm > 0 for h in list(r[9])[-4:])
+            for r in rows
+        )
+        blind: list[tuple[str, str, _Station, float]] = []
+        seeing_hits = 0
+        for sid, st, p, total, _first, _end, crossed, thr, _last, _hours, _rate in rows:
+            why = self._blind(st, p, now_ms)
+            if why is None:
+                seeing_hits += 1 if thr in crossed else 0
+                continue
+            # It matters when its figure is on the way to the threshold: the snow that
+            # falls unseen could take it over (above it, it is already counted).
+            if p.uncertain_share * thr <= total < thr:
+                blind.append((sid, why, st, total))
+        ok = snowing and not active and bool(blind) and seeing_hits < tp.dispatch_stations
+        parts_ja, parts_en = [], []
+        for sid, why, st, total in sorted(blind, key=lambda x: (-x[3], x[0]))[:6]:
+            station = self.registry.stations.get(sid)
+            name = f"{station.name} {sid}" if station else sid
+            ja, en = FAULT_TEXT.get(why, (why, why))
+            good = (
+                f"最終良好 {hhmm(st.last_good_t)} 積雪 {fmt_num(st.acc_d)} cm"
+                if st.last_good_t >= 0
+                else "良好な値なし"
+            )
+            good_en = (
+                f"last good {hhmm(st.last_good_t)} depth {fmt_num(st.acc_d)} cm"
+                if st.last_good_t >= 0
+                else "no good reading"
+            )
+            parts_ja.append(f"{name} ({ja}、{good}、新雪 {fmt_num(total)} cm)")
+            parts_en.append(f"{sid} ({en}, {good_en}, new snow {fmt_num(total)} cm)")
+        values: dict[str, Value] = {"stations": ",".join(sorted(b[0] for b in blind))}
+        if ok:
+            msg = (
+                f"除雪出動判断が不確か: 降雪中に観測できない地点 {'、'.join(parts_ja)}。"
+                "残る地点と弱いエコーで判定を続けます。巡回で確認してください。"
+            )
+            msg_en = (
+                f"Dispatch judgement uncertain: stations blind in snowfall: "
+                f"{'; '.join(parts_en)}. Judging on with the rest and the weak echoes; "
+                "send a patrol to check."
+            )
+        else:
+            msg = "除雪出動判断の不確かさ 解消。"
+            msg_en = "Dispatch judgement no longer uncertain."
+        self._emit_town(
+            "dispatch_uncertain",
+            active=ok,
+            at=now_ms,
+            values=values,
+            msg=msg,
+            msg_en=msg_en,
+            out=out,
+        )
+
     def _clear_at(self, rows: list[Any], was: tuple[bool, int], now_ms: int) -> int:
         """Event time of a town rule found inactive: the plowing that reset the
         accumulation, else the end of the newest closed hour."""
@@ -696,24 +886,31 @@ class SnowFamily(Family):
         stage: float | None,
         ok: bool,
         at: int,
-        pool: list[tuple[int, str, _Station, float, int, int, _Hour]],
+        pool: list[tuple[int, str, _Station, float, int, int, _Hour, float]],
         tp: SnowParams,
         out: Output,
     ) -> None:
         parts_ja, parts_en = [], []
         temps = []
-        for i, (_c, sid, _st, total, first, end, last) in enumerate(
-            sorted(pool, key=lambda x: (-x[3], x[1]))[:6]
-        ):
+        shown = sorted(pool, key=lambda x: (-x[3], x[1]))[:6]
+        end = max((x[5] for x in shown), default=0)
+        # The window stated is the window counted: the hours that end after the last
+        # plowing (from the hour it ended in), else from the first hour with snow.
+        plowed = self.shared.last_plowing_before(end) if shown else None
+        if plowed is not None and plowed > end - tp.window_h * HOUR_MS:
+            since = floor_hour(plowed)
+            from_ja, from_en = (
+                f"除雪 {hhmm(plowed)} 終了から",
+                f"since plowing ended {hhmm(plowed)}",
+            )
+        else:
+            since = min((x[4] for x in shown if x[4] >= 0), default=end)
+            from_ja, from_en = "降り始めから", "since it began"
+        for i, (_c, sid, _st, total, _first, _end, last, rate) in enumerate(shown):
             station = self.registry.stations.get(sid)
-            span = f" ({hhmm(first)}–{hhmm(end)})" if first >= 0 else ""
-            if i == 0:
-                name = f"{station.name} " if station else ""
-                parts_ja.append(f"{name}{sid} 新雪 {fmt_num(total)} cm{span}")
-                parts_en.append(f"{sid} new snow {fmt_num(total)} cm{span}")
-            else:
-                parts_ja.append(f"{sid} {fmt_num(total)} cm")
-                parts_en.append(f"{sid} {fmt_num(total)} cm")
+            name = f"{station.name} " if station and i == 0 else ""
+            parts_ja.append(f"{name}{sid} {fmt_num(total)} cm (毎時 {fmt_num(rate)} cm)")
+            parts_en.append(f"{sid} {fmt_num(total)} cm ({fmt_num(rate)} cm/h)")
             if math.isfinite(last.air_temp_c):
                 temps.append(last.air_temp_c)
         level = tp.dispatch_cm if stage is None else stage
@@ -730,8 +927,14 @@ class SnowFamily(Family):
             "max_cm": round(max((x[3] for x in pool), default=0.0), 1),
         }
         if ok:
-            msg = f"{title_ja}: {'、'.join(parts_ja)}。{basis_ja}。"
-            msg_en = f"{title_en}: {', '.join(parts_en)}; {basis_en}."
+            values["since_ms"] = since
+            values["figures"] = ",".join(f"{x[1]}={x[3]:.1f}" for x in shown)
+            values["rates"] = ",".join(f"{x[1]}={x[7]:.1f}" for x in shown)
+            span = _span(since, end)
+            span_ja = f"新雪 {span} ({from_ja})"
+            span_en = f"new snow {span} ({from_en})"
+            msg = f"{title_ja}: {span_ja} {'、'.join(parts_ja)}。{basis_ja}。"
+            msg_en = f"{title_en}: {span_en}: {', '.join(parts_en)}; {basis_en}."
             warm = max(temps) if temps else math.nan
             if math.isfinite(warm) and warm > tp.holdback_temp_c:
                 values["air_temp_c"] = round(warm, 1)
@@ -778,12 +981,23 @@ class SnowFamily(Family):
                 at_ms=at,
                 # The depth alert informs the department's management (豪雪体制);
                 # the calls that send plows out are the ones that wake people.
-                severity=Severity.WARNING if rule == "town_alert" else Severity.CRITICAL,
+                severity=Severity.WARNING
+                if rule in ("town_alert", "dispatch_uncertain")
+                else Severity.CRITICAL,
                 values=values,
                 message=msg,
                 message_en=msg_en,
             )
         )
+
+
+def _span(since: int, end: int) -> str:
+    """「20:00–02:00」; with dates when it spans more than half a day (a 24 h window
+    would read 「03:00–03:00」)."""
+    if end - since <= 12 * HOUR_MS:
+        return f"{hhmm(since)}–{hhmm(end)}"
+    a, b = jst(since), jst(end)
+    return f"{a.month}/{a.day} {a:%H:%M}–{b.month}/{b.day} {b:%H:%M}"
 
 
 def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:

@@ -18,7 +18,7 @@ import pytest
 from core.config import load_config, load_registry
 from rules.config import RulesConfig
 from rules.engine import Engine
-from rules.model import HOUR_MS, MINUTE_MS, Finding, Output, Shared
+from rules.model import HOUR_MS, MINUTE_MS, Finding, Output, Shared, hhmm
 from rules.schema import SNOW_HOURLY, STATION_HEALTH
 from rules.snow import SnowFamily
 from rules.sources import RecordedSource
@@ -387,3 +387,67 @@ def test_hundred_stations_one_day_feed_is_fast(registry: Registry) -> None:
     fam.feed("snow_depth", frame, out)
     fam.tick(T0 + 24 * HOUR_MS, out)
     assert sum(1 for p in out.points if p.measurement == SNOW_HOURLY) >= n * 23
+
+
+# ---------------------------------------------------------------- blind sensors (issue 14)
+
+
+def test_storm_on_two_blind_ultrasonic_stations_is_called_on_time_and_warned(
+    registry: Registry,
+) -> None:
+    """3 cm/h for 5 h on two ultrasonic stations whose echoes are nearly all poor (the
+    storm of issue 14): the call comes within an hour of the true crossing, with figures
+    close to the truth, and before it a warning names the blind stations."""
+    depth = {"ST02": snowing(60.0, 3.0, 180, 480), "ST03": snowing(70.0, 3.0, 180, 480)}
+    depth |= {s: flat(65.0) for s in ("ST04", "ST05", "ST01", "ST06")}
+    rng = np.random.default_rng(3)
+
+    def blind(sid: str, minute: int, row: dict[str, Any]) -> None:
+        # 85 % poor echoes: noisier, but of the same surface
+        if sid in ("ST02", "ST03") and 180 <= minute < 480 and rng.random() < 0.85:
+            row["quality"] = 30
+            row["depth_cm"] = round(row["depth_cm"] + rng.normal(0, 3.0), 1)
+
+    frame = readings(list(depth), 10, depth, noise_cm=1.0, edit=blind)
+    findings, _ = run(family(registry), frame, 10)
+    fired = changes(findings, "snow.dispatch")
+    # 10 cm at 3 cm/h from 03:00: 06:20, so the true crossing is the end of hour 06:00
+    true_cross = T0 + 7 * HOUR_MS
+    assert fired and fired[0][0] is True, fired
+    assert true_cross - HOUR_MS <= fired[0][1] <= true_cross + HOUR_MS
+    call = next(f for f in findings if f.rule == "snow.dispatch" and f.active)
+    assert "中町公民館 ST02" in call.message or "上町児童公園 ST03" in call.message
+    since = call.values["since_ms"]
+    assert isinstance(since, int)
+    # The figures are new snow over the stated window, within max(2 cm, 20 %).
+    end = call.at_ms
+    truth = 3.0 * (end - max(since, T0 + 3 * HOUR_MS)) / HOUR_MS
+    figures = dict(x.split("=") for x in str(call.values["figures"]).split(","))
+    for sid in ("ST02", "ST03"):
+        assert abs(float(figures[sid]) - truth) <= max(2.0, 0.2 * truth), (sid, figures, truth)
+    warned = changes(findings, "snow.dispatch_uncertain")
+    assert warned and warned[0][0] is True and warned[0][1] < fired[0][1], warned
+    warning = next(f for f in findings if f.rule == "snow.dispatch_uncertain" and f.active)
+    assert warning.severity == "warning"
+    assert "除雪出動判断が不確か" in warning.message and "最終良好" in warning.message
+    assert "ST02" in warning.message and "エコー不良" in warning.message
+    # the call resolves the warning
+    assert warned[-1][0] is False
+
+
+def test_call_states_its_window_and_hourly_rate(registry: Registry) -> None:
+    """「新雪 14 cm (12:00–13:00)」 read as 14 cm in an hour: the window stated is the one
+    counted, and each station's current hourly rate is given apart."""
+    depth = snowing(60.0, 3.0, 120, 480)
+    frame = readings(["ST01", "ST06"], 9, depth, noise_cm=0.3)
+    findings, _ = run(family(registry), frame, 9)
+    call = next(f for f in findings if f.rule == "snow.dispatch" and f.active)
+    since = call.values["since_ms"]
+    assert isinstance(since, int)
+    start = hhmm(since)
+    assert f"新雪 {start}–{hhmm(call.at_ms)} (降り始めから)" in call.message, call.message
+    assert "毎時 3 cm" in call.message, call.message
+    # the window holds what the figure counts: 3 cm/h since the snow began at 02:00
+    hours = (call.at_ms - max(since, T0 + 2 * HOUR_MS)) / HOUR_MS
+    figures = dict(x.split("=") for x in str(call.values["figures"]).split(","))
+    assert all(abs(float(v) - 3.0 * hours) <= 2.0 for v in figures.values()), (figures, hours)

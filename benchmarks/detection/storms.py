@@ -1,9 +1,508 @@
-"""Placeholder: the storms family of the detection battery (being written)."""
+"""The storms family of the detection battery: generated storm nights and the dispatch call.
+
+Each scenario is one or two storm nights drawn from the simulators' parameter space
+(docs/detection.md#storm-nights): intensity 0.5–6 cm/h, flat, bell or bursty, 2–16 h,
+on 1, 2, 3 or all stations, cold or near 0 °C, with the sensors' echo loss in snowfall,
+random dropouts, spikes and frozen sensors, blind spells during heavy snow and
+sometimes plowing during the storm. Every scenario goes through ingest's processor and
+the rules backtest (``benchmarks.detection.pipeline``) and is scored against its truth
+with the definitions of docs/detection.md#dispatch.
+"""
 
 from __future__ import annotations
 
-from benchmarks.detection.common import FamilyResult
+import argparse
+import math
+import random
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED, FamilyResult, scenario_seed
+from benchmarks.detection.pipeline import run_scenario
+from core.config import Config, load_config, load_registry
+from rules.config import RulesConfig, with_settings
+from rules.families import BY_NAME
+from rules.model import HOUR_MS
+from rules.params import SnowParams
+from rules.scoring.snow import SnowTruth
+from rules.transitions import Transition
+from sensors.registry import Registry
+from simulators.scenario import Scenario, parse_scenario
+
+__all__ = ["ON_TIME_H", "Tally", "generate", "run", "score_scenario"]
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_CONFIG = REPO / "config" / "yukimizu.toml"
+FAMILY = "storms"
+FULL_SCENARIOS = 160  # ~1.3 nights each: > 200 storm nights
+QUICK_SCENARIOS = 36
+ON_TIME_H = 1.0  # docs/detection.md#dispatch: called within 1 h of the true crossing
+MATCH_H = 3.0  # a call this close to a crossing is about it (late or early, not false)
+NEAR_MISS_CM = 8.0  # the truth's second station peaked at 8 cm or more
+_JST = timezone(timedelta(hours=9))
+_FIGURE = re.compile(r"([A-Z0-9]+)=(-?[0-9.]+)")
+
+
+# ---------------------------------------------------------------- generator
+
+
+@dataclass(frozen=True)
+class Night:
+    """What one storm night was drawn as (for the per-case lines)."""
+
+    start: datetime
+    hours: float
+    rate_cm_h: float
+    profile: str
+    stations: tuple[str, ...]
+    temp_c: float
+
+
+@dataclass(frozen=True)
+class Generated:
+    scenario: Scenario
+    nights: tuple[Night, ...]
+
+
+def generate(base_seed: int, index: int, registry: Registry) -> Generated:
+    """Scenario ``index`` of the storms family for ``base_seed`` (deterministic)."""
+    rng = random.Random(scenario_seed(base_seed, FAMILY, index))
+    station_ids = sorted(registry.stations)
+    ultrasonic = {s for s, st in registry.stations.items() if st.sensor_type == "ultrasonic"}
+    day = datetime(2025, 12, 1, tzinfo=_JST) + timedelta(days=rng.randrange(0, 100))
+    first = day + timedelta(minutes=10 * rng.randrange(15 * 6, 27 * 6))  # 15:00–03:00
+    n_nights = 2 if rng.random() < 0.3 else 1
+    near_zero = rng.random() < 0.5
+    temp = rng.uniform(-1.5, 1.0) if near_zero else rng.uniform(-10.0, -2.0)
+    events: list[dict[str, Any]] = []
+    nights: list[Night] = []
+    start = first
+    end = first
+    for n in range(n_nights):
+        if n:
+            # The next evening: 16–30 h after the first night began, never overlapping.
+            start = max(end + timedelta(hours=3), start + timedelta(hours=rng.uniform(16, 30)))
+            start = start.replace(minute=start.minute // 10 * 10, second=0, microsecond=0)
+        hours = round(rng.uniform(2.0, 16.0), 1)
+        rate = math.exp(rng.uniform(math.log(0.5), math.log(6.0)))
+        profile = rng.choice(("flat", "bell", "bursty"))
+        k = rng.choice((1, 2, 3, len(station_ids)))
+        chosen = tuple(sorted(rng.sample(station_ids, k)))
+        storm_temp = round(min(2.0, temp + rng.uniform(-0.7, 0.7)), 1)
+        spread = round(rng.uniform(0.0, 0.3), 2)
+        stations: Any = "all" if k == len(station_ids) else list(chosen)
+        events += _storm_events(
+            rng,
+            start=start,
+            hours=hours,
+            rate=rate,
+            profile=profile,
+            stations=stations,
+            temp=storm_temp,
+            spread=spread,
+        )
+        end = start + timedelta(hours=hours)
+        nights.append(Night(start, hours, round(rate, 2), profile, chosen, storm_temp))
+        snowy_us = [s for s in chosen if s in ultrasonic]
+        events += _blind_spells(rng, start, hours, rate, snowy_us)
+        if rng.random() < 0.35:
+            # Plowing during the storm (the accumulation starts again after it).
+            at = start + timedelta(hours=hours * rng.uniform(0.4, 0.9))
+            at = at.replace(second=0, microsecond=0)
+            events.append({"type": "dispatch", "at": at, "plows": "all", "segments": "all"})
+        elif n_nights == 2 and n == 0 and rng.random() < 0.5:
+            at = (end + timedelta(hours=rng.uniform(1, 4))).replace(second=0, microsecond=0)
+            events.append({"type": "dispatch", "at": at, "plows": "all", "segments": "all"})
+    events += _random_faults(rng, first, end, station_ids)
+    # 6 h before the snow: the stations' noise is known when it starts; 5 h after: the
+    # last call and its plowing are seen.
+    sc_start = (first - timedelta(hours=6)).replace(minute=0)
+    sc_end = end + timedelta(hours=5)
+    doc: dict[str, Any] = {
+        "name": f"storms-{base_seed}-{index}",
+        "seed": scenario_seed(base_seed, FAMILY, index) % (2**62),
+        "start": sc_start,
+        "end": sc_end,
+        "devices": {"meters": "none", "plows": "all"},
+        "intervals": {"plow_fix_s": 5},  # the slowest documented rate: fewer fixes, same trips
+        "weather": {
+            "mean_temp_c": round(temp + rng.uniform(-1.0, 1.0), 1),
+            "diurnal_amplitude_c": round(rng.uniform(0.5, 4.0), 1),
+            "initial_depth_cm": round(rng.uniform(0.0, 120.0)),
+        },
+        "sensors": {
+            "spike_rate": round(rng.uniform(0.0, 0.01), 4),
+            "dropout_rate": round(rng.uniform(0.0, 0.004), 4),
+            "dropout_max_readings": rng.randint(1, 12),
+        },
+        "events": events,
+    }
+    return Generated(parse_scenario(doc, doc["name"]), tuple(nights))
+
+
+def _storm_events(
+    rng: random.Random,
+    *,
+    start: datetime,
+    hours: float,
+    rate: float,
+    profile: str,
+    stations: Any,
+    temp: float,
+    spread: float,
+) -> list[dict[str, Any]]:
+    base = {"type": "storm", "stations": stations, "temp_c": temp, "spread": spread}
+    if profile != "bursty":
+        total = round(rate * hours, 1)
+        return [
+            {**base, "start": start, "duration_h": hours, "total_cm": total, "profile": profile}
+        ]
+    # Bursty: 2–5 flat bursts of uneven strength with lulls between them, the same
+    # snow in all as a flat storm of this rate and length.
+    k = rng.randint(2, 5)
+    weights = [rng.uniform(0.2, 1.0) for _ in range(k)]
+    lulls = [rng.uniform(0.1, 0.5) for _ in range(k - 1)]
+    busy = hours / (1 + sum(lulls) / k)
+    out = []
+    t = start
+    for i, w in enumerate(weights):
+        dur = max(0.5, busy * w / sum(weights))
+        burst_rate = rate * hours / busy * rng.uniform(0.6, 1.6)
+        out.append(
+            {
+                **base,
+                "start": t,
+                "duration_h": round(dur, 2),
+                "total_cm": round(burst_rate * dur, 1),
+                "profile": "flat",
+            }
+        )
+        t += timedelta(hours=dur)
+        if i < len(lulls):
+            t += timedelta(hours=busy / k * lulls[i])
+        t = t.replace(second=0, microsecond=0)
+    return out
+
+
+def _blind_spells(
+    rng: random.Random, start: datetime, hours: float, rate: float, ultrasonic: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Beyond the simulator's own echo loss (docs/domain.md#echo-loss-in-snowfall): in
+    proportion to the snowfall, an ultrasonic station goes blind (no usable echo) or
+    gives no reading at all for a while during the storm."""
+    out: list[dict[str, Any]] = []
+    for sid in ultrasonic:
+        if rng.random() < min(0.6, rate / 8):
+            at = start + timedelta(hours=rng.uniform(0.0, hours * 0.8))
+            out.append(
+                {
+                    "type": "fault",
+                    "device": sid,
+                    "fault": "poor_quality",
+                    "start": at.replace(second=0, microsecond=0),
+                    "duration_h": round(rng.uniform(0.5, 3.0), 1),
+                }
+            )
+        if rng.random() < min(0.4, rate / 12):
+            at = start + timedelta(hours=rng.uniform(0.0, hours * 0.8))
+            out.append(
+                {
+                    "type": "fault",
+                    "device": sid,
+                    "fault": "dropout",
+                    "start": at.replace(second=0, microsecond=0),
+                    "duration_h": round(rng.uniform(0.3, 2.0), 1),
+                }
+            )
+    return out
+
+
+def _random_faults(
+    rng: random.Random, first: datetime, end: datetime, stations: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Frozen sensors and bursts of spikes at random times of the scenario."""
+    out: list[dict[str, Any]] = []
+    span_h = (end - first).total_seconds() / 3600 + 6
+    if rng.random() < 0.25:
+        at = first - timedelta(hours=3) + timedelta(hours=rng.uniform(0, span_h))
+        out.append(
+            {
+                "type": "fault",
+                "device": rng.choice(stations),
+                "fault": "frozen",
+                "start": at.replace(second=0, microsecond=0),
+                "duration_h": round(rng.uniform(1.0, 5.0), 1),
+            }
+        )
+    if rng.random() < 0.25:
+        at = first - timedelta(hours=3) + timedelta(hours=rng.uniform(0, span_h))
+        out.append(
+            {
+                "type": "fault",
+                "device": rng.choice(stations),
+                "fault": "spikes",
+                "start": at.replace(second=0, microsecond=0),
+                "duration_h": round(rng.uniform(0.5, 3.0), 1),
+                "rate": round(rng.uniform(0.05, 0.3), 2),
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass
+class Tally:
+    """Dispatch scores summed over scenarios (docs/detection.md#dispatch)."""
+
+    storms: int = 0
+    crossings: int = 0
+    on_time: int = 0
+    late: int = 0  # matched, but more than ON_TIME_H after the crossing
+    early: int = 0  # matched, but more than ON_TIME_H before the crossing
+    missed: int = 0
+    false: int = 0
+    duplicate: int = 0
+    near_miss: int = 0
+    delays_h: list[float] = field(default_factory=list)
+    figures: int = 0
+    figures_ok: int = 0
+    figure_errors: list[str] = field(default_factory=list)
+    uncertain_storms: int = 0
+    cases: list[str] = field(default_factory=list)  # the worst ones, for the notes
+
+    def add(self, other: Tally) -> None:
+        for k, v in vars(other).items():
+            if isinstance(v, list):
+                getattr(self, k).extend(v)
+            else:
+                setattr(self, k, getattr(self, k) + v)
+
+
+def score_scenario(
+    truth_dir: Path,
+    transitions: list[tuple[int, Transition]],
+    nights: Sequence[Night],
+    p: SnowParams,
+    name: str = "",
+) -> Tally:
+    truth = SnowTruth.load(truth_dir)
+    crossings = truth.crossings(p)
+    calls = [
+        (d, t) for d, t in transitions if t.rule == "snow.dispatch" and t.firing
+    ]  # detection time: the evaluation step that emitted it
+    s = Tally(storms=len(nights), crossings=len(crossings))
+    s.uncertain_storms = min(
+        len(nights),
+        len({_ms(t) // (6 * HOUR_MS) for _d, t in transitions if _uncertain(t)}),
+    )
+    used: set[int] = set()
+    matched: dict[int, int] = {}  # call index → crossing
+    for c in crossings:
+        best = None
+        for i, (d, _t) in enumerate(calls):
+            if i in used or abs(d - c) > MATCH_H * HOUR_MS:
+                continue
+            if best is None or abs(d - c) < abs(calls[best][0] - c):
+                best = i
+        if best is None:
+            s.missed += 1
+            s.cases.append(f"{name}: missed crossing {_hhmm(c)}")
+            continue
+        used.add(best)
+        matched[best] = c
+        delay = (calls[best][0] - c) / HOUR_MS
+        s.delays_h.append(round(delay, 2))
+        if abs(delay) <= ON_TIME_H:
+            s.on_time += 1
+        else:
+            if delay > 0:
+                s.late += 1
+            else:
+                s.early += 1
+            s.cases.append(f"{name}: crossing {_hhmm(c)} called {delay:+.1f} h")
+    for i, (d, t) in enumerate(calls):
+        if i in matched:
+            _figures(s, truth, t, name)
+        else:
+            _unmatched(s, truth, p, d=d, t=t, matched=[calls[j][0] for j in matched], name=name)
+    return s
+
+
+def _unmatched(
+    s: Tally,
+    truth: SnowTruth,
+    p: SnowParams,
+    *,
+    d: int,
+    t: Transition,
+    matched: list[int],
+    name: str,
+) -> None:
+    """A call about no crossing: duplicate, near-miss or false."""
+    at = _ms(t)
+    # One call per accumulation: a call in an accumulation that already had one.
+    reset = truth.reset_ms(at, p)
+    if any(reset < m < d for m in matched):
+        s.duplicate += 1
+        s.cases.append(f"{name}: duplicate call {_hhmm(d)}: {t.message[:90]}")
+        return
+    peak = max(truth.second_highest(at + k * HOUR_MS, p) for k in range(4))
+    if peak >= NEAR_MISS_CM:
+        s.near_miss += 1
+    else:
+        s.false += 1
+        s.cases.append(f"{name}: false call {_hhmm(d)} (truth 2nd {peak:.1f} cm)")
+
+
+def _uncertain(t: Transition) -> bool:
+    return t.rule == "snow.dispatch_uncertain" and t.firing
+
+
+def _figures(s: Tally, truth: SnowTruth, t: Transition, name: str) -> None:
+    """Each station's figure against the truth for the window the message states."""
+    since = t.values.get("since_ms")
+    figures = t.values.get("figures")
+    if not isinstance(since, int) or not isinstance(figures, str):
+        # Older messages state no machine-readable window: read the first figure and
+        # its "(HH:MM–HH:MM)" span from the text.
+        figs = _legacy_figures(t)
+    else:
+        end = _ms(t)
+        figs = [(sid, float(v), since, end) for sid, v in _FIGURE.findall(figures)]
+    for sid, value, start, end in figs:
+        want = truth.totals(start, end).get(sid, 0.0)
+        s.figures += 1
+        if abs(value - want) <= max(2.0, 0.2 * want):
+            s.figures_ok += 1
+        else:
+            s.figure_errors.append(f"{name}: {sid} {value:.1f} cm, truth {want:.1f} cm")
+
+
+_SPAN = re.compile(
+    r"([A-Z]{2}[0-9]+) 新雪 ([0-9.]+) cm \(([0-9]{2}):([0-9]{2})–([0-9]{2}):([0-9]{2})\)"
+)
+
+
+def _legacy_figures(t: Transition) -> list[tuple[str, float, int, int]]:
+    m = _SPAN.search(t.message)
+    if not m:
+        return []
+    end = _ms(t)
+    local_end = datetime.fromtimestamp(end / 1000, _JST)
+    first = local_end.replace(hour=int(m.group(3)), minute=int(m.group(4)))
+    if first >= local_end:
+        first -= timedelta(days=1)
+    start = int(first.timestamp() * 1000)  # hours ending after it: the span's hours
+    return [(m.group(1), float(m.group(2)), start, end)]
+
+
+def _ms(t: Transition) -> int:
+    return int(t.event_time.timestamp() * 1000)
+
+
+def _hhmm(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, _JST).strftime("%m-%d %H:%M")
+
+
+# ---------------------------------------------------------------- the family
+
+
+def _pct(a: int, b: int) -> float:
+    return 100.0 * a / b if b else 100.0
+
+
+def _dist(xs: Sequence[float]) -> str:
+    if not xs:
+        return "–"
+    q = statistics.quantiles(xs, n=10, method="inclusive") if len(xs) > 1 else [xs[0]] * 9
+    return f"p50 {statistics.median(xs):+.1f} h, p90 {q[8]:+.1f} h, max {max(xs):+.1f} h"
+
+
+def battery(
+    base_seed: int,
+    n: int,
+    *,
+    cfg: Config | None = None,
+    rcfg: RulesConfig | None = None,
+) -> tuple[Tally, int]:
+    """Run ``n`` scenarios; the summed tally and how many storm nights they held."""
+    cfg = cfg or load_config(SAMPLE_CONFIG, environ={})
+    registry = load_registry(cfg)
+    rcfg = rcfg or with_settings(cfg)
+    p: SnowParams = rcfg.snow
+    families = [BY_NAME["plow"], BY_NAME["snow"]]
+    total = Tally()
+    with tempfile.TemporaryDirectory(prefix="yukimizu-storms-") as tmp:
+        for i in range(n):
+            g = generate(base_seed, i, registry)
+            ran = run_scenario(
+                g.scenario,
+                registry,
+                cfg=cfg,
+                rcfg=rcfg,
+                families=families,
+                truth_dir=Path(tmp) / str(i),
+            )
+            total.add(
+                score_scenario(ran.truth_dir, ran.result.transitions, g.nights, p, name=f"#{i}")
+            )
+    return total, total.storms
 
 
 def run(base_seed: int, *, quick: bool) -> FamilyResult:
-    raise NotImplementedError("the storms battery is not written yet")
+    n = QUICK_SCENARIOS if quick else FULL_SCENARIOS
+    t, storms = battery(base_seed, n)
+    matched = t.on_time + t.late + t.early
+    calls = matched + t.false + t.duplicate + t.near_miss
+    on_time_pct = _pct(t.on_time, t.crossings)
+    false_per_20 = 20.0 * (t.false + t.duplicate) / storms if storms else 0.0
+    lines = [
+        f"storms: {n} scenarios, {storms} storm nights, {t.crossings} true crossings",
+        f"  snow.dispatch  recall {_pct(matched, t.crossings):.0f}% "
+        f"(on time ≤ {ON_TIME_H:.0f} h: {t.on_time}/{t.crossings} = {on_time_pct:.1f}%; "
+        f"late {t.late}, early {t.early}, missed {t.missed})",
+        f"  snow.dispatch  precision {_pct(matched, calls):.0f}% ({calls} calls: "
+        f"{t.false} false, {t.duplicate} duplicate, {t.near_miss} near-miss "
+        f"[truth's 2nd station ≥ {NEAR_MISS_CM:.0f} cm, reported apart])",
+        f"  snow.dispatch  delay {_dist(t.delays_h)}",
+        f"  snow.dispatch  figures within max(2 cm, 20 %): {t.figures_ok}/{t.figures} "
+        f"= {_pct(t.figures_ok, t.figures):.1f}%",
+        f"  snow.dispatch_uncertain  fired in {t.uncertain_storms} of {storms} storm nights",
+    ]
+    notes = [f"    {c}" for c in t.cases[:12]] + [f"    figure: {e}" for e in t.figure_errors[:6]]
+    return FamilyResult(
+        lines=lines,
+        summary={"dispatch_on_time_pct": on_time_pct, "dispatch_false_per_20": false_per_20},
+        scenarios=n,
+        notes=notes,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The storms family alone: ``python -m benchmarks.detection.storms [--quick]``."""
+    parser = argparse.ArgumentParser(description="the storms family of the detection battery")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--tune", action="store_true", help=f"seed {TUNING_SEED}")
+    args = parser.parse_args(argv)
+    base = args.seed if args.seed is not None else (TUNING_SEED if args.tune else HELD_OUT_SEED)
+    t0 = time.monotonic()
+    result = run(base, quick=args.quick)
+    print(f"storms battery: base seed {base}, {'quick' if args.quick else 'full'}")
+    for line in result.lines + result.notes:
+        print(line)
+    print(f"elapsed {time.monotonic() - t0:.0f} s; summary {result.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import csv
 import json
+from bisect import bisect_right
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -44,33 +46,78 @@ def _ms(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+@dataclass
+class SnowTruth:
+    """The truth's hourly new snow per station and the ends of its plowing."""
+
+    hourly: dict[int, dict[str, float]]  # hour start (ms) → station → new snow (cm)
+    plowing_ends: list[int]  # ms, sorted
+    _hours: list[int] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def load(cls, truth_dir: Path) -> SnowTruth:
+        hourly: dict[int, dict[str, float]] = defaultdict(dict)
+        with (truth_dir / "snow_hourly.csv").open() as fh:
+            for row in csv.DictReader(fh):
+                hourly[_ms(row["hour_start"])][row["station"]] = float(row["new_snow_cm"])
+        truth = json.loads((truth_dir / "truth.json").read_text())
+        return cls(dict(hourly), sorted(_plowing_ends(truth)))
+
+    def reset_ms(self, end_ms: int, p: SnowParams) -> int:
+        """Start of the accumulation that hours ending at ``end_ms`` belong to."""
+        last = max((e for e in self.plowing_ends if e <= end_ms), default=None)
+        start = end_ms - p.window_h * HOUR_MS
+        return start if last is None else max(start, last)
+
+    def totals(self, start_ms: int, end_ms: int) -> dict[str, float]:
+        """New snow per station of the hours that end in ``(start_ms, end_ms]``."""
+        hours = self._sorted()
+        out: dict[str, float] = defaultdict(float)
+        for i in range(bisect_right(hours, start_ms - HOUR_MS), len(hours)):
+            h = hours[i]
+            if h + HOUR_MS > end_ms:
+                break
+            for st, v in self.hourly[h].items():
+                out[st] += v
+        return dict(out)
+
+    def _sorted(self) -> list[int]:
+        if len(self._hours) != len(self.hourly):
+            self._hours = sorted(self.hourly)
+        return self._hours
+
+    def crossings(self, p: SnowParams) -> list[int]:
+        """One per accumulation: the condition turning true after it was false (a
+        plowing since the last crossing, or the window sliding past the snow)."""
+        crossings: list[int] = []
+        was = False
+        for h in sorted(self.hourly):
+            end = h + HOUR_MS
+            hit = self.hit(end, p)
+            last = max((e for e in self.plowing_ends if e <= end), default=None)
+            if crossings and last is not None and last > crossings[-1]:
+                was = False  # plowed since the last crossing: a new accumulation
+            if hit and not was:
+                crossings.append(end)
+            was = hit
+        return crossings
+
+    def hit(self, end_ms: int, p: SnowParams) -> bool:
+        totals = self.totals(self.reset_ms(end_ms, p), end_ms)
+        return sum(1 for v in totals.values() if v >= p.dispatch_cm) >= p.dispatch_stations
+
+    def second_highest(self, end_ms: int, p: SnowParams) -> float:
+        """The second station's new snow of the accumulation at ``end_ms`` (the figure
+        that decides a 2-station call)."""
+        totals = sorted(self.totals(self.reset_ms(end_ms, p), end_ms).values(), reverse=True)
+        k = p.dispatch_stations - 1
+        return totals[k] if len(totals) > k else 0.0
+
+
 def true_crossings(truth_dir: Path, p: SnowParams | None = None) -> list[int]:
     """End-of-hour times (ms) at which the truth's new snow since the last plowing
     reached the dispatch threshold at enough stations (one per accumulation)."""
-    p = p or SnowParams()
-    hourly: dict[int, dict[str, float]] = defaultdict(dict)
-    with (truth_dir / "snow_hourly.csv").open() as fh:
-        for row in csv.DictReader(fh):
-            hourly[_ms(row["hour_start"])][row["station"]] = float(row["new_snow_cm"])
-    truth = json.loads((truth_dir / "truth.json").read_text())
-    ends = sorted(_plowing_ends(truth))
-    crossings: list[int] = []
-    hours = sorted(hourly)
-    for h in hours:
-        end = h + HOUR_MS
-        last = max((e for e in ends if e <= end), default=None)
-        start = end - p.window_h * HOUR_MS
-        if last is not None:
-            start = max(start, last)
-        totals: dict[str, float] = defaultdict(float)
-        for hh in hours:
-            if start < hh + HOUR_MS <= end:
-                for st, v in hourly[hh].items():
-                    totals[st] += v
-        hit = sum(1 for v in totals.values() if v >= p.dispatch_cm) >= p.dispatch_stations
-        if hit and not (crossings and (last is None or crossings[-1] > last)):
-            crossings.append(end)
-    return crossings
+    return SnowTruth.load(truth_dir).crossings(p or SnowParams())
 
 
 def _plowing_ends(truth: dict[str, object]) -> list[int]:

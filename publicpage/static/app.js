@@ -14,7 +14,7 @@
   }
   var layers = { segments: L.layerGroup().addTo(map), plows: L.layerGroup().addTo(map),
                  stations: L.layerGroup().addTo(map) };
-  var state = { feed: null, fitted: false, segments: {} };
+  var state = { feed: null, fitted: false, segments: {}, props: {}, choices: "" };
   window.yukimizuPublic = state; // read by the browser tests and by curious developers
 
   function el(tag, text, cls) {
@@ -65,6 +65,97 @@
     ul.appendChild(plow);
   }
 
+  // ---- My road: chosen by the resident, kept in this browser only (localStorage). Nothing
+  // of it goes into a request: the feed URL is the same for everyone (docs/public.md#my-road).
+  var MY_KEY = "yukimizu.myRoad";
+  var MY_DEFAULT = "道路を選ぶと、除雪の状況と見込みをここに表示します。";
+
+  function loadMyRoad() {
+    try { return window.localStorage.getItem(MY_KEY); } catch (e) { return null; }
+  }
+
+  function saveMyRoad(id) {
+    try {
+      if (id) { window.localStorage.setItem(MY_KEY, id); } else { window.localStorage.removeItem(MY_KEY); }
+    } catch (e) { state.storageFailed = true; } // private mode: kept for this visit only
+  }
+  state.myRoad = loadMyRoad();
+
+  function etaWords(p) {
+    return p.eta_label ? "除雪見込み: " + p.eta_label + (p.eta_range ? "（" + p.eta_range + "）" : "") : "";
+  }
+
+  function drawMyRoad() {
+    var status = document.getElementById("myroad-status");
+    var clear = document.getElementById("myroad-clear");
+    var id = state.myRoad, p = id ? state.props[id] : null;
+    status.textContent = "";
+    clear.hidden = !id;
+    Object.keys(state.segments).forEach(function (k) {
+      state.segments[k].setStyle({ weight: k === id ? 10 : 6 });
+    });
+    if (!id) { status.textContent = MY_DEFAULT; return; }
+    if (!p) { status.textContent = "選んだ道路は現在の一覧にありません。選び直してください。"; return; }
+    status.appendChild(el("strong", p.name, "myroad-name"));
+    status.appendChild(el("span", "：" + p.band_label + (p.inferred ? "（推定）" : ""), "myroad-band"));
+    var eta = etaWords(p);
+    if (eta) { status.appendChild(el("span", " " + eta, "myroad-eta eta-" + p.eta)); }
+    status.appendChild(el("span", " 最終除雪: " +
+      (p.last_plowed ? fmtTime(p.last_plowed) : "記録なし（過去7日）"), "myroad-last"));
+  }
+
+  function chooseRoad(id) {
+    state.myRoad = id;
+    saveMyRoad(id);
+    drawMyRoad();
+    document.getElementById("myroad-picker").open = false;
+    map.closePopup();
+    var status = document.getElementById("myroad-status");
+    status.setAttribute("tabindex", "-1");
+    status.focus(); // the choice's result is read out next
+  }
+
+  function filterChoices() {
+    // Every word typed must appear in the road's name or its segment id.
+    var words = document.getElementById("road-search").value.toLowerCase().split(/\s+/)
+      .filter(function (w) { return w !== ""; });
+    document.querySelectorAll("#road-choices li").forEach(function (li) {
+      var hay = (li.getAttribute("data-name") + " " + li.getAttribute("data-segment")).toLowerCase();
+      li.hidden = !words.every(function (w) { return hay.indexOf(w) >= 0; });
+    });
+  }
+
+  function drawChoices(features) {
+    // Rebuilt only when the roads change, so a refresh does not move the focus away.
+    var key = features.map(function (f) { return f.properties.id + ":" + f.properties.name; }).join("|");
+    if (key === state.choices) { return; }
+    state.choices = key;
+    var ul = document.getElementById("road-choices");
+    ul.textContent = "";
+    // A road often has several segments of one name: those say which segment they are.
+    var count = {};
+    features.forEach(function (f) { count[f.properties.name] = (count[f.properties.name] || 0) + 1; });
+    features.slice().sort(function (a, b) {
+      return a.properties.name.localeCompare(b.properties.name, "ja") ||
+        (a.properties.id < b.properties.id ? -1 : 1);
+    }).forEach(function (f) {
+      var p = f.properties, li = el("li");
+      var b = el("button", count[p.name] > 1 ? p.name + "（区間 " + p.id + "）" : p.name);
+      b.type = "button";
+      b.addEventListener("click", function () { chooseRoad(p.id); });
+      li.setAttribute("data-segment", p.id);
+      li.setAttribute("data-name", p.name);
+      li.appendChild(b);
+      ul.appendChild(li);
+    });
+    filterChoices();
+  }
+
+  document.getElementById("road-search").addEventListener("input", filterChoices);
+  document.getElementById("myroad-clear").addEventListener("click", function () {
+    chooseRoad(null);
+  });
+
   function segmentPopup(p) {
     var div = el("div", null, "segment-popup");
     div.appendChild(el("strong", p.name));
@@ -76,9 +167,14 @@
     div.appendChild(el("div", p.band_label));
     if (p.eta_label) {
       // When the road will be plowed: words, with the band when there is one.
-      div.appendChild(el("div", "除雪見込み: " + p.eta_label +
-                         (p.eta_range ? "（" + p.eta_range + "）" : ""), "eta eta-" + p.eta));
+      div.appendChild(el("div", etaWords(p), "eta eta-" + p.eta));
     }
+    var mine = el("button", p.id === state.myRoad ? "わたしの道路です" : "わたしの道路にする",
+                  "choose-road");
+    mine.type = "button";
+    mine.disabled = p.id === state.myRoad;
+    mine.addEventListener("click", function () { chooseRoad(p.id); });
+    div.appendChild(mine);
     return div;
   }
 
@@ -87,6 +183,7 @@
     legend.forEach(function (b) { byKey[b.key] = b; });
     layers.segments.clearLayers();
     state.segments = {};
+    state.props = {};
     var list = document.getElementById("segment-list");
     list.textContent = "";
     features.forEach(function (f) {
@@ -101,6 +198,7 @@
       }).bindPopup(function () { return segmentPopup(p); });
       line.addTo(layers.segments);
       state.segments[p.id] = line;
+      state.props[p.id] = p;
       var item = el("li", p.name + " — " + p.band_label + (p.inferred ? "（推定）" : "") +
                     (p.eta_label ? " — 除雪見込み: " + p.eta_label : ""));
       item.setAttribute("data-segment", p.id);
@@ -172,6 +270,8 @@
     feed.features.forEach(function (f) { (by[f.properties.kind] || []).push(f); });
     drawLegend(feed.legend);
     drawSegments(by.segment, feed.legend);
+    drawChoices(by.segment);
+    drawMyRoad();
     drawPlows(by.plow);
     drawStations(by.station);
     document.getElementById("updated").textContent =

@@ -105,9 +105,11 @@
   }
 
   function chooseRoad(id) {
+    var changed = state.myRoad !== id;
     state.myRoad = id;
     saveMyRoad(id);
     drawMyRoad();
+    if (changed) { pushRoadChanged(); }
     document.getElementById("myroad-picker").open = false;
     map.closePopup();
     var status = document.getElementById("myroad-status");
@@ -150,6 +152,129 @@
     });
     filterChoices();
   }
+
+  // ---- "Tell me when my road is done": standard Web Push (docs/public.md#web-push). Only
+  // on the resident's request is anything sent: the push service's endpoint, its keys
+  // and the chosen segment id.
+  var PUSH_KEY = "yukimizu.push";
+  var pushCapable = "serviceWorker" in navigator && "PushManager" in window &&
+    "Notification" in window && window.isSecureContext;
+
+  function pushOn() {
+    try { return window.localStorage.getItem(PUSH_KEY) === "1"; } catch (e) { return false; }
+  }
+
+  function setPush(on, message) {
+    try {
+      if (on) { window.localStorage.setItem(PUSH_KEY, "1"); } else { window.localStorage.removeItem(PUSH_KEY); }
+    } catch (e) { state.storageFailed = true; }
+    drawPush(message);
+  }
+
+  function drawPush(message) {
+    var box = document.getElementById("push");
+    box.hidden = !pushCapable || !state.myRoad;
+    document.getElementById("push-toggle").textContent =
+      pushOn() ? "通知をやめる" : "除雪が終わったら通知する";
+    if (message !== undefined) { document.getElementById("push-status").textContent = message; }
+  }
+
+  function postJson(url, doc) {
+    return fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
+                        body: JSON.stringify(doc), cache: "no-store" })
+      .then(function (r) {
+        if (!r.ok) { var e = new Error("HTTP " + r.status); e.name = "HTTP" + r.status; throw e; }
+      });
+  }
+
+  function keyBytes(b64) {
+    var s = atob(b64.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((b64.length + 3) % 4));
+    var out = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) { out[i] = s.charCodeAt(i); }
+    return out;
+  }
+
+  function withTimeout(promise) {
+    return new Promise(function (resolve, reject) {
+      var t = setTimeout(function () {
+        var e = new Error("push service"); e.name = "Timeout"; reject(e);
+      }, window.yukimizuPushTimeoutMs || 20000);
+      promise.then(function (v) { clearTimeout(t); resolve(v); },
+                   function (e) { clearTimeout(t); reject(e); });
+    });
+  }
+
+  function sendSubscription(sub) {
+    var j = sub.toJSON();
+    return postJson("push/subscribe", { endpoint: j.endpoint, keys: j.keys, segments: [state.myRoad] });
+  }
+
+  function pushError(e) {
+    var name = (e && e.name) || "Error";
+    if (name === "Unavailable") { return "このサイトでは通知を利用できません。"; }
+    if (name === "Denied") { return "通知が許可されていません。ブラウザの設定で許可してください。"; }
+    if (name === "Timeout" || name === "AbortError") {
+      return "通知サービスに接続できませんでした。しばらくしてからお試しください。";
+    }
+    if (name === "HTTP429" || name === "HTTP503") {
+      return "ただいま混み合っています。しばらくしてからお試しください。";
+    }
+    return "通知を登録できませんでした（" + name + "）。";
+  }
+
+  function pushSubscribe() {
+    var reg;
+    drawPush("通知を準備しています…");
+    navigator.serviceWorker.register("sw.js")
+      .then(function (r) { reg = r; return navigator.serviceWorker.ready; })
+      .then(function () { return fetch("push/key", { cache: "no-cache" }); })
+      .then(function (r) {
+        if (!r.ok) { var e = new Error("no push"); e.name = "Unavailable"; throw e; }
+        return r.text();
+      })
+      .then(function (key) {
+        return Notification.requestPermission().then(function (p) {
+          if (p !== "granted") { var e = new Error(p); e.name = "Denied"; throw e; }
+          // The browser asks its push service; with none reachable it may never answer.
+          return withTimeout(reg.pushManager.subscribe({
+            userVisibleOnly: true, applicationServerKey: keyBytes(key.trim()) }));
+        });
+      })
+      .then(sendSubscription)
+      .then(function () { setPush(true, "除雪が終わったらこの端末に通知します（今シーズン末まで）。"); })
+      .catch(function (e) { setPush(false, pushError(e)); });
+  }
+
+  function currentSubscription() {
+    return navigator.serviceWorker.getRegistration().then(function (reg) {
+      return reg ? reg.pushManager.getSubscription() : null;
+    });
+  }
+
+  function pushUnsubscribe(message) {
+    currentSubscription()
+      .then(function (sub) {
+        if (!sub) { return null; }
+        return postJson("push/unsubscribe", { endpoint: sub.endpoint })
+          .then(function () { return sub.unsubscribe(); });
+      })
+      .then(function () { setPush(false, message); })
+      .catch(function (e) { drawPush(pushError(e)); });
+  }
+
+  function pushRoadChanged() {
+    // A subscribed resident who picks another road: the subscription follows it.
+    if (!pushCapable || !pushOn()) { drawPush(); return; }
+    if (!state.myRoad) { pushUnsubscribe("通知を停止しました。"); return; }
+    currentSubscription()
+      .then(function (sub) { return sub ? sendSubscription(sub) : null; })
+      .then(function () { drawPush("通知する道路を変更しました。"); })
+      .catch(function (e) { drawPush(pushError(e)); });
+  }
+
+  document.getElementById("push-toggle").addEventListener("click", function () {
+    if (pushOn()) { pushUnsubscribe("通知を停止しました。"); } else { pushSubscribe(); }
+  });
 
   document.getElementById("road-search").addEventListener("input", filterChoices);
   document.getElementById("myroad-clear").addEventListener("click", function () {
@@ -272,6 +397,7 @@
     drawSegments(by.segment, feed.legend);
     drawChoices(by.segment);
     drawMyRoad();
+    drawPush();
     drawPlows(by.plow);
     drawStations(by.station);
     document.getElementById("updated").textContent =

@@ -17,15 +17,24 @@ from typing import Any
 import pytest
 from py_vapid import Vapid02
 
+from core.config import ConfigError
 from devtools.localstack import InfluxDB1
 from publicpage.build import build
-from publicpage.config import PublicConfig, PushConfig
+from publicpage.config import PublicConfig, PushConfig, load_public_config
 from publicpage.push import PushStore, season_end_ms
 from publicpage.pushsend import Sender, application_server_key, load_vapid, send_round
 from publicpage.pushserve import PushEndpoint
 from publicpage.serve import Server
 from publicpage.snapshot import Snapshot
-from tests.public_support import AT_MS, HOUR, MIN, query_client, registry, synthetic_lines
+from tests.public_support import (
+    AT_MS,
+    HOUR,
+    MIN,
+    query_client,
+    registry,
+    sample_config,
+    synthetic_lines,
+)
 from tests.push_support import Receiver, post_json, receiving
 
 
@@ -302,3 +311,23 @@ def test_too_many_subscriptions_and_the_rate_limit(site: Site, tmp_path: Path) -
     finally:
         rx.close()
         gen.close()
+
+
+def test_push_config_errors_name_the_field() -> None:
+    cfg = sample_config()
+
+    def load(push: dict[str, Any]) -> PushConfig:
+        return load_public_config(cfg.model_copy(update={"public": {"push": push}})).push
+
+    assert not load({}).enabled
+    with pytest.raises(ConfigError, match=r"public\.push\.subject: required"):
+        load({"vapid_key_file": "vapid.pem"})
+    with pytest.raises(ConfigError, match=r"public\.push\.season_end"):
+        load({"season_end": "4/30"})
+    with pytest.raises(ConfigError, match=r"public\.push\.subject"):
+        load({"subject": "josetsu@town"})
+    with pytest.raises(ConfigError, match=r"public\.push\.sevices: unknown key"):
+        load({"sevices": []})
+    pc = load({"vapid_key_file": "vapid.pem", "subject": "mailto:a@town.example.jp"})
+    assert pc.enabled and pc.vapid_key_file == cfg.base_dir / "vapid.pem"
+    assert pc.store == cfg.base_dir / ".yukimizu" / "push.sqlite"

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
 from pywebpush import WebPushException, webpush
 
+from core.config import ConfigError
 from publicpage.config import PushConfig
 from publicpage.push import Due, PushStore
 from publicpage.snapshot import JST
@@ -69,8 +70,18 @@ Post = Callable[[dict[str, Any], bytes], Answer]
 
 
 def load_vapid(path: Path) -> Vapid02:
-    """The VAPID private key (PEM), e.g. made with ``vapid --gen``."""
-    return Vapid02.from_file(private_key_file=str(path))
+    """The VAPID private key (PEM), e.g. made with ``openssl ecparam``; ConfigError if
+    missing or unusable. (py_vapid's own from_file makes a new key when the file is
+    missing: a mistyped path would silently invalidate every subscription.)"""
+    field = "public.push.vapid_key_file"
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from exc
+    try:
+        return Vapid02.from_pem(pem)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{field}: {path} is not a private key in PEM") from exc
 
 
 def application_server_key(vapid: Vapid02) -> str:

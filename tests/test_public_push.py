@@ -331,3 +331,12 @@ def test_push_config_errors_name_the_field() -> None:
     pc = load({"vapid_key_file": "vapid.pem", "subject": "mailto:a@town.example.jp"})
     assert pc.enabled and pc.vapid_key_file == cfg.base_dir / "vapid.pem"
     assert pc.store == cfg.base_dir / ".yukimizu" / "push.sqlite"
+
+
+def test_vapid_key_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"public\.push\.vapid_key_file: cannot read"):
+        load_vapid(tmp_path / "missing.pem")
+    assert not (tmp_path / "missing.pem").exists()  # no new key made behind our back
+    (tmp_path / "bad.pem").write_text("-----BEGIN EC PRIVATE KEY-----\nxx\n")
+    with pytest.raises(ConfigError, match=r"is not a private key in PEM"):
+        load_vapid(tmp_path / "bad.pem")

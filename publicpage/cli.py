@@ -121,6 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.server_port,
         server.http.max_connections,
     )
+    if push:
+        log.info("public: Web Push subscriptions at /push/, stored in %s", pcfg.push.store)
     print(f"serving {args.dir} on http://{args.host}:{server.server_port}/", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:

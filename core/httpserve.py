@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 REASONS = {
     200: "OK",
+    201: "Created",
     304: "Not Modified",
     400: "Bad Request",
     403: "Forbidden",
@@ -62,6 +63,8 @@ REASONS = {
     408: "Request Timeout",
     413: "Content Too Large",
     414: "URI Too Long",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",

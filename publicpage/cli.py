@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from datetime import datetime
@@ -16,8 +17,11 @@ from core.influxql import InfluxQuery, QueryError
 from core.signals import stop_on_signals
 from publicpage.build import build
 from publicpage.config import PublicConfig, load_public_config
+from publicpage.push import PushStore
+from publicpage.pushsend import Sender, application_server_key, load_vapid, send_round
+from publicpage.pushserve import PushEndpoint
 from publicpage.serve import make_server
-from publicpage.snapshot import JST, now_ms
+from publicpage.snapshot import JST, Snapshot, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def _setup(args: argparse.Namespace) -> tuple[Config, PublicConfig, Path]:
     return cfg, pcfg, out
 
 
-def _build_once(cfg: Config, pcfg: PublicConfig, out: Path, at_ms: int) -> None:
+def _build_once(cfg: Config, pcfg: PublicConfig, out: Path, at_ms: int) -> Snapshot:
     client = InfluxQuery(cfg.influx)
     try:
         snap = build(pcfg, load_registry(cfg), client, out, at_ms)
@@ -56,6 +60,7 @@ def _build_once(cfg: Config, pcfg: PublicConfig, out: Path, at_ms: int) -> None:
         len(snap.plows),
         snap.stale(pcfg.stale_after_s),
     )
+    return snap
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -71,21 +76,44 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, pcfg, out = _setup(args)
     stop = stop_on_signals(log, "stopping")
+    push = None
+    if pcfg.push.vapid_key_file is not None:
+        push = (PushStore(pcfg.push.store), Sender(load_vapid(pcfg.push.vapid_key_file), pcfg.push))
     while not stop.is_set():
         try:
-            _build_once(cfg, pcfg, out, now_ms())
+            at = now_ms()
+            snap = _build_once(cfg, pcfg, out, at)
         except QueryError as exc:
             # The previous files stay in place; the page itself shows their age.
             log.warning("public: build failed, previous files kept: %s", exc)
+        else:
+            if push is not None:
+                try:
+                    counts = send_round(push[0], snap.segments, at, push[1], pcfg.push)
+                except sqlite3.Error as exc:  # the next round tries again
+                    log.warning("public: push store: %s", exc)
+                else:
+                    if +counts:
+                        log.info("public: push notices %s", dict(+counts))
         # Aligned to the interval, like the rules engine, so builds follow its cycles.
         step = pcfg.interval_s
         stop.wait(step - time.time() % step + 5)
     return 0
 
 
+def _push_endpoint(pcfg: PublicConfig) -> tuple[PushEndpoint, PushStore] | None:
+    if pcfg.push.vapid_key_file is None:
+        return None
+    vapid = load_vapid(pcfg.push.vapid_key_file)
+    store = PushStore(pcfg.push.store)
+    return PushEndpoint(pcfg.push, store, application_server_key(vapid)), store
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(server_name="yukimizu-public", max_connections=args.max_connections)
-    server = make_server(args.dir, args.host, args.port, limits)
+    pcfg = load_public_config(resolve_config(getattr(args, "config", None)))
+    push = _push_endpoint(pcfg)
+    server = make_server(args.dir, args.host, args.port, limits, push[0] if push else None)
     log.info(
         "public: serving %s on http://%s:%d/ (at most %d connections)",
         args.dir,
@@ -93,6 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.server_port,
         server.http.max_connections,
     )
+    if push:
+        log.info("public: Web Push subscriptions at /push/, stored in %s", pcfg.push.store)
     print(f"serving {args.dir} on http://{args.host}:{server.server_port}/", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
@@ -101,6 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
+        if push:
+            push[1].close()
     return 0
 
 

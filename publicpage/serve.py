@@ -4,11 +4,13 @@ For local use and small towns without nginx; it is also what benchmarks/public.p
 measures. Files are served from memory (re-read when their inode, size or mtime
 changes: the builder replaces them atomically, so a new inode means a new file),
 HTTP/1.1 keep-alive, ``ETag``/``If-None-Match`` for the page's one-minute revalidation.
-The HTTP side, and what it does against hostile clients, is core.httpserve.
+The HTTP side, and what it does against hostile clients, is core.httpserve. With
+``[public.push]`` configured it also takes Web Push subscriptions (publicpage.pushserve).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import mimetypes
@@ -19,7 +21,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from core.httpserve import HttpServer, Limits, Request, Response, simple
+from publicpage.pushserve import PushEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +126,47 @@ class Server:
     core.httpserve's (docs/public.md#hostile-clients).
     """
 
-    def __init__(self, root: Path, host: str, port: int, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        host: str,
+        port: int,
+        limits: Limits | None = None,
+        push: PushEndpoint | None = None,
+    ) -> None:
         self.files = FileCache(root)
+        self.push = push
+        self._known: tuple[str, set[str] | None] = ("", None)
+        if push is not None:
+            push.known_segments = self.known_segments
+            # POST (subscriptions only) with a small body; everything else as before.
+            limits = dataclasses.replace(
+                limits or Limits(server_name="yukimizu-public"),
+                methods=frozenset({"GET", "HEAD", "POST"}),
+                max_body_bytes=push.pcfg.max_body_bytes,
+            )
         self.http = HttpServer(
             self.handle, host, port, limits or Limits(server_name="yukimizu-public"), name="public"
         )
         self.server_port: int = self.http.port
 
+    def known_segments(self) -> set[str] | None:
+        """The segment ids of the built site (data/status.json), None before a build."""
+        entry = self.files.get("data/status.json")
+        if entry is None:
+            return None
+        if self._known[0] != entry.etag:
+            doc = orjson.loads(entry.body)
+            self._known = (entry.etag, {str(s["id"]) for s in doc.get("segments", [])})
+        return self._known[1]
+
     def handle(self, req: Request) -> Response:
+        if self.push is not None and req.path.startswith("/push/"):
+            return self.push.handle(req)
+        if req.method == "POST":
+            resp = simple(405)
+            resp.headers.append(("Allow", "GET, HEAD"))
+            return resp
         rel = self.files.resolve(req.path)
         try:
             entry = None if rel is None else self.files.get(rel)
@@ -152,5 +190,7 @@ class Server:
         self.http.close()
 
 
-def make_server(root: Path, host: str, port: int, limits: Limits | None = None) -> Server:
-    return Server(root, host, port, limits)
+def make_server(
+    root: Path, host: str, port: int, limits: Limits | None = None, push: PushEndpoint | None = None
+) -> Server:
+    return Server(root, host, port, limits, push)

@@ -14,7 +14,7 @@
   }
   var layers = { segments: L.layerGroup().addTo(map), plows: L.layerGroup().addTo(map),
                  stations: L.layerGroup().addTo(map) };
-  var state = { feed: null, fitted: false, segments: {} };
+  var state = { feed: null, fitted: false, segments: {}, props: {}, choices: "" };
   window.yukimizuPublic = state; // read by the browser tests and by curious developers
 
   function el(tag, text, cls) {
@@ -65,6 +65,222 @@
     ul.appendChild(plow);
   }
 
+  // ---- My road: chosen by the resident, kept in this browser only (localStorage). Nothing
+  // of it goes into a request: the feed URL is the same for everyone (docs/public.md#my-road).
+  var MY_KEY = "yukimizu.myRoad";
+  var MY_DEFAULT = "道路を選ぶと、除雪の状況と見込みをここに表示します。";
+
+  function loadMyRoad() {
+    try { return window.localStorage.getItem(MY_KEY); } catch (e) { return null; }
+  }
+
+  function saveMyRoad(id) {
+    try {
+      if (id) { window.localStorage.setItem(MY_KEY, id); } else { window.localStorage.removeItem(MY_KEY); }
+    } catch (e) { state.storageFailed = true; } // private mode: kept for this visit only
+  }
+  state.myRoad = loadMyRoad();
+
+  function etaWords(p) {
+    return p.eta_label ? "除雪見込み: " + p.eta_label + (p.eta_range ? "（" + p.eta_range + "）" : "") : "";
+  }
+
+  function drawMyRoad() {
+    var status = document.getElementById("myroad-status");
+    var clear = document.getElementById("myroad-clear");
+    var id = state.myRoad, p = id ? state.props[id] : null;
+    status.textContent = "";
+    clear.hidden = !id;
+    Object.keys(state.segments).forEach(function (k) {
+      state.segments[k].setStyle({ weight: k === id ? 10 : 6 });
+    });
+    if (!id) { status.textContent = MY_DEFAULT; return; }
+    if (!p) { status.textContent = "選んだ道路は現在の一覧にありません。選び直してください。"; return; }
+    status.appendChild(el("strong", p.name, "myroad-name"));
+    status.appendChild(el("span", "：" + p.band_label + (p.inferred ? "（推定）" : ""), "myroad-band"));
+    var eta = etaWords(p);
+    if (eta) { status.appendChild(el("span", " " + eta, "myroad-eta eta-" + p.eta)); }
+    status.appendChild(el("span", " 最終除雪: " +
+      (p.last_plowed ? fmtTime(p.last_plowed) : "記録なし（過去7日）"), "myroad-last"));
+  }
+
+  function chooseRoad(id) {
+    var changed = state.myRoad !== id;
+    state.myRoad = id;
+    saveMyRoad(id);
+    drawMyRoad();
+    if (changed) { pushRoadChanged(); }
+    document.getElementById("myroad-picker").open = false;
+    map.closePopup();
+    var status = document.getElementById("myroad-status");
+    status.setAttribute("tabindex", "-1");
+    status.focus(); // the choice's result is read out next
+  }
+
+  function filterChoices() {
+    // Every word typed must appear in the road's name or its segment id.
+    var words = document.getElementById("road-search").value.toLowerCase().split(/\s+/)
+      .filter(function (w) { return w !== ""; });
+    document.querySelectorAll("#road-choices li").forEach(function (li) {
+      var hay = (li.getAttribute("data-name") + " " + li.getAttribute("data-segment")).toLowerCase();
+      li.hidden = !words.every(function (w) { return hay.indexOf(w) >= 0; });
+    });
+  }
+
+  function drawChoices(features) {
+    // Rebuilt only when the roads change, so a refresh does not move the focus away.
+    var key = features.map(function (f) { return f.properties.id + ":" + f.properties.name; }).join("|");
+    if (key === state.choices) { return; }
+    state.choices = key;
+    var ul = document.getElementById("road-choices");
+    ul.textContent = "";
+    // A road often has several segments of one name: those say which segment they are.
+    var count = {};
+    features.forEach(function (f) { count[f.properties.name] = (count[f.properties.name] || 0) + 1; });
+    features.slice().sort(function (a, b) {
+      return a.properties.name.localeCompare(b.properties.name, "ja") ||
+        (a.properties.id < b.properties.id ? -1 : 1);
+    }).forEach(function (f) {
+      var p = f.properties, li = el("li");
+      var b = el("button", count[p.name] > 1 ? p.name + "（区間 " + p.id + "）" : p.name);
+      b.type = "button";
+      b.addEventListener("click", function () { chooseRoad(p.id); });
+      li.setAttribute("data-segment", p.id);
+      li.setAttribute("data-name", p.name);
+      li.appendChild(b);
+      ul.appendChild(li);
+    });
+    filterChoices();
+  }
+
+  // ---- "Tell me when my road is done": standard Web Push (docs/public.md#web-push). Only
+  // on the resident's request is anything sent: the push service's endpoint, its keys
+  // and the chosen segment id.
+  var PUSH_KEY = "yukimizu.push";
+  var pushCapable = "serviceWorker" in navigator && "PushManager" in window &&
+    "Notification" in window && window.isSecureContext;
+
+  function pushOn() {
+    try { return window.localStorage.getItem(PUSH_KEY) === "1"; } catch (e) { return false; }
+  }
+
+  function setPush(on, message) {
+    try {
+      if (on) { window.localStorage.setItem(PUSH_KEY, "1"); } else { window.localStorage.removeItem(PUSH_KEY); }
+    } catch (e) { state.storageFailed = true; }
+    drawPush(message);
+  }
+
+  function drawPush(message) {
+    var box = document.getElementById("push");
+    box.hidden = !pushCapable || !state.myRoad;
+    document.getElementById("push-toggle").textContent =
+      pushOn() ? "通知をやめる" : "除雪が終わったら通知する";
+    if (message !== undefined) { document.getElementById("push-status").textContent = message; }
+  }
+
+  function postJson(url, doc) {
+    return fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
+                        body: JSON.stringify(doc), cache: "no-store" })
+      .then(function (r) {
+        if (!r.ok) { var e = new Error("HTTP " + r.status); e.name = "HTTP" + r.status; throw e; }
+      });
+  }
+
+  function keyBytes(b64) {
+    var s = atob(b64.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((b64.length + 3) % 4));
+    var out = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) { out[i] = s.charCodeAt(i); }
+    return out;
+  }
+
+  function withTimeout(promise) {
+    return new Promise(function (resolve, reject) {
+      var t = setTimeout(function () {
+        var e = new Error("push service"); e.name = "Timeout"; reject(e);
+      }, window.yukimizuPushTimeoutMs || 20000);
+      promise.then(function (v) { clearTimeout(t); resolve(v); },
+                   function (e) { clearTimeout(t); reject(e); });
+    });
+  }
+
+  function sendSubscription(sub) {
+    var j = sub.toJSON();
+    return postJson("push/subscribe", { endpoint: j.endpoint, keys: j.keys, segments: [state.myRoad] });
+  }
+
+  function pushError(e) {
+    var name = (e && e.name) || "Error";
+    if (name === "Unavailable") { return "このサイトでは通知を利用できません。"; }
+    if (name === "Denied") { return "通知が許可されていません。ブラウザの設定で許可してください。"; }
+    if (name === "Timeout" || name === "AbortError") {
+      return "通知サービスに接続できませんでした。しばらくしてからお試しください。";
+    }
+    if (name === "HTTP429" || name === "HTTP503") {
+      return "ただいま混み合っています。しばらくしてからお試しください。";
+    }
+    return "通知を登録できませんでした（" + name + "）。";
+  }
+
+  function pushSubscribe() {
+    var reg;
+    drawPush("通知を準備しています…");
+    navigator.serviceWorker.register("sw.js")
+      .then(function (r) { reg = r; return navigator.serviceWorker.ready; })
+      .then(function () { return fetch("push/key", { cache: "no-cache" }); })
+      .then(function (r) {
+        if (!r.ok) { var e = new Error("no push"); e.name = "Unavailable"; throw e; }
+        return r.text();
+      })
+      .then(function (key) {
+        return Notification.requestPermission().then(function (p) {
+          if (p !== "granted") { var e = new Error(p); e.name = "Denied"; throw e; }
+          // The browser asks its push service; with none reachable it may never answer.
+          return withTimeout(reg.pushManager.subscribe({
+            userVisibleOnly: true, applicationServerKey: keyBytes(key.trim()) }));
+        });
+      })
+      .then(sendSubscription)
+      .then(function () { setPush(true, "除雪が終わったらこの端末に通知します（今シーズン末まで）。"); })
+      .catch(function (e) { setPush(false, pushError(e)); });
+  }
+
+  function currentSubscription() {
+    return navigator.serviceWorker.getRegistration().then(function (reg) {
+      return reg ? reg.pushManager.getSubscription() : null;
+    });
+  }
+
+  function pushUnsubscribe(message) {
+    currentSubscription()
+      .then(function (sub) {
+        if (!sub) { return null; }
+        return postJson("push/unsubscribe", { endpoint: sub.endpoint })
+          .then(function () { return sub.unsubscribe(); });
+      })
+      .then(function () { setPush(false, message); })
+      .catch(function (e) { drawPush(pushError(e)); });
+  }
+
+  function pushRoadChanged() {
+    // A subscribed resident who picks another road: the subscription follows it.
+    if (!pushCapable || !pushOn()) { drawPush(); return; }
+    if (!state.myRoad) { pushUnsubscribe("通知を停止しました。"); return; }
+    currentSubscription()
+      .then(function (sub) { return sub ? sendSubscription(sub) : null; })
+      .then(function () { drawPush("通知する道路を変更しました。"); })
+      .catch(function (e) { drawPush(pushError(e)); });
+  }
+
+  document.getElementById("push-toggle").addEventListener("click", function () {
+    if (pushOn()) { pushUnsubscribe("通知を停止しました。"); } else { pushSubscribe(); }
+  });
+
+  document.getElementById("road-search").addEventListener("input", filterChoices);
+  document.getElementById("myroad-clear").addEventListener("click", function () {
+    chooseRoad(null);
+  });
+
   function segmentPopup(p) {
     var div = el("div", null, "segment-popup");
     div.appendChild(el("strong", p.name));
@@ -76,9 +292,14 @@
     div.appendChild(el("div", p.band_label));
     if (p.eta_label) {
       // When the road will be plowed: words, with the band when there is one.
-      div.appendChild(el("div", "除雪見込み: " + p.eta_label +
-                         (p.eta_range ? "（" + p.eta_range + "）" : ""), "eta eta-" + p.eta));
+      div.appendChild(el("div", etaWords(p), "eta eta-" + p.eta));
     }
+    var mine = el("button", p.id === state.myRoad ? "わたしの道路です" : "わたしの道路にする",
+                  "choose-road");
+    mine.type = "button";
+    mine.disabled = p.id === state.myRoad;
+    mine.addEventListener("click", function () { chooseRoad(p.id); });
+    div.appendChild(mine);
     return div;
   }
 
@@ -87,6 +308,7 @@
     legend.forEach(function (b) { byKey[b.key] = b; });
     layers.segments.clearLayers();
     state.segments = {};
+    state.props = {};
     var list = document.getElementById("segment-list");
     list.textContent = "";
     features.forEach(function (f) {
@@ -101,6 +323,7 @@
       }).bindPopup(function () { return segmentPopup(p); });
       line.addTo(layers.segments);
       state.segments[p.id] = line;
+      state.props[p.id] = p;
       var item = el("li", p.name + " — " + p.band_label + (p.inferred ? "（推定）" : "") +
                     (p.eta_label ? " — 除雪見込み: " + p.eta_label : ""));
       item.setAttribute("data-segment", p.id);
@@ -172,6 +395,9 @@
     feed.features.forEach(function (f) { (by[f.properties.kind] || []).push(f); });
     drawLegend(feed.legend);
     drawSegments(by.segment, feed.legend);
+    drawChoices(by.segment);
+    drawMyRoad();
+    drawPush();
     drawPlows(by.plow);
     drawStations(by.station);
     document.getElementById("updated").textContent =

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sqlite3
 import threading
 import time
@@ -124,11 +123,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if push:
         log.info("public: Web Push subscriptions at /push/, stored in %s", pcfg.push.store)
     print(f"serving {args.dir} on http://{args.host}:{server.server_port}/", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    stop = stop_on_signals(log, "stopping")
+
+    # The handler only sets the event; shutdown() waits for serve_forever() to return,
+    # so it runs in a thread of its own, never in the handler.
+    def shutdown_on_stop() -> None:
+        stop.wait()
+        server.shutdown()
+
+    threading.Thread(target=shutdown_on_stop, daemon=True).start()
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         server.server_close()
         if push:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import signal
 import socket
 import threading
 import time
@@ -291,3 +292,18 @@ def test_default_connection_limit_stays_below_the_open_file_limit(
         log = srv.log.read_text()
         assert "Too many open files" not in log and "Traceback" not in log
         assert "at most 32 connections" in log  # 128 - 64 reserved - 32 refusing
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_public_serve_cleanly(
+    site: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """systemd's SIGTERM and a Ctrl-C both stop the server through core.signals: exit 0,
+    the signal logged, no traceback."""
+    with public_serve(site, tmp_path / "serve.log") as srv:
+        assert get(srv.port, "/")[0] == 200
+        srv.proc.send_signal(sig)
+        assert srv.proc.wait(15) == 0
+    log = (tmp_path / "serve.log").read_text()
+    assert f"received {sig.name}: stopping" in log
+    assert "Traceback" not in log

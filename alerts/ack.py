@@ -194,7 +194,7 @@ class AckServer:
         event = _verified_event(req, lw)
         if isinstance(event, Response):
             return event
-        # 200 from here on: the event was LINE WORKS's own; a non-2xx would be redelivered
+        # 200 from here on: the event is LINE WORKS's own, whatever we make of it
         bot, user, room, text = event
         if not is_ack_text(text):
             return _text(200, "not an acknowledgement")

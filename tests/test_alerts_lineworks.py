@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -151,6 +152,12 @@ def lineworks_server(public_key: rsa.RSAPublicKey, clock: Clock) -> Iterator[Lin
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _key_pair(tmp_path: Path) -> tuple[Path, rsa.RSAPublicKey]:
@@ -409,11 +416,13 @@ def test_callback_forged_and_unsigned_refused_valid_kakunin_acknowledges(
                 "sato": {"lineworks": _channel(lw, key_file)},
                 "suzuki": {"lineworks": _channel(lw, key_file, user_id="user-suzuki")},
             },
+            ack={"port": _free_port(), "secret": "x"},  # the service's own ack server
         )
         out.add(transition("snow.dispatch", "town", subject_kind="town"))
         svc.tick()
-    acks = LineWorksAcks.from_receivers(svc.cfg.receivers, 3600)
-    srv = AckServer(svc.store, svc.key, "127.0.0.1", 0, svc.t, lineworks=acks).start()
+    svc.start_listeners()
+    assert svc.ack_server is not None
+    srv = svc.ack_server
     try:
         body = json.dumps(_reply("確認"), ensure_ascii=False).encode()
         assert _callback(srv.port, _reply("確認"), None) == (401, "signature required")
@@ -430,8 +439,11 @@ def test_callback_forged_and_unsigned_refused_valid_kakunin_acknowledges(
 
         assert _callback(srv.port, _reply("確認 ")) == (200, "acknowledged 1")
         assert _callback(srv.port, _reply("確認")) == (200, "nothing to acknowledge")
+        # a bounded body: refused before anything reads it
+        huge = _reply("確認" + "あ" * 6000)
+        assert _callback(srv.port, huge)[0] == 413
     finally:
-        srv.stop()
+        svc.stop_listeners()
     assert _firing(svc) == [
         {
             "key": "snow.dispatch:town",

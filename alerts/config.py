@@ -4,10 +4,11 @@ Validated here with frozen pydantic models; errors name the field the way the re
 the config does (``alerts.receivers.water.email.port: Input should be …``), see
 docs/alerts.md for a full example.
 
-Secrets (SMTP password, LINE channel token, the ack-link key) are never required in
-the file: each has a ``…_env`` twin naming an environment variable that holds it,
-because ``YUKIMIZU_ALERTS__…`` overrides reach only one level below ``[alerts]``
-(docs/architecture.md#conventions).
+Secrets (SMTP password, LINE channel token, LINE WORKS client and bot secrets, the
+ack-link key) are never required in the file: each has a ``…_env`` twin naming an
+environment variable that holds it, because ``YUKIMIZU_ALERTS__…`` overrides reach only
+one level below ``[alerts]`` (docs/architecture.md#conventions). The LINE WORKS private
+key is a file of its own (``private_key_file``).
 """
 
 from __future__ import annotations

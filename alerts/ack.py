@@ -6,6 +6,11 @@ link is the credential; no form field can name someone else).
 ``GET`` shows what would be acknowledged and a button; only ``POST`` acknowledges, so
 a mail scanner that pre-fetches links acknowledges nothing. A tampered, expired or
 unknown token gets the same 403 page, which names no alert (docs/alerts.md#acknowledge).
+
+``POST /lineworks/callback`` takes a LINE WORKS bot's callback: a signed reply such as
+「確認」 from a staff member mapped to a receiver acknowledges the newest notification
+that reached them (or their talk room) over LINE WORKS; unsigned or forged requests are
+refused (docs/alerts.md#line-works).
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ import base64
 import hashlib
 import hmac
 import html
+import json
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from alerts.config import Receiver, lineworks_bot_secret
+from alerts.lineworks import is_ack_text, signature_ok
 from alerts.store import Store
 from core.httpserve import HttpServer, Limits, Request, Response
 
@@ -57,7 +66,10 @@ _REFUSED = (
 )
 
 
-MAX_BODY = 4096  # the form is one token field: ~100 bytes
+# the form is one token field (~100 bytes); a LINE WORKS callback carries one text
+# message of at most 2,000 characters (≤ 6 KB in UTF-8) and its source
+MAX_BODY = 16384
+CALLBACK_PATH = "/lineworks/callback"
 MAX_CONNECTIONS = 64  # staff opening links; beyond, stalled connections are displaced
 REQUEST_TIMEOUT_S = 10.0  # a request's head and body within this of its first byte
 LIMITS = Limits(
@@ -85,6 +97,41 @@ def _page(status: int, body: str) -> Response:
     )
 
 
+@dataclass
+class LineWorksAcks:
+    """Who is who on LINE WORKS, from the receivers' ``lineworks`` blocks: the bots'
+    secrets, the staff member (user id) each receiver is, the talk rooms they share."""
+
+    secrets: dict[str, set[str]] = field(default_factory=dict)  # bot id → bot secrets
+    users: dict[tuple[str, str], str] = field(default_factory=dict)  # (bot, user) → receiver
+    rooms: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (bot, channel)
+    ttl_s: float = 24 * 3600.0  # a reply acknowledges notifications sent this recently
+
+    @classmethod
+    def from_receivers(cls, receivers: Mapping[str, Receiver], ttl_s: float) -> LineWorksAcks:
+        out = cls(ttl_s=ttl_s)
+        for name, rec in receivers.items():
+            lw = rec.lineworks
+            if lw is None:
+                continue
+            secret = lineworks_bot_secret(lw)
+            if secret:
+                out.secrets.setdefault(lw.bot_id, set()).add(secret)
+            if lw.user_id:
+                out.users.setdefault((lw.bot_id, lw.user_id), name)
+            if lw.channel_id:
+                out.rooms.setdefault((lw.bot_id, lw.channel_id), []).append(name)
+        return out
+
+
+def _text(status: int, body: str) -> Response:
+    return Response(
+        status,
+        body.encode(),
+        [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+    )
+
+
 class AckServer:
     """The link server (core.httpserve: one event loop) on ``listen:port``, its loop in a
     daemon thread beside the service's own loop. The handler runs on that thread and
@@ -99,7 +146,9 @@ class AckServer:
         now_s: Callable[[], float],
         *,
         limits: Limits = LIMITS,
+        lineworks: LineWorksAcks | None = None,
     ) -> None:
+        self.lineworks = lineworks
         self.store = store
         self.key = key
         self.now_s = now_s
@@ -113,6 +162,8 @@ class AckServer:
         return self.store.ack_scope(nid)
 
     def handle(self, req: Request) -> Response:
+        if req.path == CALLBACK_PATH and self.lineworks is not None:
+            return self.lineworks_callback(req, self.lineworks)
         if req.path != "/ack":
             return _page(404, _REFUSED)
         params = dict(urllib.parse.parse_qsl(req.query))
@@ -138,6 +189,37 @@ class AckServer:
             f"<ul>{items}</ul>",
         )
 
+    def lineworks_callback(self, req: Request, lw: LineWorksAcks) -> Response:
+        """A bot's callback: verified, then a 確認 reply acknowledges for the sender."""
+        event = _verified_event(req, lw)
+        if isinstance(event, Response):
+            return event
+        # 200 from here on: the event is LINE WORKS's own, whatever we make of it
+        bot, user, room, text = event
+        if not is_ack_text(text):
+            return _text(200, "not an acknowledgement")
+        by = lw.users.get((bot, user))
+        if by is None:
+            log.warning("LINE WORKS reply from user %s, who is no receiver of bot %s", user, bot)
+            return _text(200, "unknown user")
+        scope = lw.rooms.get((bot, room), []) if room else [by]
+        now = self.now_s()
+        nid = self.store.latest_sent_firing(scope, "lineworks", now - lw.ttl_s)
+        found = self.store.ack_scope(nid) if nid is not None else None
+        if found is None:
+            log.info("LINE WORKS 確認 from %s: nothing firing to acknowledge", by)
+            return _text(200, "nothing to acknowledge")
+        # The acknowledger is the receiver this LINE WORKS user is, never the text.
+        ids = [int(a["id"]) for a in found[1]]
+        changed = self.store.acknowledge(ids, by, "lineworks", now)
+        log.info(
+            "acknowledged by %s via LINE WORKS (notification #%s): alerts %s",
+            by,
+            nid,
+            [a["id"] for a in changed],
+        )
+        return _text(200, f"acknowledged {len(changed)}")
+
     def start(self) -> AckServer:
         self.http.start()
         return self
@@ -145,6 +227,32 @@ class AckServer:
     def stop(self) -> None:
         self.http.shutdown()
         self.http.close()
+
+
+def _verified_event(req: Request, lw: LineWorksAcks) -> tuple[str, str, str, str] | Response:
+    """(bot, user, talk room or "", text) of a correctly signed text message event;
+    a refusal (401 unsigned, 403 forged, 400 unreadable) or 200 for other events."""
+    if req.method != "POST":
+        return _text(405, "POST only")
+    bot = req.headers.get("x-works-botid", "")
+    signature = req.headers.get("x-works-signature")
+    if not signature:
+        log.warning("LINE WORKS callback without X-WORKS-Signature refused (bot %r)", bot)
+        return _text(401, "signature required")
+    if not any(signature_ok(s, req.body, signature) for s in lw.secrets.get(bot, ())):
+        log.warning("LINE WORKS callback with a wrong signature refused (bot %r)", bot)
+        return _text(403, "bad signature")
+    try:
+        event = json.loads(req.body)
+        kind, source = event["type"], event["source"]
+        user, room = str(source["userId"]), str(source.get("channelId") or "")
+        content = event.get("content") or {}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("LINE WORKS callback: unreadable event (%r): %r", exc, req.body[:200])
+        return _text(400, "unreadable event")
+    if kind != "message" or not isinstance(content, dict) or content.get("type") != "text":
+        return _text(200, "ignored")
+    return bot, user, room, str(content.get("text", ""))
 
 
 def _confirm_page(token: str, note: dict[str, Any], alerts: list[dict[str, Any]]) -> str:

@@ -1,4 +1,5 @@
-"""Channels: e-mail (SMTP), generic webhook, LINE Messaging API push, MQTT, console.
+"""Channels: e-mail (SMTP), generic webhook, LINE Messaging API push, LINE WORKS bot
+message (alerts/lineworks.py), MQTT, console.
 
 Each ``send_*`` delivers one notification or raises :class:`DeliveryError`, which says
 whether trying the same channel again may help (connection refused, timeout, 429, 5xx)
@@ -38,10 +39,18 @@ LINE_TEXT_MAX = 5000  # characters in one LINE text message
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.status = status  # the HTTP status, when there was one
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,16 @@ def _post_json(
     url: str, payload: dict[str, Any], headers: dict[str, str], timeout_s: float
 ) -> tuple[int, str]:
     data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return post(url, data, "application/json; charset=utf-8", headers, timeout_s)
+
+
+def post(
+    url: str, data: bytes, content_type: str, headers: dict[str, str], timeout_s: float
+) -> tuple[int, str]:
+    """POST ``data``; (status, start of the answer), or DeliveryError: retryable for 408,
+    429, 5xx and no connection, with the server's ``Retry-After``."""
     req = urllib.request.Request(url, data=data, method="POST")
-    req.add_header("Content-Type", "application/json; charset=utf-8")
+    req.add_header("Content-Type", content_type)
     for k, v in headers.items():
         req.add_header(k, v)
     try:
@@ -97,6 +114,7 @@ def _post_json(
             f"HTTP {status} from {url}: {body[:200]}",
             retryable=retryable,
             retry_after_s=_retry_after(exc.headers.get("Retry-After")) if retryable else None,
+            status=status,
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -190,7 +208,8 @@ def send_console(level: str, msg: Outgoing) -> str:
 
 
 def send(channel: str, rec: Receiver, msg: Outgoing, ctx: Context) -> str:
-    """Deliver ``msg`` over one channel of ``rec``; a short description, or DeliveryError."""
+    """Deliver ``msg`` over one channel of ``rec``; a short description, or DeliveryError.
+    (LINE WORKS keeps tokens between sends: alerts/delivery.py calls alerts/lineworks.py.)"""
     if channel == "webhook" and rec.webhook:
         return send_webhook(rec.webhook, msg)
     if channel == "line" and rec.line:

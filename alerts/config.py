@@ -4,10 +4,11 @@ Validated here with frozen pydantic models; errors name the field the way the re
 the config does (``alerts.receivers.water.email.port: Input should be …``), see
 docs/alerts.md for a full example.
 
-Secrets (SMTP password, LINE channel token, the ack-link key) are never required in
-the file: each has a ``…_env`` twin naming an environment variable that holds it,
-because ``YUKIMIZU_ALERTS__…`` overrides reach only one level below ``[alerts]``
-(docs/architecture.md#conventions).
+Secrets (SMTP password, LINE channel token, LINE WORKS client and bot secrets, the
+ack-link key) are never required in the file: each has a ``…_env`` twin naming an
+environment variable that holds it, because ``YUKIMIZU_ALERTS__…`` overrides reach only
+one level below ``[alerts]`` (docs/architecture.md#conventions). The LINE WORKS private
+key is a file of its own (``private_key_file``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from core.config import Config, ConfigError, config_path, validate_section
 
 JST = ZoneInfo("Asia/Tokyo")
 
-ChannelName = Literal["line", "email", "webhook", "mqtt", "console"]
-CHANNELS: tuple[ChannelName, ...] = ("line", "email", "webhook", "mqtt", "console")
+ChannelName = Literal["lineworks", "line", "email", "webhook", "mqtt", "console"]
+CHANNELS: tuple[ChannelName, ...] = ("lineworks", "line", "email", "webhook", "mqtt", "console")
 Label = Literal["rule", "category", "subject", "subject_kind", "district", "severity"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -78,6 +79,39 @@ class LineChannel(_Frozen):
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
 
 
+class LineWorksChannel(_Frozen):
+    """LINE WORKS API 2.0: a bot message to a staff member or a talk room, with a
+    service-account token (docs/alerts.md#line-works)."""
+
+    # where the JWT is exchanged for an access token, and the API root (tests point
+    # both at a local server)
+    auth_url: Annotated[str, Field(pattern=r"^https?://")] = (
+        "https://auth.worksmobile.com/oauth2/v2.0/token"
+    )
+    api_url: Annotated[str, Field(pattern=r"^https?://")] = "https://www.worksapis.com/v1.0"
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: SecretStr | None = None
+    client_secret_env: str | None = None  # environment variable holding the client secret
+    service_account: Annotated[str, Field(min_length=1)]  # xxxxx.serviceaccount@…
+    private_key_file: Path  # the PEM private key issued for the service account
+    scope: Annotated[str, Field(min_length=1)] = "bot"
+    bot_id: Annotated[str, Field(min_length=1)]
+    # exactly one: the staff member's LINE WORKS user id, or a talk room (channel) id
+    user_id: str | None = None
+    channel_id: str | None = None
+    # the bot's secret: checks X-WORKS-Signature on its callback (replies such as 確認);
+    # without one, replies are refused
+    bot_secret: SecretStr | None = None
+    bot_secret_env: str | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    @model_validator(mode="after")
+    def _target(self) -> LineWorksChannel:
+        if bool(self.user_id) == bool(self.channel_id):
+            raise ValueError("give exactly one of user_id or channel_id")
+        return self
+
+
 class MqttChannel(_Frozen):
     # Retained state per subject under {topic}/{subject_kind}/{subject}; the
     # connection is the main [mqtt] one.
@@ -93,6 +127,7 @@ class Receiver(_Frozen):
     # Channels in the order they are tried; a channel that keeps failing hands the
     # notification to the next. Default: every configured channel in CHANNELS order.
     order: list[ChannelName] | None = None
+    lineworks: LineWorksChannel | None = None
     line: LineChannel | None = None
     email: EmailChannel | None = None
     webhook: WebhookChannel | None = None
@@ -103,7 +138,9 @@ class Receiver(_Frozen):
     def _order(self) -> Receiver:
         configured = [c for c in CHANNELS if getattr(self, c) is not None]
         if not configured:
-            raise ValueError("a receiver needs at least one channel (line, email, webhook, …)")
+            raise ValueError(
+                "a receiver needs at least one channel (lineworks, line, email, webhook, …)"
+            )
         for c in self.order or []:
             if getattr(self, c) is None:
                 raise ValueError(f"order names {c!r}, which this receiver does not configure")
@@ -374,6 +411,8 @@ def _check_secrets(ac: AlertsConfig, environ: Mapping[str, str]) -> list[str]:
                 )
         if rec.line and not rec.line.token and not rec.line.token_env:
             problems.append(f"  alerts.receivers.{name}.line: needs token or token_env")
+        if rec.lineworks:
+            problems += _check_lineworks(name, rec.lineworks, environ)
     if ac.ack.secret_env and ac.ack.secret_env not in environ:
         problems.append(
             f"  alerts.ack.secret_env: environment variable {ac.ack.secret_env} is not set"
@@ -381,10 +420,39 @@ def _check_secrets(ac: AlertsConfig, environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def _check_lineworks(name: str, lw: LineWorksChannel, environ: Mapping[str, str]) -> list[str]:
+    where = f"alerts.receivers.{name}.lineworks"
+    problems = [
+        f"  {where}.{key}: environment variable {env} is not set"
+        for key, env in (
+            ("client_secret_env", lw.client_secret_env),
+            ("bot_secret_env", lw.bot_secret_env),
+        )
+        if env and env not in environ
+    ]
+    if not lw.client_secret and not lw.client_secret_env:
+        problems.append(f"  {where}: needs client_secret or client_secret_env")
+    if not lw.private_key_file.is_file():
+        problems.append(f"  {where}.private_key_file: no such file {lw.private_key_file}")
+    return problems
+
+
+def _resolve_key_files(cfg: Config, ac: AlertsConfig) -> AlertsConfig:
+    """LINE WORKS private key paths relative to the config file, like every path."""
+    receivers = dict(ac.receivers)
+    for name, rec in ac.receivers.items():
+        if rec.lineworks:
+            path = config_path(cfg, rec.lineworks.private_key_file)
+            lw = rec.lineworks.model_copy(update={"private_key_file": path})
+            receivers[name] = rec.model_copy(update={"lineworks": lw})
+    return ac.model_copy(update={"receivers": receivers})
+
+
 def load_alerts_config(cfg: Config, environ: Mapping[str, str] | None = None) -> AlertsConfig:
     """Validate ``[alerts]``; raise :class:`ConfigError` naming the field."""
     env = os.environ if environ is None else environ
     ac = validate_section("alerts", _with_defaults(dict(cfg.alerts)), AlertsConfig)
+    ac = _resolve_key_files(cfg, ac)
     problems = _cross_check(ac) + _check_secrets(ac, env)
     if problems:
         raise ConfigError("invalid configuration [alerts]:\n" + "\n".join(problems))
@@ -403,6 +471,17 @@ def email_password(ch: EmailChannel, environ: Mapping[str, str] | None = None) -
 
 def line_token(ch: LineChannel, environ: Mapping[str, str] | None = None) -> str:
     return _secret(ch.token, ch.token_env, os.environ if environ is None else environ) or ""
+
+
+def lineworks_client_secret(ch: LineWorksChannel, environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return _secret(ch.client_secret, ch.client_secret_env, env) or ""
+
+
+def lineworks_bot_secret(ch: LineWorksChannel, environ: Mapping[str, str] | None = None) -> str:
+    """The bot secret, or "" when none is configured (then callbacks are refused)."""
+    env = os.environ if environ is None else environ
+    return _secret(ch.bot_secret, ch.bot_secret_env, env) or ""
 
 
 def ack_secret(ac: AlertsConfig, environ: Mapping[str, str] | None = None) -> bytes:

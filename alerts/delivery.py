@@ -8,8 +8,8 @@ the row so a restart resumes it (docs/alerts.md#channels):
   is tried again after ``retry.backoff_s`` doubling per attempt, never sooner than a
   ``Retry-After`` and never later than ``retry.max_backoff_s``, up to
   ``retry.attempts`` times;
-- then, or at once on a permanent error (4xx, login refused), the receiver's next
-  channel takes over;
+- then, or at once on a permanent error (4xx, login refused, a LINE WORKS token
+  refused twice), the receiver's next channel takes over;
 - a notification that failed on every channel is ``failed``. If it names a critical
   alert it starts over from the first channel after each wait of
   ``retry.critical_rounds_min`` (2, 5, 10, 20, 30 minutes by default) while that
@@ -25,11 +25,12 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.channels import Context, DeliveryError, Outgoing, send
-from alerts.config import AlertsConfig, RetryConfig
+from alerts.config import AlertsConfig, Receiver, RetryConfig
+from alerts.lineworks import TokenCache, send_lineworks
 from alerts.store import Store
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,13 @@ class Delivery:
     on_failed: Callable[[dict[str, Any], int, float | None, float], None] = _none_failed
     # (notification row, now): a channel accepted it
     on_delivered: Callable[[dict[str, Any], float], None] = _none_delivered
+    # LINE WORKS access tokens, kept between notifications until shortly before expiry
+    lineworks_tokens: TokenCache = field(default_factory=TokenCache)
+
+    def send(self, ch: str, rec: Receiver, msg: Outgoing, t: float) -> str:
+        if ch == "lineworks" and rec.lineworks:
+            return send_lineworks(rec.lineworks, msg, self.lineworks_tokens, t)
+        return send(ch, rec, msg, self.ctx)
 
     def run(self, t: float) -> int:
         """Start the rounds that are due, then deliver what is due; how many were sent."""
@@ -140,7 +148,7 @@ class Delivery:
             ch = channels[idx]
             assert rec is not None
             try:
-                detail = send(ch, rec, msg, self.ctx)
+                detail = self.send(ch, rec, msg, t)
             except DeliveryError as exc:
                 attempts += 1
                 self.stats[f"failures_{ch}"] += 1

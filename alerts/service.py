@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alerts.ack import AckServer, ack_url
+from alerts.ack import CALLBACK_PATH, AckServer, LineWorksAcks, ack_url
 from alerts.channels import Context
 from alerts.config import CHANNELS, JST, AlertsConfig, Escalation, ack_secret
 from alerts.delivery import Delivery
@@ -774,12 +774,26 @@ class AlertService:
 
     def start_listeners(self) -> None:
         if self.cfg.ack.port:
+            lw = LineWorksAcks.from_receivers(self.cfg.receivers, self.cfg.ack.link_ttl_h * 3600)
             self.ack_server = AckServer(
-                self.store, self.key, self.cfg.ack.listen, self.cfg.ack.port, self.t
+                self.store,
+                self.key,
+                self.cfg.ack.listen,
+                self.cfg.ack.port,
+                self.t,
+                lineworks=lw if lw.secrets else None,
             ).start()
             log.info(
                 "ack links served on http://%s:%d/ack", self.cfg.ack.listen, self.ack_server.port
             )
+            if lw.secrets:
+                log.info(
+                    "LINE WORKS callback on http://%s:%d%s for bot(s) %s",
+                    self.cfg.ack.listen,
+                    self.ack_server.port,
+                    CALLBACK_PATH,
+                    ", ".join(sorted(lw.secrets)),
+                )
         if self.cfg.ack.mqtt_topic:
             m = self.core.mqtt
             mcfg = m.model_copy(

@@ -622,6 +622,23 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def latest_sent_firing(self, receivers: list[str], channel: str, since: float) -> int | None:
+        """The newest notification sent to one of ``receivers`` over ``channel`` at or
+        after ``since`` that names an alert still firing (what a LINE WORKS reply
+        acknowledges); None when there is none."""
+        if not receivers:
+            return None
+        marks = ",".join("?" * len(receivers))
+        row = self.one(
+            "SELECT n.id FROM notifications n WHERE n.status = 'sent' AND n.channel = ? "
+            f"AND n.receiver IN ({marks}) AND n.sent_at >= ? AND EXISTS ("
+            "SELECT 1 FROM alerts a, json_each(n.alert_ids) j "
+            "WHERE a.id = j.value AND a.status = 'firing') "
+            "ORDER BY n.sent_at DESC, n.id DESC LIMIT 1",
+            (channel, *receivers, since),
+        )
+        return None if row is None else int(row["id"])
+
     def ack_scope(self, nid: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         """Notification ``nid`` (id, receiver) and the alerts an acknowledgement link of
         it acknowledges; None when there is no such notification or it names none."""

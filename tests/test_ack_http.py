@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.ack import LIMITS, AckServer
+from alerts.ack import LIMITS, MAX_BODY, AckServer
 from alerts.service import AlertService
 from tests.alerts_support import Clock, http_double, service, transition
 from tests.http_probes import connect, exchange, read_all, rss_kb, statuses, wait_until
@@ -78,7 +78,13 @@ def _status(fired: Fired) -> str:
 
 @pytest.mark.parametrize(
     ("value", "status"),
-    [("-1", 400), ("abc", 400), ("4097", 413), ("99999999999999999999", 400), ("", 400)],
+    [
+        ("-1", 400),
+        ("abc", 400),
+        (str(MAX_BODY + 1), 413),
+        ("99999999999999999999", 400),
+        ("", 400),
+    ],
 )
 def test_bad_content_length_is_refused_before_the_token_check(
     fired: Fired, value: str, status: int

@@ -7,8 +7,10 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from alerts.config import load_alerts_config
-from core.config import Config
+from core.config import Config, ConfigError
 from tests.conftest import REPO
 
 DOC = REPO / "docs" / "alerts.md"
@@ -21,8 +23,16 @@ def test_sample_block_validates(tmp_path: Path) -> None:
     data = tomllib.loads(blocks[0])
     cfg = Config.model_validate({**data, "base_dir": tmp_path})
     env = {"SMTP_PASSWORD": "x", "LINE_CHANNEL_TOKEN": "y", "YUKIMIZU_ACK_SECRET": "z"}
+    env |= {"LINEWORKS_CLIENT_SECRET": "cs", "LINEWORKS_BOT_SECRET": "bs"}
+    key = tmp_path / "lineworks" / "private_20260101.key"
+    with pytest.raises(ConfigError, match=r"lineworks\.private_key_file: no such file"):
+        load_alerts_config(cfg, environ=env)
+    key.parent.mkdir()
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")  # read when a token is needed
     ac = load_alerts_config(cfg, environ=env)
     assert ac.receivers["sato"].channels() == ["line", "email"]
+    lw = ac.receivers["tanaka"].lineworks
+    assert lw is not None and lw.private_key_file == key and lw.bot_id == "2000001"
     email = ac.receivers["kacho"].email
     assert email is not None and email.host == "smtp.town.example.jp"
     assert ac.route_for("snow.dispatch", "snow", "critical", None) == 0

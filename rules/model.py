@@ -89,6 +89,21 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """What a rule says about one subject: a :class:`Finding` before the family adds
+    what it knows itself (its category, the subject's kind and district)."""
+
+    rule: str
+    subject: str
+    active: bool
+    at_ms: int
+    severity: Severity
+    values: Mapping[str, Value]
+    message: str
+    message_en: str
+
+
+@dataclass(frozen=True, slots=True)
 class Point:
     measurement: str
     tags: Mapping[str, str]

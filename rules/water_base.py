@@ -124,6 +124,8 @@ class WaterBase(Family):
         return f"{dev} ({d})" if d else dev
 
     def has_overrides(self) -> bool:
+        """Whether any meter or district override touches water: without one, every
+        meter has the global parameters (a fast path, not a second merge)."""
         ov = self.config.overrides
         return any(
             "water" in fams
@@ -132,25 +134,10 @@ class WaterBase(Family):
         )
 
     def params_for(self, dev: str) -> WaterParams:
-        """Global parameters, then the district's, then the meter's overrides.
-
-        Merged here rather than through ``Family.params``: RulesConfig holds dicts and
-        is not hashable, so ``rules.config._merged``'s cache cannot take it.
-        """
-        base = self.p
-        district = self.district(dev)
-        ov = self.config.overrides
-        layers = []
-        if district is not None:
-            layers.append(ov.get("district", {}).get(district, {}).get("water", {}))
-        layers.append(ov.get("meter", {}).get(dev, {}).get("water", {}))
-        layers = [x for x in layers if x]
-        if not layers:
-            return base
-        data = base.model_dump()
-        for layer in layers:
-            data.update(layer)
-        return WaterParams.model_validate(data)
+        """Global parameters, then the district's, then the meter's overrides: the one
+        merge of ``RulesConfig.for_subject`` (memoised per config), as for every family."""
+        params: WaterParams = self.params("meter", dev, self.district(dev))
+        return params
 
     def param_arrays(self, udev: list[str], names: tuple[str, ...]) -> dict[str, F]:
         n = len(udev)

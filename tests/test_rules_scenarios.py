@@ -230,9 +230,7 @@ def test_restart_late_batches_and_duplicates_give_the_same_transitions(
         registry,
         rcfg,
         recorded,
-        start_ms=loaded.start_ms,
-        end_ms=end,
-        step_ms=STEP_S * 1000,
+        backtest.Steps(loaded.start_ms, end, STEP_S * 1000),
     )
     assert live == [(s, t.model_dump_json()) for s, t in bt.transitions]
     assert any(t.rule == "water.leak_continuous" for _s, t in bt.transitions)

@@ -443,9 +443,7 @@ def replay(plan: Plan, df: pd.DataFrame, rcfg: RulesConfig) -> ReplayResult:
         plan.registry,
         rcfg,
         RecordedSource({"water_meter": df}),
-        start_ms=plan.start * 1000,
-        end_ms=(plan.end + DAY) * 1000,
-        step_ms=STEP_S * 1000,
+        backtest.Steps(plan.start * 1000, (plan.end + DAY) * 1000, STEP_S * 1000),
         families=[WaterFamily],
     )
 

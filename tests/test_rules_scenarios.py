@@ -29,7 +29,7 @@ from rules.scoring.snow import true_crossings
 from rules.sources import LiveSource, RecordedSource
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Status, Transition, read_outbox
-from simulators.run import publish_scenario
+from simulators.run import Playback, publish_scenario
 from simulators.scenario import load_scenario
 from tests.conftest import REPO, SAMPLE_CONFIG, make_config, running_ingest, wait_for
 
@@ -147,11 +147,8 @@ def test_heavy_snow_night_through_the_whole_pipeline(
         summary = publish_scenario(
             cfg,
             SCENARIOS / "heavy-snow-night.toml",
-            None,
-            None,
+            Playback(start=start_at, progress=False),
             truth_dir=truth,
-            start=start_at,
-            progress=False,
         )
         # Until InfluxDB answers with every reading (not merely until ingest handled them).
         stored = {"snow_depth": "depth_cm", "water_meter": "register_l", "plow_position": "lat"}

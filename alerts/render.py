@@ -3,6 +3,7 @@ documented JSON body of webhooks (docs/alerts.md#webhook-body)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,19 +61,25 @@ def _line(a: dict[str, Any], lang: str) -> str:
     return f"#{a['id']} {jst(a['fired_at'])} JST [{a['severity']}] {where}: {msg}"
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What one notification is about: its kind (firing, escalation, digest,
+    resolved), the receiver and the group it goes to, the escalation step, and the
+    alerts it reports as firing and as resolved."""
+
+    kind: str
+    receiver: str
+    group: str
+    firing: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+
+
 def render(
-    kind: str,
-    firing: list[dict[str, Any]],
-    resolved: list[dict[str, Any]],
-    *,
-    lang: str,
-    step: int,
-    ack_url: str | None,
-    notification_id: int,
-    receiver: str,
-    group: str,
+    notice: Notice, *, lang: str, ack_url: str | None, notification_id: int
 ) -> tuple[str, str, dict[str, Any]]:
     """(title, text, JSON body) of one notification."""
+    kind, firing, resolved, step = notice.kind, notice.firing, notice.resolved, notice.step
     t = _TITLES[lang]
     shown = firing or resolved
     label = t["resolved"] if kind != "digest" and not firing else t[kind]
@@ -105,8 +112,8 @@ def render(
         "kind": kind,
         "status": "firing" if firing else "resolved",
         "notification_id": notification_id,
-        "receiver": receiver,
-        "group": group,
+        "receiver": notice.receiver,
+        "group": notice.group,
         "step": step,
         "ack_url": ack_url,
         "alerts": [alert_json(a) for a in firing],

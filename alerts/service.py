@@ -54,9 +54,9 @@ from alerts.matching import (
     step_targets,
     suppression,
 )
-from alerts.render import iso, render, render_ack
+from alerts.render import Notice, iso, render, render_ack
 from alerts.schema import UNACKED_AFTER_S, event_line, stats_lines
-from alerts.store import Store
+from alerts.store import NewNotification, Store
 from core.config import Config
 from core.influx import WriteError, Writer, make_writer
 from core.message import Message
@@ -374,9 +374,8 @@ class AlertService:
         rec = self.cfg.receivers.get(receiver)
         chans: list[str] = list(rec.channels()) if rec else []
         idx = chans.index(channel) if channel in chans else 0
-        nid = Store.add_notification(
-            db, None, receiver, "ack", 0, t, [], str(uuid.uuid4()), channel_idx=idx
-        )
+        new = NewNotification(None, receiver, "ack", str(uuid.uuid4()), channel_idx=idx)
+        nid = Store.add_notification(db, new, t)
         title, text, body = render_ack(
             acked, by=by, at=at, lang=self.cfg.lang, notification_id=nid, receiver=receiver
         )
@@ -493,7 +492,7 @@ class AlertService:
             f = firing if rec in targets else []
             r = members.resolved_due if rec in prev else []
             if f or r:
-                self._notify(db, g["id"], rec, kind, step, f, r, g["gkey"], t)
+                self._notify(db, g["id"], Notice(kind, rec, g["gkey"], f, r, step), t)
                 made += 1
         if firing:
             progress.last_sent = t
@@ -527,45 +526,30 @@ class AlertService:
         for idx, items in by_route.items():
             route = self.cfg.route(idx)
             for rec in digest_targets(self.cfg, route, self.now()):
-                self._notify(db, None, rec, "digest", 0, items, [], route.name or f"route {idx}", t)
+                self._notify(
+                    db, None, Notice("digest", rec, route.name or f"route {idx}", items), t
+                )
                 made += 1
         Store.mark_digested(db, [a["id"] for a in pending])
         Store.set_meta(db, "next_digest", str(next_digest(self.cfg, t)))
         return made
 
-    def _notify(  # noqa: PLR0917
-        self,
-        db: sqlite3.Connection,
-        gid: int | None,
-        receiver: str,
-        kind: str,
-        step: int,
-        firing: list[dict[str, Any]],
-        resolved: list[dict[str, Any]],
-        group: str,
-        t: float,
-    ) -> None:
-        ack_ids = [a["id"] for a in firing] if kind != "digest" else []
-        nid = Store.add_notification(db, gid, receiver, kind, step, t, ack_ids, str(uuid.uuid4()))
+    def _notify(self, db: sqlite3.Connection, gid: int | None, notice: Notice, t: float) -> None:
+        firing = notice.firing
+        ack_ids = [a["id"] for a in firing] if notice.kind != "digest" else []
+        new = NewNotification(
+            gid, notice.receiver, notice.kind, str(uuid.uuid4()), notice.step, ack_ids
+        )
+        nid = Store.add_notification(db, new, t)
         url = (
             ack_url(self.cfg.ack.base_url, self.key, nid, int(t + self.cfg.ack.link_ttl_h * 3600))
             if ack_ids
             else None
         )
-        title, text, body = render(
-            kind,
-            firing,
-            resolved,
-            lang=self.cfg.lang,
-            step=step,
-            ack_url=url,
-            notification_id=nid,
-            receiver=receiver,
-            group=group,
-        )
+        title, text, body = render(notice, lang=self.cfg.lang, ack_url=url, notification_id=nid)
         body["text"] = text
         Store.set_text(db, nid, title, body)
-        log.info("notification #%d (%s) to %s: %s", nid, kind, receiver, title)
+        log.info("notification #%d (%s) to %s: %s", nid, notice.kind, notice.receiver, title)
 
     # --- 3. deliver --------------------------------------------------------------
 
@@ -589,7 +573,7 @@ class AlertService:
                 return
             targets = delivery_failed_targets(self.cfg, n["receiver"])
             for rec in targets:
-                self._notify(db, None, rec, "firing", 0, [alert], [], fields["key"], t)
+                self._notify(db, None, Notice("firing", rec, fields["key"], [alert]), t)
         self.stats["delivery_failed"] += 1
         if not targets:
             log.error(
@@ -609,7 +593,7 @@ class AlertService:
             resolved = {**row, "status": "resolved", "resolved_at": t}
             if self.cfg.send_resolved:
                 for rec in delivery_failed_targets(self.cfg, n["receiver"]):
-                    self._notify(db, None, rec, "resolved", 0, [], [resolved], key, t)
+                    self._notify(db, None, Notice("resolved", rec, key, [], [resolved]), t)
         log.info("%s resolved: notification #%d reached %s", key, n["id"], n["receiver"])
         self.stats["resolved"] += 1
 

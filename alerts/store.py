@@ -15,6 +15,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,21 @@ ALERT_FIELDS = (
     "notified",
     "digested",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """A notification to add: its group (None outside one), receiver, kind and
+    escalation step; the alerts its acknowledgement link may acknowledge; the key that
+    makes its delivery retry-safe; the receiver's channel it is tried from first."""
+
+    group_id: int | None
+    receiver: str
+    kind: str
+    retry_key: str
+    step: int = 0
+    ack_ids: list[int] = field(default_factory=list)
+    channel_idx: int = 0
 
 
 class Store:
@@ -460,24 +476,23 @@ class Store:
     # --- notifications (decided) -----------------------------------------------------
 
     @staticmethod
-    def add_notification(  # noqa: PLR0917
-        db: sqlite3.Connection,
-        group_id: int | None,
-        receiver: str,
-        kind: str,
-        step: int,
-        t: float,
-        ack_ids: list[int],
-        retry_key: str,
-        channel_idx: int = 0,
-    ) -> int:
-        """A pending notification, due at ``t``, tried from the receiver's channel
-        ``channel_idx``; its text is set by :meth:`set_text`."""
+    def add_notification(db: sqlite3.Connection, new: NewNotification, t: float) -> int:
+        """A pending notification, due at ``t``; its text is set by :meth:`set_text`."""
         cur = db.execute(
             "INSERT INTO notifications (group_id, receiver, kind, step, created_at, alert_ids, "
             "title, body, retry_key, next_at, channel_idx) "
             "VALUES (?, ?, ?, ?, ?, ?, '', '{}', ?, ?, ?)",
-            (group_id, receiver, kind, step, t, json.dumps(ack_ids), retry_key, t, channel_idx),
+            (
+                new.group_id,
+                new.receiver,
+                new.kind,
+                new.step,
+                t,
+                json.dumps(new.ack_ids),
+                new.retry_key,
+                t,
+                new.channel_idx,
+            ),
         )
         return int(cur.lastrowid or 0)
 

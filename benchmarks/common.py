@@ -16,7 +16,7 @@ import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any, Protocol
@@ -223,37 +223,24 @@ def _publish_worker(
 
 
 class PublisherPool:
-    """``k`` publisher processes splitting seqs 0..n-1; :meth:`go` releases them together."""
+    """``k`` publisher processes splitting ``whole`` (its seqs and its rate) between them;
+    :meth:`go` releases them together."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        topics: Sequence[str],
-        n: int,
-        *,
-        k: int,
-        base_ms: int | None,
-        rate: float | None = None,
-        window: int = 1_000,
-        client: str = "raw",
-        max_s: float = 300.0,
-    ) -> None:
+    def __init__(self, whole: PublishJob, *, k: int) -> None:
         ctx = mp.get_context("spawn")
         self._ready: mp.Queue[int | str] = ctx.Queue()
         self._results: mp.Queue[PublishReport] = ctx.Queue()
         self._start = ctx.Event()
+        n = whole.count
         self.n = n
-        self.max_s = max_s
+        self.max_s = whole.max_s
         self._procs: list[mp.process.BaseProcess] = []
         per, extra = divmod(n, k)
-        first = 0
-        share = None if rate is None else rate / k
+        first = whole.first_seq
+        share = None if whole.rate is None else whole.rate / k
         for j in range(k):
             count = per + (1 if j < extra else 0)
-            job = PublishJob(
-                host, port, tuple(topics), first, count, base_ms, share, window, max_s, client
-            )
+            job = replace(whole, first_seq=first, count=count, rate=share)
             first += count
             p = ctx.Process(
                 target=_publish_worker,

@@ -35,6 +35,7 @@ from core.config import load_config, load_registry
 from devtools.fuzzing import (
     BrokerRun,
     Case,
+    GoodReadings,
     InProcess,
     World,
     broker_run,
@@ -116,8 +117,7 @@ def run_broker(
             ingest=ingest,
             influx=influx,
             database=TAG,
-            good_topic=f"{TAG}/snow/{GOOD_DEVICE}",
-            good_device=GOOD_DEVICE,
+            goods=GoodReadings(f"{TAG}/snow/{GOOD_DEVICE}", GOOD_DEVICE),
             deadletter_path=work / "state" / "deadletter.sqlite",
             timeout_s=max(120.0, len(cases) / 200),
         )

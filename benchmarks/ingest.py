@@ -51,6 +51,7 @@ from paho.mqtt.properties import Properties
 from benchmarks.common import (
     IngestProcess,
     PublisherPool,
+    PublishJob,
     PublishReport,
     SeqCheck,
     check_seqs,
@@ -166,13 +167,8 @@ def _bench_ceiling(b: Bench, n: int, run: str, record: bool, fast: bool) -> floa
     _connect_and_subscribe(client, b.mosquitto.port, topic, 65_535)
     try:
         pool = PublisherPool(
-            "127.0.0.1",
-            b.mosquitto.port,
-            [topic],
-            n,
+            PublishJob("127.0.0.1", b.mosquitto.port, (topic,), 0, n, b.base_ms(), client=b.client),
             k=b.publishers,
-            base_ms=b.base_ms(),
-            client=b.client,
         )
         t0 = pool.go()
         done.wait(max(60.0, n / 1000))
@@ -244,7 +240,9 @@ def bench_naive(b: Bench, n: int) -> None:
     client.on_message = on_message
     _connect_and_subscribe(client, b.mosquitto.port, topic, None)
     try:
-        pool = PublisherPool("127.0.0.1", b.mosquitto.port, [topic], n, k=1, base_ms=b.base_ms())
+        pool = PublisherPool(
+            PublishJob("127.0.0.1", b.mosquitto.port, (topic,), 0, n, b.base_ms()), k=1
+        )
         t0 = pool.go()
         done.wait(max(60.0, n / 200))
         pool.join()
@@ -296,13 +294,16 @@ def run_ingest(b: Bench, what: str, n: int) -> IngestResult:
     pool: PublisherPool | None = None
     try:
         pool = PublisherPool(
-            "127.0.0.1",
-            b.mosquitto.port,
-            [f"{tag}/snow/ST01"],
-            n,
+            PublishJob(
+                "127.0.0.1",
+                b.mosquitto.port,
+                (f"{tag}/snow/ST01",),
+                0,
+                n,
+                b.base_ms(),
+                client=b.client,
+            ),
             k=b.publishers,
-            base_ms=b.base_ms(),
-            client=b.client,
         )
         t0 = pool.go()
         done_at, samples = wait_count(b.influx, tag, n, timeout_s=max(60.0, n / 1000))
@@ -417,15 +418,18 @@ def bench_latency(b: Bench, rate: float, seconds: float) -> float:
     pool: PublisherPool | None = None
     try:
         pool = PublisherPool(
-            "127.0.0.1",
-            b.mosquitto.port,
-            topics,
-            n,
+            PublishJob(
+                "127.0.0.1",
+                b.mosquitto.port,
+                tuple(topics),
+                0,
+                n,
+                None,
+                rate=rate,
+                max_s=seconds * 3 + 30,
+                client=b.client,
+            ),
             k=1,
-            base_ms=None,
-            rate=rate,
-            max_s=seconds * 3 + 30,
-            client=b.client,
         )
         poller.start(pool.go())
         reports = pool.join()

@@ -24,6 +24,7 @@ from pathlib import Path
 from benchmarks.common import (
     IngestProcess,
     PublisherPool,
+    PublishJob,
     check_seqs,
     ingest_env,
     seq_rows,
@@ -58,14 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ing.start()
             pids = {"ingest": ing.process.pid, "broker": mosq.pid, "influxd": influx.pid}
             before = {k: cpu_s(v) for k, v in pids.items()}
-            pool = PublisherPool(
-                "127.0.0.1",
-                mosq.port,
-                [f"{tag}/snow/ST01"],
-                n,
-                k=1,
-                base_ms=int(time.time() * 1000) - 86_400_000,
-            )
+            base_ms = int(time.time() * 1000) - 86_400_000
+            job = PublishJob("127.0.0.1", mosq.port, (f"{tag}/snow/ST01",), 0, n, base_ms)
+            pool = PublisherPool(job, k=1)
             t0 = pool.go()
             done_at, _samples = wait_count(influx, tag, n, timeout_s=max(60.0, n / 500))
             pool.join()

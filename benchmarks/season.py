@@ -32,7 +32,7 @@ from core.config import load_registry as config_registry
 from devtools.localstack import InfluxDB1, Mosquitto
 from sensors.registry import Registry
 from simulators.formats import WIRE_FORMATS, WireFormat
-from simulators.run import publish_scenario
+from simulators.run import Playback, publish_scenario
 from simulators.scenario import load_scenario
 from simulators.stream import Simulation
 from simulators.timeutil import iso
@@ -130,10 +130,8 @@ def pipeline(scenario_path: Path, fmt: WireFormat, days: float | None, registry:
             summary = publish_scenario(
                 cfg,
                 path,
-                None,
-                fmt,
+                Playback(fmt=fmt, progress=False),
                 registry=registry,
-                progress=False,
             )
             t_pub = time.perf_counter() - t0
             expected = summary.readings

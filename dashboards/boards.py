@@ -15,6 +15,7 @@ query returns the ``device`` / ``segment`` tag, the gazetteer its position or li
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import rules.schema as derived
@@ -118,32 +119,15 @@ def _legend_table() -> dict[str, Any]:
     }
 
 
-def _trend(
-    title: str,
-    queries: list[Query],
-    *,
-    w: int = 12,
-    h: int = 8,
-    description: str = "",
-    unit: str | None = None,
-    decimals: int | None = None,
-    thresholds: list[tuple[float | None, str]] | None = None,
-    custom: dict[str, Any] | None = None,
-) -> Panel:
-    """A time series with one colour per series and the legend as a table: the shape
-    of most graphs on these boards. ``custom`` defaults to plain lines (``_ts()``)."""
-    return Panel(
-        "timeseries",
-        title,
-        queries,
-        w=w,
-        h=h,
-        description=description,
-        unit=unit,
-        decimals=decimals,
-        thresholds=thresholds,
+def _trend(panel: Panel) -> Panel:
+    """``panel`` as a time series with one colour per series and the legend as a
+    table: the shape of most graphs on these boards. Its ``custom`` defaults to plain
+    lines (``_ts()``)."""
+    return replace(
+        panel,
+        kind="timeseries",
         color_mode="palette-classic",
-        custom=_ts() if custom is None else custom,
+        custom=panel.custom or _ts(),
         options=_legend_table(),
     )
 
@@ -324,48 +308,67 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
     d.add(
         Row("積雪"),
         _trend(
-            "積雪深",
-            [_per_device("mean", "depth_cm", raw.SNOW, sel, "$__interval")],
-            w=12,
-            description="積雪計の生の積雪深(温度補正済み)。町全体警戒の積雪深を線で示す。",
-            unit="suffix: cm",
-            decimals=0,
-            thresholds=[(None, "green"), (p["town_alert_depth_cm"], "red")],
-            custom={**_ts(), "thresholdsStyle": {"mode": "dashed"}},
+            Panel(
+                "timeseries",
+                "積雪深",
+                [_per_device("mean", "depth_cm", raw.SNOW, sel, "$__interval")],
+                w=12,
+                description="積雪計の生の積雪深(温度補正済み)。町全体警戒の積雪深を線で示す。",
+                unit="suffix: cm",
+                decimals=0,
+                thresholds=[(None, "green"), (p["town_alert_depth_cm"], "red")],
+                custom={**_ts(), "thresholdsStyle": {"mode": "dashed"}},
+            )
         ),
         _trend(
-            "時間降雪量",
-            [_per_device("max", "new_snow_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
-            w=12,
-            description="気象庁方式の1時間降雪量(ルールエンジンの snow_hourly)。",
-            unit="suffix: cm",
-            decimals=1,
-            custom=_ts(bars=True),
+            Panel(
+                "timeseries",
+                "時間降雪量",
+                [_per_device("max", "new_snow_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
+                w=12,
+                description="気象庁方式の1時間降雪量(ルールエンジンの snow_hourly)。",
+                unit="suffix: cm",
+                decimals=1,
+                custom=_ts(bars=True),
+            )
         ),
         _trend(
-            "前回除雪後の新雪(出動基準)",
-            [_per_device("last", "since_plowed_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
-            w=12,
-            description=(
-                f"前回の除雪以降の新雪。線: 優先路線 {p['priority_dispatch_cm']:g} cm、"
-                f"出動基準 {p['dispatch_cm']:g} cm、段階出動 "
-                + " / ".join(f"{s:g}" for s in p["stages_cm"])
-                + " cm(設定 [rules.snow])。"
-            ),
-            unit="suffix: cm",
-            decimals=0,
-            thresholds=[
-                (None, "green"),
-                *((s, stage_colors[min(i, len(stage_colors) - 1)]) for i, s in enumerate(stages)),
-            ],
-            custom={**_ts(), "thresholdsStyle": {"mode": "line+area"}},
+            Panel(
+                "timeseries",
+                "前回除雪後の新雪(出動基準)",
+                [
+                    _per_device(
+                        "last", "since_plowed_cm", derived.SNOW_HOURLY, sel, "1h", family="snow"
+                    )
+                ],
+                w=12,
+                description=(
+                    f"前回の除雪以降の新雪。線: 優先路線 {p['priority_dispatch_cm']:g} cm、"
+                    f"出動基準 {p['dispatch_cm']:g} cm、段階出動 "
+                    + " / ".join(f"{s:g}" for s in p["stages_cm"])
+                    + " cm(設定 [rules.snow])。"
+                ),
+                unit="suffix: cm",
+                decimals=0,
+                thresholds=[
+                    (None, "green"),
+                    *(
+                        (s, stage_colors[min(i, len(stage_colors) - 1)])
+                        for i, s in enumerate(stages)
+                    ),
+                ],
+                custom={**_ts(), "thresholdsStyle": {"mode": "line+area"}},
+            )
         ),
         _trend(
-            "24時間降雪量",
-            [_per_device("last", "new_24h_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
-            w=12,
-            unit="suffix: cm",
-            decimals=0,
+            Panel(
+                "timeseries",
+                "24時間降雪量",
+                [_per_device("last", "new_24h_cm", derived.SNOW_HOURLY, sel, "1h", family="snow")],
+                w=12,
+                unit="suffix: cm",
+                decimals=0,
+            )
         ),
         Row("観測局の状態"),
         Panel(
@@ -407,13 +410,16 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
             options={"showHeader": True, "cellHeight": "sm"},
         ),
         _trend(
-            "電池電圧",
-            [_per_device("mean", "battery_v", raw.SNOW, sel, "$__interval")],
-            w=10,
-            h=9,
-            unit="suffix: V",
-            decimals=2,
-            custom=_ts(0),
+            Panel(
+                "timeseries",
+                "電池電圧",
+                [_per_device("mean", "battery_v", raw.SNOW, sel, "$__interval")],
+                w=10,
+                h=9,
+                unit="suffix: V",
+                decimals=2,
+                custom=_ts(0),
+            )
         ),
     )
     return d
@@ -458,31 +464,38 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
     d.add(
         Row("使用量"),
         _trend(
-            "時間使用量",
-            [_per_device("sum", "use_l", derived.WATER_HOURLY, sel, "1h", family="water")],
-            w=12,
-            description="1時間ごとの使用量(指針の差分。逆流・桁あふれ・交換は使用量に含めない)。",
-            unit="suffix: L",
-            decimals=0,
-            custom=_ts(bars=True, stack=True),
+            Panel(
+                "timeseries",
+                "時間使用量",
+                [_per_device("sum", "use_l", derived.WATER_HOURLY, sel, "1h", family="water")],
+                w=12,
+                description="1時間ごとの使用量(指針の差分。逆流・桁あふれ・交換は使用量に含めない)。",
+                unit="suffix: L",
+                decimals=0,
+                custom=_ts(bars=True, stack=True),
+            )
         ),
         _trend(
-            "夜間最小流量(02–05時)",
-            [
-                q(
-                    'SELECT last("min_flow_lph") AS "最小流量", last("limit_lph") AS "基準" '
-                    f'FROM "{derived.WATER_NIGHT}" {sel} GROUP BY time(1d), "device" fill(none)',
-                    ("最小流量", "基準"),
-                    ("device",),
-                    alias="$tag_device $col",
-                    family="water",
-                )
-            ],
-            w=12,
-            description="夜間2–5時の最小流量と漏水判定の基準(30夜の中央値から)。",
-            unit="suffix: L/h",
-            decimals=1,
-            custom={**_ts(0), "showPoints": "always"},
+            Panel(
+                "timeseries",
+                "夜間最小流量(02–05時)",
+                [
+                    q(
+                        'SELECT last("min_flow_lph") AS "最小流量", last("limit_lph") AS "基準" '
+                        f'FROM "{derived.WATER_NIGHT}" {sel} '
+                        'GROUP BY time(1d), "device" fill(none)',
+                        ("最小流量", "基準"),
+                        ("device",),
+                        alias="$tag_device $col",
+                        family="water",
+                    )
+                ],
+                w=12,
+                description="夜間2–5時の最小流量と漏水判定の基準(30夜の中央値から)。",
+                unit="suffix: L/h",
+                decimals=1,
+                custom={**_ts(0), "showPoints": "always"},
+            )
         ),
         Row("漏水・破裂・逆流・欠測"),
         Panel(
@@ -562,23 +575,26 @@ def water(cfg: Config, reg: Registry) -> Dashboard:
         ),
         Row("見守り世帯"),
         _trend(
-            "見守り世帯の時間使用量",
-            [
-                _per_device(
-                    "sum",
-                    "use_l",
-                    derived.WATER_HOURLY,
-                    'WHERE "device" =~ /^($watched)$/ AND $timeFilter',
-                    "1h",
-                    fill="0",
-                    family="water",
-                )
-            ],
-            w=12,
-            description="使用が途絶えた/続きすぎる世帯に気づくため(0 L の時間も表示)。",
-            unit="suffix: L",
-            decimals=0,
-            custom=_ts(bars=True),
+            Panel(
+                "timeseries",
+                "見守り世帯の時間使用量",
+                [
+                    _per_device(
+                        "sum",
+                        "use_l",
+                        derived.WATER_HOURLY,
+                        'WHERE "device" =~ /^($watched)$/ AND $timeFilter',
+                        "1h",
+                        fill="0",
+                        family="water",
+                    )
+                ],
+                w=12,
+                description="使用が途絶えた/続きすぎる世帯に気づくため(0 L の時間も表示)。",
+                unit="suffix: L",
+                decimals=0,
+                custom=_ts(bars=True),
+            )
         ),
         Panel(
             "table",
@@ -931,13 +947,16 @@ def plows(cfg: Config, reg: Registry) -> Dashboard:
             ],
         ),
         _trend(
-            "速度",
-            [_per_device("mean", "speed_kmh", raw.PLOW, vsel, "$__interval")],
-            w=24,
-            h=7,
-            unit="suffix: km/h",
-            decimals=0,
-            custom=_ts(0),
+            Panel(
+                "timeseries",
+                "速度",
+                [_per_device("mean", "speed_kmh", raw.PLOW, vsel, "$__interval")],
+                w=24,
+                h=7,
+                unit="suffix: km/h",
+                decimals=0,
+                custom=_ts(0),
+            )
         ),
     )
     return d
@@ -984,81 +1003,93 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
     d.add(
         Row("取り込み"),
         _trend(
-            "種類別の受信件数(毎秒)",
-            kind_queries,
-            w=12,
-            description=(
-                "InfluxDB に書かれた読み取りの件数(機器の時刻で集計: 一括送信は過去に入る)。"
-            ),
-            unit="suffix: 件/秒",
-            decimals=2,
-            custom=_ts(bars=True, stack=True),
-        ),
-        _trend(
-            "ingest の書き込み(毎秒)",
-            [
-                q(
-                    'SELECT non_negative_derivative(last("written"), 1s) AS "written", '
-                    'non_negative_derivative(last("received"), 1s) AS "received" '
-                    f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "client_id" fill(none)',
-                    ("written", "received"),
-                    ("client_id",),
-                    alias="$tag_client_id $col",
-                )
-            ],
-            w=12,
-            unit="suffix: 件/秒",
-            decimals=1,
-        ),
-        _trend(
-            "デッドレター(理由別)",
-            [
-                q(
-                    'SELECT non_negative_difference(last("count")) AS "count" '
-                    f'FROM "{raw.DEADLETTER_STATS}" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "reason" fill(none)',
-                    ("count",),
-                    ("reason",),
-                    alias="$tag_reason",
-                )
-            ],
-            w=12,
-            description="取り込めなかったメッセージ(yukimizu deadletter list で確認)。",
-            unit="suffix: 件",
-            decimals=0,
-            custom=_ts(bars=True, stack=True),
-        ),
-        _trend(
-            "スプール・キュー・再接続",
-            [
-                q(
-                    'SELECT last("spool_depth") AS "spool_depth", '
-                    'last("queue_depth") AS "queue_depth" '
-                    f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "client_id" fill(none)',
-                    ("spool_depth", "queue_depth"),
-                    ("client_id",),
-                    alias="$tag_client_id $col",
+            Panel(
+                "timeseries",
+                "種類別の受信件数(毎秒)",
+                kind_queries,
+                w=12,
+                description=(
+                    "InfluxDB に書かれた読み取りの件数(機器の時刻で集計: 一括送信は過去に入る)。"
                 ),
-                q(
-                    'SELECT non_negative_difference(last("reconnects")) AS "reconnects", '
-                    'non_negative_difference(last("session_lost")) AS "session_lost" '
-                    f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "client_id" fill(none)',
-                    ("reconnects", "session_lost"),
-                    ("client_id",),
-                    ref="B",
-                    alias="$tag_client_id $col",
+                unit="suffix: 件/秒",
+                decimals=2,
+                custom=_ts(bars=True, stack=True),
+            )
+        ),
+        _trend(
+            Panel(
+                "timeseries",
+                "ingest の書き込み(毎秒)",
+                [
+                    q(
+                        'SELECT non_negative_derivative(last("written"), 1s) AS "written", '
+                        'non_negative_derivative(last("received"), 1s) AS "received" '
+                        f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
+                        'GROUP BY time($__interval), "client_id" fill(none)',
+                        ("written", "received"),
+                        ("client_id",),
+                        alias="$tag_client_id $col",
+                    )
+                ],
+                w=12,
+                unit="suffix: 件/秒",
+                decimals=1,
+            )
+        ),
+        _trend(
+            Panel(
+                "timeseries",
+                "デッドレター(理由別)",
+                [
+                    q(
+                        'SELECT non_negative_difference(last("count")) AS "count" '
+                        f'FROM "{raw.DEADLETTER_STATS}" WHERE $timeFilter '
+                        'GROUP BY time($__interval), "reason" fill(none)',
+                        ("count",),
+                        ("reason",),
+                        alias="$tag_reason",
+                    )
+                ],
+                w=12,
+                description="取り込めなかったメッセージ(yukimizu deadletter list で確認)。",
+                unit="suffix: 件",
+                decimals=0,
+                custom=_ts(bars=True, stack=True),
+            )
+        ),
+        _trend(
+            Panel(
+                "timeseries",
+                "スプール・キュー・再接続",
+                [
+                    q(
+                        'SELECT last("spool_depth") AS "spool_depth", '
+                        'last("queue_depth") AS "queue_depth" '
+                        f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
+                        'GROUP BY time($__interval), "client_id" fill(none)',
+                        ("spool_depth", "queue_depth"),
+                        ("client_id",),
+                        alias="$tag_client_id $col",
+                    ),
+                    q(
+                        'SELECT non_negative_difference(last("reconnects")) AS "reconnects", '
+                        'non_negative_difference(last("session_lost")) AS "session_lost" '
+                        f'FROM "{raw.INGEST_STATS}" WHERE $timeFilter '
+                        'GROUP BY time($__interval), "client_id" fill(none)',
+                        ("reconnects", "session_lost"),
+                        ("client_id",),
+                        ref="B",
+                        alias="$tag_client_id $col",
+                    ),
+                ],
+                w=12,
+                description=(
+                    "spool_depth: InfluxDB に書けず手元に貯めたバッチ。reconnects / session_lost: "
+                    "MQTT の再接続とセッション喪失(喪失中の読み取りは欠ける可能性)。"
                 ),
-            ],
-            w=12,
-            description=(
-                "spool_depth: InfluxDB に書けず手元に貯めたバッチ。reconnects / session_lost: "
-                "MQTT の再接続とセッション喪失(喪失中の読み取りは欠ける可能性)。"
-            ),
-            decimals=0,
-            custom=_ts(0),
+                decimals=0,
+                custom=_ts(0),
+            )
         ),
         Row("機器"),
         Panel(
@@ -1095,42 +1126,48 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             ],
         ),
         _trend(
-            "ルールエンジンの処理時間",
-            [
-                q(
-                    'SELECT max("cycle_s") AS "cycle_s" '
-                    f'FROM "{derived.RULES_STATS}" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "instance" fill(none)',
-                    ("cycle_s",),
-                    ("instance",),
-                    alias="$tag_instance",
-                    family="engine",
-                )
-            ],
-            w=12,
-            h=10,
-            description="1回の評価にかかった時間(yukimizu_rules.cycle_s)。評価間隔を超えると遅れる。",
-            unit="s",
-            decimals=2,
+            Panel(
+                "timeseries",
+                "ルールエンジンの処理時間",
+                [
+                    q(
+                        'SELECT max("cycle_s") AS "cycle_s" '
+                        f'FROM "{derived.RULES_STATS}" WHERE $timeFilter '
+                        'GROUP BY time($__interval), "instance" fill(none)',
+                        ("cycle_s",),
+                        ("instance",),
+                        alias="$tag_instance",
+                        family="engine",
+                    )
+                ],
+                w=12,
+                h=10,
+                description="1回の評価にかかった時間(yukimizu_rules.cycle_s)。評価間隔を超えると遅れる。",
+                unit="s",
+                decimals=2,
+            )
         ),
         Row("通知"),
         _trend(
-            "アラート(発生・解消)",
-            [
-                q(
-                    'SELECT count("key") AS "count" '
-                    f'FROM "{derived.ALERT_TRANSITION}" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "status", "severity" fill(none)',
-                    ("count",),
-                    ("status", "severity"),
-                    alias="$tag_status $tag_severity",
-                    family="engine",
-                )
-            ],
-            w=12,
-            unit="suffix: 件",
-            decimals=0,
-            custom=_ts(bars=True, stack=True),
+            Panel(
+                "timeseries",
+                "アラート(発生・解消)",
+                [
+                    q(
+                        'SELECT count("key") AS "count" '
+                        f'FROM "{derived.ALERT_TRANSITION}" WHERE $timeFilter '
+                        'GROUP BY time($__interval), "status", "severity" fill(none)',
+                        ("count",),
+                        ("status", "severity"),
+                        alias="$tag_status $tag_severity",
+                        family="engine",
+                    )
+                ],
+                w=12,
+                unit="suffix: 件",
+                decimals=0,
+                custom=_ts(bars=True, stack=True),
+            )
         ),
         Panel(
             "stat",
@@ -1159,76 +1196,85 @@ def system(cfg: Config, reg: Registry) -> Dashboard:
             },
         ),
         _trend(
-            "確認までの時間",
-            [
-                q(
-                    'SELECT max("ack_s_max") / 60 AS "max", mean("ack_s_mean") / 60 AS "mean" '
-                    f'FROM "{ALERTS_STATS}" WHERE $timeFilter '
-                    "GROUP BY time($__interval) fill(none)",
-                    ("max", "mean"),
-                    alias="$col",
-                )
-            ],
-            w=6,
-            description=("アラートが届いてから誰かが確認するまで(分)。max: 最長、mean: 平均。"),
-            unit="suffix: 分",
-            decimals=1,
-            thresholds=[(None, "green"), (15, "red")],
-            custom=_ts(bars=True),
+            Panel(
+                "timeseries",
+                "確認までの時間",
+                [
+                    q(
+                        'SELECT max("ack_s_max") / 60 AS "max", mean("ack_s_mean") / 60 AS "mean" '
+                        f'FROM "{ALERTS_STATS}" WHERE $timeFilter '
+                        "GROUP BY time($__interval) fill(none)",
+                        ("max", "mean"),
+                        alias="$col",
+                    )
+                ],
+                w=6,
+                description=("アラートが届いてから誰かが確認するまで(分)。max: 最長、mean: 平均。"),
+                unit="suffix: 分",
+                decimals=1,
+                thresholds=[(None, "green"), (15, "red")],
+                custom=_ts(bars=True),
+            )
         ),
         _trend(
-            "通知の送信・失敗・再試行(経路別)",
-            [
-                q(
-                    f'SELECT non_negative_difference(last("{f}")) AS "{f}" '
-                    f'FROM "{ALERTS_CHANNEL_STATS}" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "channel" fill(none)',
-                    (f,),
-                    ("channel",),
-                    ref=ref,
-                    alias=f"$tag_channel {label}",
-                )
-                for ref, f, label in (
-                    ("A", "sent", "送信"),
-                    ("B", "failed", "失敗"),
-                    ("C", "retried", "再試行"),
-                )
-            ],
-            w=12,
-            description=(
-                "経路(email・webhook・line・mqtt・console)ごとの送信成功、失敗した試行、"
-                "そのうち同じ経路で再試行したもの(yukimizu_alerts_channel)。"
-            ),
-            unit="suffix: 件",
-            decimals=0,
-            custom=_ts(bars=True, stack=True),
+            Panel(
+                "timeseries",
+                "通知の送信・失敗・再試行(経路別)",
+                [
+                    q(
+                        f'SELECT non_negative_difference(last("{f}")) AS "{f}" '
+                        f'FROM "{ALERTS_CHANNEL_STATS}" WHERE $timeFilter '
+                        'GROUP BY time($__interval), "channel" fill(none)',
+                        (f,),
+                        ("channel",),
+                        ref=ref,
+                        alias=f"$tag_channel {label}",
+                    )
+                    for ref, f, label in (
+                        ("A", "sent", "送信"),
+                        ("B", "failed", "失敗"),
+                        ("C", "retried", "再試行"),
+                    )
+                ],
+                w=12,
+                description=(
+                    "経路(email・webhook・line・mqtt・console)ごとの送信成功、失敗した試行、"
+                    "そのうち同じ経路で再試行したもの(yukimizu_alerts_channel)。"
+                ),
+                unit="suffix: 件",
+                decimals=0,
+                custom=_ts(bars=True, stack=True),
+            )
         ),
         _trend(
-            "確認・上位への連絡・再通知",
-            [
-                q(
-                    f'SELECT non_negative_difference(last("{f}")) AS "{f}" '
-                    f'FROM "{ALERTS_STATS}" WHERE $timeFilter '
-                    "GROUP BY time($__interval) fill(none)",
-                    (f,),
-                    ref=ref,
-                    alias=label,
-                )
-                for ref, f, label in (
-                    ("A", "acknowledged", "確認"),
-                    ("B", "escalations", "上位へ連絡"),
-                    ("C", "repeats", "再通知"),
-                    ("D", "notifications_failed", "全経路で失敗"),
-                )
-            ],
-            w=12,
-            description=(
-                "アラート通知サービスの件数(yukimizu_alerts)。全経路で失敗: どの経路でも"
-                "届かなかった通知(yukimizu alerts show で確認)。"
-            ),
-            unit="suffix: 件",
-            decimals=0,
-            custom=_ts(bars=True, stack=True),
+            Panel(
+                "timeseries",
+                "確認・上位への連絡・再通知",
+                [
+                    q(
+                        f'SELECT non_negative_difference(last("{f}")) AS "{f}" '
+                        f'FROM "{ALERTS_STATS}" WHERE $timeFilter '
+                        "GROUP BY time($__interval) fill(none)",
+                        (f,),
+                        ref=ref,
+                        alias=label,
+                    )
+                    for ref, f, label in (
+                        ("A", "acknowledged", "確認"),
+                        ("B", "escalations", "上位へ連絡"),
+                        ("C", "repeats", "再通知"),
+                        ("D", "notifications_failed", "全経路で失敗"),
+                    )
+                ],
+                w=12,
+                description=(
+                    "アラート通知サービスの件数(yukimizu_alerts)。全経路で失敗: どの経路でも"
+                    "届かなかった通知(yukimizu alerts show で確認)。"
+                ),
+                unit="suffix: 件",
+                decimals=0,
+                custom=_ts(bars=True, stack=True),
+            )
         ),
         Panel(
             "table",

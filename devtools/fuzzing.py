@@ -1090,6 +1090,16 @@ def good_reading(seq: int, time_ms: int) -> bytes:
     return b'{"time":%d,"depth_cm":%.1f,"seq":%d}' % (time_ms, (seq % 3000) / 10, seq)
 
 
+@dataclass(frozen=True, slots=True)
+class GoodReadings:
+    """The good readings a broker run mixes in: one on ``topic`` (from ``device``)
+    every ``every`` cases, each of which must be stored."""
+
+    topic: str
+    device: str
+    every: int = 10
+
+
 def broker_run(
     cases: Sequence[Case],
     *,
@@ -1097,19 +1107,18 @@ def broker_run(
     ingest: IngestProcess,
     influx: InfluxDB1,
     database: str,
-    good_topic: str,
-    good_device: str,
+    goods: GoodReadings,
     deadletter_path: Path,
-    good_every: int = 10,
     timeout_s: float = 300.0,
 ) -> BrokerRun:
-    """Publish ``cases`` with a good reading on ``good_topic`` every ``good_every`` cases.
+    """Publish ``cases`` with a good reading (``goods``) every ``goods.every`` cases.
 
     ``publisher()`` returns a connected QoS 1 publisher (``publish``, ``close`` waiting
     for every PUBACK); ``ingest`` is a started :class:`devtools.processes.IngestProcess`.
     Returns once every good reading is in InfluxDB or ``timeout_s`` passed; ingest is
     stopped (SIGTERM) to read its summary and dead-letter store.
     """
+    good_topic, good_device, good_every = goods.topic, goods.device, goods.every
     base_ms = int(now() * 1000) - 86_400_000
     t0 = time.perf_counter()
     pub = publisher()

@@ -122,9 +122,7 @@ def run_backtest(
         registry,
         rcfg,
         source,
-        start_ms=loaded.start_ms,
-        end_ms=end,
-        step_ms=step_s * 1000,
+        backtest.Steps(loaded.start_ms, end, step_s * 1000),
         families=families,
         keep_points=True,
     )

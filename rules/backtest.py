@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rules.config import RulesConfig
@@ -25,29 +26,38 @@ from sensors.registry import Registry
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """The steps of a backtest: every ``step_ms`` in ``(start_ms, end_ms]``; from
+    ``warmup_start_ms`` (if given) the steps before ``start_ms`` run too, but emit
+    nothing — as the live service's first start catches up on ``rules.warmup_days``
+    of history."""
+
+    start_ms: int
+    end_ms: int
+    step_ms: int
+    warmup_start_ms: int | None = None
+
+
 def run(
     registry: Registry,
     rcfg: RulesConfig,
     source: Source,
+    steps: Steps,
     *,
-    start_ms: int,
-    end_ms: int,
-    step_ms: int,
     families: Sequence[type[Family]] | None = None,
-    warmup_start_ms: int | None = None,
     keep_points: bool = False,
     shard: Shard | None = None,
 ) -> ReplayResult:
-    """Run the engine at every step in ``(start_ms, end_ms]``; from ``warmup_start_ms``
-    (if given) the steps before ``start_ms`` run too, but emit nothing — as the live
-    service's first start catches up on ``rules.warmup_days`` of history."""
+    """Run the engine at every step of ``steps`` (families: all by default)."""
     engine = Engine(registry, rcfg, MemoryState(), families or FAMILIES, shard)
+    warm = steps.warmup_start_ms
     return engine.replay(
         source,
-        start_ms=start_ms if warmup_start_ms is None else warmup_start_ms,
-        end_ms=end_ms,
-        step_ms=step_ms,
-        emit_after_ms=start_ms,
+        start_ms=steps.start_ms if warm is None else warm,
+        end_ms=steps.end_ms,
+        step_ms=steps.step_ms,
+        emit_after_ms=steps.start_ms,
         keep_points=keep_points,
     )
 

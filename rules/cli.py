@@ -206,11 +206,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         registry,
         rcfg,
         source,
-        start_ms=start,
-        end_ms=end,
-        step_ms=step,
+        backtest.Steps(start, end, step, warm),
         families=families,
-        warmup_start_ms=warm,
         keep_points=args.truth is not None,
         shard=shard,
     )

@@ -157,20 +157,25 @@ class ZoneEta:
     finish_late_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a dispatch stands at ``now_ms``: ``plowed``, the segments plowed in it
+    (→ ms); ``covered``, the share of a segment's samples covered so far; the
+    vehicles' last fixes and how long each may be silent before its ETAs go unknown."""
+
+    now_ms: int
+    dispatch_start_ms: int
+    plowed: Mapping[str, int]
+    covered: Mapping[str, float]
+    vehicles: Mapping[str, Vehicle]
+    silent_ms: Mapping[str, int]
+
+
 def estimate(
-    registry: Registry,
-    graph: RoadGraph,
-    state: EtaState,
-    *,
-    now_ms: int,
-    dispatch_start_ms: int,
-    plowed: Mapping[str, int],
-    covered: Mapping[str, float],
-    vehicles: Mapping[str, Vehicle],
-    silent_ms: Mapping[str, int],
+    registry: Registry, graph: RoadGraph, state: EtaState, progress: Progress
 ) -> tuple[list[SegmentEta], list[ZoneEta]]:
-    """Every zone segment's ETA at ``now_ms``; ``plowed``: segments plowed in this
-    dispatch (→ ms), ``covered``: share of a segment's samples covered so far."""
+    """Every zone segment's ETA at ``progress.now_ms``."""
+    plowed, vehicles = progress.plowed, progress.vehicles
     out: list[SegmentEta] = []
     zones: list[ZoneEta] = []
     for zid, zone in sorted(registry.zones.items()):
@@ -181,17 +186,15 @@ def estimate(
         out_now = [
             p
             for p in zone.plows
-            if p in vehicles and vehicles[p].t_ms >= dispatch_start_ms - OUT_BEFORE_S * 1000
+            if p in vehicles
+            and vehicles[p].t_ms >= progress.dispatch_start_ms - OUT_BEFORE_S * 1000
         ]
         if not out_now:
             for sid in zone.segments:
                 etas.setdefault(sid, SegmentEta(sid, zid, "unknown", "no_vehicle", ""))
         runs = split_runs(zone.segments, graph.length_m, len(out_now))
         for plow, run in zip(out_now, runs, strict=True):
-            for e in _vehicle(
-                graph, state, zid=zid, plow=plow, run=run, v=vehicles[plow], now_ms=now_ms,
-                plowed=plowed, covered=covered, silent_ms=silent_ms.get(plow, 15 * 60_000),
-            ):  # fmt: skip
+            for e in _vehicle(graph, state, progress, zid=zid, plow=plow, run=run):
                 etas.setdefault(e.segment, e)
         ordered = [etas[s] for s in zone.segments]
         out += ordered
@@ -214,17 +217,16 @@ def estimate(
 def _vehicle(
     graph: RoadGraph,
     state: EtaState,
+    progress: Progress,
     *,
     zid: str,
     plow: str,
     run: tuple[str, ...],
-    v: Vehicle,
-    now_ms: int,
-    plowed: Mapping[str, int],
-    covered: Mapping[str, float],
-    silent_ms: int,
 ) -> list[SegmentEta]:
     """ETAs of one vehicle's run."""
+    now_ms, plowed, covered = progress.now_ms, progress.plowed, progress.covered
+    v = progress.vehicles[plow]
+    silent_ms = progress.silent_ms.get(plow, 15 * 60_000)
     # passed over: unplowed segments before the last one this vehicle plowed
     done_idx = [i for i, s in enumerate(run) if s in plowed and state.plowed_by.get(s) == plow]
     cut = done_idx[-1] if done_idx else -1

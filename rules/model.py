@@ -89,6 +89,21 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """What a rule says about one subject: a :class:`Finding` before the family adds
+    what it knows itself (its category, the subject's kind and district)."""
+
+    rule: str
+    subject: str
+    active: bool
+    at_ms: int
+    severity: Severity
+    values: Mapping[str, Value]
+    message: str
+    message_en: str
+
+
+@dataclass(frozen=True, slots=True)
 class Point:
     measurement: str
     tags: Mapping[str, str]
@@ -162,33 +177,21 @@ class Family:
         """This family's parameters for one subject (overrides applied)."""
         return self.config.for_subject(self.name, scope, subject, district)
 
-    def finding(
-        self,
-        out: Output,
-        rule: str,
-        subject: str,
-        subject_kind: SubjectKind,
-        *,
-        active: bool,
-        at: int,
-        severity: Severity,
-        values: Mapping[str, Value],
-        message: str,
-        message_en: str,
-    ) -> None:
-        """Report a finding of this family's category (``Finding`` spelled once)."""
+    def finding(self, out: Output, subject_kind: SubjectKind, change: Change) -> None:
+        """Report a rule's change as a finding of this family's category (``Finding``
+        spelled once)."""
         out.finding(
             Finding(
-                rule=rule,
+                rule=change.rule,
                 category=self.category,
-                subject=subject,
+                subject=change.subject,
                 subject_kind=subject_kind,
-                active=active,
-                at_ms=at,
-                severity=severity,
-                values=values,
-                message=message,
-                message_en=message_en,
+                active=change.active,
+                at_ms=change.at_ms,
+                severity=change.severity,
+                values=change.values,
+                message=change.message,
+                message_en=change.message_en,
             )
         )
 

@@ -45,6 +45,7 @@ from rules import eta as eta_mod
 from rules.model import (
     HOUR_MS,
     MINUTE_MS,
+    Change,
     Family,
     Output,
     fmt_num,
@@ -699,23 +700,25 @@ class PlowFamily(Family):
         ip = self.params("plow", plow)
         self.finding(
             out,
-            "plow.idle",
-            plow,
             "plow",
-            active=active,
-            at=at,
-            severity=Severity.INFO,
-            values={"since": hhmm(begin), "minutes": round(minutes, 1)},
-            message=(
-                f"{name} {plow}: {hhmm(begin)} から停車中 "
-                f"({fmt_num(minutes)} 分, 基準 {ip.idle_kmh:g} km/h 未満 {ip.idle_min} 分)。"
-                if active
-                else f"{name} {plow}: 停車終了 ({hhmm(begin)}–{hhmm(last)})。"
-            ),
-            message_en=(
-                f"{plow} standing since {hhmm(begin)} ({fmt_num(minutes)} min)."
-                if active
-                else f"{plow} moving again ({hhmm(begin)}–{hhmm(last)})."
+            Change(
+                rule="plow.idle",
+                subject=plow,
+                active=active,
+                at_ms=at,
+                severity=Severity.INFO,
+                values={"since": hhmm(begin), "minutes": round(minutes, 1)},
+                message=(
+                    f"{name} {plow}: {hhmm(begin)} から停車中 "
+                    f"({fmt_num(minutes)} 分, 基準 {ip.idle_kmh:g} km/h 未満 {ip.idle_min} 分)。"
+                    if active
+                    else f"{name} {plow}: 停車終了 ({hhmm(begin)}–{hhmm(last)})。"
+                ),
+                message_en=(
+                    f"{plow} standing since {hhmm(begin)} ({fmt_num(minutes)} min)."
+                    if active
+                    else f"{plow} moving again ({hhmm(begin)}–{hhmm(last)})."
+                ),
             ),
         )
 
@@ -751,23 +754,26 @@ class PlowFamily(Family):
         limit = self.params("plow", plow).silent_min
         self.finding(
             out,
-            "plow.silent",
-            plow,
             "plow",
-            active=active,
-            at=at,
-            severity=Severity.WARNING,
-            values={"last_fix": hhmm(last), "silent_min": limit},
-            message=(
-                f"{name} {plow}: 出動中に {hhmm(last)} から位置が届きません "
-                f"({limit} 分以上, 車庫外)。"
-                if active
-                else f"{name} {plow}: 位置の受信が再開しました ({hhmm(at)})。"
-            ),
-            message_en=(
-                f"{plow}: no position since {hhmm(last)} during a dispatch, away from the depot."
-                if active
-                else f"{plow}: positions again from {hhmm(at)}."
+            Change(
+                rule="plow.silent",
+                subject=plow,
+                active=active,
+                at_ms=at,
+                severity=Severity.WARNING,
+                values={"last_fix": hhmm(last), "silent_min": limit},
+                message=(
+                    f"{name} {plow}: 出動中に {hhmm(last)} から位置が届きません "
+                    f"({limit} 分以上, 車庫外)。"
+                    if active
+                    else f"{name} {plow}: 位置の受信が再開しました ({hhmm(at)})。"
+                ),
+                message_en=(
+                    f"{plow}: no position since {hhmm(last)} during a dispatch, "
+                    "away from the depot."
+                    if active
+                    else f"{plow}: positions again from {hhmm(at)}."
+                ),
             ),
         )
 
@@ -893,10 +899,8 @@ class PlowFamily(Family):
             sid: float(np.count_nonzero(~np.isnan(a.t))) / len(a.t) for sid, a in self._acc.items()
         }
         silent = {n: self.params("plow", n).silent_min * MINUTE_MS for n in vehicles}
-        segs, zones = eta_mod.estimate(
-            self.registry, self._graph_cache, st, now_ms=now_ms, dispatch_start_ms=d.start_ms,
-            plowed=d.plowed, covered=covered, vehicles=vehicles, silent_ms=silent,
-        )  # fmt: skip
+        progress = eta_mod.Progress(now_ms, d.start_ms, d.plowed, covered, vehicles, silent)
+        segs, zones = eta_mod.estimate(self.registry, self._graph_cache, st, progress)
         self._eta_write(d.id, now_ms, segs, zones, out)
 
     def _eta_ended(self, d: _Dispatch, end: int, out: Output) -> None:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from rules.model import HOUR_MS, MINUTE_MS, Family, Output, hhmm
+from rules.model import HOUR_MS, MINUTE_MS, Change, Family, Output, hhmm
 from rules.params import SystemParams
 from rules.transitions import Category, Severity
 
@@ -93,25 +93,27 @@ class SystemFamily(Family):
             name = KIND_JA[kind]
             self.finding(
                 out,
-                "system.kind_silent",
-                kind,
                 "kind",
-                active=silent,
-                at=at,
-                severity=Severity.WARNING,
-                values={"last_heard": hhmm(last), "minutes": minutes},
-                message=(
-                    f"{name}のデータが {minutes} 分以上届いていません"
-                    f" (最終受信 {hhmm(last)})。"
-                    "ゲートウェイまたはブローカーを確認してください。"
-                    if silent
-                    else f"{name}のデータ受信が再開しました ({hhmm(last)})。"
-                ),
-                message_en=(
-                    f"No {kind} data for {minutes} min (last at {hhmm(last)}): "
-                    "check the gateway or the broker."
-                    if silent
-                    else f"{kind} data is arriving again ({hhmm(last)})."
+                Change(
+                    rule="system.kind_silent",
+                    subject=kind,
+                    active=silent,
+                    at_ms=at,
+                    severity=Severity.WARNING,
+                    values={"last_heard": hhmm(last), "minutes": minutes},
+                    message=(
+                        f"{name}のデータが {minutes} 分以上届いていません"
+                        f" (最終受信 {hhmm(last)})。"
+                        "ゲートウェイまたはブローカーを確認してください。"
+                        if silent
+                        else f"{name}のデータ受信が再開しました ({hhmm(last)})。"
+                    ),
+                    message_en=(
+                        f"No {kind} data for {minutes} min (last at {hhmm(last)}): "
+                        "check the gateway or the broker."
+                        if silent
+                        else f"{kind} data is arriving again ({hhmm(last)})."
+                    ),
                 ),
             )
         self._tick_deadletters(now_ms, out)
@@ -126,20 +128,22 @@ class SystemFamily(Family):
         active = per_h > limit
         self.finding(
             out,
-            "system.deadletter_spike",
-            "ingest",
             "town",
-            active=active,
-            at=now_ms,
-            severity=Severity.INFO,
-            values={"per_hour": round(per_h), "limit": limit},
-            message=(
-                f"取り込めないメッセージ (デッドレター) が 1 時間に {per_h:.0f} 件"
-                f" (基準 {limit:.0f} 件)。`yukimizu deadletter list` で確認してください。"
-            ),
-            message_en=(
-                f"{per_h:.0f} dead letters in the last hour (limit {limit:.0f}): "
-                "see `yukimizu deadletter list`."
+            Change(
+                rule="system.deadletter_spike",
+                subject="ingest",
+                active=active,
+                at_ms=now_ms,
+                severity=Severity.INFO,
+                values={"per_hour": round(per_h), "limit": limit},
+                message=(
+                    f"取り込めないメッセージ (デッドレター) が 1 時間に {per_h:.0f} 件"
+                    f" (基準 {limit:.0f} 件)。`yukimizu deadletter list` で確認してください。"
+                ),
+                message_en=(
+                    f"{per_h:.0f} dead letters in the last hour (limit {limit:.0f}): "
+                    "see `yukimizu deadletter list`."
+                ),
             ),
         )
 
@@ -153,26 +157,28 @@ class SystemFamily(Family):
         active = n > 0
         self.finding(
             out,
-            "system.deadletter_evicted",
-            "ingest",
             "town",
-            active=active,
-            at=max((t for t, _n in self.ev_events), default=now_ms),
-            severity=Severity.WARNING,
-            values={"evicted_last_hour": round(n)},
-            message=(
-                f"デッドレターの保存容量が上限 (ingest.deadletter_max_bytes) に達し、"
-                f"過去 1 時間に古いものから {n:.0f} 件を削除しました。"
-                "`yukimizu deadletter list` で原因を確認し、対処済みのものは purge "
-                "してください。"
-                if active
-                else "デッドレターの削除は止まりました (過去 1 時間に削除なし)。"
-            ),
-            message_en=(
-                f"The dead-letter store is full (ingest.deadletter_max_bytes): {n:.0f} "
-                "of the oldest dead letters were evicted in the last hour. See "
-                "`yukimizu deadletter list` and purge what is understood."
-                if active
-                else "No dead letters evicted in the last hour."
+            Change(
+                rule="system.deadletter_evicted",
+                subject="ingest",
+                active=active,
+                at_ms=max((t for t, _n in self.ev_events), default=now_ms),
+                severity=Severity.WARNING,
+                values={"evicted_last_hour": round(n)},
+                message=(
+                    f"デッドレターの保存容量が上限 (ingest.deadletter_max_bytes) に達し、"
+                    f"過去 1 時間に古いものから {n:.0f} 件を削除しました。"
+                    "`yukimizu deadletter list` で原因を確認し、対処済みのものは purge "
+                    "してください。"
+                    if active
+                    else "デッドレターの削除は止まりました (過去 1 時間に削除なし)。"
+                ),
+                message_en=(
+                    f"The dead-letter store is full (ingest.deadletter_max_bytes): {n:.0f} "
+                    "of the oldest dead letters were evicted in the last hour. See "
+                    "`yukimizu deadletter list` and purge what is understood."
+                    if active
+                    else "No dead letters evicted in the last hour."
+                ),
             ),
         )

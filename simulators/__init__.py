@@ -8,7 +8,7 @@ publishes over MQTT or writes a file, and :mod:`simulators.cli` is the command.
 """
 
 from simulators.formats import WIRE_FORMATS, WireFormat
-from simulators.run import Summary, publish_scenario, write_jsonl
+from simulators.run import Playback, Summary, publish_scenario, write_jsonl
 from simulators.scenario import Scenario, ScenarioError, load_scenario
 from simulators.stream import SimMessage, Simulation, TopicPrefixes
 from simulators.truth import write_truth
@@ -16,6 +16,7 @@ from simulators.world import World, build_world
 
 __all__ = [
     "WIRE_FORMATS",
+    "Playback",
     "Scenario",
     "ScenarioError",
     "SimMessage",

@@ -24,6 +24,7 @@ from simulators.roads import Node, Polyline, RoadNetwork
 from simulators.seeding import geometric_gap, rng_for
 
 __all__ = [
+    "Driving",
     "Leg",
     "SegmentPass",
     "Stop",
@@ -215,6 +216,18 @@ class _Planner:
             self.drive(self.line(sid, fwd), self.rng.uniform(*TRANSIT_SPEED_KMH), False, sid, fwd)
 
 
+@dataclass(frozen=True, slots=True)
+class Driving:
+    """How a scenario's plows drive and report: its seed, the chance a trip has an
+    idle stop, per-fix rates of GPS gaps and invalid fixes, and the fix interval."""
+
+    seed: int
+    idle_probability: float
+    gps_gap_rate: float
+    gps_invalid_rate: float
+    fix_s: int
+
+
 def plan_trip(
     network: RoadNetwork,
     plow: str,
@@ -222,13 +235,11 @@ def plan_trip(
     dispatched_at: int,
     start: int,
     segments: Sequence[str],
-    seed: int,
-    idle_probability: float,
-    gps_gap_rate: float,
-    gps_invalid_rate: float,
-    fix_s: int,
+    driving: Driving,
 ) -> Trip:
-    rng = rng_for(seed, "plow", plow, "trip", str(start))
+    rng = rng_for(driving.seed, "plow", plow, "trip", str(start))
+    idle_probability, fix_s = driving.idle_probability, driving.fix_s
+    gps_gap_rate, gps_invalid_rate = driving.gps_gap_rate, driving.gps_invalid_rate
     net = network
     p = _Planner(net, rng, float(start))
     p.stop(rng.uniform(*WARMUP_S), "warmup")
@@ -282,11 +293,7 @@ def plan_dispatch(
     segment_ids: Sequence[str],
     busy_until: Mapping[str, int],
     zones: Mapping[str, WorkZone],
-    seed: int,
-    idle_probability: float,
-    gps_gap_rate: float,
-    gps_invalid_rate: float,
-    fix_s: int,
+    driving: Driving,
 ) -> list[Trip]:
     """Split the segments between the plows (by work zone) and plan each plow's trip.
 
@@ -304,11 +311,7 @@ def plan_dispatch(
                 dispatched_at=at,
                 start=start,
                 segments=chunk,
-                seed=seed,
-                idle_probability=idle_probability,
-                gps_gap_rate=gps_gap_rate,
-                gps_invalid_rate=gps_invalid_rate,
-                fix_s=fix_s,
+                driving=driving,
             )
         )
     return trips

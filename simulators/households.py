@@ -25,6 +25,7 @@ from simulators.timeutil import DAY, HOUR
 __all__ = [
     "FLAG_BITS",
     "FlowChange",
+    "Household",
     "MeterTruth",
     "Profile",
     "simulate_meter",
@@ -157,6 +158,16 @@ class _Hours:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Household:
+    """What a scenario says about the household behind a meter; None: drawn (residents,
+    register) or from the registry (profile: watched, diameter)."""
+
+    profile: Profile | None = None
+    residents: int | None = None
+    register_start_l: float | None = None
+
+
 def simulate_meter(
     meter: Meter,
     *,
@@ -165,11 +176,11 @@ def simulate_meter(
     utc_offset_s: int,
     seed: int,
     changes: Sequence[FlowChange],
-    profile: Profile | None = None,
-    residents: int | None = None,
-    register_start_l: float | None = None,
+    household: Household = Household(),
 ) -> MeterTruth:
     rng = rng_for(seed, "meter", meter.id, "household")
+    profile, residents = household.profile, household.residents
+    register_start_l = household.register_start_l
     prof: Profile = profile or default_profile(meter)
     if residents is None:
         residents = _default_residents(meter, prof, rng)

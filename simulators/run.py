@@ -35,6 +35,7 @@ from simulators.timeutil import iso
 from simulators.truth import write_truth
 
 __all__ = [
+    "Playback",
     "Progress",
     "Summary",
     "prefixes_from",
@@ -242,24 +243,34 @@ def publish(
         return replace(summary, published=pub.published)
 
 
+@dataclass(frozen=True, slots=True)
+class Playback:
+    """How a scenario is played: ``speed`` (None: as fast as possible), the wire format
+    (None: the scenario's), a new start time (None: the scenario's), whether to show
+    progress, and the MQTT client id (None: one from the process id)."""
+
+    speed: float | None = None
+    fmt: WireFormat | None = None
+    start: datetime | None = None
+    progress: bool = True
+    client_id: str | None = None
+
+
 def publish_scenario(
     cfg: Config,
     scenario_path: Path,
-    speed: float | None,
-    fmt: WireFormat | None,
+    playback: Playback = Playback(),
     *,
     registry: Registry | None = None,
     truth_dir: Path | None = None,
-    start: datetime | None = None,
-    progress: bool = True,
-    client_id: str | None = None,
 ) -> Summary:
     """Load a scenario and publish it over MQTT with QoS 1, never dropping.
 
-    ``speed=None`` is as fast as possible; ``fmt=None`` is the scenario's format. The
-    registry, topic prefix and broker come from ``cfg``; ``truth_dir`` gets the ground
-    truth (written before the first message is sent).
+    The registry, topic prefix and broker come from ``cfg``; ``truth_dir`` gets the
+    ground truth (written before the first message is sent).
     """
+    speed, fmt, start = playback.speed, playback.fmt, playback.start
+    progress, client_id = playback.progress, playback.client_id
     reg = registry if registry is not None else load_registry(cfg)
     scenario = load_scenario(scenario_path)
     if start is not None:

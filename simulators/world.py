@@ -15,8 +15,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sensors.registry import Kind, Registry, Station
-from simulators.fleet import Trip, plan_dispatch
-from simulators.households import FlowChange, MeterTruth, simulate_meter
+from simulators.fleet import Driving, Trip, plan_dispatch
+from simulators.households import FlowChange, Household, MeterTruth, simulate_meter
 from simulators.roads import RoadNetwork
 from simulators.scenario import (
     METER_FAULTS,
@@ -453,9 +453,7 @@ def _simulate_meter(
         utc_offset_s=utc_offset,
         seed=scenario.seed,
         changes=changes,
-        profile=ms.profile if ms else None,
-        residents=ms.residents if ms else None,
-        register_start_l=ms.register_start_l if ms else None,
+        household=Household(ms.profile, ms.residents, ms.register_start_l) if ms else Household(),
     )
 
 
@@ -479,6 +477,13 @@ def _plan_trips(
     network = RoadNetwork(registry.routes, registry.depot)
     busy: dict[str, int] = {}
     sensors = scenario.sensors
+    driving = Driving(
+        scenario.seed,
+        sensors.idle_probability,
+        sensors.gps_gap_rate,
+        sensors.gps_invalid_rate,
+        scenario.intervals.plow_fix_s,
+    )
     for d in dispatches:
         for trip in plan_dispatch(
             network,
@@ -487,11 +492,7 @@ def _plan_trips(
             segment_ids=d.segments,
             busy_until=busy,
             zones=registry.zones,
-            seed=scenario.seed,
-            idle_probability=sensors.idle_probability,
-            gps_gap_rate=sensors.gps_gap_rate,
-            gps_invalid_rate=sensors.gps_invalid_rate,
-            fix_s=scenario.intervals.plow_fix_s,
+            driving=driving,
         ):
             if trip.start >= end:
                 continue

@@ -39,7 +39,6 @@ def transition(
     *,
     status: str = "firing",
     severity: str = "critical",
-    category: str = "snow",
     subject_kind: str = "station",
     district: str | None = None,
     at: datetime = T0,
@@ -48,7 +47,7 @@ def transition(
     return Transition(
         key=f"{rule}:{subject}",
         rule=rule,
-        category=category,
+        category=rule.partition(".")[0],  # the family, as the rules engine names it
         subject=subject,
         subject_kind=subject_kind,
         district=district,

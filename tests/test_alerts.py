@@ -109,12 +109,10 @@ def test_same_alert_fired_twice_notifies_once(tmp_path: Path) -> None:
         svc, out = service(
             tmp_path, {"receivers": hooks(hook), "routes": [{"receivers": ["primary"]}]}, clock
         )
-        out.add(transition("water.burst", "M001", category="water", subject_kind="meter"))
+        out.add(transition("water.burst", "M001", subject_kind="meter"))
         svc.tick()
         clock.advance(minutes=2)
-        out.add(
-            transition("water.burst", "M001", category="water", subject_kind="meter", at=clock.t)
-        )
+        out.add(transition("water.burst", "M001", subject_kind="meter", at=clock.t))
         svc.tick()
         clock.advance(minutes=2)
         svc.tick()
@@ -197,7 +195,7 @@ def test_resolved_notice_goes_to_those_notified(tmp_path: Path) -> None:
             },
             clock,
         )
-        out.add(transition("water.leak", "M002", category="water", subject_kind="meter"))
+        out.add(transition("water.leak", "M002", subject_kind="meter"))
         svc.tick()
         clock.advance(seconds=30)
         out.add(
@@ -205,7 +203,6 @@ def test_resolved_notice_goes_to_those_notified(tmp_path: Path) -> None:
                 "water.leak",
                 "M002",
                 status="resolved",
-                category="water",
                 subject_kind="meter",
                 at=clock.t,
             )
@@ -239,7 +236,7 @@ def test_silence_suppresses_only_what_it_matches(tmp_path: Path) -> None:
         out.add(
             transition("snow.depth", "ST01"),
             transition("snow.depth", "ST02"),
-            transition("water.leak", "ST02", category="water", subject_kind="meter"),
+            transition("water.leak", "ST02", subject_kind="meter"),
         )
         svc.tick()
         names = sorted(a["key"] for r in hook.requests for a in r.body["alerts"])
@@ -266,10 +263,10 @@ def test_inhibition_town_alert_and_kind_silent(tmp_path: Path) -> None:
             transition("snow.town_alert", "town", subject_kind="town"),
             transition("snow.depth", "ST01"),
             transition("snow.depth", "ST02"),
-            transition("system.kind_silent", "snow", category="system", subject_kind="kind"),
+            transition("system.kind_silent", "snow", subject_kind="kind"),
             transition("snow.station_offline", "ST03"),  # folded by both
-            transition("water.meter_stale", "M004", category="water", subject_kind="meter"),
-            transition("plow.silent", "P01", category="plow", subject_kind="plow"),
+            transition("water.meter_stale", "M004", subject_kind="meter"),
+            transition("plow.silent", "P01", subject_kind="plow"),
         )
         svc.tick()
     told = sorted(a["key"] for r in hook.requests for a in r.body["alerts"])
@@ -321,10 +318,8 @@ def test_info_water_waits_for_the_morning_digest_critical_goes_now(tmp_path: Pat
         )
         svc.tick()
         out.add(
-            transition(
-                "water.meter_stale", "M010", category="water", subject_kind="meter", severity="info"
-            ),
-            transition("water.burst", "M011", category="water", subject_kind="meter"),
+            transition("water.meter_stale", "M010", subject_kind="meter", severity="info"),
+            transition("water.burst", "M011", subject_kind="meter"),
         )
         svc.tick()
         assert [r.body["alerts"][0]["subject"] for r in hook.requests] == ["M011"]
@@ -387,7 +382,7 @@ def test_ack_link_served_tampered_and_expired_refused(tmp_path: Path) -> None:
         )
         out.add(
             transition("snow.depth", "ST01"),
-            transition("water.leak", "M9", category="water", subject_kind="meter"),
+            transition("water.leak", "M9", subject_kind="meter"),
         )
         svc.tick()
         svc.ack_server = None

@@ -130,7 +130,7 @@ def test_the_notice_takes_the_channel_that_reached_them_and_skips_the_acker(
         }
         routes = {"routes": [{"receivers": ["primary", "secondary"]}]}
         svc, out = service(tmp_path, {**routes, "receivers": receivers}, clock)
-        out.add(transition("water.leak", "M002", category="water", subject_kind="meter"))
+        out.add(transition("water.leak", "M002", subject_kind="meter"))
         svc.tick()
         assert len(hook.requests) == 1 and len(inbox.messages) == 1 and len(second.requests) == 1
         clock.advance(minutes=5)

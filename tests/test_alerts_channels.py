@@ -104,7 +104,6 @@ def test_email_plain_japanese_subject_and_ack_link(tmp_path: Path, smtp: tuple[I
         transition(
             "water.leak",
             "M001",
-            category="water",
             subject_kind="meter",
             message="連続流量が24時間続いています",
         )
@@ -412,7 +411,7 @@ def test_email_starttls_verifies_the_server_certificate(
 ) -> None:
     inbox, port, ca = smtp_tls
     svc, out = service(tmp_path / "good", _tls_receiver(port, ca), Clock())
-    out.add(transition("water.leak", "M001", category="water", subject_kind="meter"))
+    out.add(transition("water.leak", "M001", subject_kind="meter"))
     svc.tick()
     assert len(inbox.messages) == 1, "the trusted server got the notice over STARTTLS"
 
@@ -420,7 +419,7 @@ def test_email_starttls_verifies_the_server_certificate(
     # (no fallback to plain text), and the failure says what to configure.
     clock = Clock()
     svc, out = service(tmp_path / "bad", _tls_receiver(port, None), clock)
-    out.add(transition("water.leak", "M002", category="water", subject_kind="meter"))
+    out.add(transition("water.leak", "M002", subject_kind="meter"))
     svc.tick()
     assert len(inbox.messages) == 1
     shown = [

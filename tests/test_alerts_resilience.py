@@ -173,7 +173,7 @@ def test_a_batch_too_large_is_split_and_a_line_too_large_is_set_aside(
         out.add(transition("snow.depth", "ST99", message="積雪 " + "深" * 600))  # 1.8 kB alone
         svc.tick()
         clock.advance(minutes=10)
-        out.add(transition("water.burst", "M001", category="water", subject_kind="meter"))
+        out.add(transition("water.burst", "M001", subject_kind="meter"))
         svc.tick()
     assert "M001" in hook.texts()[-1], "a later alert still reaches the webhook"
     expected = sorted([f"ST{i:02d}" for i in range(1, 11)] + ["M001"])
@@ -289,7 +289,7 @@ def test_a_failed_warning_waits_for_the_reminder(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{_free_port()}/hook"
     with http_double() as kacho:
         svc, out = service(tmp_path, _two_receivers(dead, kacho.url, retry={"attempts": 1}), clock)
-        out.add(transition("water.leak", "M001", severity="warning", category="water"))
+        out.add(transition("water.leak", "M001", severity="warning"))
         svc.tick()
         clock.advance(minutes=30)
         svc.tick()

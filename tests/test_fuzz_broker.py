@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.config import load_config, load_registry
 from core.publish import Publisher
-from devtools.fuzzing import World, broker_run, collect, payloads, run_in_process
+from devtools.fuzzing import GoodReadings, World, broker_run, collect, payloads, run_in_process
 from devtools.localstack import InfluxDB1, Mosquitto
 from ingest.reasons import Reason
 from ingest.service import limits_from
@@ -39,8 +39,7 @@ def test_fuzzed_payloads_through_the_broker(
             ingest=ingest,
             influx=influx,
             database=tag,
-            good_topic=f"{tag}/snow/{GOOD_DEVICE}",
-            good_device=GOOD_DEVICE,
+            goods=GoodReadings(f"{tag}/snow/{GOOD_DEVICE}", GOOD_DEVICE),
             deadletter_path=tmp_path / "state" / "deadletter.sqlite",
             timeout_s=120,
         )

@@ -162,7 +162,7 @@ def test_backtest_equals_the_live_scheduler(
         ]
     recorded = RecordedSource.load(client, eng.inputs, T0 - 1, end)
     bt = backtest.run(
-        registry, rcfg, recorded, start_ms=T0, end_ms=end, step_ms=600_000, families=[HighUse]
+        registry, rcfg, recorded, backtest.Steps(T0, end, 600_000), families=[HighUse]
     )
     assert len(live) == 6
     assert [(s, t.model_dump_json()) for s, t in bt.transitions] == live

@@ -171,12 +171,14 @@ def estimate(v: eta.Vehicle, plowed: dict[str, int] | None = None, **kw: Any) ->
         reg,
         RoadGraph(reg.routes),
         state,
-        now_ms=NOW,
-        dispatch_start_ms=T0,
-        plowed=plowed or {},
-        covered=kw.pop("covered", {}),
-        vehicles={"P1": v},
-        silent_ms={"P1": 15 * MINUTE_MS},
+        eta.Progress(
+            now_ms=NOW,
+            dispatch_start_ms=T0,
+            plowed=plowed or {},
+            covered=kw.pop("covered", {}),
+            vehicles={"P1": v},
+            silent_ms={"P1": 15 * MINUTE_MS},
+        ),
     )
     return {e.segment: e for e in segs}
 

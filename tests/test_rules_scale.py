@@ -134,9 +134,7 @@ def test_incremental_cycles_equal_full_rereads_and_the_backtest(
     assert inc_t == full_t
     assert inc_p == full_p
     recorded = RecordedSource.load(client, inc.inputs, loaded.start_ms - 1, end)
-    bt = backtest.run(
-        registry, rcfg, recorded, start_ms=loaded.start_ms, end_ms=end, step_ms=STEP_MS
-    )
+    bt = backtest.run(registry, rcfg, recorded, backtest.Steps(loaded.start_ms, end, STEP_MS))
     assert inc_t == [(s, t.model_dump_json()) for s, t in bt.transitions]
     rules = {json.loads(t)["rule"] for _s, t in inc_t}
     assert {"snow.dispatch", "water.stale"} <= rules, rules
@@ -194,9 +192,7 @@ def test_two_shards_together_give_what_one_process_gives_on_a_season(
             registry,
             rcfg,
             recorded.again(),
-            start_ms=loaded.start_ms,
-            end_ms=end,
-            step_ms=SEASON_STEP_MS,
+            backtest.Steps(loaded.start_ms, end, SEASON_STEP_MS),
             shard=shard,
         )
         return [(s, t.model_dump_json()) for s, t in res.transitions]

@@ -29,7 +29,7 @@ from rules.scoring.snow import true_crossings
 from rules.sources import LiveSource, RecordedSource
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Status, Transition, read_outbox
-from simulators.run import publish_scenario
+from simulators.run import Playback, publish_scenario
 from simulators.scenario import load_scenario
 from tests.conftest import REPO, SAMPLE_CONFIG, make_config, running_ingest, wait_for
 
@@ -147,11 +147,8 @@ def test_heavy_snow_night_through_the_whole_pipeline(
         summary = publish_scenario(
             cfg,
             SCENARIOS / "heavy-snow-night.toml",
-            None,
-            None,
+            Playback(start=start_at, progress=False),
             truth_dir=truth,
-            start=start_at,
-            progress=False,
         )
         # Until InfluxDB answers with every reading (not merely until ingest handled them).
         stored = {"snow_depth": "depth_cm", "water_meter": "register_l", "plow_position": "lat"}
@@ -230,9 +227,7 @@ def test_restart_late_batches_and_duplicates_give_the_same_transitions(
         registry,
         rcfg,
         recorded,
-        start_ms=loaded.start_ms,
-        end_ms=end,
-        step_ms=STEP_S * 1000,
+        backtest.Steps(loaded.start_ms, end, STEP_S * 1000),
     )
     assert live == [(s, t.model_dump_json()) for s, t in bt.transitions]
     assert any(t.rule == "water.leak_continuous" for _s, t in bt.transitions)

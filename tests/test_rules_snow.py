@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -38,20 +38,30 @@ def registry() -> Registry:
     return load_registry(load_config(SAMPLE_CONFIG))
 
 
+class Conditions(TypedDict, total=False):
+    """What every station reads besides the depth (defaults: ``readings``)."""
+
+    noise_cm: float
+    temp: float
+    quality: int
+    battery: float
+
+
 def readings(
     stations: Iterable[str],
     hours: float,
     depth: Depth | dict[str, Depth],
     *,
-    noise_cm: float = 1.5,
     seed: int = 1,
-    temp: float = -4.0,
-    quality: int = 85,
-    battery: float = 3.6,
     lag_ms: int = 0,
     edit: Callable[[str, int, dict[str, Any]], None] | None = None,
+    **conditions: Unpack[Conditions],
 ) -> pd.DataFrame:
     """10-minute readings; ``edit(station, minute, row)`` injects faults."""
+    noise_cm = conditions.get("noise_cm", 1.5)
+    temp = conditions.get("temp", -4.0)
+    quality = conditions.get("quality", 85)
+    battery = conditions.get("battery", 3.6)
     rng = np.random.default_rng(seed)
     rows = []
     for minute in range(0, int(hours * 60), 10):

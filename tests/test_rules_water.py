@@ -110,6 +110,34 @@ def test_leak_fires_after_24_leaking_hours_and_resolves_after_a_zero_hour() -> N
     assert not of(out, "water.burst") and not of(out, "water.reverse")
 
 
+def test_district_and_meter_overrides_set_each_meters_leak_window() -> None:
+    """[rules.overrides]: the district's, then the meter's own (docs/rules.md#configuration)."""
+    m1 = Meter("M1", "中町", 38.38, 140.2, 13, 2.5, 8, "L", False, None)
+    m2 = Meter("M2", "上町", 38.38, 140.2, 13, 2.5, 8, "L", False, None)
+    m3 = Meter("M3", "中町", 38.38, 140.2, 13, 2.5, 8, "L", False, None)
+    fam = family(
+        m1,
+        m2,
+        m3,
+        overrides={
+            "district": {"中町": {"water": {"leak_window_h": 12}}},
+            "meter": {"M3": {"water": {"leak_window_h": 30}}},
+        },
+    )
+    uses = household_day() * 2
+    leak = [15.0 if 10 <= h < 50 else 0.0 for h in range(72)]
+    uses += [u + lk for u, lk in zip(household_day() * 3, leak, strict=True)]
+    regs = cumulative(1000.0, uses)
+    out = run_hourly(fam, [frame(m, T0, regs) for m in ("M1", "M2", "M3")])
+    leak_start = T0 + 2 * DAY_MS + 10 * HOUR_MS
+    fired = {f.subject: f.at_ms for f in of(out, "water.leak_continuous") if f.active}
+    assert fired == {
+        "M1": leak_start + 12 * HOUR_MS,
+        "M2": leak_start + 24 * HOUR_MS,
+        "M3": leak_start + 30 * HOUR_MS,
+    }
+
+
 def test_no_leak_for_an_ordinary_household() -> None:
     fam = family()
     out = run_hourly(fam, [frame("M1", T0, cumulative(5000.0, household_day() * 10))])

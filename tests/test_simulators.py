@@ -39,7 +39,7 @@ from simulators import cli
 from simulators.fleet import assign_segments
 from simulators.formats import WIRE_FORMATS, WireFormat
 from simulators.roads import RoadNetwork
-from simulators.run import Progress, publish_scenario, run, warn_future, write_jsonl
+from simulators.run import Playback, Progress, publish_scenario, run, warn_future, write_jsonl
 from simulators.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from simulators.stream import SimMessage, Simulation, TopicPrefixes
 from simulators.timeutil import HOUR, iso
@@ -755,7 +755,7 @@ def test_publish_over_mqtt_loses_nothing(
     try:
         assert subscribed.wait(10)
         path = SCENARIOS / "burst-main.toml"
-        summary = publish_scenario(cfg, path, None, None, registry=registry, progress=False)
+        summary = publish_scenario(cfg, path, Playback(progress=False), registry=registry)
         assert summary.published == summary.messages == 740
         wait_for(lambda: len(received) >= summary.messages, what="all messages")
         expected = [

@@ -130,6 +130,7 @@ def generate(seed: int, meters: int = METERS) -> Plan:
     truths: list[Truth] = []
     away: dict[str, list[tuple[str, str]]] = {}
     watched: list[str] = []
+    drawn = _Drawn(truths, events, away)
 
     def ev_time(t: int) -> datetime:
         return datetime.fromtimestamp(t, JST)
@@ -170,13 +171,13 @@ def generate(seed: int, meters: int = METERS) -> Plan:
         if is_watched:
             watched.append(mid)
             settings[mid] = {"profile": "elderly", "residents": 1}
-            _watched_life(rng, mid, start, end, truths, events, away, silent)
+            _watched_life(rng, mid, start, end, drawn, silent)
             continue
         if diameter >= 20:
             settings[mid] = {"profile": "facility"}
         else:
             settings[mid] = {"profile": "household", "residents": rng.choice((1, 2, 2, 3, 4, 5))}
-        _household_events(rng, mid, reg_meters[mid], start, end, daily, truths, events, away)
+        _household_events(rng, mid, reg_meters[mid], start, end, daily, drawn)
     for t in truths:
         t.daily = reg_meters[t.meter].dev_eui is not None
     events += _radio_losses(seed, reg_meters, start, end)
@@ -196,6 +197,15 @@ def generate(seed: int, meters: int = METERS) -> Plan:
     return Plan(scenario, registry, away, truths, watched, start, end)
 
 
+@dataclass(frozen=True, slots=True)
+class _Drawn:
+    """What the draws add to: the truths, the scenario's events, the away periods."""
+
+    truths: list[Truth]
+    events: list[dict[str, Any]]
+    away: dict[str, list[tuple[str, str]]]
+
+
 def _household_events(  # noqa: PLR0917 - one meter's draw
     rng: random.Random,
     mid: str,
@@ -203,10 +213,10 @@ def _household_events(  # noqa: PLR0917 - one meter's draw
     start: int,
     end: int,
     daily: bool,
-    truths: list[Truth],
-    events: list[dict[str, Any]],
-    away: dict[str, list[tuple[str, str]]],
+    drawn: _Drawn,
 ) -> None:
+    truths, events, away = drawn.truths, drawn.events, drawn.away
+
     def at(t: int) -> datetime:
         return datetime.fromtimestamp(t, JST)
 
@@ -332,12 +342,11 @@ def _watched_life(  # noqa: PLR0917 - one watched household's month
     mid: str,
     start: int,
     end: int,
-    truths: list[Truth],
-    events: list[dict[str, Any]],
-    away: dict[str, list[tuple[str, str]]],
+    drawn: _Drawn,
     silent: Any,
 ) -> None:
     """An elderly household's ordinary month, and perhaps a true silence."""
+    truths, events, away = drawn.truths, drawn.events, drawn.away
     quiet: tuple[int, int] | None = None
     r = rng.random()
     if r < 0.4:  # a true silence of more than a day (a fall, a sudden illness)
@@ -443,9 +452,7 @@ def replay(plan: Plan, df: pd.DataFrame, rcfg: RulesConfig) -> ReplayResult:
         plan.registry,
         rcfg,
         RecordedSource({"water_meter": df}),
-        start_ms=plan.start * 1000,
-        end_ms=(plan.end + DAY) * 1000,
-        step_ms=STEP_S * 1000,
+        backtest.Steps(plan.start * 1000, (plan.end + DAY) * 1000, STEP_S * 1000),
         families=[WaterFamily],
     )
 

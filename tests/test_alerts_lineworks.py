@@ -209,7 +209,7 @@ def test_token_exchange_message_and_token_kept_until_shortly_before_expiry(
     clock = Clock()
     with lineworks_server(public, clock) as lw:
         svc, out = _svc(tmp_path, clock, {"sato": {"lineworks": _channel(lw, key_file)}})
-        out.add(transition("water.leak", "M001", category="water", message="連続流量 24時間"))
+        out.add(transition("water.leak", "M001", message="連続流量 24時間"))
         svc.tick()
         assert len(lw.claims) == 1 and lw.refused == []
         path, body = lw.messages[0]

@@ -118,9 +118,7 @@ def run_scenario(
         registry,
         rcfg,
         source,
-        start_ms=start_ms,
-        end_ms=end_ms,
-        step_ms=step_s * 1000,
+        backtest.Steps(start_ms, end_ms, step_s * 1000),
         families=families,
     )
     return Ran(result, truth_dir, start_ms, end_ms, dead)

@@ -16,6 +16,10 @@ from benchmarks.detection.common import HELD_OUT_SEED
 
 ON_TIME_FLOOR_PCT = 75.0  # crossings called within 1 h of the truth's crossing
 FALSE_CEILING_PER_20 = 1.0  # false or duplicate calls per 20 storm nights
+# snow.dispatch_uncertain (docs/detection.md#dispatch, Uncertain): it warns at most once
+# per blind spell, and most warned nights had a blind spell over a deciding station
+UNCERTAIN_FLAPS_CEILING = 0.5  # re-fires per warned night
+UNCERTAIN_RELEVANT_FLOOR_PCT = 40.0
 
 
 def test_quick_storm_battery_meets_the_floor() -> None:
@@ -30,3 +34,5 @@ def test_quick_storm_battery_meets_the_floor() -> None:
     assert crossings >= 15, report
     assert on_time >= ON_TIME_FLOOR_PCT, report
     assert false <= FALSE_CEILING_PER_20, report
+    assert result.summary["uncertain_flaps_per_night"] <= UNCERTAIN_FLAPS_CEILING, report
+    assert result.summary["uncertain_relevant_pct"] >= UNCERTAIN_RELEVANT_FLOOR_PCT, report

@@ -555,7 +555,16 @@ def run(base_seed: int, *, quick: bool) -> FamilyResult:
     notes = [f"    {c}" for c in t.cases[:12]] + [f"    figure: {e}" for e in t.figure_errors[:6]]
     return FamilyResult(
         lines=lines,
-        summary={"dispatch_on_time_pct": on_time_pct, "dispatch_false_per_20": false_per_20},
+        summary={
+            "dispatch_on_time_pct": on_time_pct,
+            "dispatch_false_per_20": false_per_20,
+            # docs/detection.md#dispatch (Uncertain): share of warned nights with a
+            # blind spell over a deciding station, and re-fires per warned night
+            "uncertain_relevant_pct": _pct(t.uncertain_relevant, t.uncertain_storms),
+            "uncertain_flaps_per_night": (t.uncertain_episodes - t.uncertain_storms)
+            / max(1, t.uncertain_storms),
+            "uncertain_warned_pct": _pct(t.blind_crossings_warned, t.blind_crossings),
+        },
         scenarios=n,
         notes=notes,
     )

@@ -5,6 +5,8 @@ and the rules backtest and are scored against their truth (docs/detection.md#dis
 A change that loses recall, calls late or adds false calls fails here. The floors are
 what this quick battery gave when the rules were last changed (13 of 16 crossings on
 time, no false call; tuned on the tuning seed, never this one), less one crossing.
+The uncertainty warning's limits are likewise what it gave (0.11 flaps per warned
+night, 47 % of warned nights with a blind spell over a deciding station), with margin.
 They guard against regressions; the targets of issue 14 (97 % on time) are not met
 yet — docs/detection.md#results has the full-run figures.
 """
@@ -19,7 +21,7 @@ FALSE_CEILING_PER_20 = 1.0  # false or duplicate calls per 20 storm nights
 # snow.dispatch_uncertain (docs/detection.md#dispatch, Uncertain): it warns at most once
 # per blind spell, and most warned nights had a blind spell over a deciding station
 UNCERTAIN_FLAPS_CEILING = 0.5  # re-fires per warned night
-UNCERTAIN_RELEVANT_FLOOR_PCT = 40.0
+UNCERTAIN_RELEVANT_FLOOR_PCT = 35.0
 
 
 def test_quick_storm_battery_meets_the_floor() -> None:

@@ -370,7 +370,7 @@ def _score_uncertain(
     p: SnowParams,
     crossings: list[int],
 ) -> None:
-    """snow.dispatch_uncertain (docs/detection.md#uncertain): its warnings per storm
+    """snow.dispatch_uncertain (docs/detection.md#dispatch, Uncertain): its warnings per storm
     night, whether a blind spell lay over a station that decided the truth's crossing,
     and the crossings with such a spell that it warned about."""
     episodes: list[tuple[int, int]] = []

@@ -142,7 +142,7 @@ class SnowParams(_Params):
     blind_poor_share: Share = 0.8
     blind_clear_share: Share = 0.5
     uncertain_lookahead_h: NonNeg = 1.0
-    uncertain_refire_min: Annotated[int, Field(ge=0, le=1440)] = 60
+    uncertain_refire_min: Annotated[int, Field(ge=0, le=1440)] = 120
     holdback_temp_c: float = 2.0
 
 

@@ -134,11 +134,15 @@ class SnowParams(_Params):
     # this of the threshold (one call per accumulation; plowing still ends it)
     resolve_margin_cm: NonNeg = 3.0
     # docs/rules-snow.md#snowdispatch_uncertain: a station is blind after blind_min without
-    # a reading, with blind_poor_share of the last hour's echoes poor, or frozen; it
-    # matters while its figure lies between uncertain_share of its threshold and it
+    # a reading, with blind_poor_share of the last hour's echoes poor, or frozen, and sees
+    # again below blind_clear_share (hysteresis); it matters while its figure is below its
+    # threshold and could reach it at a plausible rate within the time it has been blind
+    # plus uncertain_lookahead_h; after a warning ends, a new one waits uncertain_refire_min
     blind_min: Annotated[int, Field(ge=10, le=600)] = 30
     blind_poor_share: Share = 0.8
-    uncertain_share: Share = 0.3
+    blind_clear_share: Share = 0.5
+    uncertain_lookahead_h: NonNeg = 1.0
+    uncertain_refire_min: Annotated[int, Field(ge=0, le=1440)] = 120
     holdback_temp_c: float = 2.0
 
 

@@ -136,6 +136,10 @@ class SnowFamily(Family):
     category: ClassVar[Any] = "snow"
     # newest hour end the town rules were evaluated at (class default: older state)
     town_hours_until: int = -1
+    # stations the active uncertainty warning names; when the last one ended (class
+    # defaults: older state)
+    uncertain_sids: tuple[str, ...] = ()
+    uncertain_ended_ms: int = -1
     inputs: ClassVar[dict[str, tuple[str, ...]]] = {
         SNOW: (
             "depth_cm",
@@ -795,40 +799,73 @@ class SnowFamily(Family):
             if sid not in seen and total >= level - tp.resolve_margin_cm:
                 hits.append((end, sid, st, total, first, end, last, rate))
 
-    def _blind(self, st: _Station, p: SnowParams, now_ms: int) -> str | None:
-        """Why a station cannot see now, or None: nearly all echoes of the last hour
-        poor (``blind_poor_share``), no reading for ``blind_min``, or a frozen sensor."""
+    def _blind(
+        self, st: _Station, p: SnowParams, now_ms: int, *, share: float | None = None
+    ) -> str | None:
+        """Why a station cannot see now, or None: at least ``share`` (default
+        ``blind_poor_share``) of the last hour's echoes poor, no reading for
+        ``blind_min``, or a frozen sensor."""
         if st.status.get("frozen", (False, 0))[0]:
             return "frozen"
         if st.last_t >= 0 and now_ms - st.last_t >= p.blind_min * MINUTE_MS:
             return "offline"
         recent = [x for t, x in st.echo if t > now_ms - HOUR_MS]
-        if len(recent) >= 3 and sum(recent) / len(recent) >= p.blind_poor_share:
+        limit = p.blind_poor_share if share is None else share
+        if len(recent) >= 3 and sum(recent) / len(recent) >= limit:
             return "poor_echo"
         return None
 
     def _uncertain(
         self, rows: list[Any], *, active: bool, now_ms: int, tp: SnowParams, out: Output
     ) -> None:
-        """snow.dispatch_uncertain: it is snowing, no call yet, and stations whose figure
-        could decide one cannot see (docs/rules-snow.md#snowdispatch_uncertain)."""
+        """snow.dispatch_uncertain: it is snowing, no call yet, and stations that could
+        decide one cannot see, so the outcome is open: the seeing stations have not
+        decided it, and the blind ones could, at a plausible rate since they were last
+        seen (docs/rules-snow.md#snowdispatch_uncertain). Held while a named station is
+        still blind (it sees again only below ``blind_clear_share``), so a flickering
+        echo does not make the warning flap."""
+        was = self.town_status.get("dispatch_uncertain", (False, 0))[0]
         since = now_ms - 3 * HOUR_MS
         snowing = any(
             r[10] > 0 or any(h.start + HOUR_MS > since and h.new_cm > 0 for h in list(r[9])[-4:])
             for r in rows
         )
+        # A plausible rate: the fastest figure of the last hour in town (the same storm
+        # falls on the blind station), or the station's own fastest of the last three.
+        town_rate = max((r[10] for r in rows), default=0.0)
         blind: list[tuple[str, str, _Station, float]] = []
-        seeing_hits = 0
-        for sid, st, p, total, _first, _end, crossed, thr, _last, _hours, _rate in rows:
-            why = self._blind(st, p, now_ms)
-            if why is None:
-                seeing_hits += 1 if thr in crossed else 0
+        hits = 0
+        for sid, st, p, total, _first, _end, crossed, thr, _last, hours, _rate in rows:
+            held = was and sid in self.uncertain_sids
+            if thr in crossed or total >= thr:
+                hits += 1  # counted (seen or not): its blindness no longer holds the call
                 continue
-            # It matters when its figure is on the way to the threshold: the snow that
-            # falls unseen could take it over (above it, it is already counted).
-            if p.uncertain_share * thr <= total < thr:
-                blind.append((sid, why, st, total))
-        ok = snowing and not active and bool(blind) and seeing_hits < tp.dispatch_stations
+            why = self._blind(st, p, now_ms, share=p.blind_clear_share if held else None)
+            if why is None:
+                continue
+            if not held:
+                own = [h.new_cm for h in list(hours)[-3:] if math.isfinite(h.new_cm)]
+                rate = max([town_rate, *own, 0.0])
+                last = st.last_good_t if st.last_good_t >= 0 else st.last_t
+                blind_h = min(3.0, max(0.0, (now_ms - last) / HOUR_MS))
+                # Its figure may be off by the sensor's stated error (docs/domain.md#
+                # sensor-noise), and snow falls unseen for as long as it is blind and
+                # the next hour: can it reach the threshold?
+                laser = station_is_ultrasonic(self.registry, sid) is False
+                err = p.noise_laser_cm if laser else p.noise_ultrasonic_cm
+                if total + err + rate * (blind_h + p.uncertain_lookahead_h) < thr:
+                    continue  # it cannot reach its threshold unseen: the call is not open
+            blind.append((sid, why, st, total))
+        need = tp.dispatch_stations - hits
+        ok = snowing and not active and need > 0 and len(blind) >= need
+        if ok and not was and self.uncertain_ended_ms >= 0:
+            # A new warning only after a quiet spell: a blind spell is warned about once.
+            ok = now_ms - self.uncertain_ended_ms >= tp.uncertain_refire_min * MINUTE_MS
+        if ok:
+            self.uncertain_sids = tuple(sorted(b[0] for b in blind))
+        elif was:
+            self.uncertain_sids = ()
+            self.uncertain_ended_ms = now_ms
         parts_ja, parts_en = [], []
         for sid, why, st, total in sorted(blind, key=lambda x: (-x[3], x[0]))[:6]:
             station = self.registry.stations.get(sid)

@@ -461,3 +461,44 @@ def test_call_states_its_window_and_hourly_rate(registry: Registry) -> None:
     hours = (call.at_ms - max(since, T0 + 2 * HOUR_MS)) / HOUR_MS
     figures = dict(x.split("=") for x in str(call.values["figures"]).split(","))
     assert all(abs(float(v) - 3.0 * hours) <= 2.0 for v in figures.values()), (figures, hours)
+
+
+def test_uncertainty_warning_holds_through_a_flickering_echo(registry: Registry) -> None:
+    """The echoes of two snowed-on ultrasonic stations flicker around the blind limit
+    (nearly all poor, then two in three, by turns): on-call is warned once, not at
+    every flicker, and the call ends the warning."""
+    depth = {"ST02": snowing(60.0, 3.0, 180, 540), "ST03": snowing(70.0, 3.0, 180, 540)}
+    depth |= {s: flat(65.0) for s in ("ST04", "ST05", "ST01", "ST06")}
+    rng = np.random.default_rng(5)
+
+    def flicker(sid: str, minute: int, row: dict[str, Any]) -> None:
+        share = 0.97 if (minute // 40) % 2 == 0 else 0.65
+        if sid in ("ST02", "ST03") and 180 <= minute < 540 and rng.random() < share:
+            row["quality"] = 30
+            row["depth_cm"] = round(row["depth_cm"] + rng.normal(0, 3.0), 1)
+
+    frame = readings(list(depth), 10, depth, noise_cm=1.0, edit=flicker)
+    findings, _ = run(family(registry), frame, 10)
+    warned = changes(findings, "snow.dispatch_uncertain")
+    fired = changes(findings, "snow.dispatch")
+    assert [a for a, _ in warned] == [True, False], warned
+    assert fired and warned[0][1] < fired[0][1] <= warned[1][1], (warned, fired)
+
+
+def test_no_uncertainty_warning_when_the_blind_station_cannot_decide(
+    registry: Registry,
+) -> None:
+    """Light snow (0.8 cm/h): a station goes offline at 4 cm. At the rate the others
+    see, it cannot reach 10 cm in the time it has been blind and the next hour, so the
+    call is not open and nobody is woken."""
+    depth = {s: snowing(60.0, 0.8, 60, 540) for s in ("ST02", "ST01", "ST06")}
+
+    def offline(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if sid == "ST02" and minute >= 360:
+            row["time"] = -1  # dropped below
+
+    frame = readings(list(depth), 9, depth, noise_cm=0.3, edit=offline)
+    frame = frame[frame["time"] >= 0]
+    findings, _ = run(family(registry), frame, 9)
+    assert changes(findings, "snow.offline", "ST02"), "the station did go offline"
+    assert changes(findings, "snow.dispatch_uncertain") == []

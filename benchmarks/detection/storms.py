@@ -69,6 +69,9 @@ class Night:
 class Generated:
     scenario: Scenario
     nights: tuple[Night, ...]
+    # spells in which a station cannot see: (station, start ms, end ms) of the injected
+    # poor-echo, dropout and frozen faults
+    blind: tuple[tuple[str, int, int], ...] = ()
 
 
 def generate(base_seed: int, index: int, registry: Registry) -> Generated:
@@ -144,7 +147,16 @@ def generate(base_seed: int, index: int, registry: Registry) -> Generated:
         },
         "events": events,
     }
-    return Generated(parse_scenario(doc, doc["name"]), tuple(nights))
+    blind = tuple(
+        (
+            str(e["device"]),
+            int(e["start"].timestamp() * 1000),
+            int((e["start"] + timedelta(hours=e["duration_h"])).timestamp() * 1000),
+        )
+        for e in events
+        if e["type"] == "fault" and e["fault"] in ("poor_quality", "dropout", "frozen")
+    )
+    return Generated(parse_scenario(doc, doc["name"]), tuple(nights), blind)
 
 
 def _storm_events(
@@ -276,7 +288,11 @@ class Tally:
     figures: int = 0
     figures_ok: int = 0
     figure_errors: list[str] = field(default_factory=list)
-    uncertain_storms: int = 0
+    uncertain_storms: int = 0  # storm nights in which the warning fired
+    uncertain_relevant: int = 0  # … of them with a blind spell over a deciding station
+    uncertain_episodes: int = 0  # warnings (firing to resolving)
+    blind_crossings: int = 0  # crossings with a deciding station blind before them
+    blind_crossings_warned: int = 0  # … of them warned about before the call
     cases: list[str] = field(default_factory=list)  # the worst ones, for the notes
 
     def add(self, other: Tally) -> None:
@@ -293,6 +309,8 @@ def score_scenario(
     nights: Sequence[Night],
     p: SnowParams,
     name: str = "",
+    *,
+    blind: Sequence[tuple[str, int, int]] = (),
 ) -> Tally:
     truth = SnowTruth.load(truth_dir)
     crossings = truth.crossings(p)
@@ -300,9 +318,14 @@ def score_scenario(
         (d, t) for d, t in transitions if t.rule == "snow.dispatch" and t.firing
     ]  # detection time: the evaluation step that emitted it
     s = Tally(storms=len(nights), crossings=len(crossings))
-    s.uncertain_storms = min(
-        len(nights),
-        len({_ms(t) // (6 * HOUR_MS) for _d, t in transitions if _uncertain(t)}),
+    _score_uncertain(
+        s,
+        truth=truth,
+        transitions=transitions,
+        nights=nights,
+        blind=blind,
+        p=p,
+        crossings=crossings,
     )
     used: set[int] = set()
     matched: dict[int, int] = {}  # call index → crossing
@@ -337,6 +360,54 @@ def score_scenario(
     return s
 
 
+def _score_uncertain(
+    s: Tally,
+    *,
+    truth: SnowTruth,
+    transitions: list[tuple[int, Transition]],
+    nights: Sequence[Night],
+    blind: Sequence[tuple[str, int, int]],
+    p: SnowParams,
+    crossings: list[int],
+) -> None:
+    """snow.dispatch_uncertain (docs/detection.md#dispatch, Uncertain): its warnings per storm
+    night, whether a blind spell lay over a station that decided the truth's crossing,
+    and the crossings with such a spell that it warned about."""
+    episodes: list[tuple[int, int]] = []
+    for _d, t in sorted(
+        ((d, t) for d, t in transitions if t.rule == "snow.dispatch_uncertain"),
+        key=lambda x: x[0],
+    ):
+        if t.firing:
+            episodes.append((_ms(t), 2**62))
+        elif episodes and episodes[-1][1] == 2**62:
+            episodes[-1] = (episodes[-1][0], _ms(t))
+    s.uncertain_episodes += len(episodes)
+    spans = [
+        (int(n.start.timestamp() * 1000), int(n.start.timestamp() * 1000 + n.hours * HOUR_MS))
+        for n in nights
+    ]
+
+    def night_of(ms: int) -> int:
+        return min(range(len(spans)), key=lambda i: max(spans[i][0] - ms, ms - spans[i][1], 0))
+
+    # Per crossing: the stations that decided it (at or above the threshold at it) with a
+    # blind spell in the accumulation before it (or the hour after it).
+    decisive: list[tuple[int, int, int]] = []  # (crossing, accumulation start, night)
+    for c in crossings:
+        start = truth.reset_ms(c, p)
+        deciding = {st for st, v in truth.totals(start, c).items() if v >= p.dispatch_cm}
+        if any(sid in deciding and a < c + HOUR_MS and b > start for sid, a, b in blind):
+            decisive.append((c, start, night_of(c)))
+    s.blind_crossings += len(decisive)
+    s.blind_crossings_warned += sum(
+        1 for c, start, _n in decisive if any(start <= a <= c + HOUR_MS for a, _b in episodes)
+    )
+    fired = {night_of(a) for a, _b in episodes}
+    s.uncertain_storms += len(fired)
+    s.uncertain_relevant += len(fired & {n for _c, _s, n in decisive})
+
+
 def _unmatched(
     s: Tally,
     truth: SnowTruth,
@@ -361,10 +432,6 @@ def _unmatched(
     else:
         s.false += 1
         s.cases.append(f"{name}: false call {_hhmm(d)} (truth 2nd {peak:.1f} cm)")
-
-
-def _uncertain(t: Transition) -> bool:
-    return t.rule == "snow.dispatch_uncertain" and t.firing
 
 
 def _figures(s: Tally, truth: SnowTruth, t: Transition, name: str) -> None:
@@ -453,7 +520,9 @@ def battery(
                 truth_dir=Path(tmp) / str(i),
             )
             total.add(
-                score_scenario(ran.truth_dir, ran.result.transitions, g.nights, p, name=f"#{i}")
+                score_scenario(
+                    ran.truth_dir, ran.result.transitions, g.nights, p, f"#{i}", blind=g.blind
+                )
             )
     return total, total.storms
 
@@ -476,12 +545,26 @@ def run(base_seed: int, *, quick: bool) -> FamilyResult:
         f"  snow.dispatch  delay {_dist(t.delays_h)}",
         f"  snow.dispatch  figures within max(2 cm, 20 %): {t.figures_ok}/{t.figures} "
         f"= {_pct(t.figures_ok, t.figures):.1f}%",
-        f"  snow.dispatch_uncertain  fired in {t.uncertain_storms} of {storms} storm nights",
+        f"  snow.dispatch_uncertain  fired in {t.uncertain_storms} of {storms} storm nights "
+        f"({t.uncertain_relevant} with a blind spell over a station deciding the truth's "
+        f"crossing); {t.uncertain_episodes} warnings, "
+        f"{(t.uncertain_episodes - t.uncertain_storms) / max(1, t.uncertain_storms):.2f} "
+        f"flaps per warned night; warned before {t.blind_crossings_warned} of "
+        f"{t.blind_crossings} crossings with a deciding station blind",
     ]
     notes = [f"    {c}" for c in t.cases[:12]] + [f"    figure: {e}" for e in t.figure_errors[:6]]
     return FamilyResult(
         lines=lines,
-        summary={"dispatch_on_time_pct": on_time_pct, "dispatch_false_per_20": false_per_20},
+        summary={
+            "dispatch_on_time_pct": on_time_pct,
+            "dispatch_false_per_20": false_per_20,
+            # docs/detection.md#dispatch (Uncertain): share of warned nights with a
+            # blind spell over a deciding station, and re-fires per warned night
+            "uncertain_relevant_pct": _pct(t.uncertain_relevant, t.uncertain_storms),
+            "uncertain_flaps_per_night": (t.uncertain_episodes - t.uncertain_storms)
+            / max(1, t.uncertain_storms),
+            "uncertain_warned_pct": _pct(t.blind_crossings_warned, t.blind_crossings),
+        },
         scenarios=n,
         notes=notes,
     )

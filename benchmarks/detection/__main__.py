@@ -16,7 +16,12 @@ import time
 from collections.abc import Sequence
 
 from benchmarks.detection import households, storms
-from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED
+from benchmarks.detection.common import (
+    HELD_OUT_SEED,
+    TUNING_SEED,
+    add_seed_options,
+    base_seed,
+)
 
 
 def summary_line(storm: dict[str, float], house: dict[str, float], n: int) -> str:
@@ -33,13 +38,9 @@ def summary_line(storm: dict[str, float], house: dict[str, float], n: int) -> st
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="the CI-sized battery (≤ 3 min)")
-    parser.add_argument("--seed", type=int, help=f"base seed (default {HELD_OUT_SEED}, held out)")
-    parser.add_argument(
-        "--tune", action="store_true", help=f"the tuning seeds ({TUNING_SEED}) instead"
-    )
+    add_seed_options(parser)
     args = parser.parse_args(argv)
-    base = args.seed if args.seed is not None else (TUNING_SEED if args.tune else HELD_OUT_SEED)
+    base = base_seed(args)
     label = "tuning" if base == TUNING_SEED else "held-out" if base == HELD_OUT_SEED else "custom"
     print(f"detection battery: base seed {base} ({label}), {'quick' if args.quick else 'full'}")
     t0 = time.monotonic()

@@ -7,6 +7,9 @@ floors checked in CI) come from ``HELD_OUT_SEED``, which nobody tuned on.
 
 from __future__ import annotations
 
+import argparse
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 TUNING_SEED = 1
@@ -30,3 +33,34 @@ def scenario_seed(base_seed: int, family: str, index: int) -> int:
     for ch in family:
         h = (h * 131 + ord(ch)) % 1_000_003
     return (base_seed * 1_000_003 + h) * 100_003 + index
+
+
+def add_seed_options(parser: argparse.ArgumentParser) -> None:
+    """``--quick``, ``--seed S`` and ``--tune``, as every entry point of the battery takes."""
+    parser.add_argument("--quick", action="store_true", help="the CI-sized battery")
+    parser.add_argument("--seed", type=int, help=f"base seed (default {HELD_OUT_SEED}, held out)")
+    parser.add_argument("--tune", action="store_true", help=f"the tuning seed ({TUNING_SEED})")
+
+
+def base_seed(args: argparse.Namespace) -> int:
+    """The base seed the options ask for: ``--seed``, else tuning or held-out."""
+    if args.seed is not None:
+        return int(args.seed)
+    return TUNING_SEED if args.tune else HELD_OUT_SEED
+
+
+def family_main(
+    name: str, run: Callable[..., FamilyResult], argv: Sequence[str] | None = None
+) -> int:
+    """One family alone: ``python -m benchmarks.detection.<name> [--quick] [--tune]``."""
+    parser = argparse.ArgumentParser(description=f"the {name} family of the detection battery")
+    add_seed_options(parser)
+    args = parser.parse_args(argv)
+    base = base_seed(args)
+    t0 = time.monotonic()
+    result = run(base, quick=args.quick)
+    print(f"{name} battery: base seed {base}, {'quick' if args.quick else 'full'}")
+    for line in result.lines + result.notes:
+        print(line)
+    print(f"elapsed {time.monotonic() - t0:.0f} s; summary {result.summary}")
+    return 0

@@ -20,11 +20,9 @@ docs/rules-water.md#battery-scoring.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -32,7 +30,11 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED, FamilyResult, scenario_seed
+from benchmarks.detection.common import (
+    FamilyResult,
+    family_main,
+    scenario_seed,
+)
 from core.message import Message
 from ingest.pipeline import Limits, Processor
 from rules import backtest
@@ -777,19 +779,7 @@ def _result(t: Tally) -> FamilyResult:
 
 def main(argv: list[str] | None = None) -> int:
     """This family alone: ``python -m benchmarks.detection.households [--quick] [--tune]``."""
-    ap = argparse.ArgumentParser(description="the households family of the detection battery")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--tune", action="store_true", help=f"the tuning seed ({TUNING_SEED})")
-    args = ap.parse_args(argv)
-    base = args.seed if args.seed is not None else (TUNING_SEED if args.tune else HELD_OUT_SEED)
-    t0 = time.monotonic()
-    res = run(base, quick=args.quick)
-    print(f"households battery: base seed {base}, {'quick' if args.quick else 'full'}")
-    for line in res.lines + res.notes:
-        print(line)
-    print(f"elapsed {time.monotonic() - t0:.0f} s")
-    return 0
+    return family_main("households", run, argv)
 
 
 if __name__ == "__main__":

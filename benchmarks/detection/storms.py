@@ -11,20 +11,22 @@ with the definitions of docs/detection.md#dispatch.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import re
 import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.detection.common import HELD_OUT_SEED, TUNING_SEED, FamilyResult, scenario_seed
+from benchmarks.detection.common import (
+    FamilyResult,
+    family_main,
+    scenario_seed,
+)
 from benchmarks.detection.pipeline import run_scenario
 from core.config import Config, load_config, load_registry
 from rules.config import RulesConfig, with_settings
@@ -572,19 +574,7 @@ def run(base_seed: int, *, quick: bool) -> FamilyResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The storms family alone: ``python -m benchmarks.detection.storms [--quick]``."""
-    parser = argparse.ArgumentParser(description="the storms family of the detection battery")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--tune", action="store_true", help=f"seed {TUNING_SEED}")
-    args = parser.parse_args(argv)
-    base = args.seed if args.seed is not None else (TUNING_SEED if args.tune else HELD_OUT_SEED)
-    t0 = time.monotonic()
-    result = run(base, quick=args.quick)
-    print(f"storms battery: base seed {base}, {'quick' if args.quick else 'full'}")
-    for line in result.lines + result.notes:
-        print(line)
-    print(f"elapsed {time.monotonic() - t0:.0f} s; summary {result.summary}")
-    return 0
+    return family_main("storms", run, argv)
 
 
 if __name__ == "__main__":

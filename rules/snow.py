@@ -86,6 +86,24 @@ class _Hour:
     rise_cm: float = 0.0  # the whole uncounted rise (L − R), for the next accumulation
 
 
+RATE_SPAN_H = 2
+
+
+def _rate(figures: list[tuple[int, float]], end: int) -> float:
+    """The station's current hourly rate: the figure's rise over the last
+    ``RATE_SPAN_H`` hours, per hour. One hour alone overstates it whenever the
+    hysteresis releases a held rise (the demo's 毎時 12 cm for a true 6.6 cm)."""
+    if not figures:
+        return 0.0
+    since = end - RATE_SPAN_H * HOUR_MS
+    before = [f for t, f in figures if t <= since]
+    if before:
+        return max(0.0, (figures[-1][1] - before[-1]) / RATE_SPAN_H)
+    # Snow began within the span: the rise since the first figure's hour began.
+    span_h = max(1.0, (end - (figures[0][0] - HOUR_MS)) / HOUR_MS)
+    return max(0.0, figures[-1][1] / min(span_h, RATE_SPAN_H))
+
+
 @dataclass
 class _Station:
     """Running state of one station: plain values, bounded collections (pickled)."""
@@ -693,7 +711,8 @@ class SnowFamily(Family):
             end = last.start + HOUR_MS
             start = self._reset_ms(end)
             counted = 0.0
-            total = prev = 0.0
+            total = 0.0
+            figures: list[tuple[int, float]] = []  # (hour end, figure) of hours with a level
             first = -1
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
             crossed: dict[float, int] = {}
@@ -710,13 +729,14 @@ class SnowFamily(Family):
                 # The station's figure: what the hysteresis counted, plus the rise it
                 # has not yet counted, less what had risen before the accumulation
                 # began (counted late, it fell before; docs/rules-snow.md#snowdispatch).
-                prev, total = total, max(0.0, counted + h.pending_cm - carry)
+                total = max(0.0, counted + h.pending_cm - carry)
+                figures.append((h.start + HOUR_MS, total))
                 if first < 0 and total > 0:
                     first = h.start
                 for level in (thr, *tp.stages_cm):
                     if total >= level and level not in crossed:
                         crossed[level] = h.start + HOUR_MS
-            rate = max(0.0, total - prev)
+            rate = _rate(figures, end)
             rows.append((sid, st, p, total, first, end, crossed, thr, last, hours, rate))
         return rows
 

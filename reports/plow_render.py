@@ -170,19 +170,9 @@ def _clock(ms: int, day: dt.date) -> str:
 def vehicles_print(trips: Sequence[Trip], day: dt.date) -> Table:
     """The vehicle table for the printed page: times of day, the GPS span in one
     column; the segments are in their own table."""
+    # The office file's columns up to 回送km, then the print's shorter ones.
     header = [
-        "車両",
-        "業者",
-        "出動ID",
-        "出庫",
-        "帰庫",
-        "作業時間",
-        "除雪時間",
-        "回送時間",
-        "待機時間",
-        "走行km",
-        "除雪km",
-        "回送km",
+        *VEHICLE_HEADER[: VEHICLE_HEADER.index("回送km") + 1],
         "区間数",
         "GPS点数",
         "GPS期間",

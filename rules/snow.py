@@ -1,6 +1,6 @@
 """Snow family: cleaned depth, JMA hourly new snow, the plow dispatch call and station faults.
 
-The family is wired from two halves (docs/rules-snow.md#layout):
+The family is wired from two halves (docs/rules-snow.md#code):
 
 - :mod:`rules.snow_station`: per station, the reading cleaning chain (echo quality,
   frozen sensor, spike filter), the end-of-hour level and hourly new snow, and the

@@ -47,6 +47,15 @@ from rules.schema import SNOW_HOURLY, STATION_HEALTH
 from rules.transitions import Severity, Value
 from sensors.registry import EARTH_RADIUS_M, Registry
 
+__all__ = [
+    "EXCLUDING",
+    "FAULTS",
+    "FAULT_TEXT",
+    "SPIKE_HOLD_MS",
+    "SnowStations",
+    "station_is_ultrasonic",
+]
+
 # Faults in the order a station_health point names them (worst first).
 FAULTS: tuple[str, ...] = ("offline", "frozen", "poor_echo", "spike", "low_battery")
 # Faults whose station's readings must not drive a dispatch (docs/rules-snow.md#faults).

@@ -34,6 +34,8 @@ from rules.snow_station import (
 )
 from rules.transitions import Severity, Value
 
+__all__ = ["TOWN", "SnowTown"]
+
 # A rising air temperature is read from the latest hour; older figures say nothing.
 TOWN = "town"
 

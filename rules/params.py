@@ -83,6 +83,10 @@ class SnowParams(_Params):
     # docs/rules-snow.md#new-snow: an hour with fewer good readings than this takes the
     # poor-echo readings of the level window too, with their wider error
     poor_echo_fallback_readings: Annotated[int, Field(ge=0, le=60)] = 3
+    # …and any hour takes them when they scatter no more than this many times the good
+    # ones (or the sensor's stated noise): falling snow widens every reading's scatter
+    # alike (docs/domain.md#echo-loss-in-snowfall); a failing transducer's far more
+    poor_echo_merge_ratio: Annotated[float, Field(ge=0, le=10)] = 2.0
     poor_echo_share: Share = 0.5  # share of poor-echo readings in the last hour: a fault
     poor_echo_min: Annotated[int, Field(ge=0, le=600)] = 60  # …held this long
     # …unless this share of the stations of the same sensor type is poor too: falling snow
@@ -98,6 +102,9 @@ class SnowParams(_Params):
     spike_confirm_readings: Annotated[int, Field(ge=2, le=20)] = 3
     # docs/rules-snow.md#faults: a frozen sensor repeats its raw figure exactly (2 h at 10 min)
     frozen_readings: Annotated[int, Field(ge=3, le=1000)] = 12
+    # docs/rules-snow.md#faults: a raw figure repeated exactly this many times is not
+    # used for the level even before the frozen fault is reported (0: used until then)
+    frozen_suspect_readings: Annotated[int, Field(ge=0, le=1000)] = 3
     low_battery_v: Pos = 3.3  # scenarios/README.md: the station's own alarm threshold
     battery_hysteresis_v: NonNeg = 0.05  # clears only above low_battery_v + this
     offline_min: Annotated[int, Field(ge=5, le=10_000)] = 60
@@ -116,7 +123,7 @@ class SnowParams(_Params):
     quiet_sigma_cm: NonNeg = 0.6
     # docs/rules-snow.md#snowdispatch: a station's dispatch figure adds the rise above the
     # reference not yet counted, less this share of the margin
-    pending_margin: Annotated[float, Field(ge=0, le=1)] = 0.25
+    pending_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
     hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
     # #town-wide-alert, #hold-back
@@ -142,6 +149,14 @@ class SnowParams(_Params):
     blind_poor_share: Share = 0.8
     blind_clear_share: Share = 0.5
     uncertain_lookahead_h: NonNeg = 1.0
+    # docs/rules-snow.md#snowdispatch: an hour a station cannot see (no level, or a level
+    # resting on poor echoes) carries its figure on at the rate it last saw, for at most
+    # this many hours (0: the last figure stands)
+    blind_trend_h: Annotated[float, Field(ge=0, le=6)] = 3.0
+    blind_trend_factor: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # an active call counts stations within resolve_margin_cm of the threshold for at
+    # most this long after it began (0: until plowing)
+    resolve_hold_h: Annotated[float, Field(ge=0, le=48)] = 6.0
     uncertain_refire_min: Annotated[int, Field(ge=0, le=1440)] = 120
     holdback_temp_c: float = 2.0
 

@@ -53,6 +53,7 @@ __all__ = [
     "FAULT_TEXT",
     "SPIKE_HOLD_MS",
     "SnowStations",
+    "scatter",
     "station_is_ultrasonic",
 ]
 
@@ -202,6 +203,8 @@ class SnowStations(Family):
         fig = raw.dist if math.isfinite(raw.dist) else depth
         if self._frozen(sid, st, p, t=t, fig=fig, depth=depth, out=out):
             return
+        if 0 < p.frozen_suspect_readings <= st.figure_run:
+            return  # a live sensor's noise does not repeat a figure exactly so often
         # 3. spike filter (docs/domain.md#spike-filter)
         if math.isfinite(st.prev_raw_d) and abs(depth - st.prev_raw_d) > p.spike_cm / 2:
             st.jumps.append((t, depth - st.prev_raw_d))
@@ -404,7 +407,12 @@ class SnowStations(Family):
         pts = [(t, d) for t, d in st.points if t < end]
         n_hour = sum(1 for t, _ in pts if t >= h)
         poor = False
-        if n_hour < p.poor_echo_fallback_readings:
+        extra = [(t, d) for t, d in st.poor_points if t < end]
+        if self.poor_usable(sid, st, p, extra, pts):
+            # Poor echoes that scatter like the good ones: as good as them.
+            pts = sorted(pts + extra)
+            n_hour = sum(1 for t, _ in pts if t >= h)
+        elif n_hour < p.poor_echo_fallback_readings:
             # Too few good echoes (falling snow scatters ultrasound): add the poor ones
             # of the window; their scatter widens the margin below (a wider error).
             extra = [(t, d) for t, d in st.poor_points if t < end]
@@ -446,6 +454,30 @@ class SnowStations(Family):
             "air_temp_c": temp,
         }
         out.point(SNOW_HOURLY, {"device": sid, "district": self._district(sid) or ""}, fields, h)
+
+    def poor_usable(
+        self,
+        sid: str,
+        st: _Station,
+        p: SnowParams,
+        poor: list[tuple[int, float]],
+        good: list[tuple[int, float]],
+    ) -> bool:
+        """Poor echoes measure as well as good ones when they scatter no more than
+        ``poor_echo_merge_ratio`` times the good ones, or the sensor's stated noise if
+        that is larger: falling snow weakens the echo and widens the scatter of every
+        reading alike; a failing transducer scatters far more
+        (docs/domain.md#echo-loss-in-snowfall)."""
+        if len(poor) < 5:
+            return False
+        # the vendor's stated noise, read as ±2 σ (docs/domain.md#sensor-noise)
+        ultrasonic = station_is_ultrasonic(self.registry, sid)
+        floor = (p.noise_ultrasonic_cm if ultrasonic else p.noise_laser_cm) / 2
+        if len(good) >= 5:
+            ref = scatter(good)
+        else:
+            ref = float(np.median(st.sigmas)) if st.sigmas else floor
+        return scatter(poor) <= p.poor_echo_merge_ratio * max(ref, floor)
 
     def _new_snow(
         self, st: _Station, p: SnowParams, level: float, n: int, *, prior: float, sigma_now: float
@@ -644,6 +676,16 @@ class SnowStations(Family):
 
     def _healthy(self, st: _Station) -> bool:
         return not any(st.status.get(f, (False, 0))[0] for f in EXCLUDING)
+
+
+def scatter(pts: list[tuple[int, float]], usual: Any = ()) -> float:
+    """One reading's noise from successive differences (robust MAD, trend removed); the
+    station's usual noise when the readings are too few to say."""
+    if len(pts) >= 5:
+        d = np.fromiter((x[1] for x in pts), dtype=float, count=len(pts))
+        diff = np.diff(d)
+        return 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
+    return float(np.median(usual)) if len(usual) else math.inf
 
 
 def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:

@@ -72,6 +72,8 @@ class _Row(NamedTuple):
     last: _Hour  # the newest hour
     hours: Sequence[_Hour]  # the hours counted (closed by the evaluation time)
     rate: float  # the figure's current hourly rate
+    # the figure is carried on at the rate last seen since this hour end (-1: measured)
+    blind_since: int = -1
 
 
 class _Hit(NamedTuple):
@@ -85,6 +87,11 @@ class _Hit(NamedTuple):
     end: int
     last: _Hour
     rate: float
+    blind_since: int = -1
+
+
+def _hit(r: _Row, at: int) -> _Hit:
+    return _Hit(at, r.sid, r.st, r.total, r.first, r.end, r.last, r.rate, r.blind_since)
 
 
 class SnowTown(SnowStations):
@@ -139,6 +146,8 @@ class SnowTown(SnowStations):
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
             crossed: dict[float, int] = {}
             carry = 0.0  # rise before the accumulation began, not yet counted then
+            seen = (-1, 0.0, 0.0)  # (hour end, figure, rate) of the newest hour it saw
+            blind_since = -1
             for h in hours:
                 if h.start + HOUR_MS <= start:
                     if math.isfinite(h.new_cm):
@@ -146,20 +155,32 @@ class SnowTown(SnowStations):
                     continue
                 if h.new_cm > 0:
                     counted += h.new_cm
-                if not math.isfinite(h.new_cm):
+                hend = h.start + HOUR_MS
+                blind = not math.isfinite(h.new_cm) or h.poor
+                trend = blind and tp.blind_trend_h > 0 and seen[0] >= 0
+                if not (trend or math.isfinite(h.new_cm)):
                     continue  # no level this hour: the last figure stands
                 # The station's figure: what the hysteresis counted, plus the rise it
                 # has not yet counted, less what had risen before the accumulation
                 # began (counted late, it fell before; docs/rules-snow.md#snowdispatch).
-                total = max(0.0, counted + h.pending_cm - carry)
-                figures.append((h.start + HOUR_MS, total))
+                total = max(0.0, counted + h.pending_cm - carry) if math.isfinite(h.new_cm) else 0.0
+                if trend:
+                    # It cannot see: the snow goes on falling at the rate it last saw.
+                    gone = min(tp.blind_trend_h, (hend - seen[0]) / HOUR_MS)
+                    total = max(total, seen[1] + tp.blind_trend_factor * seen[2] * gone)
+                blind_since = seen[0] if trend else -1
+                figures.append((hend, total))
+                if not blind:
+                    seen = (hend, total, _rate(figures, hend))
                 if first < 0 and total > 0:
                     first = h.start
                 for level in (thr, *tp.stages_cm):
                     if total >= level and level not in crossed:
                         crossed[level] = h.start + HOUR_MS
             rate = _rate(figures, end)
-            rows.append(_Row(sid, st, p, total, first, end, crossed, thr, last, hours, rate))
+            rows.append(
+                _Row(sid, st, p, total, first, end, crossed, thr, last, hours, rate, blind_since)
+            )
         return rows
 
     def _dispatch(self, now_ms: int, out: Output, upto_ms: int | None = None) -> None:
@@ -176,11 +197,11 @@ class SnowTown(SnowStations):
                 level = r.thr if stage is None else stage
                 if level in r.crossed:
                     at = r.crossed[level]
-                    hits.append(_Hit(at, r.sid, r.st, r.total, r.first, r.end, r.last, r.rate))
+                    hits.append(_hit(r, at))
             was = self.town_status.get(rule, (False, 0))
             if was[0]:
                 self._hold(rows, hits, stage=stage, was=was, now_ms=upto_ms or now_ms, tp=tp)
-            healthy = [x for x in hits if self._healthy(x.st)]
+            healthy = [x for x in hits if tp.blind_trend_h > 0 or self._healthy(x.st)]
             pool = hits if was[0] else healthy  # faults only keep a call from starting
             ok = len(pool) >= tp.dispatch_stations
             pool.sort(key=lambda x: (x.at, x.sid))
@@ -236,14 +257,16 @@ class SnowTown(SnowStations):
         plowed = self.shared.last_plowing_before(now_ms)
         if plowed is not None and plowed > was[1]:
             return
+        if tp.resolve_hold_h > 0 and now_ms - was[1] > tp.resolve_hold_h * HOUR_MS:
+            return
         seen = {x.sid for x in hits}
         for r in rows:
             level = r.thr if stage is None else stage
             if r.sid not in seen and r.total >= level - tp.resolve_margin_cm:
-                hits.append(_Hit(r.end, r.sid, r.st, r.total, r.first, r.end, r.last, r.rate))
+                hits.append(_hit(r, r.end))
 
     def _blind(
-        self, st: _Station, p: SnowParams, now_ms: int, *, share: float | None = None
+        self, sid: str, st: _Station, p: SnowParams, now_ms: int, *, share: float | None = None
     ) -> str | None:
         """Why a station cannot see now, or None: at least ``share`` (default
         ``blind_poor_share``) of the last hour's echoes poor, no reading for
@@ -255,6 +278,9 @@ class SnowTown(SnowStations):
         recent = [x for t, x in st.echo if t > now_ms - HOUR_MS]
         limit = p.blind_poor_share if share is None else share
         if len(recent) >= 3 and sum(recent) / len(recent) >= limit:
+            poor = [x for x in st.poor_points if x[0] > now_ms - HOUR_MS]
+            if self.poor_usable(sid, st, p, poor, []):
+                return None  # weak echoes that still measure as well as good ones
             return "poor_echo"
         return None
 
@@ -279,12 +305,12 @@ class SnowTown(SnowStations):
         town_rate = max((r.rate for r in rows), default=0.0)
         blind: list[tuple[str, str, _Station, float]] = []
         hits = 0
-        for sid, st, p, total, _first, _end, crossed, thr, _last, hours, _rate in rows:
+        for sid, st, p, total, _first, _end, crossed, thr, _last, hours, _rate, _bs in rows:
             held = was and sid in self.uncertain_sids
             if thr in crossed or total >= thr:
                 hits += 1  # counted (seen or not): its blindness no longer holds the call
                 continue
-            why = self._blind(st, p, now_ms, share=p.blind_clear_share if held else None)
+            why = self._blind(sid, st, p, now_ms, share=p.blind_clear_share if held else None)
             if why is None:
                 continue
             if not held:
@@ -388,11 +414,10 @@ class SnowTown(SnowStations):
             since = min((x.first for x in shown if x.first >= 0), default=end)
             from_ja, from_en = "降り始めから", "since it began"
         for i, x in enumerate(shown):
-            sid, total, rate = x.sid, x.total, x.rate
-            station = self.registry.stations.get(sid)
-            name = f"{station.name} " if station and i == 0 else ""
-            parts_ja.append(f"{name}{sid} {fmt_num(total)} cm (毎時 {fmt_num(rate)} cm)")
-            parts_en.append(f"{sid} {fmt_num(total)} cm ({fmt_num(rate)} cm/h)")
+            station = self.registry.stations.get(x.sid)
+            ja, en = _figure_text(x, f"{station.name} " if station and i == 0 else "")
+            parts_ja.append(ja)
+            parts_en.append(en)
             if math.isfinite(x.last.air_temp_c):
                 temps.append(x.last.air_temp_c)
         level = tp.dispatch_cm if stage is None else stage
@@ -412,6 +437,8 @@ class SnowTown(SnowStations):
             values["since_ms"] = since
             values["figures"] = ",".join(f"{x.sid}={x.total:.1f}" for x in shown)
             values["rates"] = ",".join(f"{x.sid}={x.rate:.1f}" for x in shown)
+            if any(x.blind_since >= 0 for x in shown):
+                values["estimated"] = ",".join(x.sid for x in shown if x.blind_since >= 0)
             span = _span(since, end)
             span_ja = f"新雪 {span} ({from_ja})"
             span_en = f"new snow {span} ({from_en})"
@@ -471,6 +498,19 @@ class SnowTown(SnowStations):
                 message_en=msg_en,
             )
         )
+
+
+def _figure_text(x: _Hit, name: str) -> tuple[str, str]:
+    """A station's figure in a call (Japanese, English)."""
+    total, rate = fmt_num(x.total), fmt_num(x.rate)
+    if x.blind_since < 0:
+        return f"{name}{x.sid} {total} cm (毎時 {rate} cm)", f"{x.sid} {total} cm ({rate} cm/h)"
+    # Carried on at the rate it last saw (docs/rules-snow.md#blind-stations).
+    since = hhmm(x.blind_since)
+    return (
+        f"{name}{x.sid} 約 {total} cm (推定: {since} から観測不能、毎時 {rate} cm で延長)",
+        f"{x.sid} ~{total} cm (estimated: blind since {since}, carried on at {rate} cm/h)",
+    )
 
 
 def _span(since: int, end: int) -> str:

@@ -581,3 +581,101 @@ def test_no_uncertainty_warning_when_the_blind_station_cannot_decide(
     findings, _ = run(family(registry), frame, 9)
     assert changes(findings, "snow.offline", "ST02"), "the station did go offline"
     assert changes(findings, "snow.dispatch_uncertain") == []
+
+
+# ---------------------------------------------------------------- blind stations
+
+
+def test_a_station_blind_through_the_crossing_is_carried_on_its_trend(
+    registry: Registry,
+) -> None:
+    """3 cm/h on ST01 and ST02 from 01:00; ST02 sends nothing from 03:20 to 06:20,
+    through the true crossing (10 cm at 04:20). Carried on at the rate it last saw, it
+    is called within an hour and the call says its figure is estimated; with the last
+    figure standing (``blind_trend_h = 0``) the call waits for the station to see again."""
+    depth = {"ST01": snowing(60.0, 3.0, 60, 600), "ST02": snowing(70.0, 3.0, 60, 600)}
+    frame = readings(list(depth), 10, depth, noise_cm=1.0)
+    gap = frame["time"].between(T0 + 200 * MINUTE_MS, T0 + 379 * MINUTE_MS)
+    frame = frame[~((frame["device"] == "ST02") & gap)]
+    true_cross = T0 + 5 * HOUR_MS
+    findings, _ = run(family(registry), frame, 10)
+    fired = changes(findings, "snow.dispatch")
+    assert fired and fired[0][0] is True
+    assert true_cross - HOUR_MS <= fired[0][1] <= true_cross + HOUR_MS, hhmm(fired[0][1])
+    call = next(f for f in findings if f.rule == "snow.dispatch" and f.active)
+    assert call.values["estimated"] == "ST02", call.message
+    assert "ST02 約" in call.message and "観測不能" in call.message, call.message
+    figures = dict(x.split("=") for x in str(call.values["figures"]).split(","))
+    truth = 3.0 * (fired[0][1] - (T0 + HOUR_MS)) / HOUR_MS
+    assert abs(float(figures["ST02"]) - truth) <= max(2.0, 0.2 * truth), (figures, truth)
+
+    stale, _ = run(family(registry, blind_trend_h=0), frame, 10)
+    waited = changes(stale, "snow.dispatch")
+    assert waited and waited[0][1] > true_cross + HOUR_MS, hhmm(waited[0][1])
+
+
+def test_a_frozen_laser_is_not_held_flat_before_the_fault_is_reported(
+    registry: Registry,
+) -> None:
+    """A laser frozen mid-storm repeats one figure exactly. Before the fault fires (2 h),
+    its repeats are already kept out of the level: the hours after the freeze have no
+    level (and the figure goes on on its trend) instead of a flat one."""
+    depth = snowing(60.0, 3.0, 60, 420)
+
+    def freeze(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if sid == "ST06" and minute >= 180:
+            row["depth_cm"] = 66.0
+
+    frame = readings(["ST06"], 6, depth, noise_cm=0.3, edit=freeze)
+    _, out = run(family(registry), frame, 6)
+    hourly = {p.time_ms: p.fields for p in out.points if p.measurement == SNOW_HOURLY}
+    assert np.isnan(hourly[T0 + 4 * HOUR_MS]["new_snow_cm"])  # 04:00–05:00: frozen
+    _, held = run(family(registry, frozen_suspect_readings=0), frame, 6)
+    flat_hours = {p.time_ms: p.fields for p in held.points if p.measurement == SNOW_HOURLY}
+    assert flat_hours[T0 + 4 * HOUR_MS]["new_snow_cm"] == 0.0
+
+
+def test_weak_echoes_in_snowfall_count_like_good_ones(registry: Registry) -> None:
+    """Falling snow weakens half the echoes without making them worse readings: hours
+    fitted to all of them, not to the good half, follow the rising depth more closely
+    (mean error of the hourly level over five seeded storms)."""
+    depth = snowing(60.0, 3.0, 120, 480)
+
+    def level_error(ratio: float, seed: int) -> float:
+        rng = np.random.default_rng(seed)
+        noise = np.random.default_rng(seed + 100)
+
+        def weak(sid: str, minute: int, row: dict[str, Any]) -> None:
+            row["depth_cm"] = round(depth(minute) + noise.normal(0, 2.5), 1)
+            if 120 <= minute < 480 and rng.random() < 0.5:
+                row["quality"] = 30
+
+        frame = readings(["ST02"], 9, depth, edit=weak)
+        _, out = run(family(registry, poor_echo_merge_ratio=ratio), frame, 9)
+        errors = [
+            abs(p.fields["depth_cm"] - depth((p.time_ms - T0) // MINUTE_MS + 60))
+            for p in out.points
+            if p.measurement == SNOW_HOURLY and T0 + 3 * HOUR_MS <= p.time_ms < T0 + 8 * HOUR_MS
+        ]
+        return float(np.mean(errors))
+
+    merged = np.mean([level_error(2.0, s) for s in range(5)])
+    apart = np.mean([level_error(0.0, s) for s in range(5)])
+    assert merged < 0.85 * apart, (merged, apart)
+
+
+def test_a_call_left_unplowed_gives_way_to_the_next_storm(registry: Registry) -> None:
+    """Nobody plowed after last night's call; 24 h later the window has slid past that
+    snow and a new storm crosses the threshold: it gets its own call instead of hiding
+    behind the old one (the hold near the threshold lasts ``resolve_hold_h``)."""
+
+    def two_nights(m: int) -> float:
+        first = 3.0 * (min(max(m, 60), 300) - 60) / 60  # 12 cm, 01:00–05:00
+        second = 3.0 * (min(max(m, 1740), 1980) - 1740) / 60  # 12 cm, 29:00–33:00
+        return 60.0 + first + second
+
+    frame = readings(["ST01", "ST06"], 36, two_nights, noise_cm=0.3)
+    findings, _ = run(family(registry), frame, 36)
+    calls = [c for c in changes(findings, "snow.dispatch") if c[0]]
+    assert len(calls) == 2, [hhmm(c[1]) for c in calls]
+    assert T0 + 31 * HOUR_MS <= calls[1][1] <= T0 + 33 * HOUR_MS, hhmm(calls[1][1])

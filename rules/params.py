@@ -121,8 +121,8 @@ class SnowParams(_Params):
     # …but only the hour itself for a station whose usual reading noise is at most this
     # (a laser): docs/rules-snow.md#new-snow
     quiet_sigma_cm: NonNeg = 0.6
-    # docs/rules-snow.md#snowdispatch: a station's dispatch figure adds the rise above the
-    # reference not yet counted, less this share of the margin
+    # docs/rules-snow.md#new-snow (Dispatch figure): a station's dispatch figure adds the
+    # rise above the reference not yet counted, less this share of the margin
     pending_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
     hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
@@ -149,9 +149,9 @@ class SnowParams(_Params):
     blind_poor_share: Share = 0.8
     blind_clear_share: Share = 0.5
     uncertain_lookahead_h: NonNeg = 1.0
-    # docs/rules-snow.md#snowdispatch: an hour a station cannot see (no level, or a level
-    # resting on poor echoes) carries its figure on at the rate it last saw, for at most
-    # this many hours (0: the last figure stands)
+    # docs/rules-snow.md#blind-stations: an hour a station cannot see (no level) carries
+    # its figure on at blind_trend_factor × the rate it last saw, for at most this many
+    # hours (0: the last figure stands)
     blind_trend_h: Annotated[float, Field(ge=0, le=6)] = 3.0
     blind_trend_factor: Annotated[float, Field(ge=0, le=1)] = 1.0
     # an active call counts stations within resolve_margin_cm of the threshold for at

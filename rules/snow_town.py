@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from rules.model import (
@@ -139,47 +140,24 @@ class SnowTown(SnowStations):
             last = hours[-1]
             end = last.start + HOUR_MS
             start = self._reset_ms(end)
-            counted = 0.0
-            total = 0.0
-            figures: list[tuple[int, float]] = []  # (hour end, figure) of hours with a level
-            first = -1
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
-            crossed: dict[float, int] = {}
-            carry = 0.0  # rise before the accumulation began, not yet counted then
-            seen = (-1, 0.0, 0.0)  # (hour end, figure, rate) of the newest hour it saw
-            blind_since = -1
-            for h in hours:
-                if h.start + HOUR_MS <= start:
-                    if math.isfinite(h.new_cm):
-                        carry = h.rise_cm
-                    continue
-                if h.new_cm > 0:
-                    counted += h.new_cm
-                hend = h.start + HOUR_MS
-                blind = not math.isfinite(h.new_cm) or h.poor
-                trend = blind and tp.blind_trend_h > 0 and seen[0] >= 0
-                if not (trend or math.isfinite(h.new_cm)):
-                    continue  # no level this hour: the last figure stands
-                # The station's figure: what the hysteresis counted, plus the rise it
-                # has not yet counted, less what had risen before the accumulation
-                # began (counted late, it fell before; docs/rules-snow.md#snowdispatch).
-                total = max(0.0, counted + h.pending_cm - carry) if math.isfinite(h.new_cm) else 0.0
-                if trend:
-                    # It cannot see: the snow goes on falling at the rate it last saw.
-                    gone = min(tp.blind_trend_h, (hend - seen[0]) / HOUR_MS)
-                    total = max(total, seen[1] + tp.blind_trend_factor * seen[2] * gone)
-                blind_since = seen[0] if trend else -1
-                figures.append((hend, total))
-                if not blind:
-                    seen = (hend, total, _rate(figures, hend))
-                if first < 0 and total > 0:
-                    first = h.start
-                for level in (thr, *tp.stages_cm):
-                    if total >= level and level not in crossed:
-                        crossed[level] = h.start + HOUR_MS
-            rate = _rate(figures, end)
+            fig = _station_figure(hours, start, tp, thr)
+            rate = _rate(fig.figures, end)
             rows.append(
-                _Row(sid, st, p, total, first, end, crossed, thr, last, hours, rate, blind_since)
+                _Row(
+                    sid,
+                    st,
+                    p,
+                    fig.total,
+                    fig.first,
+                    end,
+                    fig.crossed,
+                    thr,
+                    last,
+                    hours,
+                    rate,
+                    fig.blind_since,
+                )
             )
         return rows
 
@@ -498,6 +476,55 @@ class SnowTown(SnowStations):
                 message_en=msg_en,
             )
         )
+
+
+@dataclass
+class _Figure:
+    """A station's dispatch figure over the hours of an accumulation."""
+
+    total: float = 0.0
+    first: int = -1  # start of the first hour with snow (-1: none)
+    crossed: dict[float, int] = field(default_factory=dict)  # level → hour end reached
+    figures: list[tuple[int, float]] = field(default_factory=list)  # (hour end, figure)
+    blind_since: int = -1  # the figure is carried on a trend since this hour end
+
+
+def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: float) -> _Figure:
+    """The figure of the hours that end after ``start``: what the hysteresis counted,
+    plus the rise it has not yet counted, less what had risen before the accumulation
+    began (counted late, it fell before; docs/rules-snow.md#snowdispatch); an hour the
+    station cannot see carries it on at the rate last seen (#blind-stations)."""
+    f = _Figure()
+    counted = 0.0
+    carry = 0.0  # rise before the accumulation began, not yet counted then
+    seen = (-1, 0.0, 0.0)  # (hour end, figure, rate) of the newest hour it saw
+    for h in hours:
+        if h.start + HOUR_MS <= start:
+            if math.isfinite(h.new_cm):
+                carry = h.rise_cm
+            continue
+        if h.new_cm > 0:
+            counted += h.new_cm
+        hend = h.start + HOUR_MS
+        if math.isfinite(h.new_cm):
+            f.total = max(0.0, counted + h.pending_cm - carry)
+            f.blind_since = -1
+        elif tp.blind_trend_h > 0 and seen[0] >= 0:
+            # No level this hour: the snow goes on falling at the rate it last saw.
+            gone = min(tp.blind_trend_h, (hend - seen[0]) / HOUR_MS)
+            f.total = max(f.total, seen[1] + tp.blind_trend_factor * seen[2] * gone)
+            f.blind_since = seen[0]
+        else:
+            continue  # no level this hour: the last figure stands
+        f.figures.append((hend, f.total))
+        if f.blind_since < 0:
+            seen = (hend, f.total, _rate(f.figures, hend))
+        if f.first < 0 and f.total > 0:
+            f.first = h.start
+        for level in (thr, *tp.stages_cm):
+            if f.total >= level and level not in f.crossed:
+                f.crossed[level] = hend
+    return f
 
 
 def _figure_text(x: _Hit, name: str) -> tuple[str, str]:

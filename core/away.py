@@ -2,7 +2,7 @@
 
 Two features read them: the rules (the watch-over alerts and the no-use notice stay
 quiet inside them, docs/rules-water.md) and 検針 (a reading period whose standstill a
-registered period covers is flagged 不在届あり, docs/reports.md#flags-確認事項).
+registered period covers is flagged 不在届あり, docs/reports.md, "Flags").
 Features may not import each other (docs/architecture.md#layers), so the parsing and
 validation live here, in the shared configuration layer, once:
 

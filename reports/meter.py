@@ -46,11 +46,11 @@ F_REVERSE = "逆流"
 # stopped: the flag says both, so the clerk checks before billing (docs/reports.md, "Flags").
 F_STUCK = "指針不動(不在またはメーター停止)"
 # The standstill falls inside a period the household registered as away ([rules.away]):
-# no use is what was announced, not a meter to check (docs/reports.md#flags-確認事項).
+# no use is what was announced, not a meter to check (docs/reports.md, "Flags").
 F_AWAY = "不在届あり(使用なし)"
 F_CHANGE_PREV = "前回比±{pct}%超"
 F_CHANGE_YEAR = "前年同期比±{pct}%超"
-# The flags in English (docs/reports.md#flags-確認事項; the office file is Japanese).
+# The flags in English (docs/reports.md, "Flags"; the office file is Japanese).
 FLAG_EN = {
     F_LEAK: "suspected leak",
     F_REVERSE: "reverse flow",

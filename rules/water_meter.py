@@ -100,7 +100,10 @@ def leak(fam: WaterBase, r: Rows, out: Output) -> None:
     cont = leaky | unknown
     hrs = np.nan_to_num(span_h)
     leak_run = run_sum(cont, np.where(leaky, hrs, 0.0), isstart, S["leak_run"], grp)
-    leak_span = run_sum(cont, hrs, isstart, np.nan_to_num(S["leak_span"]), grp)
+    # never shorter than the measured run (a state pickled before leak_span existed
+    # carries a run but a zero span)
+    span_carry = np.fmax(np.nan_to_num(S["leak_span"]), np.nan_to_num(S["leak_run"]))
+    leak_span = run_sum(cont, hrs, isstart, span_carry, grp)
     leak_min = segmin(np.where(leaky, rate, np.inf), ~cont, isstart, S["leak_min"], grp)
     zero = valid & (use <= pa["leak_zero_hour_l"][grp] * np.fmax(span_h, 1.0))
     fire = leaky & (leak_run >= pa["leak_window_h"][grp])

@@ -498,13 +498,17 @@ def test_state_pickled_before_a_column_existed_still_loads() -> None:
     df = frame("M1", T0, cumulative(0.0, uses))
     old = family()
     out = Output()
-    old.feed("water_meter", df.iloc[:40].reset_index(drop=True), out)
+    old.feed("water_meter", df.iloc[:60].reset_index(drop=True), out)  # 11 h into the leak
     del old.s["leak_span"]
     loaded: WaterFamily = pickle.loads(pickle.dumps(old))
     loaded.rebind(old.registry, old.config, Shared())
     assert loaded.s["leak_span"].tolist() == [0.0]
-    loaded.feed("water_meter", df.iloc[40:].reset_index(drop=True), out)
-    assert [f.active for f in of(out, "water.leak_continuous")] == [True]
+    assert loaded.s["leak_run"].tolist() == [11.0]  # the leak's run had begun
+    loaded.feed("water_meter", df.iloc[60:].reset_index(drop=True), out)
+    (leak,) = of(out, "water.leak_continuous")
+    # the window still spans the whole run, with nothing called unmeasured
+    assert leak.active and leak.values["hours"] == 24.0 and leak.values["unmeasured_h"] == 0.0
+    assert "24 時間、使用ゼロの時間がありません" in leak.message and "計量なし" not in leak.message
 
 
 def test_ten_thousand_meters_in_one_feed() -> None:

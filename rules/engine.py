@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from core.influxql import InfluxQuery
 from core.lineproto import EncodeError, Encoder
 from rules.config import RulesConfig
-from rules.model import Family, Finding, Output, Point, Shared, ms_to_dt
+from rules.model import DAY_MS, Family, Finding, Output, Point, Shared, ms_to_dt
 from rules.schema import ALERT_TRANSITION, FIELDS, RULES_STATS, TAGS
 from rules.shards import TOWN_WIDE, Shard
-from rules.sources import Source
+from rules.sources import RecordedSource, Source
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Status, Transition, make_key
 from sensors.registry import Registry
@@ -30,6 +31,10 @@ from sensors.registry import Registry
 log = logging.getLogger(__name__)
 
 ENCODER = Encoder(TAGS, FIELDS)
+
+# Catching up on history steps at most every 10 minutes: a month in a few thousand
+# cycles (benchmarks/rules.py measures a season's backtest at this step).
+CATCH_UP_STEP_MS = 600_000
 
 
 @dataclass
@@ -333,4 +338,26 @@ class Engine:
         return [Transition.model_validate_json(r) for a, _s, r in self.snap.status.values() if a]
 
 
-__all__ = ["CycleResult", "Engine", "ReplayResult", "steps", "transition_line"]
+def warm_up(
+    engine: Engine, client: InfluxQuery, now_ms: int, *, keep_lines: bool = False
+) -> ReplayResult:
+    """A first start (or ``rules check``): catch up on ``rules.warmup_days`` of history
+    up to ``now_ms``, cycle by cycle as a backtest would (10-minute steps), emitting
+    only what changed within the look-back window. The history is read in chunks as
+    the replay advances, the next while the engine evaluates the current one
+    (:class:`rules.sources.StreamedSource`)."""
+    rcfg = engine.rcfg
+    start = now_ms - int(rcfg.warmup_days * DAY_MS)
+    source = RecordedSource.load(client, engine.inputs, start, now_ms)
+    return engine.replay(
+        source,
+        start_ms=start,
+        end_ms=now_ms,
+        step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
+        emit_after_ms=now_ms - int(rcfg.lookback_h * 3_600_000),
+        keep_lines=keep_lines,
+        whole_history=True,
+    )
+
+
+__all__ = ["CycleResult", "Engine", "ReplayResult", "steps", "transition_line", "warm_up"]

@@ -139,6 +139,7 @@ class Engine:
             ids = self.shard.own([*registry.meters, *registry.stations, *registry.plows])
             self.own_devices = {m: ids for m in self.inputs if m not in town}
         self._owner: dict[str, bool] = {}
+        self._series_keys: dict[tuple[object, ...], str] = {}
 
     @property
     def warm(self) -> bool:
@@ -324,9 +325,17 @@ class Engine:
         if not self.rcfg.write_derived:
             return []
         lines = []
+        keys = self._series_keys
         for p in points:
             try:
-                lines.append(ENCODER.encode(p.measurement, p.tags, p.fields, p.time_ms))
+                # a device's series key is the same for each of its points: encoded once
+                ck = (p.measurement, *p.tags.items())
+                key = keys.get(ck)
+                if key is None:
+                    if len(keys) > 100_000:
+                        keys.clear()
+                    key = keys[ck] = ENCODER.series_key(p.measurement, p.tags)
+                lines.append(ENCODER.encode_fields(p.measurement, key, p.fields, p.time_ms))
             except EncodeError as exc:
                 # A family bug, not data: say so loudly, keep the cycle going.
                 log.error("rules: cannot encode derived point %s: %s", p, exc)

@@ -138,7 +138,7 @@ class Source(Protocol):
 # Device times older than this before the arrival floor are read only if their lag_s
 # says they arrived late (docs/rules.md#incremental-cycles).
 LATE_MS = 60_000
-LATE_COLUMN = "late_lag_s"
+LAG_ALIAS = "lag_s_of_"  # + the statement's number (LiveSource._arrived)
 INGEST_STATS = "yukimizu_ingest"
 
 
@@ -190,22 +190,17 @@ class LiveSource:
             or any(depth > 0 for _n, depth in spool.values())
         )
         out = {}
-        for m, fields in inputs.items():
-            tag = SUBJECT_TAG.get(m, "device")
-            start = now_ms - lookback_ms[m]
-            marks = (watermarks or {}).get(m, {})
-            if full or since_ms is None:
+        if full or since_ms is None:
+            for m, fields in inputs.items():
+                tag = SUBJECT_TAG.get(m, "device")
+                start = now_ms - lookback_ms[m]
+                marks = (watermarks or {}).get(m, {})
                 df = self._window(m, fields, tag=tag, start_ms=start, now_ms=now_ms, marks=marks)
-            else:
-                df = self._arrived(
-                    m,
-                    fields,
-                    tag=tag,
-                    start_ms=start,
-                    now_ms=now_ms,
-                    floor_ms=since_ms - self.slack_ms,
-                )
-            out[m] = df[df["arrival"] <= now_ms]
+                out[m] = df[df["arrival"] <= now_ms]
+        else:
+            arrived = self._arrived(inputs, lookback_ms, now_ms, since_ms - self.slack_ms)
+            for m, df in arrived.items():
+                out[m] = df[df["arrival"] <= now_ms]
         if full:
             self.full_reads += 1
         else:
@@ -255,48 +250,62 @@ class LiveSource:
 
     def _arrived(
         self,
-        measurement: str,
-        fields: tuple[str, ...],
-        *,
-        tag: str,
-        start_ms: int,
+        inputs: Mapping[str, tuple[str, ...]],
+        lookback_ms: Mapping[str, int],
         now_ms: int,
         floor_ms: int,
-    ) -> pd.DataFrame:
-        """Points in ``(start_ms, now_ms]`` that arrived after ``floor_ms`` (and a few
-        that arrived shortly before it)."""
-        head = self._head(measurement, fields, tag)
+    ) -> dict[str, pd.DataFrame]:
+        """Per measurement, the points in its window ``(now − look-back, now]`` that
+        arrived after ``floor_ms`` (and a few that arrived shortly before it): every
+        measurement's statements in one request."""
         # Everything after floor − LATE_MS; before that, only points whose lag_s says
         # they arrived after the floor (t + lag > floor with t <= floor − LATE_MS needs
         # lag > LATE_MS; 1 ms less, since arrival truncates the lag to whole ms). The
-        # older part asks for lag_s alone (named LATE_COLUMN to tell it apart): what
-        # InfluxDB scans and sends is one column, most of it late points processed
-        # long ago; the few that are new are then fetched whole.
-        recent = max(floor_ms - LATE_MS, start_ms)
-        statements = [f"{head}time > {recent}ms AND time <= {now_ms}ms"]
-        if recent > start_ms:
-            only = self._head(measurement, (), tag, lag_as=LATE_COLUMN)
-            statements.append(
-                f"{only}time > {start_ms}ms AND time <= {recent}ms "
-                f"AND {_quote(LAG_FIELD)} > {LATE_MS / 1000 - 0.001:.3f}"
-            )
-        parts = []
-        for block in self.client.frames(statements, str_columns=(tag,)):
-            got = block.rename(columns={tag: "device"})
-            if LATE_COLUMN not in got.columns:
-                parts.append(normalise(got, fields))
+        # older part asks for lag_s alone: what InfluxDB scans and sends is one
+        # column, most of it late points processed long ago; the few that are new are
+        # then fetched whole. Each statement names its lag_s column after itself, so
+        # its answer is told apart from the others' (empty answers are left out).
+        statements: list[str] = []
+        asked: list[tuple[str, bool]] = []  # per statement: measurement, late part
+        for m, fields in inputs.items():
+            tag = SUBJECT_TAG.get(m, "device")
+            start = now_ms - lookback_ms[m]
+            recent = max(floor_ms - LATE_MS, start)
+            head = self._head(m, fields, tag, lag_as=f"{LAG_ALIAS}{len(statements)}")
+            statements.append(f"{head}time > {recent}ms AND time <= {now_ms}ms")
+            asked.append((m, False))
+            if recent > start:
+                only = self._head(m, (), tag, lag_as=f"{LAG_ALIAS}{len(statements)}")
+                statements.append(
+                    f"{only}time > {start}ms AND time <= {recent}ms "
+                    f"AND {_quote(LAG_FIELD)} > {LATE_MS / 1000 - 0.001:.3f}"
+                )
+                asked.append((m, True))
+        tags = sorted({SUBJECT_TAG.get(m, "device") for m in inputs})
+        parts: dict[str, list[pd.DataFrame]] = {m: [] for m in inputs}
+        for block in self.client.frames(statements, str_columns=tags):
+            col = next(c for c in block.columns if str(c).startswith(LAG_ALIAS))
+            m, late_part = asked[int(str(col)[len(LAG_ALIAS) :])]
+            tag = SUBJECT_TAG.get(m, "device")
+            got = block.rename(columns={tag: "device", col: LAG_FIELD})
+            if not late_part:
+                parts[m].append(normalise(got, inputs[m]))
                 continue
-            late = normalise(got.rename(columns={LATE_COLUMN: LAG_FIELD}), ())
+            late = normalise(got, ())
             # arrived since the floor and by now (what arrives later is not visible
             # yet: fetching it whole now would be thrown away)
             arr = late["arrival"].to_numpy()
             late = late[(arr > floor_ms) & (arr <= now_ms)]
             if len(late):
-                parts.append(self._whole(measurement, fields, tag=tag, late=late))
-        if not parts:
-            return normalise(pd.DataFrame(), fields)
-        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        return df[df["arrival"] > floor_ms].reset_index(drop=True)
+                parts[m].append(self._whole(m, inputs[m], tag=tag, late=late))
+        out: dict[str, pd.DataFrame] = {}
+        for m, frames in parts.items():
+            if not frames:
+                out[m] = normalise(pd.DataFrame(), inputs[m])
+                continue
+            df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            out[m] = df[df["arrival"] > floor_ms].reset_index(drop=True)
+        return out
 
     def _whole(
         self, measurement: str, fields: tuple[str, ...], *, tag: str, late: pd.DataFrame

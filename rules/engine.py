@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from core.influxql import InfluxQuery
@@ -272,7 +273,8 @@ class Engine:
         return df if mask.all() else df[mask].reset_index(drop=True)
 
     def _new_points(self, measurement: str, df: pd.DataFrame) -> pd.DataFrame:
-        """Per device, only points newer than the newest already processed."""
+        """Per device, only points newer than the newest already processed; sorted by
+        device, then time (stable), the last of duplicate (device, time) kept."""
         if df.empty:
             return df
         marks = self.snap.watermarks.setdefault(measurement, {})
@@ -281,11 +283,25 @@ class Engine:
             df = df[df["time"].to_numpy() > floor.to_numpy()]
         if df.empty:
             return df
-        df = df.sort_values(["device", "time"], kind="stable")
-        df = df.drop_duplicates(["device", "time"], keep="last")
-        newest = df.groupby("device", sort=False)["time"].max()
-        marks.update({str(k): int(v) for k, v in newest.items()})
-        return df.reset_index(drop=True)
+        # one factorisation (devices in sorted order) serves the sort, the duplicates
+        # and the newest time per device
+        codes, devices = pd.factorize(df["device"].to_numpy(), sort=True)
+        time = df["time"].to_numpy()
+        order = np.lexsort((time, codes))
+        c, t = codes[order], time[order]
+        last = np.ones(len(c), dtype=bool)
+        last[:-1] = (c[:-1] != c[1:]) | (t[:-1] != t[1:])
+        order, c, t = order[last], c[last], t[last]
+        newest = np.ones(len(c), dtype=bool)
+        newest[:-1] = c[:-1] != c[1:]
+        marks.update(
+            zip(
+                (str(d) for d in devices[c[newest]]),
+                (int(x) for x in t[newest]),
+                strict=True,
+            )
+        )
+        return df.iloc[order].reset_index(drop=True)
 
     def _track(
         self, findings: list[Finding], now_ms: int, emit_after_ms: int | None

@@ -2,8 +2,9 @@
 
 The period's data is read once, in chunks as the replay advances (RecordedSource.load);
 then the engine runs its ordinary cycle at every step, each step seeing only what had
-arrived by then (a daily upload is invisible before it is sent). Nothing is sent and nothing is written. With a
-simulator's ground truth (``--truth DIR``), every family scores itself.
+arrived by then (a daily upload is invisible before it is sent). Nothing is sent and
+nothing is written. With a simulator's ground truth (``--truth DIR``), every family
+scores itself.
 """
 
 from __future__ import annotations

@@ -141,6 +141,8 @@ class Engine:
             self.own_devices = {m: ids for m in self.inputs if m not in town}
         self._owner: dict[str, bool] = {}
         self._series_keys: dict[tuple[object, ...], str] = {}
+        # statuses firing now: counted once, then kept by _track (not every cycle)
+        self._firing = sum(1 for a, _s, _r in snap.status.values() if a)
 
     @property
     def warm(self) -> bool:
@@ -190,7 +192,7 @@ class Engine:
             family_s[fam.name] = time.perf_counter() - t_fam
         transitions = self._track(out.findings, now_ms, emit_after_ms)
         lines = self._lines(out.points, transitions, now_ms)
-        firing = sum(1 for a, _s, _r in self.snap.status.values() if a)
+        firing = self._firing
         self.snap.last_cycle_ms = now_ms
         seconds = time.perf_counter() - t0
         if self.rcfg.write_derived:
@@ -278,15 +280,19 @@ class Engine:
         if df.empty:
             return df
         marks = self.snap.watermarks.setdefault(measurement, {})
-        if marks:
-            floor = df["device"].map(marks).fillna(-1).astype("int64")
-            df = df[df["time"].to_numpy() > floor.to_numpy()]
-        if df.empty:
-            return df
-        # one factorisation (devices in sorted order) serves the sort, the duplicates
-        # and the newest time per device
+        # one factorisation (devices in sorted order) serves the watermarks, the sort,
+        # the duplicates and the newest time per device
         codes, devices = pd.factorize(df["device"].to_numpy(), sort=True)
         time = df["time"].to_numpy()
+        if marks:
+            floor = np.fromiter(
+                (marks.get(d, -1) for d in devices), dtype=np.int64, count=len(devices)
+            )
+            keep = time > floor[codes]
+            if not keep.all():
+                df, codes, time = df[keep], codes[keep], time[keep]
+                if df.empty:
+                    return df
         order = np.lexsort((time, codes))
         c, t = codes[order], time[order]
         last = np.ones(len(c), dtype=bool)
@@ -332,6 +338,7 @@ class Engine:
                 message_en=f.message_en,
             )
             status[key] = (f.active, f.at_ms, t.model_dump_json())
+            self._firing += 1 if f.active else -1
             if emit_after_ms is not None and f.at_ms < emit_after_ms:
                 continue
             out.append(t)

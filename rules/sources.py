@@ -381,7 +381,7 @@ class _Arrivals:
 
     def __init__(self, df: pd.DataFrame, *, by_arrival: bool = False) -> None:
         self._df = df.iloc[0:0]
-        self._empty = self._df  # handed out when nothing arrived (most replay steps)
+        self._empty = self._df  # handed out when nothing arrived
         self._arrival = np.zeros(0, dtype="int64")
         self._pos = 0
         self._by_arrival = by_arrival
@@ -404,9 +404,10 @@ class _Arrivals:
 
     def take(self, now_ms: int) -> pd.DataFrame:
         """The points that arrived by ``now_ms`` and were not taken before."""
+        pos = self._pos
+        if pos >= len(self._arrival) or self._arrival[pos] > now_ms:
+            return self._empty  # nothing (more) arrived: most replay steps
         end = int(np.searchsorted(self._arrival, now_ms, side="right"))
-        if end == self._pos:
-            return self._empty
         part = self._df.iloc[self._pos : end]
         self._pos = end
         return part

@@ -412,9 +412,6 @@ class _Arrivals:
         self._pos = end
         return part
 
-    def waiting(self) -> pd.DataFrame:
-        return self._df.iloc[self._pos :]
-
 
 class RecordedSource:
     """A period's points; each call hands out what had arrived by ``now``.
@@ -496,8 +493,9 @@ class StreamedSource(RecordedSource):
     """A period read from InfluxDB as the replay advances: chunks of device time, the
     next read by a background thread while the engine evaluates the current one
     (InfluxDB works on it meanwhile). Memory holds a chunk or two (~``chunk_rows``
-    points each) plus the points that have not arrived yet by the replay's time (late
-    uploads; all of an imported history: see ``--arrival device``)."""
+    points each) plus the points that arrive later than the replay's time but within
+    the period (late uploads). Points arriving after the period are only counted
+    (:meth:`arrived_after`): a step after ``end_ms`` hands out nothing more."""
 
     def __init__(
         self,
@@ -530,14 +528,14 @@ class StreamedSource(RecordedSource):
     def _load_through(self, now_ms: int) -> None:
         while self._through_ms < min(now_ms, self._end_ms):
             through, frames = self._reader.next()
-            for m, df in frames.items():
-                self._loaded += len(df)
-                arrival = df["arrival"].to_numpy()
+            for m, got in frames.items():
+                self._loaded += len(got)
+                arrival = got["arrival"].to_numpy()
                 after = arrival > self._end_ms
-                if after.any():
-                    self._late_lags.append((arrival - df["time"].to_numpy())[after])
-                self._queues[m].add(df)
-                log.debug("backtest: %s: %d points through %d", m, len(df), through)
+                if after.any():  # counted, never handed out: not kept
+                    self._late_lags.append((arrival - got["time"].to_numpy())[after])
+                self._queues[m].add(got[~after] if after.any() else got)
+                log.debug("backtest: %s: %d points through %d", m, len(got), through)
             self._through_ms = through
 
     def arrived_after(self, end_ms: int) -> LateArrivals:
@@ -554,7 +552,9 @@ class StreamedSource(RecordedSource):
         self._reader.close()
 
     def __del__(self) -> None:
-        self._reader.close()
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
 
 
 class _ChunkReader:

@@ -61,6 +61,7 @@ class ReplayResult:
     steps: int = 0
     points_read: int = 0
     seconds: float = 0.0
+    read_wait_s: float = 0.0  # of ``seconds``: waiting for a streamed source's reads
 
 
 def transition_line(t: Transition) -> str:
@@ -381,7 +382,7 @@ def warm_up(
     rcfg = engine.rcfg
     start = now_ms - int(rcfg.warmup_days * DAY_MS)
     source = RecordedSource.load(client, engine.inputs, start, now_ms)
-    return engine.replay(
+    res = engine.replay(
         source,
         start_ms=start,
         end_ms=now_ms,
@@ -390,6 +391,8 @@ def warm_up(
         keep_lines=keep_lines,
         whole_history=True,
     )
+    res.read_wait_s = source.wait_s
+    return res
 
 
 __all__ = ["CycleResult", "Engine", "ReplayResult", "steps", "transition_line", "warm_up"]

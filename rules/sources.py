@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Literal, Protocol
 
 import numpy as np
@@ -514,6 +515,7 @@ class StreamedSource(RecordedSource):
         }
         self._through_ms = start_ms
         self._loaded = 0  # points read so far
+        self.wait_s = 0.0  # the replay waited this long for reads
         self._late_lags: list[np.ndarray] = []  # of those arriving after end_ms (ms)
         self._reader = _ChunkReader(
             client, inputs, start_ms, end_ms, arrival=arrival, chunk_rows=chunk_rows
@@ -527,7 +529,9 @@ class StreamedSource(RecordedSource):
 
     def _load_through(self, now_ms: int) -> None:
         while self._through_ms < min(now_ms, self._end_ms):
+            t0 = perf_counter()
             through, frames = self._reader.next()
+            self.wait_s += perf_counter() - t0
             for m, got in frames.items():
                 self._loaded += len(got)
                 arrival = got["arrival"].to_numpy()

@@ -1,4 +1,5 @@
-"""Where a cycle's points come from: InfluxDB now (live), or a period loaded once (backtest).
+"""Where a cycle's points come from: InfluxDB now (live), or a past period (backtest, a
+first start's catch-up), read once as it is replayed.
 
 Both give the same thing for an evaluation time ``now``: the points that had *arrived*
 by ``now`` (arrival = device time + ``lag_s``, the delay ingest measured; a point

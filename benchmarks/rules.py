@@ -48,9 +48,9 @@ from core.influxql import InfluxQuery
 from devtools.localstack import InfluxDB1
 from devtools.rulelab import load_scenario_into, run_backtest
 from rules.config import RulesConfig, with_settings
-from rules.engine import Engine
+from rules.engine import Engine, warm_up
 from rules.families import FAMILIES
-from rules.model import HOUR_MS, MINUTE_MS
+from rules.model import DAY_MS, HOUR_MS, MINUTE_MS
 from rules.sources import LiveSource, query_frame
 from rules.state import MemoryState, SqliteState
 from sensors.registry import Registry
@@ -157,6 +157,8 @@ def town_config(work: Path, args: argparse.Namespace) -> Config:
                     "meters": reg_dir / "meters.csv",
                     "plows": reg_dir / "plows.csv",
                     "routes": reg_dir / "routes.geojson",
+                    # the sample town's work zones name its plows, not this town's
+                    "zones": None,
                 }
             )
         }
@@ -247,6 +249,38 @@ def _bare_query(client: InfluxQuery, inputs: dict[str, tuple[str, ...]], rcfg: R
     return rows, time.perf_counter() - q0, peak_rss_mb()
 
 
+def _bare_period(
+    client: InfluxQuery, inputs: dict[str, tuple[str, ...]], start_ms: int
+) -> tuple[int, float, float]:
+    """The baseline of a first start: querying its whole period, one request a
+    measurement. Rows, wall s, CPU-s of this process."""
+    q0, c0 = time.perf_counter(), time.process_time()
+    rows = sum(len(query_frame(client, m, f, start_ms, T_END)) for m, f in inputs.items())
+    return rows, time.perf_counter() - q0, time.process_time() - c0
+
+
+def _first_start(
+    registry: Registry, rcfg: RulesConfig, client: InfluxQuery, state: Path
+) -> dict[str, Any]:
+    """What ``rules run`` does on its first start: an empty state catches up on
+    ``rules.warmup_days`` of history (rules.engine.warm_up), derived lines kept."""
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    engine = Engine(registry, rcfg, SqliteState(state), FAMILIES)
+    res = warm_up(engine, client, T_END, keep_lines=True)
+    engine.state.close()
+    return {
+        "seconds": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
+        "steps": res.steps,
+        "points": res.points_read,
+        "transitions": len(res.transitions),
+        "lines": len(res.lines),
+        "wait_s": res.read_wait_s,
+        "rss": peak_rss_mb(),
+    }
+
+
 def _first_evaluation(
     registry: Registry, rcfg: RulesConfig, client: InfluxQuery, state: Path
 ) -> dict[str, Any]:
@@ -275,10 +309,63 @@ def influx_cpu_s(influx: InfluxDB1) -> float:
 
 @dataclass
 class CycleFigures:
-    cold_s: float
+    first_s: float  # the service's first start (empty state, warm-up)
+    first_ratio: float  # … against the bare query of its period
+    cold_s: float  # a restart with state
     steady_s: float
     minute_s: float
     rss_mb: float
+
+
+def print_per_device_hour(registry: Registry, night_h: float, family_s: dict[str, float]) -> None:
+    device_h = {
+        "water": len(registry.meters) * 24,
+        "snow": len(registry.stations) * 24,
+        "plow": len(registry.plows) * night_h,
+    }
+    print(
+        "  per 1,000 device-hours (wall s, first evaluation): "
+        + ", ".join(
+            f"{k} {family_s[k] / device_h[k] * 1000:.3f} s"
+            for k in device_h
+            if device_h[k] and k in family_s
+        )
+    )
+
+
+def bench_first_start(
+    registry: Registry, live_cfg: RulesConfig, client: InfluxQuery, influx: InfluxDB1, work: Path
+) -> tuple[float, float]:
+    """The first start's wall seconds, and their ratio to the bare query of its period."""
+    # The service's first start: empty state, rules.warmup_days of history replayed at
+    # 10-minute steps, read in chunks while evaluating. Between two bare queries of its
+    # period (this machine's load drifts).
+    warm_start = T_END - int(live_cfg.warmup_days * DAY_MS)
+    live_inputs = Engine(registry, live_cfg, MemoryState(), FAMILIES).inputs
+    c0 = influx_cpu_s(influx)
+    before = _in_child(_bare_period, client, live_inputs, warm_start)
+    c1 = influx_cpu_s(influx)
+    fs = _in_child(_first_start, registry, live_cfg, client, work / "first.sqlite")
+    fs_influx = influx_cpu_s(influx) - c1
+    bare_influx = c1 - c0
+    after = _in_child(_bare_period, client, live_inputs, warm_start)
+    bare_period_s = (before[1] + after[1]) / 2
+    first_ratio = fs["seconds"] / bare_period_s
+    print(
+        f"first start (empty state: {live_cfg.warmup_days:g} days of history caught up in "
+        f"{fs['steps']:,} steps, what `rules run` does): {fs['seconds']:.2f} s, "
+        f"{fs['cpu_s']:.1f} CPU-s + influxd {fs_influx:.1f} CPU-s ({fs['points']:,} points, "
+        f"{fs['transitions']} transitions, {fs['lines']:,} derived lines; peak RSS of that "
+        f"process {fs['rss']:.0f} MB) against the bare query of its period ({before[0]:,} "
+        f"points) {before[1]:.2f} s before, {after[1]:.2f} s after: {first_ratio:.2f}x"
+    )
+    print(
+        f"  CPU: first start {fs['cpu_s']:.1f} + influxd {fs_influx:.1f} = "
+        f"{fs['cpu_s'] + fs_influx:.1f} CPU-s; bare query {before[2]:.1f} + influxd "
+        f"{bare_influx:.1f} = {before[2] + bare_influx:.1f} CPU-s; the replay waited "
+        f"{fs['wait_s']:.1f} s for reads (the rest of them overlapped its evaluation)"
+    )
+    return fs["seconds"], first_ratio
 
 
 def bench_cycle(args: argparse.Namespace, work: Path, influx: InfluxDB1) -> CycleFigures:
@@ -313,19 +400,8 @@ def bench_cycle(args: argparse.Namespace, work: Path, influx: InfluxDB1) -> Cycl
         f"transitions, {first['derived']:,} derived points); read {first['read_s']:.2f} s, "
         f"families s: {fam}; peak RSS of that process {first['rss']:.0f} MB"
     )
-    device_h = {
-        "water": len(registry.meters) * 24,
-        "snow": len(registry.stations) * 24,
-        "plow": len(registry.plows) * args.night_h,
-    }
-    print(
-        "  per 1,000 device-hours (wall s, first evaluation): "
-        + ", ".join(
-            f"{k} {first['family_s'][k] / device_h[k] * 1000:.3f} s"
-            for k in device_h
-            if device_h[k] and k in first["family_s"]
-        )
-    )
+    print_per_device_hour(registry, args.night_h, first["family_s"])
+    first_s, first_ratio = bench_first_start(registry, live_cfg, client, influx, work)
     # A restart: the state is there, the process is new: the window is read once.
     # Paired with the bare query of the same window right before it (this machine's
     # load drifts), three times.
@@ -385,7 +461,14 @@ def bench_cycle(args: argparse.Namespace, work: Path, influx: InfluxDB1) -> Cycl
         f"peak RSS of the engine's process {peak_rss_mb():.0f} MB"
     )
     engine.state.close()
-    return CycleFigures(cold, float(np.median(steady)), float(np.median(minute)), peak_rss_mb())
+    return CycleFigures(
+        first_s,
+        first_ratio,
+        cold,
+        float(np.median(steady)),
+        float(np.median(minute)),
+        peak_rss_mb(),
+    )
 
 
 def bench_season(work: Path, influx: InfluxDB1, step_s: int) -> None:
@@ -433,12 +516,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             influx.stop()
     print(f"load average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     print(
-        f"targets: steady ≤ 0.5 s {'ok' if fig.steady_s <= 0.5 else 'MISSED'}, "
+        f"targets: first start ≤ 1.3x the bare query "
+        f"{'ok' if fig.first_ratio <= 1.3 else 'MISSED'} ({fig.first_ratio:.2f}x), "
+        f"steady ≤ 0.5 s {'ok' if fig.steady_s <= 0.5 else 'MISSED'}, "
         f"a minute ≤ 1 s {'ok' if fig.minute_s <= 1.0 else 'MISSED'} ({fig.minute_s:.2f} s), "
         f"peak RSS ≤ 500 MB {'ok' if fig.rss_mb <= 500 else 'MISSED'}"
     )
     print(
-        f"rules cycle: {fig.cold_s:.2f} s cold, {fig.steady_s:.2f} s steady, "
+        f"cold below: the first start ({fig.first_s:.2f} s; a restart with state: "
+        f"{fig.cold_s:.2f} s)"
+    )
+    print(
+        f"rules cycle: {fig.first_s:.2f} s cold, {fig.steady_s:.2f} s steady, "
         f"{fig.rss_mb:.0f} MB for {args.meters} meters, {args.stations} stations, "
         f"{args.plows} plows"
     )

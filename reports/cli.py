@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from core.away import load_away
 from core.config import load_registry, resolve_config
 from core.influxql import InfluxQuery
 from reports import plow_render
@@ -127,7 +128,9 @@ def _meter_reading(args: argparse.Namespace) -> int:
     registry = load_registry(cfg)
     _known(args.district, {m.district for m in registry.meters.values()}, "unknown_district")
     q = InfluxQuery(cfg.influx)
-    rows = MeterReading(q, registry, rcfg.meter_reading).rows(
+    # [rules.away]: a standstill inside a registered away period is flagged 不在届あり
+    away = load_away(cfg)
+    rows = MeterReading(q, registry, rcfg.meter_reading, away).rows(
         args.date, args.district, args.previous
     )
     if not rows:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from core.away import AwaySpans, away_ms
 from core.influxql import InfluxQuery
 from reports.config import MeterReadingConfig, Schedule, add_months
 from rules.schema import ALERT_TRANSITION
@@ -44,8 +45,20 @@ F_REVERSE = "逆流"
 # The register alone cannot tell a household away (travel, hospital) from a meter that
 # stopped: the flag says both, so the clerk checks before billing (docs/reports.md, "Flags").
 F_STUCK = "指針不動(不在またはメーター停止)"
+# The standstill falls inside a period the household registered as away ([rules.away]):
+# no use is what was announced, not a meter to check (docs/reports.md, "Flags").
+F_AWAY = "不在届あり(使用なし)"
 F_CHANGE_PREV = "前回比±{pct}%超"
 F_CHANGE_YEAR = "前年同期比±{pct}%超"
+# The flags in English (docs/reports.md, "Flags"; the office file is Japanese).
+FLAG_EN = {
+    F_LEAK: "suspected leak",
+    F_REVERSE: "reverse flow",
+    F_STUCK: "register still (household away, or the meter stopped)",
+    F_AWAY: "away registered (no use)",
+    F_CHANGE_PREV: "use changed by more than ±{pct}% against the previous period",
+    F_CHANGE_YEAR: "use changed by more than ±{pct}% against the same period last year",
+}
 
 # (column header, what it holds) — the layout docs/reports.md documents
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -152,19 +165,26 @@ class Chain:
             use += math.floor(self.last_of(k) / 1000)
         return use + math.floor(end.u / 1000)
 
-    def longest_still_h(self, start: int, end: int) -> tuple[float, bool]:
-        """Longest run the register stood still within [start, end], and whether it
-        moved at all outside that run (a household away uses nothing at all)."""
+    def still_runs(self, start: int, end: int) -> tuple[list[tuple[int, int]], bool]:
+        """The runs (first, last reading time) in which the register stood still within
+        [start, end], and whether it moved at all in it (a household away uses nothing)."""
         sel = (self.t >= start) & (self.t <= end)
         t, u, link = self.t[sel], self.unwrapped[sel], self.link[sel]
         if len(t) < 2:
-            return 0.0, False
+            return [], False
         moved = (np.diff(u) != 0) | (np.diff(link) != 0)
-        best = run = 0
+        runs: list[tuple[int, int]] = []
+        first: int | None = None
         for k in range(len(moved)):
-            run = 0 if moved[k] else run + int(t[k + 1] - t[k])
-            best = max(best, run)
-        return best / HOUR_MS, bool(moved.any())
+            if moved[k]:
+                first = None
+                continue
+            if first is None:
+                first = int(t[k])
+                runs.append((first, int(t[k + 1])))
+            else:
+                runs[-1] = (first, int(t[k + 1]))
+        return runs, bool(moved.any())
 
 
 @dataclass(frozen=True)
@@ -252,20 +272,31 @@ def load_chains(
 def _active(q: InfluxQuery, rules: Iterable[str], start_ms: int, end_ms: int) -> set[str]:
     """Subjects with one of ``rules`` active at some time in [start, end): a firing
     transition inside it, or one before it that was not resolved by its start (a leak
-    that fired in the previous period and still runs)."""
+    that fired months ago and still runs).
+
+    Bounded by the period, not by all history: the transitions inside [start, end),
+    and before ``start`` only each (subject, rule, status) series' last point, which
+    InfluxDB finds without returning the series (``last()`` per ``GROUP BY`` tag set).
+    A rule is active at the start when its last firing came after its last resolution."""
     cond = " OR ".join(f"\"rule\" = '{r}'" for r in rules)
-    df = q.frame(
-        f'SELECT "key", "subject", "rule", "status" FROM {ALERT_TRANSITION} '
-        f"WHERE time < {end_ms}ms AND ({cond})",
-        str_columns=("subject", "rule", "status"),
+    inside = q.rows(
+        f'SELECT last("key") FROM {ALERT_TRANSITION} '
+        f"WHERE time >= {start_ms}ms AND time < {end_ms}ms AND \"status\" = 'firing' "
+        f'AND ({cond}) GROUP BY "subject"'
     )
-    if not len(df):
-        return set()
-    df = df.sort_values("time", kind="stable")
-    out = set(df.loc[(df["time"] >= start_ms) & (df["status"] == "firing"), "subject"])
-    before = df[df["time"] < start_ms]
-    last = before.groupby(["subject", "rule"], sort=False)["status"].last().reset_index()
-    out.update(last.loc[last["status"] == "firing", "subject"].astype(str))
+    out = {str(r["subject"]) for r in inside if r.get("subject")}
+    last = q.rows(
+        f'SELECT last("key") FROM {ALERT_TRANSITION} WHERE time < {start_ms}ms '
+        f'AND ({cond}) GROUP BY "subject", "rule", "status"'
+    )
+    latest: dict[tuple[str, str], dict[str, int]] = {}
+    for r in last:
+        if r.get("subject"):
+            key = (str(r["subject"]), str(r["rule"]))
+            latest.setdefault(key, {})[str(r["status"])] = int(r["time"])
+    for (subject, _rule), times in latest.items():
+        if times.get("firing", -1) > times.get("resolved", -1):
+            out.add(subject)
     return out
 
 
@@ -297,10 +328,18 @@ class Period:
 class MeterReading:
     """Builds the 検針 rows for one reading date."""
 
-    def __init__(self, q: InfluxQuery, registry: Registry, cfg: MeterReadingConfig) -> None:
+    def __init__(
+        self,
+        q: InfluxQuery,
+        registry: Registry,
+        cfg: MeterReadingConfig,
+        away: AwaySpans | None = None,
+    ) -> None:
         self.q = q
         self.registry = registry
         self.cfg = cfg
+        # [rules.away] (core.away.load_away): the periods households said they were away
+        self.away: AwaySpans = away or {}
 
     def meters(self, day: dt.date, district: str | None, forced: bool) -> list[Meter]:
         """The meters read on ``day``: their district's schedule says so (or forced)."""
@@ -345,7 +384,10 @@ class MeterReading:
                 flags.add(F_LEAK)
             if m.id in reverse:
                 flags.add(F_REVERSE)
-            if m.id in stuck:
+            if m.id in stuck and F_AWAY not in flags:
+                # a no-use notice, unless the register's standstill in the period is
+                # all inside registered away periods (the notice came before the
+                # household registered, or the rules ran without the period)
                 flags.add(F_STUCK)
             row.flags = sorted(flags, key=_FLAG_ORDER)
             out.append(row)
@@ -403,23 +445,48 @@ class MeterReading:
         row.notes.extend(note for ms, note in chain.events if start_ms < ms <= end_ms)
         if any(start_ms < ms <= end_ms for ms in chain.reverse_ms):
             row.flags.append(F_REVERSE)
-        still_h, moved = chain.longest_still_h(start_ms, end_ms)
-        if moved and still_h >= self.cfg.stuck_hours:
-            row.flags.append(F_STUCK)
-            row.notes.append(
-                f"指針 {still_h:.0f} 時間不動: 不在(旅行・入院など)かメーター停止か、"
-                "指針だけでは区別できません"
-            )
+        self._standstill(row, chain, start_ms, end_ms)
         pct = f"{self.cfg.change_limit_pct:g}"
         if row.change_prev_pct is not None and abs(row.change_prev_pct) > self.cfg.change_limit_pct:
             row.flags.append(F_CHANGE_PREV.format(pct=pct))
         if row.change_year_pct is not None and abs(row.change_year_pct) > self.cfg.change_limit_pct:
             row.flags.append(F_CHANGE_YEAR.format(pct=pct))
 
+    def _standstill(self, row: MeterRow, chain: Chain, start_ms: int, end_ms: int) -> None:
+        """指針不動 or 不在届あり: a standstill of ``stuck_hours`` or more. Hours inside a
+        registered away period do not count (as in the rules' no-use notice): a
+        standstill that is long only with them is the announced absence."""
+        runs, moved = chain.still_runs(start_ms, end_ms)
+        limit = self.cfg.stuck_hours
+        spans = away_ms(self.away, row.meter)
+        unexplained = explained = 0.0
+        covering: list[tuple[int, int]] = []
+        for a, b in runs:
+            hours = (b - a) / HOUR_MS
+            if hours < limit:
+                continue
+            inside = [(max(a, x), min(b, y)) for x, y in spans if x < b and y > a]
+            outside = hours - sum(y - x for x, y in inside) / HOUR_MS
+            if outside >= limit:
+                unexplained = max(unexplained, hours)
+            else:
+                explained = max(explained, hours)
+                covering += [(x, y) for x, y in spans if x < b and y > a]
+        if moved and unexplained:
+            row.flags.append(F_STUCK)
+            row.notes.append(
+                f"指針 {unexplained:.0f} 時間不動: 不在(旅行・入院など)かメーター停止か、"
+                "指針だけでは区別できません"
+            )
+        elif explained:
+            row.flags.append(F_AWAY)
+            when = "・".join(f"{_hhmm(x)}–{_hhmm(y)}" for x, y in sorted(set(covering)))
+            row.notes.append(f"指針 {explained:.0f} 時間不動: 不在届の期間 ({when})")
+
 
 def _FLAG_ORDER(flag: str) -> int:
-    order = (F_LEAK, F_REVERSE, F_STUCK)
+    order = (F_LEAK, F_REVERSE, F_STUCK, F_AWAY)
     return order.index(flag) if flag in order else len(order)
 
 
-__all__ = ["COLUMNS", "MeterReading", "MeterRow", "midnight_ms"]
+__all__ = ["COLUMNS", "FLAG_EN", "MeterReading", "MeterRow", "midnight_ms"]

@@ -1,9 +1,10 @@
 """Replay the scheduler over a past period: what would have fired, and when.
 
-The period's data is loaded once (RecordedSource); then the engine runs its ordinary
-cycle at every step, each step seeing only what had arrived by then (a daily upload is
-invisible before it is sent). Nothing is sent and nothing is written. With a
-simulator's ground truth (``--truth DIR``), every family scores itself.
+The period's data is read once, in chunks as the replay advances (RecordedSource.load);
+then the engine runs its ordinary cycle at every step, each step seeing only what had
+arrived by then (a daily upload is invisible before it is sent). Nothing is sent and
+nothing is written. With a simulator's ground truth (``--truth DIR``), every family
+scores itself.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from core.influxql import InfluxQuery, QueryError
 from core.signals import stop_on_signals
 from rules import backtest
 from rules.config import RulesConfig, params_table, with_settings
-from rules.engine import Engine
+from rules.engine import Engine, warm_up
 from rules.families import FAMILIES
 from rules.model import DAY_MS, JST, dt_to_ms
 from rules.shards import Shard, ShardError
@@ -24,10 +24,6 @@ from rules.state import MemoryState, SqliteState
 from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
-
-# Catching up on history steps at most every 10 minutes: a month in a few thousand
-# cycles (benchmarks/rules.py measures a season's backtest at this step).
-CATCH_UP_STEP_MS = 600_000
 
 
 def _configs(args: argparse.Namespace) -> tuple[Config, RulesConfig]:
@@ -118,18 +114,8 @@ def _warm_up(
     """First start: catch up on ``warmup_days`` of history, cycle by cycle as a
     backtest would (10-minute steps), emitting only what changed within the look-back
     window; the derived series of the history go to InfluxDB directly."""
-    start = now - int(rcfg.warmup_days * DAY_MS)
     log.info("rules: first start: catching up on %.0f days of history", rcfg.warmup_days)
-    source = RecordedSource.load(client, engine.inputs, start, now)
-    result = engine.replay(
-        source,
-        start_ms=start,
-        end_ms=now,
-        step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
-        emit_after_ms=now - int(rcfg.lookback_h * 3_600_000),
-        keep_lines=rcfg.write_derived,
-        whole_history=True,
-    )
+    result = warm_up(engine, client, now, keep_lines=rcfg.write_derived)
     for i in range(0, len(result.lines), 20_000):
         try:
             writer.write(result.lines[i : i + 20_000])
@@ -167,16 +153,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     at = args.at or datetime.now(UTC)
     now = dt_to_ms(at)
     engine = Engine(registry, rcfg, MemoryState(), FAMILIES)
-    start = now - int(rcfg.warmup_days * DAY_MS)
-    source = RecordedSource.load(client, engine.inputs, start, now)
-    result = engine.replay(
-        source,
-        start_ms=start,
-        end_ms=now,
-        step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
-        emit_after_ms=now - int(rcfg.lookback_h * 3_600_000),
-        whole_history=True,
-    )
+    result = warm_up(engine, client, now)
     print(f"rules check at {at.isoformat()}: {result.points_read:,} points read")
     print(f"transitions in the last {rcfg.lookback_h:.0f} h:")
     for _step, t in result.transitions:

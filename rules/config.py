@@ -20,20 +20,12 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.away import AwayPeriods
 from core.config import Config, ConfigError, config_path, describe_errors, validate_section
 from rules.params import (
     FAMILY_PARAMS,
@@ -43,29 +35,6 @@ from rules.params import (
     WaterParams,
     _Params,
 )
-
-# The town's clock: a time written without an offset (``2026-02-10T09:00``) is JST,
-# whatever timezone the host runs in (docs/rules.md#away-periods).
-JST = timezone(timedelta(hours=9), "JST")
-
-
-def _as_jst(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=JST)
-
-
-def _parse_time(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not a date-time; write e.g. 2026-02-10T09:00:00+09:00 "
-                "(without an offset it is read as JST)"
-            ) from None
-    return value
-
-
-AwayTime = Annotated[datetime, BeforeValidator(_parse_time), AfterValidator(_as_jst)]
 
 Scope = Literal["station", "meter", "plow", "route", "district"]
 SCOPES: tuple[Scope, ...] = ("station", "meter", "plow", "route", "district")
@@ -108,22 +77,9 @@ class RulesConfig(BaseModel):
     # scope → id → family → {param: value}
     overrides: dict[Scope, dict[str, dict[str, dict[str, Any]]]] = Field(default_factory=dict)
     # "away" periods: meter id → list of [start, end] times (ISO strings or TOML
-    # date-times; without an offset: JST). Validated here, not when a rule reads them.
-    away: dict[str, list[tuple[AwayTime, AwayTime]]] = Field(default_factory=dict)
-
-    @field_validator("away")
-    @classmethod
-    def _away_ordered(
-        cls, value: dict[str, list[tuple[datetime, datetime]]]
-    ) -> dict[str, list[tuple[datetime, datetime]]]:
-        for meter, spans in value.items():
-            for n, (a, b) in enumerate(spans):
-                if a >= b:
-                    raise ValueError(
-                        f"{meter}[{n}]: the start {a.isoformat()} is not before the end "
-                        f"{b.isoformat()}"
-                    )
-        return value
+    # date-times; without an offset: JST). Validated here, not when a rule reads them;
+    # the parsing is core.away's, which 検針 reads too.
+    away: AwayPeriods = Field(default_factory=dict)
 
     def lookback_ms(self, measurement: str) -> int:
         hours = self.lookback_h_by_measurement.get(measurement, self.lookback_h)

@@ -15,14 +15,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
+from core.influxql import InfluxQuery
 from core.lineproto import EncodeError, Encoder
 from rules.config import RulesConfig
-from rules.model import Family, Finding, Output, Point, Shared, ms_to_dt
+from rules.model import DAY_MS, Family, Finding, Output, Point, Shared, ms_to_dt
 from rules.schema import ALERT_TRANSITION, FIELDS, RULES_STATS, TAGS
 from rules.shards import TOWN_WIDE, Shard
-from rules.sources import Source
+from rules.sources import RecordedSource, Source
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Status, Transition, make_key
 from sensors.registry import Registry
@@ -30,6 +32,10 @@ from sensors.registry import Registry
 log = logging.getLogger(__name__)
 
 ENCODER = Encoder(TAGS, FIELDS)
+
+# Catching up on history steps at most every 10 minutes: a month in a few thousand
+# cycles (benchmarks/rules.py measures a season's backtest at this step).
+CATCH_UP_STEP_MS = 600_000
 
 
 @dataclass
@@ -55,6 +61,7 @@ class ReplayResult:
     steps: int = 0
     points_read: int = 0
     seconds: float = 0.0
+    read_wait_s: float = 0.0  # of ``seconds``: waiting for a streamed source's reads
 
 
 def transition_line(t: Transition) -> str:
@@ -134,6 +141,9 @@ class Engine:
             ids = self.shard.own([*registry.meters, *registry.stations, *registry.plows])
             self.own_devices = {m: ids for m in self.inputs if m not in town}
         self._owner: dict[str, bool] = {}
+        self._series_keys: dict[tuple[object, ...], str] = {}
+        # statuses firing now: counted once, then kept by _track (not every cycle)
+        self._firing = sum(1 for a, _s, _r in snap.status.values() if a)
 
     @property
     def warm(self) -> bool:
@@ -183,7 +193,7 @@ class Engine:
             family_s[fam.name] = time.perf_counter() - t_fam
         transitions = self._track(out.findings, now_ms, emit_after_ms)
         lines = self._lines(out.points, transitions, now_ms)
-        firing = sum(1 for a, _s, _r in self.snap.status.values() if a)
+        firing = self._firing
         self.snap.last_cycle_ms = now_ms
         seconds = time.perf_counter() - t0
         if self.rcfg.write_derived:
@@ -266,20 +276,39 @@ class Engine:
         return df if mask.all() else df[mask].reset_index(drop=True)
 
     def _new_points(self, measurement: str, df: pd.DataFrame) -> pd.DataFrame:
-        """Per device, only points newer than the newest already processed."""
+        """Per device, only points newer than the newest already processed; sorted by
+        device, then time (stable), the last of duplicate (device, time) kept."""
         if df.empty:
             return df
         marks = self.snap.watermarks.setdefault(measurement, {})
+        # one factorisation (devices in sorted order) serves the watermarks, the sort,
+        # the duplicates and the newest time per device
+        codes, devices = pd.factorize(df["device"].to_numpy(), sort=True)
+        time = df["time"].to_numpy()
         if marks:
-            floor = df["device"].map(marks).fillna(-1).astype("int64")
-            df = df[df["time"].to_numpy() > floor.to_numpy()]
-        if df.empty:
-            return df
-        df = df.sort_values(["device", "time"], kind="stable")
-        df = df.drop_duplicates(["device", "time"], keep="last")
-        newest = df.groupby("device", sort=False)["time"].max()
-        marks.update({str(k): int(v) for k, v in newest.items()})
-        return df.reset_index(drop=True)
+            floor = np.fromiter(
+                (marks.get(d, -1) for d in devices), dtype=np.int64, count=len(devices)
+            )
+            keep = time > floor[codes]
+            if not keep.all():
+                df, codes, time = df[keep], codes[keep], time[keep]
+                if df.empty:
+                    return df
+        order = np.lexsort((time, codes))
+        c, t = codes[order], time[order]
+        last = np.ones(len(c), dtype=bool)
+        last[:-1] = (c[:-1] != c[1:]) | (t[:-1] != t[1:])
+        order, c, t = order[last], c[last], t[last]
+        newest = np.ones(len(c), dtype=bool)
+        newest[:-1] = c[:-1] != c[1:]
+        marks.update(
+            zip(
+                (str(d) for d in devices[c[newest]]),
+                (int(x) for x in t[newest]),
+                strict=True,
+            )
+        )
+        return df.iloc[order].reset_index(drop=True)
 
     def _track(
         self, findings: list[Finding], now_ms: int, emit_after_ms: int | None
@@ -310,6 +339,7 @@ class Engine:
                 message_en=f.message_en,
             )
             status[key] = (f.active, f.at_ms, t.model_dump_json())
+            self._firing += 1 if f.active else -1
             if emit_after_ms is not None and f.at_ms < emit_after_ms:
                 continue
             out.append(t)
@@ -319,9 +349,17 @@ class Engine:
         if not self.rcfg.write_derived:
             return []
         lines = []
+        keys = self._series_keys
         for p in points:
             try:
-                lines.append(ENCODER.encode(p.measurement, p.tags, p.fields, p.time_ms))
+                # a device's series key is the same for each of its points: encoded once
+                ck = (p.measurement, *p.tags.items())
+                key = keys.get(ck)
+                if key is None:
+                    if len(keys) > 100_000:
+                        keys.clear()
+                    key = keys[ck] = ENCODER.series_key(p.measurement, p.tags)
+                lines.append(ENCODER.encode_fields(p.measurement, key, p.fields, p.time_ms))
             except EncodeError as exc:
                 # A family bug, not data: say so loudly, keep the cycle going.
                 log.error("rules: cannot encode derived point %s: %s", p, exc)
@@ -333,4 +371,28 @@ class Engine:
         return [Transition.model_validate_json(r) for a, _s, r in self.snap.status.values() if a]
 
 
-__all__ = ["CycleResult", "Engine", "ReplayResult", "steps", "transition_line"]
+def warm_up(
+    engine: Engine, client: InfluxQuery, now_ms: int, *, keep_lines: bool = False
+) -> ReplayResult:
+    """A first start (or ``rules check``): catch up on ``rules.warmup_days`` of history
+    up to ``now_ms``, cycle by cycle as a backtest would (10-minute steps), emitting
+    only what changed within the look-back window. The history is read in chunks as
+    the replay advances, the next while the engine evaluates the current one
+    (:class:`rules.sources.StreamedSource`)."""
+    rcfg = engine.rcfg
+    start = now_ms - int(rcfg.warmup_days * DAY_MS)
+    source = RecordedSource.load(client, engine.inputs, start, now_ms)
+    res = engine.replay(
+        source,
+        start_ms=start,
+        end_ms=now_ms,
+        step_ms=max(rcfg.interval_s * 1000, CATCH_UP_STEP_MS),
+        emit_after_ms=now_ms - int(rcfg.lookback_h * 3_600_000),
+        keep_lines=keep_lines,
+        whole_history=True,
+    )
+    res.read_wait_s = source.wait_s
+    return res
+
+
+__all__ = ["CycleResult", "Engine", "ReplayResult", "steps", "transition_line", "warm_up"]

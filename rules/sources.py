@@ -1,4 +1,5 @@
-"""Where a cycle's points come from: InfluxDB now (live), or a period loaded once (backtest).
+"""Where a cycle's points come from: InfluxDB now (live), or a past period (backtest, a
+first start's catch-up), read once as it is replayed.
 
 Both give the same thing for an evaluation time ``now``: the points that had *arrived*
 by ``now`` (arrival = device time + ``lag_s``, the delay ingest measured; a point
@@ -12,9 +13,12 @@ rule, a backtest sees exactly what the live scheduler saw (docs/rules.md#backtes
 from __future__ import annotations
 
 import logging
+import queue
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Literal, Protocol
 
 import numpy as np
@@ -54,13 +58,30 @@ def query_frame(
     """Points of ``measurement`` with ``start_ms < time <= end_ms``: columns ``time`` (int
     ms), ``arrival`` (int ms), ``device`` (the tag ``device_tag``) and ``fields``
     (missing ones as NaN)."""
+    df = _select(client, measurement, fields, start_ms, end_ms, device_tag=device_tag)
+    return normalise(df, fields, arrival)
+
+
+def _select(
+    client: InfluxQuery,
+    measurement: str,
+    fields: tuple[str, ...],
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_tag: str,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """The raw rows (``device_tag`` renamed ``device``), in time order; ``limit``: only
+    the first so many."""
     cols = ", ".join(_quote(f) for f in (*fields, LAG_FIELD, device_tag))
     q = (
         f"SELECT {cols} FROM {_quote(measurement)} "
         f"WHERE time > {int(start_ms)}ms AND time <= {int(end_ms)}ms"
     )
-    df = client.frame(q, str_columns=(device_tag,))
-    return normalise(df.rename(columns={device_tag: "device"}), fields, arrival)
+    if limit is not None:
+        q += f" LIMIT {int(limit)}"
+    return client.frame(q, str_columns=(device_tag,)).rename(columns={device_tag: "device"})
 
 
 def normalise(df: pd.DataFrame, fields: tuple[str, ...], arrival: Arrival = "lag") -> pd.DataFrame:
@@ -119,7 +140,7 @@ class Source(Protocol):
 # Device times older than this before the arrival floor are read only if their lag_s
 # says they arrived late (docs/rules.md#incremental-cycles).
 LATE_MS = 60_000
-LATE_COLUMN = "late_lag_s"
+LAG_ALIAS = "lag_s_of_"  # + the statement's number (LiveSource._arrived)
 INGEST_STATS = "yukimizu_ingest"
 
 
@@ -171,22 +192,17 @@ class LiveSource:
             or any(depth > 0 for _n, depth in spool.values())
         )
         out = {}
-        for m, fields in inputs.items():
-            tag = SUBJECT_TAG.get(m, "device")
-            start = now_ms - lookback_ms[m]
-            marks = (watermarks or {}).get(m, {})
-            if full or since_ms is None:
+        if full or since_ms is None:
+            for m, fields in inputs.items():
+                tag = SUBJECT_TAG.get(m, "device")
+                start = now_ms - lookback_ms[m]
+                marks = (watermarks or {}).get(m, {})
                 df = self._window(m, fields, tag=tag, start_ms=start, now_ms=now_ms, marks=marks)
-            else:
-                df = self._arrived(
-                    m,
-                    fields,
-                    tag=tag,
-                    start_ms=start,
-                    now_ms=now_ms,
-                    floor_ms=since_ms - self.slack_ms,
-                )
-            out[m] = df[df["arrival"] <= now_ms]
+                out[m] = df[df["arrival"] <= now_ms]
+        else:
+            arrived = self._arrived(inputs, lookback_ms, now_ms, since_ms - self.slack_ms)
+            for m, df in arrived.items():
+                out[m] = df[df["arrival"] <= now_ms]
         if full:
             self.full_reads += 1
         else:
@@ -236,45 +252,62 @@ class LiveSource:
 
     def _arrived(
         self,
-        measurement: str,
-        fields: tuple[str, ...],
-        *,
-        tag: str,
-        start_ms: int,
+        inputs: Mapping[str, tuple[str, ...]],
+        lookback_ms: Mapping[str, int],
         now_ms: int,
         floor_ms: int,
-    ) -> pd.DataFrame:
-        """Points in ``(start_ms, now_ms]`` that arrived after ``floor_ms`` (and a few
-        that arrived shortly before it)."""
-        head = self._head(measurement, fields, tag)
+    ) -> dict[str, pd.DataFrame]:
+        """Per measurement, the points in its window ``(now − look-back, now]`` that
+        arrived after ``floor_ms`` (and a few that arrived shortly before it): every
+        measurement's statements in one request."""
         # Everything after floor − LATE_MS; before that, only points whose lag_s says
         # they arrived after the floor (t + lag > floor with t <= floor − LATE_MS needs
         # lag > LATE_MS; 1 ms less, since arrival truncates the lag to whole ms). The
-        # older part asks for lag_s alone (named LATE_COLUMN to tell it apart): what
-        # InfluxDB scans and sends is one column, most of it late points processed
-        # long ago; the few that are new are then fetched whole.
-        recent = max(floor_ms - LATE_MS, start_ms)
-        statements = [f"{head}time > {recent}ms AND time <= {now_ms}ms"]
-        if recent > start_ms:
-            only = self._head(measurement, (), tag, lag_as=LATE_COLUMN)
-            statements.append(
-                f"{only}time > {start_ms}ms AND time <= {recent}ms "
-                f"AND {_quote(LAG_FIELD)} > {LATE_MS / 1000 - 0.001:.3f}"
-            )
-        parts = []
-        for block in self.client.frames(statements, str_columns=(tag,)):
-            got = block.rename(columns={tag: "device"})
-            if LATE_COLUMN not in got.columns:
-                parts.append(normalise(got, fields))
+        # older part asks for lag_s alone: what InfluxDB scans and sends is one
+        # column, most of it late points processed long ago; the few that are new are
+        # then fetched whole. Each statement names its lag_s column after itself, so
+        # its answer is told apart from the others' (empty answers are left out).
+        statements: list[str] = []
+        asked: list[tuple[str, bool]] = []  # per statement: measurement, late part
+        for m, fields in inputs.items():
+            tag = SUBJECT_TAG.get(m, "device")
+            start = now_ms - lookback_ms[m]
+            recent = max(floor_ms - LATE_MS, start)
+            head = self._head(m, fields, tag, lag_as=f"{LAG_ALIAS}{len(statements)}")
+            statements.append(f"{head}time > {recent}ms AND time <= {now_ms}ms")
+            asked.append((m, False))
+            if recent > start:
+                only = self._head(m, (), tag, lag_as=f"{LAG_ALIAS}{len(statements)}")
+                statements.append(
+                    f"{only}time > {start}ms AND time <= {recent}ms "
+                    f"AND {_quote(LAG_FIELD)} > {LATE_MS / 1000 - 0.001:.3f}"
+                )
+                asked.append((m, True))
+        tags = sorted({SUBJECT_TAG.get(m, "device") for m in inputs})
+        parts: dict[str, list[pd.DataFrame]] = {m: [] for m in inputs}
+        for block in self.client.frames(statements, str_columns=tags):
+            col = next(c for c in block.columns if str(c).startswith(LAG_ALIAS))
+            m, late_part = asked[int(str(col)[len(LAG_ALIAS) :])]
+            tag = SUBJECT_TAG.get(m, "device")
+            got = block.rename(columns={tag: "device", col: LAG_FIELD})
+            if not late_part:
+                parts[m].append(normalise(got, inputs[m]))
                 continue
-            late = normalise(got.rename(columns={LATE_COLUMN: LAG_FIELD}), ())
-            late = late[late["arrival"] > floor_ms]
+            late = normalise(got, ())
+            # arrived since the floor and by now (what arrives later is not visible
+            # yet: fetching it whole now would be thrown away)
+            arr = late["arrival"].to_numpy()
+            late = late[(arr > floor_ms) & (arr <= now_ms)]
             if len(late):
-                parts.append(self._whole(measurement, fields, tag=tag, late=late))
-        if not parts:
-            return normalise(pd.DataFrame(), fields)
-        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        return df[df["arrival"] > floor_ms].reset_index(drop=True)
+                parts[m].append(self._whole(m, inputs[m], tag=tag, late=late))
+        out: dict[str, pd.DataFrame] = {}
+        for m, frames in parts.items():
+            if not frames:
+                out[m] = normalise(pd.DataFrame(), inputs[m])
+                continue
+            df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            out[m] = df[df["arrival"] > floor_ms].reset_index(drop=True)
+        return out
 
     def _whole(
         self, measurement: str, fields: tuple[str, ...], *, tag: str, late: pd.DataFrame
@@ -341,22 +374,59 @@ class LateArrivals:
         return self.late > 0 and self.late >= 0.1 * self.loaded
 
 
-class RecordedSource:
-    """A period loaded once; each call hands out what had arrived by ``now``.
+class _Arrivals:
+    """One measurement's points not yet handed out, sorted by arrival, then device and
+    time (a point's key, so the order does not depend on how the points came in).
+    ``by_arrival``: by arrival alone, keeping the order within an instant — enough
+    where (device, time) is unique, as in InfluxDB, since the engine sorts what it is
+    handed by device and time anyway; a much cheaper sort."""
 
-    Points are sorted by arrival, so a call only slices; points already handed out
-    are not handed out again (the engine's watermarks would drop them anyway).
+    def __init__(self, df: pd.DataFrame, *, by_arrival: bool = False) -> None:
+        self._df = df.iloc[0:0]
+        self._empty = self._df  # handed out when nothing arrived
+        self._arrival = np.zeros(0, dtype="int64")
+        self._pos = 0
+        self._by_arrival = by_arrival
+        self.add(df)
+
+    def add(self, df: pd.DataFrame) -> None:
+        if df.empty:
+            return
+        rest = self._df.iloc[self._pos :]
+        both = pd.concat([rest, df], ignore_index=True) if len(rest) else df
+        if self._by_arrival:
+            order = np.argsort(both["arrival"].to_numpy(), kind="stable")
+            self._df = both.take(order).reset_index(drop=True)
+        else:
+            self._df = both.sort_values(["arrival", "device", "time"], kind="stable").reset_index(
+                drop=True
+            )
+        self._arrival = self._df["arrival"].to_numpy()
+        self._pos = 0
+
+    def take(self, now_ms: int) -> pd.DataFrame:
+        """The points that arrived by ``now_ms`` and were not taken before."""
+        pos = self._pos
+        if pos >= len(self._arrival) or self._arrival[pos] > now_ms:
+            return self._empty  # nothing (more) arrived: most replay steps
+        end = int(np.searchsorted(self._arrival, now_ms, side="right"))
+        part = self._df.iloc[self._pos : end]
+        self._pos = end
+        return part
+
+
+class RecordedSource:
+    """A period's points; each call hands out what had arrived by ``now``.
+
+    Points are kept sorted by arrival, so a call only slices; points already handed
+    out are not handed out again (the engine's watermarks would drop them anyway).
+    Given frames, the whole period is in memory; :meth:`load` instead reads InfluxDB
+    in device-time chunks as the replay advances (:class:`StreamedSource`).
     """
 
     def __init__(self, frames: Mapping[str, pd.DataFrame]) -> None:
-        self._frames = {}
-        self._arrival = {}
-        self._pos: dict[str, int] = {}
-        for m, df in frames.items():
-            d = df.sort_values(["arrival", "device", "time"], kind="stable").reset_index(drop=True)
-            self._frames[m] = d
-            self._arrival[m] = d["arrival"].to_numpy()
-            self._pos[m] = 0
+        self._frames = dict(frames)
+        self._queues = {m: _Arrivals(df) for m, df in self._frames.items()}
 
     @classmethod
     def load(
@@ -365,26 +435,14 @@ class RecordedSource:
         inputs: Mapping[str, tuple[str, ...]],
         start_ms: int,
         end_ms: int,
-        chunk_ms: int = 7 * 86_400_000,
         *,
         arrival: Arrival = "lag",
-    ) -> RecordedSource:
-        frames = {}
-        for m, fields in inputs.items():
-            parts = []
-            t = start_ms
-            while t < end_ms:
-                end = min(t + chunk_ms, end_ms)
-                tag = SUBJECT_TAG.get(m, "device")
-                parts.append(
-                    query_frame(client, m, fields, t, end, device_tag=tag, arrival=arrival)
-                )
-                t += chunk_ms
-            frames[m] = (
-                pd.concat(parts, ignore_index=True) if parts else normalise(pd.DataFrame(), fields)
-            )
-            log.info("backtest: %s: %d points", m, len(frames[m]))
-        return cls(frames)
+        chunk_rows: int = 250_000,
+    ) -> StreamedSource:
+        """The period ``(start_ms, end_ms]`` of InfluxDB, read as it is replayed."""
+        return StreamedSource(
+            client, inputs, start_ms, end_ms, arrival=arrival, chunk_rows=chunk_rows
+        )
 
     def again(self) -> RecordedSource:
         """The same period, replayed from its start (for another engine)."""
@@ -395,13 +453,17 @@ class RecordedSource:
         there never sees them), and their median lag."""
         total = late = 0
         lags: list[np.ndarray] = []
-        for m, df in self._frames.items():
+        for df in self._frames.values():
             total += len(df)
-            after = self._arrival[m] > end_ms
+            arrival = df["arrival"].to_numpy()
+            after = arrival > end_ms
             late += int(after.sum())
-            lags.append((df["arrival"].to_numpy() - df["time"].to_numpy())[after])
+            lags.append((arrival - df["time"].to_numpy())[after])
         lag = np.concatenate(lags) if lags else np.zeros(0)
         return LateArrivals(total, late, float(np.median(lag)) / 1000 if len(lag) else 0.0)
+
+    def _load_through(self, now_ms: int) -> None:
+        """Make sure every point with a device time up to ``now_ms`` is queued."""
 
     def visible(
         self,
@@ -411,17 +473,178 @@ class RecordedSource:
         since_ms: int | None = None,
         watermarks: Mapping[str, Mapping[str, int]] | None = None,
     ) -> dict[str, pd.DataFrame]:
+        # A point arrives at or after its device time: once every point up to now is
+        # queued, what arrived by now is all there.
+        self._load_through(now_ms)
         out = {}
         for m in inputs:
-            df = self._frames.get(m)
-            if df is None:
+            q = self._queues.get(m)
+            if q is None:
                 continue
-            end = int(np.searchsorted(self._arrival[m], now_ms, side="right"))
-            start = self._pos[m]
-            self._pos[m] = end
-            part = df.iloc[start:end]
-            out[m] = part[part["time"] > now_ms - lookback_ms[m]]
+            part = q.take(now_ms)
+            if len(part):
+                part = part[part["time"].to_numpy() > now_ms - lookback_ms[m]]
+            out[m] = part
         return out
 
     def committed(self, now_ms: int) -> None:
         pass
+
+
+class StreamedSource(RecordedSource):
+    """A period read from InfluxDB as the replay advances: chunks of device time, the
+    next read by a background thread while the engine evaluates the current one
+    (InfluxDB works on it meanwhile). Memory holds a chunk or two (~``chunk_rows``
+    points each) plus the points that arrive later than the replay's time but within
+    the period (late uploads). Points arriving after the period are only counted
+    (:meth:`arrived_after`): a step after ``end_ms`` hands out nothing more."""
+
+    def __init__(
+        self,
+        client: InfluxQuery,
+        inputs: Mapping[str, tuple[str, ...]],
+        start_ms: int,
+        end_ms: int,
+        *,
+        arrival: Arrival = "lag",
+        chunk_rows: int = 250_000,
+    ) -> None:
+        self._args = (client, dict(inputs), start_ms, end_ms, arrival, chunk_rows)
+        self._end_ms = end_ms
+        self._queues = {
+            m: _Arrivals(normalise(pd.DataFrame(), f), by_arrival=True) for m, f in inputs.items()
+        }
+        self._through_ms = start_ms
+        self._loaded = 0  # points read so far
+        self.wait_s = 0.0  # the replay waited this long for reads
+        self._late_lags: list[np.ndarray] = []  # of those arriving after end_ms (ms)
+        self._reader = _ChunkReader(
+            client, inputs, start_ms, end_ms, arrival=arrival, chunk_rows=chunk_rows
+        )
+
+    def again(self) -> StreamedSource:
+        client, inputs, start_ms, end_ms, arrival, chunk_rows = self._args
+        return StreamedSource(
+            client, inputs, start_ms, end_ms, arrival=arrival, chunk_rows=chunk_rows
+        )
+
+    def _load_through(self, now_ms: int) -> None:
+        while self._through_ms < min(now_ms, self._end_ms):
+            t0 = perf_counter()
+            through, frames = self._reader.next()
+            self.wait_s += perf_counter() - t0
+            for m, got in frames.items():
+                self._loaded += len(got)
+                arrival = got["arrival"].to_numpy()
+                after = arrival > self._end_ms
+                if after.any():  # counted, never handed out: not kept
+                    self._late_lags.append((arrival - got["time"].to_numpy())[after])
+                self._queues[m].add(got[~after] if after.any() else got)
+                log.debug("backtest: %s: %d points through %d", m, len(got), through)
+            self._through_ms = through
+
+    def arrived_after(self, end_ms: int) -> LateArrivals:
+        if end_ms != self._end_ms:
+            raise ValueError(f"arrived_after({end_ms}): the period ends at {self._end_ms}")
+        self._load_through(self._end_ms)
+        lag = np.concatenate(self._late_lags) if self._late_lags else np.zeros(0)
+        return LateArrivals(
+            self._loaded, len(lag), float(np.median(lag)) / 1000 if len(lag) else 0.0
+        )
+
+    def close(self) -> None:
+        """Stop reading ahead (a replay abandoned half-way)."""
+        self._reader.close()
+
+    def __del__(self) -> None:
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+
+
+class _ChunkReader:
+    """Reads ``(start_ms, end_ms]`` on a thread, a chunk ahead of its consumer: per
+    measurement the next ``chunk_rows`` points in device time (InfluxDB returns a
+    measurement's points in time order, so ``LIMIT`` cuts it at a time; an empty
+    stretch costs nothing and a dense one is never swallowed whole). The measurement
+    read least far goes next, so all advance together."""
+
+    def __init__(
+        self,
+        client: InfluxQuery,
+        inputs: Mapping[str, tuple[str, ...]],
+        start_ms: int,
+        end_ms: int,
+        *,
+        arrival: Arrival,
+        chunk_rows: int,
+    ) -> None:
+        self._client = client
+        self._inputs = dict(inputs)
+        self._start_ms, self._end_ms = start_ms, end_ms
+        self._arrival: Arrival = arrival
+        self._chunk_rows = max(1, chunk_rows)
+        self._queue: queue.Queue[tuple[int, dict[str, pd.DataFrame]] | BaseException] = queue.Queue(
+            maxsize=1
+        )
+        self._stop = threading.Event()
+        # started by the first ``next``: a source made and never replayed reads nothing
+        self._thread = threading.Thread(target=self._run, name="recorded-source", daemon=True)
+
+    def _chunk(self, m: str, after_ms: int) -> tuple[int, pd.DataFrame]:
+        """Measurement ``m``'s next points after ``after_ms``, and the device time
+        through which it is now read (every point up to it is in this chunk or an
+        earlier one)."""
+        fields = self._inputs[m]
+        tag = SUBJECT_TAG.get(m, "device")
+        n = self._chunk_rows
+        raw = _select(self._client, m, fields, after_ms, self._end_ms, device_tag=tag, limit=n)
+        through = self._end_ms
+        if len(raw) >= n:
+            time = raw["time"].to_numpy()
+            through = int(time[-1])
+            if int(time[0]) == through:  # a chunk's worth at one instant: that one whole
+                raw = _select(self._client, m, fields, through - 1, through, device_tag=tag)
+            else:  # the points at the last instant may go on past the limit: next time
+                through -= 1
+                raw = raw[time <= through]
+        return through, normalise(raw, fields, self._arrival)
+
+    def _run(self) -> None:
+        try:
+            through = dict.fromkeys(self._inputs, self._start_ms)
+            while not self._stop.is_set():
+                left = {m: t for m, t in through.items() if t < self._end_ms}
+                if not left:
+                    break
+                m = min(left, key=lambda k: left[k])
+                through[m], df = self._chunk(m, left[m])
+                self._put((min(through.values()), {m: df}))
+        except Exception as exc:  # noqa: BLE001 (re-raised by the consumer, in its thread)
+            self._put(exc)
+
+    def _put(self, item: tuple[int, dict[str, pd.DataFrame]] | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def next(self) -> tuple[int, dict[str, pd.DataFrame]]:
+        """The next chunk: the device time it reaches, and its points per measurement."""
+        if self._thread.ident is None:
+            self._thread.start()
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError("recorded source: the reading thread stopped") from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()

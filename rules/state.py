@@ -87,6 +87,11 @@ class SqliteState:
             f"blob{suffix}",
             f"pending{suffix}",
         )
+        # What the database holds (as of the last load or commit): a commit writes only
+        # what differs, so a cycle that changed nothing writes next to nothing. Before
+        # a load it is unknown: the first commit rewrites the statuses.
+        self._saved_status: dict[str, tuple[bool, int, str]] | None = None
+        self._saved_blobs: dict[str, bytes] = {}
 
     def load(self) -> Snapshot:
         snap = Snapshot()
@@ -95,6 +100,8 @@ class SqliteState:
         ):
             snap.status[key] = (bool(active), int(since), record)
         blobs = dict(self._con.execute(f"SELECT name, data FROM {self._blob}"))
+        self._saved_status = dict(snap.status)
+        self._saved_blobs = dict(blobs)
         if "core" in blobs:
             core = pickle.loads(blobs["core"])
             snap.watermarks = core["watermarks"]
@@ -117,21 +124,29 @@ class SqliteState:
                     "VALUES (?, ?, ?, ?)",
                     (t.key, t.status.value, t.event_time.isoformat(), t.model_dump_json()),
                 )
-            con.execute(f"DELETE FROM {self._status}")
+            saved = self._saved_status
+            if saved is None:
+                con.execute(f"DELETE FROM {self._status}")
+                saved = {}
+            gone = [(k,) for k in saved if k not in snap.status]
+            changed = [(k, v) for k, v in snap.status.items() if saved.get(k) != v]
+            con.executemany(f"DELETE FROM {self._status} WHERE key = ?", gone)
             con.executemany(
-                f"INSERT INTO {self._status} (key, active, since_ms, record) VALUES (?, ?, ?, ?)",
-                [(k, int(a), s, r) for k, (a, s, r) in snap.status.items()],
+                f"INSERT OR REPLACE INTO {self._status} (key, active, since_ms, record) "
+                "VALUES (?, ?, ?, ?)",
+                [(k, int(a), s, r) for k, (a, s, r) in changed],
             )
             core = {
                 "watermarks": snap.watermarks,
                 "shared": snap.shared,
                 "last_cycle_ms": snap.last_cycle_ms,
             }
-            blobs = [("core", pickle.dumps(core, protocol=5))]
-            blobs += [(f"family:{n}", d) for n, d in snap.families.items()]
+            blobs = {"core": pickle.dumps(core, protocol=5)}
+            blobs.update((f"family:{n}", d) for n, d in snap.families.items())
+            new_blobs = [(n, d) for n, d in blobs.items() if self._saved_blobs.get(n) != d]
             con.executemany(
                 f"INSERT OR REPLACE INTO {self._blob} (name, data) VALUES (?, ?)",
-                blobs,
+                new_blobs,
             )
             con.executemany(
                 f"INSERT INTO {self._pending} (line) VALUES (?)",
@@ -141,6 +156,8 @@ class SqliteState:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        self._saved_status = dict(snap.status)
+        self._saved_blobs.update(new_blobs)
 
     def pending_lines(self, limit: int = 50_000) -> list[tuple[int, str]]:
         rows = self._con.execute(

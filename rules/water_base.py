@@ -50,6 +50,7 @@ COLS: tuple[str, ...] = (
     "last_arrival",
     "daily",
     "leak_run",
+    "leak_span",
     "leak_min",
     "leak_act",
     "burst_act",
@@ -68,7 +69,16 @@ COLS: tuple[str, ...] = (
     "stale_act",
     *(f"flag_{f}" for f in FLAGS),
 )
-ZERO_INIT = {"leak_run", "leak_act", "burst_act", "burst_hi", "rev_act", "swap_act", "zero_run"} | {
+ZERO_INIT = {
+    "leak_run",
+    "leak_span",
+    "leak_act",
+    "burst_act",
+    "burst_hi",
+    "rev_act",
+    "swap_act",
+    "zero_run",
+} | {
     "stuck_act",
     "use_s",
     "use_h",
@@ -106,6 +116,15 @@ class WaterBase(Family):
         self.state_code: dict[str, tuple[str, int]] = {}
         self.next_stale_ms: float = math.inf
         self._events: list[tuple[int, str, str, bool]] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # A state pickled before a column was added (e.g. ``leak_span``) gets it with
+        # its initial value, so a running engine's state still loads.
+        n = len(self.slot)
+        for c in COLS:
+            if c not in self.s:
+                self.s[c] = np.full(n, 0.0 if c in ZERO_INIT else np.nan)
 
     @property
     def p(self) -> WaterParams:

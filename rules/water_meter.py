@@ -86,13 +86,25 @@ def leak(fam: WaterBase, r: Rows, out: Output) -> None:
     # is above leak_min_lph continues the run: with hourly senders losing 1–3 % of
     # readings, restarting the 24 h at every loss missed the 26 h deadline. A longer
     # gap may hide a zero hour among many, so it breaks the run.
+    # An interval whose use cannot be known (a meter swap, an implausible forward
+    # step) neither counts nor breaks the run: it shows no zero hour, and restarting
+    # the 24 h at a swap during a leak missed the 26 h deadline. ``leak_run`` counts
+    # the measured leaking hours (the rule fires on them); ``leak_span`` the hours
+    # since the run began, unmeasured ones included (the message's window).
     leaky = (
         valid
         & (span_h <= pa["leak_bridge_gap_h"][grp])
         & (np.nan_to_num(rate, nan=-1.0) > pa["leak_min_lph"][grp])
     )
-    leak_run = run_sum(leaky, np.nan_to_num(span_h), isstart, S["leak_run"], grp)
-    leak_min = segmin(np.where(leaky, rate, np.inf), ~leaky, isstart, S["leak_min"], grp)
+    unknown = r.has_prev & ~valid
+    cont = leaky | unknown
+    hrs = np.nan_to_num(span_h)
+    leak_run = run_sum(cont, np.where(leaky, hrs, 0.0), isstart, S["leak_run"], grp)
+    # never shorter than the measured run (a state pickled before leak_span existed
+    # carries a run but a zero span)
+    span_carry = np.fmax(np.nan_to_num(S["leak_span"]), np.nan_to_num(S["leak_run"]))
+    leak_span = run_sum(cont, hrs, isstart, span_carry, grp)
+    leak_min = segmin(np.where(leaky, rate, np.inf), ~cont, isstart, S["leak_min"], grp)
     zero = valid & (use <= pa["leak_zero_hour_l"][grp] * np.fmax(span_h, 1.0))
     fire = leaky & (leak_run >= pa["leak_window_h"][grp])
     leak_act = latch(fire, zero, isstart, S["leak_act"], grp)
@@ -101,8 +113,15 @@ def leak(fam: WaterBase, r: Rows, out: Output) -> None:
         if on:
             mn = float(leak_min[i])
             sev = Severity.WARNING if mn >= warn_lph[i] else Severity.INFO
-            hours = float(leak_run[i])
+            hours = float(leak_span[i])
+            unmeasured = round(hours - float(leak_run[i]), 1)
             since = at - int(hours * HOUR_MS)
+            note_ja = (
+                f"、うち {fmt_num(unmeasured)} 時間はメーター交換等で計量なし" if unmeasured else ""
+            )
+            note_en = (
+                f", {fmt_num(unmeasured)} h of it unmeasured (meter swap)" if unmeasured else ""
+            )
             fam.emit(
                 out,
                 Change(
@@ -111,11 +130,11 @@ def leak(fam: WaterBase, r: Rows, out: Output) -> None:
                     True,
                     at,
                     sev,
-                    {"min_lph": round(mn, 1), "hours": round(hours, 1)},
+                    {"min_lph": round(mn, 1), "hours": round(hours, 1), "unmeasured_h": unmeasured},
                     f"{fam.label(m)}: {fmt_num(hours)} 時間、使用ゼロの時間がありません"
-                    f" ({hm(since)}–{hm(at)}、最小 {fmt_num(mn, 1)} L/h)。漏水の疑い。",
-                    f"{m}: no zero-use hour for {fmt_num(hours)} h ({hm(since)}–{hm(at)} JST, "
-                    f"lowest {fmt_num(mn, 1)} L/h): suspected leak.",
+                    f" ({hm(since)}–{hm(at)}{note_ja}、最小 {fmt_num(mn, 1)} L/h)。漏水の疑い。",
+                    f"{m}: no zero-use hour for {fmt_num(hours)} h ({hm(since)}–{hm(at)} JST"
+                    f"{note_en}, lowest {fmt_num(mn, 1)} L/h): suspected leak.",
                 ),
             )
         else:
@@ -134,7 +153,12 @@ def leak(fam: WaterBase, r: Rows, out: Output) -> None:
                 ),
             )
 
-    r.new.update(leak_run=leak_run[ends], leak_min=leak_min[ends], leak_act=leak_act[ends])
+    r.new.update(
+        leak_run=leak_run[ends],
+        leak_span=leak_span[ends],
+        leak_min=leak_min[ends],
+        leak_act=leak_act[ends],
+    )
 
 
 def burst(fam: WaterBase, r: Rows, out: Output) -> None:

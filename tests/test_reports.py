@@ -30,7 +30,16 @@ from core.influxql import InfluxQuery
 from devtools.localstack import InfluxDB1
 from devtools.rulelab import Loaded, load_scenario_into, run_backtest
 from reports.config import MeterReadingConfig, PlowReportConfig, load_reports_config
-from reports.meter import ESTIMATED, F_LEAK, F_REVERSE, F_STUCK, MISSING, MeterReading, midnight_ms
+from reports.meter import (
+    ESTIMATED,
+    F_AWAY,
+    F_LEAK,
+    F_REVERSE,
+    F_STUCK,
+    MISSING,
+    MeterReading,
+    midnight_ms,
+)
 from reports.output import EncodeError, cell_text, csv_bytes, display_width
 from reports.plow import PlowAnalysis, Trip
 from rules.config import with_settings
@@ -208,7 +217,7 @@ def test_an_active_leak_flags_every_period_it_overlaps(season: Db, influx: Influ
     def transition(rule: str, status: str, meter: str, day: dt.date) -> str:
         return (
             f"alert_transition,category=water,rule={rule},severity=warning,"
-            f'status={status} key="{rule}:{meter}",subject="{meter}" {midnight_ms(day)}'
+            f'status={status},subject={meter} key="{rule}:{meter}" {midnight_ms(day)}'
         )
 
     leak = "water.leak_continuous"
@@ -220,6 +229,18 @@ def test_an_active_leak_flags_every_period_it_overlaps(season: Db, influx: Influ
             transition(leak, "firing", "M012", dt.date(2026, 1, 5)),
             transition(leak, "resolved", "M012", dt.date(2026, 2, 10)),  # ends inside
             transition("water.stuck", "firing", "M014", dt.date(2026, 1, 28)),
+            # fired months before the period and never resolved: still active
+            transition(leak, "firing", "M015", dt.date(2025, 6, 1)),
+            # fired long ago, resolved, fired again just before the period
+            transition("water.night_flow", "firing", "M017", dt.date(2025, 5, 1)),
+            transition("water.night_flow", "resolved", "M017", dt.date(2025, 5, 9)),
+            transition("water.night_flow", "firing", "M017", dt.date(2026, 1, 31)),
+            # fired long ago on one rule and resolved; the other rule fired and
+            # resolved inside an earlier period: nothing active
+            transition(leak, "firing", "M019", dt.date(2025, 4, 1)),
+            transition(leak, "resolved", "M019", dt.date(2025, 4, 3)),
+            transition("water.night_flow", "firing", "M019", dt.date(2026, 1, 2)),
+            transition("water.night_flow", "resolved", "M019", dt.date(2026, 1, 6)),
         ],
         season.database,
     )
@@ -232,11 +253,65 @@ def test_an_active_leak_flags_every_period_it_overlaps(season: Db, influx: Influ
     assert F_LEAK not in flags["M011"]
     assert F_LEAK in flags["M012"]
     assert F_STUCK in flags["M014"] and "不在" in F_STUCK and "メーター停止" in F_STUCK
+    assert F_LEAK in flags["M015"]  # ten months before the period, still running
+    assert F_LEAK in flags["M017"]
+    assert F_LEAK not in flags["M019"]
     # a period that ended before the leak fired is not flagged
     earlier = MeterReading(season.q, registry, MeterReadingConfig()).rows(
         dt.date(2026, 1, 15), None, dt.date(2025, 12, 1)
     )
     assert F_LEAK not in {r.meter: r.flags for r in earlier}["M010"]
+
+
+def test_a_standstill_inside_a_registered_away_period_reads_as_away(
+    season: Db,
+    influx: InfluxDB1,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """M006's register stands still from 20 Jan for five days. Registered in
+    [rules.away], the 検針 file says so (不在届あり), not 指針不動 (away or stopped);
+    a registration covering only part of the standstill leaves 指針不動. A no-use
+    notice the rules fired before the household registered does not bring it back."""
+    influx.write(
+        [
+            "alert_transition,category=water,rule=water.stuck,severity=info,status=firing,"
+            f'subject=M006 key="water.stuck:M006" {midnight_ms(dt.date(2026, 1, 23))}'
+        ],
+        season.database,
+    )
+    monkeypatch.setenv("YUKIMIZU_INFLUX__URL", f'"{influx.url}"')
+    monkeypatch.setenv("YUKIMIZU_INFLUX__DATABASE", f'"{season.database}"')
+    base = ["-c", str(SAMPLE_CONFIG), "report", "meter-reading", "--date", "2026-02-01"]
+    base += ["--previous", "2026-01-01"]
+
+    def file_with(away: str) -> dict[str, list[str]]:
+        monkeypatch.setenv("YUKIMIZU_RULES__AWAY", away)
+        out = tmp_path / "m.csv"
+        assert main([*base, "--out", str(out)]) == 0
+        rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
+        assert rows[0][13:15] == ["確認事項", "備考"]
+        return {row[0]: row for row in rows[1:]}
+
+    # the household's period, written without an offset (JST), round the standstill
+    rows = file_with('{M006 = [["2026-01-19T12:00", "2026-01-25T12:00"]]}')
+    flags, notes = rows["M006"][13].split("・"), rows["M006"][14]
+    assert F_AWAY in flags and F_STUCK not in flags
+    assert "不在届の期間 (2026-01-19 12:00–2026-01-25 12:00)" in notes
+    assert "メーター停止" not in notes
+    assert F_AWAY not in rows["M001"][13]  # other meters are not touched
+    # two of the five days registered: three days of standstill remain unexplained
+    rows = file_with('{M006 = [["2026-01-19T12:00", "2026-01-22T00:00"]]}')
+    assert F_STUCK in rows["M006"][13].split("・") and F_AWAY not in rows["M006"][13]
+    assert "不在(旅行・入院など)かメーター停止か" in rows["M006"][14]
+    # a bad period stops the report naming the field, as it stops the rules
+    monkeypatch.setenv("YUKIMIZU_RULES__AWAY", '{M006 = [["tuesday", "2026-01-22T00:00"]]}')
+    assert main([*base, "--out", str(tmp_path / "bad.csv")]) == 2
+    assert (
+        "rules.away.M006.0.0: Value error, 'tuesday' is not a date-time" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "bad.csv").exists()
 
 
 def test_unencodable_name_fails_naming_the_row() -> None:

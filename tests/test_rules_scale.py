@@ -19,7 +19,7 @@ from rules.engine import Engine, steps
 from rules.families import FAMILIES
 from rules.model import HOUR_MS, Point, ms_to_dt
 from rules.shards import Shard
-from rules.sources import LiveSource, RecordedSource
+from rules.sources import LiveSource, RecordedSource, query_frame
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Severity, Status, Transition, read_outbox
 from tests.conftest import SAMPLE_CONFIG
@@ -255,3 +255,47 @@ def test_several_statements_in_one_request_come_back_apart(influx: InfluxDB1, ta
     source = LiveSource(client, devices={"m": ["a b", "0.7"]})
     frames = source.visible({"m": ("x",)}, 10_000, {"m": 10_000})
     assert frames["m"]["device"].tolist() == ["a b"]
+
+
+def test_a_streamed_period_hands_out_what_the_whole_period_in_memory_does(
+    influx: InfluxDB1, tag: str
+) -> None:
+    # Hourly meters (three at the same instants, so chunks cut inside an instant),
+    # one daily uploader (24 h late) and a burst of ten meters at one instant — more
+    # than a chunk, read whole.
+    influx.create_database(tag)
+    lines = []
+    for d in ("M001", "M002", "M003"):
+        lines += _meter_lines(d, T0, 30, lag_s=5.0, back_at=-1)
+    lines += _meter_lines("M004", T0, 30, lag_s=86_400.0, back_at=-1)
+    burst = T0 + 12 * HOUR_MS + 1_800_000
+    lines += [
+        f"water_meter,device=B{i:02d},district=本町 register_l=1.0,lag_s=0 {burst}"
+        for i in range(10)
+    ]
+    influx.write(lines, tag)
+    client = InfluxQuery(InfluxConfig(url=influx.url, database=tag, create_database=False))
+    inputs = {"water_meter": ("register_l",)}
+    start, end = T0 - 1, T0 + 40 * HOUR_MS
+    whole = RecordedSource(
+        {"water_meter": query_frame(client, "water_meter", ("register_l",), start, end)}
+    )
+    streamed = RecordedSource.load(client, inputs, start, end, chunk_rows=4)
+    lookback = {"water_meter": 36 * HOUR_MS}
+    handed = 0
+    key = ["arrival", "device", "time"]
+    for now in steps(start, end, 600_000):
+        a = whole.visible(inputs, now, lookback)["water_meter"]
+        b = streamed.visible(inputs, now, lookback)["water_meter"]
+        a, b = (x.sort_values(key).reset_index(drop=True) for x in (a, b))
+        assert a[[*key, "register_l"]].to_dict("list") == b[[*key, "register_l"]].to_dict("list")
+        handed += len(a)
+    # the uploader's points from hour 17 on arrive after the end
+    assert handed == 3 * 30 + 10 + 17
+    late = streamed.arrived_after(end)
+    assert (late.loaded, late.late) == (130, 13)
+    assert late == whole.arrived_after(end)
+    # replayed from the start for another engine: the same again
+    again = streamed.again()
+    seen = again.visible(inputs, end, {"water_meter": 40 * HOUR_MS})["water_meter"]
+    assert len(seen) == 117 - 4  # but the four points at T0 are out of this look-back

@@ -172,6 +172,46 @@ def test_late_daily_batch_gives_the_event_time_of_the_deciding_hour() -> None:
     assert fam.s["daily"][fam.slot["M1"]] == 1.0
 
 
+def test_a_meter_swap_during_a_leak_neither_counts_nor_restarts_its_24_hours() -> None:
+    """The battery's missed leak (seed 5, M013): a 36 L/h leak from 07:37 and a meter
+    swap at 10:30. The swap hour's use is unknown; it broke the run, the 24 h restarted
+    after it and the call came 27.5 h after the leak began (deadline 26 h)."""
+    fam = family()
+    leak_from = 2 * 24 + 7  # day 3, the hour from 07:00 on
+    uses = [u + (36.0 if h >= leak_from else 0.0) for h, u in enumerate(household_day() * 5)]
+    swap_at = leak_from + 4  # the reading at 11:00 is the new meter's (swapped at 10:30)
+    regs = cumulative(867_000.0, uses)
+    new_meter = cumulative(51.0, uses[swap_at:])
+    regs = regs[:swap_at] + new_meter
+    out = run_hourly(fam, [frame("M1", T0, regs)])
+    assert [f.active for f in of(out, "water.swap")] == [True, False]
+    (leak,) = of(out, "water.leak_continuous")
+    leak_start = T0 + leak_from * HOUR_MS
+    # the run began with the household's 06:00–07:00 use; 24 measured hours and the
+    # unmeasured swap hour later, i.e. 25 h after 06:00
+    run_start = leak_start - HOUR_MS
+    assert leak.active and leak.at_ms == run_start + 25 * HOUR_MS
+    assert leak.at_ms - leak_start <= 26 * HOUR_MS
+    assert leak.values["hours"] == 25.0 and leak.values["unmeasured_h"] == 1.0
+    # the message states the window it counted and the hour it could not see
+    assert "25 時間、使用ゼロの時間がありません (02-04 06:00–02-05 07:00" in leak.message
+    assert "うち 1 時間はメーター交換等で計量なし" in leak.message
+    assert "1 h of it unmeasured" in (leak.message_en or "")
+
+
+def test_a_meter_swap_between_dry_hours_starts_no_leak() -> None:
+    """An unmeasured hour continues a run but never makes one: a swap on an ordinary
+    household, with a zero hour either side, is no leak."""
+    fam = family()
+    uses = household_day() * 4
+    swap_at = 24 + 3  # a dry night hour
+    regs = cumulative(500_000.0, uses)
+    regs = regs[:swap_at] + cumulative(20.0, uses[swap_at:])
+    out = run_hourly(fam, [frame("M1", T0, regs)])
+    assert [f.active for f in of(out, "water.swap")] == [True, False]
+    assert not of(out, "water.leak_continuous")
+
+
 # ------------------------------------------------------------------ register steps
 
 
@@ -449,6 +489,26 @@ def test_pickled_midway_gives_the_same_findings() -> None:
     key = [(f.rule, f.active, f.at_ms) for f in out_a.findings]
     assert key == [(f.rule, f.active, f.at_ms) for f in out_b.findings]
     assert key and key[0][0] == "water.leak_continuous"
+
+
+def test_state_pickled_before_a_column_existed_still_loads() -> None:
+    """A running engine's state from before ``leak_span`` was added: the column comes
+    back with its initial value and the leak is still found."""
+    uses = household_day() * 2 + household_day(leak=20.0) * 2
+    df = frame("M1", T0, cumulative(0.0, uses))
+    old = family()
+    out = Output()
+    old.feed("water_meter", df.iloc[:60].reset_index(drop=True), out)  # 11 h into the leak
+    del old.s["leak_span"]
+    loaded: WaterFamily = pickle.loads(pickle.dumps(old))
+    loaded.rebind(old.registry, old.config, Shared())
+    assert loaded.s["leak_span"].tolist() == [0.0]
+    assert loaded.s["leak_run"].tolist() == [11.0]  # the leak's run had begun
+    loaded.feed("water_meter", df.iloc[60:].reset_index(drop=True), out)
+    (leak,) = of(out, "water.leak_continuous")
+    # the window still spans the whole run, with nothing called unmeasured
+    assert leak.active and leak.values["hours"] == 24.0 and leak.values["unmeasured_h"] == 0.0
+    assert "24 時間、使用ゼロの時間がありません" in leak.message and "計量なし" not in leak.message
 
 
 def test_ten_thousand_meters_in_one_feed() -> None:

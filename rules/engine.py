@@ -367,24 +367,16 @@ class Engine:
             return []
         lines = []
         keys = self._series_keys
-        # Families share one tags mapping among a device's points (water_hourly): this
-        # call's keys by that object's identity (stable while ``points`` holds them).
-        by_obj: dict[tuple[str, int], str] = {}
-        encode = ENCODER.encode_fields
         for p in points:
             try:
-                ok = (p.measurement, id(p.tags))
-                key = by_obj.get(ok)
+                # a device's series key is the same for each of its points: encoded once
+                ck = (p.measurement, *p.tags.items())
+                key = keys.get(ck)
                 if key is None:
-                    # a device's series key is the same for each of its points: encoded once
-                    ck = (p.measurement, *p.tags.items())
-                    key = keys.get(ck)
-                    if key is None:
-                        if len(keys) > 100_000:
-                            keys.clear()
-                        key = keys[ck] = ENCODER.series_key(p.measurement, p.tags)
-                    by_obj[ok] = key
-                lines.append(encode(p.measurement, key, p.fields, p.time_ms))
+                    if len(keys) > 100_000:
+                        keys.clear()
+                    key = keys[ck] = ENCODER.series_key(p.measurement, p.tags)
+                lines.append(ENCODER.encode_fields(p.measurement, key, p.fields, p.time_ms))
             except EncodeError as exc:
                 # A family bug, not data: say so loudly, keep the cycle going.
                 log.error("rules: cannot encode derived point %s: %s", p, exc)

@@ -71,10 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = SqliteState(rcfg.state_dir / "rules.sqlite", shard.suffix if shard else "")
     engine = Engine(registry, rcfg, state, FAMILIES, shard)
     source = LiveSource(
-        client,
-        slack_ms=int(rcfg.arrival_slack_s * 1000),
-        devices=engine.own_devices,
-        arrivals=engine.arrivals_of,
+        client, slack_ms=int(rcfg.arrival_slack_s * 1000), devices=engine.own_devices
     )
     stop = stop_on_signals(log, "stopping after this cycle")
     step = rcfg.interval_s * 1000

@@ -24,7 +24,7 @@ from rules.config import RulesConfig
 from rules.model import DAY_MS, Family, Finding, Output, Point, Shared, ms_to_dt
 from rules.schema import ALERT_TRANSITION, FIELDS, RULES_STATS, TAGS
 from rules.shards import TOWN_WIDE, Shard
-from rules.sources import RecordedSource, Source, arrivals_key
+from rules.sources import RecordedSource, Source
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Status, Transition, make_key
 from sensors.registry import Registry
@@ -136,18 +136,10 @@ class Engine:
         # Measurements only per-device families read here: only this shard's devices
         # need reading (a source may restrict its queries to them).
         self.own_devices: dict[str, list[str]] = {}
-        # Of those, the ones a town-wide family reads without fields (system.kind_silent:
-        # only when the kind's points arrived): every device's arrivals are read too,
-        # lag_s alone, under sources.arrivals_key (docs/scale.md#rules-in-shards).
-        self.arrivals_of: frozenset[str] = frozenset()
         if self.shard.count > 1:
-            town_inputs = [f.inputs for f in self.families if f.name in TOWN_WIDE]
-            town = {m for inp in town_inputs for m, fields in inp.items() if fields}
+            town = {m for f in self.families if f.name in TOWN_WIDE for m in f.inputs}
             ids = self.shard.own([*registry.meters, *registry.stations, *registry.plows])
             self.own_devices = {m: ids for m in self.inputs if m not in town}
-            self.arrivals_of = frozenset(
-                m for inp in town_inputs for m, fields in inp.items() if m in self.own_devices
-            )
         self._owner: dict[str, bool] = {}
         self._series_keys: dict[tuple[object, ...], str] = {}
         # statuses firing now: counted once, then kept by _track (not every cycle)
@@ -195,15 +187,6 @@ class Engine:
                 new = new_frames.get(m)
                 if new is not None and len(new) and fam.name not in TOWN_WIDE:
                     new = self._owned(new)
-                others = new_frames.get(arrivals_key(m)) if fam.name in TOWN_WIDE else None
-                if others is not None and len(others):
-                    # a shard's own devices whole, the others' arrivals (no fields)
-                    cols = ["time", "arrival", "device"]
-                    new = (
-                        pd.concat([new[cols], others[cols]], ignore_index=True)
-                        if new is not None and len(new)
-                        else others[cols]
-                    )
                 if new is not None and len(new):
                     fam.feed(m, new[["time", "arrival", "device", *fields]], out)
             fam.tick(now_ms, out)

@@ -16,7 +16,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Literal, Protocol
@@ -141,14 +141,6 @@ class Source(Protocol):
 # says they arrived late (docs/rules.md#incremental-cycles).
 LATE_MS = 60_000
 LAG_ALIAS = "lag_s_of_"  # + the statement's number (LiveSource._arrived)
-
-
-def arrivals_key(measurement: str) -> str:
-    """The frame of a measurement's other devices, read for their arrivals only
-    (``LiveSource(arrivals=…)``: a shard's town-wide rules, docs/scale.md#rules-in-shards)."""
-    return f"{measurement}@arrivals"
-
-
 INGEST_STATS = "yukimizu_ingest"
 
 
@@ -173,16 +165,12 @@ class LiveSource:
         slack_ms: int = 120_000,
         chunk_rows: int = 250_000,
         devices: Mapping[str, Sequence[str]] | None = None,
-        arrivals: Collection[str] = (),
     ) -> None:
         self.client = client
         self.slack_ms = slack_ms
         self.chunk_rows = chunk_rows
         # measurement → the only devices to read (a shard's own: Engine.own_devices)
         self.devices = dict(devices or {})
-        # restricted measurements whose other devices are read too, but only when their
-        # points arrived (lag_s, no fields): under ``arrivals_key(m)`` (Engine.arrivals_of)
-        self.arrivals = frozenset(m for m in arrivals if m in self.devices)
         self.full_reads = 0
         self.incremental_reads = 0
         self._spool_seen: dict[str, tuple[float, float]] | None = None
@@ -211,24 +199,10 @@ class LiveSource:
                 marks = (watermarks or {}).get(m, {})
                 df = self._window(m, fields, tag=tag, start_ms=start, now_ms=now_ms, marks=marks)
                 out[m] = df[df["arrival"] <= now_ms]
-                if m in self.arrivals:
-                    key = arrivals_key(m)
-                    df = self._window(
-                        m,
-                        (),
-                        tag=tag,
-                        start_ms=start,
-                        now_ms=now_ms,
-                        marks=(watermarks or {}).get(key, {}),
-                        every=True,
-                    )
-                    out[key] = self._others(m, df)
         else:
             arrived = self._arrived(inputs, lookback_ms, now_ms, since_ms - self.slack_ms)
             for m, df in arrived.items():
                 out[m] = df[df["arrival"] <= now_ms]
-            for m in self.arrivals & set(inputs):
-                out[arrivals_key(m)] = self._others(m, out[arrivals_key(m)])
         if full:
             self.full_reads += 1
         else:
@@ -237,12 +211,6 @@ class LiveSource:
 
     def committed(self, now_ms: int) -> None:
         self._spool_seen = self._spool_read
-
-    def _others(self, measurement: str, df: pd.DataFrame) -> pd.DataFrame:
-        """The rows of the devices this source does not read whole."""
-        own = set(self.devices[measurement])
-        keep = ~df["device"].isin(own).to_numpy(dtype=bool)
-        return df[keep].reset_index(drop=True) if not keep.all() else df
 
     def _window(
         self,
@@ -253,7 +221,6 @@ class LiveSource:
         start_ms: int,
         now_ms: int,
         marks: Mapping[str, int],
-        every: bool = False,
     ) -> pd.DataFrame:
         """The whole window, a chunk of device time per request, newest last; each
         chunk keeps only points visible at ``now_ms`` and newer than their device's
@@ -261,7 +228,7 @@ class LiveSource:
         ``self.chunk_rows`` rows at a time, not the window. The first chunk is an
         eighth of the window; the next ones are sized from the rows it held."""
         parts = []
-        head = self._head(measurement, fields, tag, every=every)
+        head = self._head(measurement, fields, tag)
         span = max(1, -(-(now_ms - start_ms) // 8))
         a = start_ms
         while a < now_ms:
@@ -300,40 +267,31 @@ class LiveSource:
         # column, most of it late points processed long ago; the few that are new are
         # then fetched whole. Each statement names its lag_s column after itself, so
         # its answer is told apart from the others' (empty answers are left out).
-        # A measurement in self.arrivals is asked twice: its own devices whole, and
-        # every device's lag_s alone (under arrivals_key; the own ones dropped after).
-        wanted: dict[str, tuple[str, tuple[str, ...], bool]] = {
-            m: (m, fields, False) for m, fields in inputs.items()
-        }
-        wanted.update({arrivals_key(m): (m, (), True) for m in self.arrivals if m in inputs})
         statements: list[str] = []
-        asked: list[tuple[str, bool]] = []  # per statement: frame key, late part
-        for key, (m, fields, every) in wanted.items():
+        asked: list[tuple[str, bool]] = []  # per statement: measurement, late part
+        for m, fields in inputs.items():
             tag = SUBJECT_TAG.get(m, "device")
             start = now_ms - lookback_ms[m]
             recent = max(floor_ms - LATE_MS, start)
-            lag_as = f"{LAG_ALIAS}{len(statements)}"
-            head = self._head(m, fields, tag, lag_as=lag_as, every=every)
+            head = self._head(m, fields, tag, lag_as=f"{LAG_ALIAS}{len(statements)}")
             statements.append(f"{head}time > {recent}ms AND time <= {now_ms}ms")
-            asked.append((key, False))
+            asked.append((m, False))
             if recent > start:
-                lag_as = f"{LAG_ALIAS}{len(statements)}"
-                only = self._head(m, (), tag, lag_as=lag_as, every=every)
+                only = self._head(m, (), tag, lag_as=f"{LAG_ALIAS}{len(statements)}")
                 statements.append(
                     f"{only}time > {start}ms AND time <= {recent}ms "
                     f"AND {_quote(LAG_FIELD)} > {LATE_MS / 1000 - 0.001:.3f}"
                 )
-                asked.append((key, True))
+                asked.append((m, True))
         tags = sorted({SUBJECT_TAG.get(m, "device") for m in inputs})
-        parts: dict[str, list[pd.DataFrame]] = {key: [] for key in wanted}
+        parts: dict[str, list[pd.DataFrame]] = {m: [] for m in inputs}
         for block in self.client.frames(statements, str_columns=tags):
             col = next(c for c in block.columns if str(c).startswith(LAG_ALIAS))
-            key, late_part = asked[int(str(col)[len(LAG_ALIAS) :])]
-            m, fields, every = wanted[key]
+            m, late_part = asked[int(str(col)[len(LAG_ALIAS) :])]
             tag = SUBJECT_TAG.get(m, "device")
             got = block.rename(columns={tag: "device", col: LAG_FIELD})
             if not late_part:
-                parts[key].append(normalise(got, fields))
+                parts[m].append(normalise(got, inputs[m]))
                 continue
             late = normalise(got, ())
             # arrived since the floor and by now (what arrives later is not visible
@@ -341,14 +299,14 @@ class LiveSource:
             arr = late["arrival"].to_numpy()
             late = late[(arr > floor_ms) & (arr <= now_ms)]
             if len(late):
-                parts[key].append(late if every else self._whole(m, fields, tag=tag, late=late))
+                parts[m].append(self._whole(m, inputs[m], tag=tag, late=late))
         out: dict[str, pd.DataFrame] = {}
-        for key, frames in parts.items():
+        for m, frames in parts.items():
             if not frames:
-                out[key] = normalise(pd.DataFrame(), wanted[key][1])
+                out[m] = normalise(pd.DataFrame(), inputs[m])
                 continue
             df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-            out[key] = df[df["arrival"] > floor_ms].reset_index(drop=True)
+            out[m] = df[df["arrival"] > floor_ms].reset_index(drop=True)
         return out
 
     def _whole(
@@ -373,14 +331,13 @@ class LiveSource:
         *,
         lag_as: str | None = None,
         ids: Sequence[str] | None = None,
-        every: bool = False,
     ) -> str:
-        """``SELECT … FROM … WHERE`` (and only this shard's devices, if so restricted
-        and not ``every``, or only ``ids``)."""
+        """``SELECT … FROM … WHERE`` (and only this shard's devices, if so restricted,
+        or only ``ids``)."""
         lag = _quote(LAG_FIELD) + (f" AS {_quote(lag_as)}" if lag_as else "")
         cols = ", ".join([*(_quote(f) for f in fields), lag, _quote(tag)])
         head = f"SELECT {cols} FROM {_quote(measurement)} WHERE "
-        if ids is None and not every:
+        if ids is None:
             ids = self.devices.get(measurement)
         if ids is not None:
             alt = "|".join(_RE_SPECIAL.sub(r"\\\g<0>", d) for d in ids)

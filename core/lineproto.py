@@ -69,6 +69,10 @@ class Encoder:
         self._formatters: dict[str, dict[str, Callable[[object], str | None]]] = {
             m: {name: _FORMAT[t] for name, t in f.items()} for m, f in fields.items()
         }
+        # per measurement, its float fields: the common case, formatted inline
+        self._floats: dict[str, frozenset[str]] = {
+            m: frozenset(n for n, t in f.items() if t == "float") for m, f in fields.items()
+        }
 
     def series_key(self, measurement: str, tags: Mapping[str, str | None]) -> str:
         """Measurement and tags, escaped, tags sorted. None or empty tag values are omitted."""
@@ -90,8 +94,14 @@ class Encoder:
     ) -> str:
         """Encode a point given its cached series key (millisecond timestamp)."""
         formatters = self._formatters[measurement]
+        floats = self._floats[measurement]
         encoded: list[str] = []
         for name, value in fields.items():
+            if type(value) is float and name in floats:
+                # the fast path of _float: a finite float is its repr, NaN/inf omitted
+                if value - value == 0.0:
+                    encoded.append(f"{name}={value!r}")
+                continue
             if value is None:
                 continue
             fmt = formatters.get(name)

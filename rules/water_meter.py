@@ -59,7 +59,8 @@ def hourly_points(fam: WaterBase, r: Rows, out: Output) -> None:
         r.rev_l,
     )
     hv = np.flatnonzero(has_prev)
-    dist_g = [fam.district(x) or "" for x in udev]
+    # one tags mapping per meter, shared by its points (fewer dicts to build)
+    tags_g = [{"device": x, "district": fam.district(x) or ""} for x in udev]
     hp_t = prev_t[hv].astype(np.int64).tolist()
     hp_use = np.nan_to_num(use[hv]).tolist()
     hp_rev = rev_l[hv].tolist()
@@ -68,7 +69,7 @@ def hourly_points(fam: WaterBase, r: Rows, out: Output) -> None:
     out.points.extend(
         Point(
             WATER_HOURLY,
-            {"device": udev[g], "district": dist_g[g]},
+            tags_g[g],
             {"use_l": u, "reverse_l": r, "register_l": rg},
             tm,
         )

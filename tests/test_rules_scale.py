@@ -299,3 +299,46 @@ def test_a_streamed_period_hands_out_what_the_whole_period_in_memory_does(
     again = streamed.again()
     seen = again.visible(inputs, end, {"water_meter": 40 * HOUR_MS})["water_meter"]
     assert len(seen) == 117 - 4  # but the four points at T0 are out of this look-back
+
+
+def test_shard_0_judges_a_kind_silent_as_one_process_does(influx: InfluxDB1, tag: str) -> None:
+    # system.kind_silent needs the newest arrival of every meter, also of the meters
+    # shard 0 does not evaluate: here the other shard's meter keeps the kind alive.
+    cfg = load_config(SAMPLE_CONFIG, environ={})
+    registry = load_registry(cfg)
+    rcfg = with_settings(cfg)
+    shard = Shard.parse("0/2")
+    own = next(m for m in sorted(registry.meters) if shard.owns(m))
+    other = next(m for m in sorted(registry.meters) if not shard.owns(m))
+    influx.create_database(tag)
+    influx.write(_meter_lines(own, T0, 3, lag_s=5.0, back_at=-1), tag)
+    influx.write(_meter_lines(other, T0, 6, lag_s=5.0, back_at=-1), tag)
+    client = InfluxQuery(InfluxConfig(url=influx.url, database=tag, create_database=False))
+    sharded = Engine(registry, rcfg, MemoryState(), FAMILIES, shard)
+    one = Engine(registry, rcfg, MemoryState(), FAMILIES)
+    sources = (LiveSource(client, devices=sharded.own_devices), LiveSource(client))
+
+    def cycle(now: int) -> tuple[list[str], list[str]]:
+        got = []
+        for eng, source in zip((sharded, one), sources, strict=True):
+            res = eng.cycle(now, source)
+            got.append(
+                [t.model_dump_json() for t in res.transitions if t.rule == "system.kind_silent"]
+            )
+        return got[0], got[1]
+
+    assert cycle(T0 + 6 * HOUR_MS) == ([], [])  # the whole window at start-up
+    last = T0 + 6 * HOUR_MS + 1_800_000
+    influx.write(
+        [f"water_meter,device={other},district=本町 register_l=2000.0,lag_s=5 {last}"], tag
+    )
+    assert cycle(T0 + 7 * HOUR_MS) == ([], [])  # arrived since: an incremental read
+    assert sources[0].incremental_reads >= 1
+    # 26 h after the own meter fell silent the kind still speaks through the other
+    silent_at = last + 5_000 + 26 * HOUR_MS
+    assert cycle(silent_at - 60_000) == ([], [])
+    sharded_t, one_t = cycle(silent_at + 60_000)
+    assert sharded_t == one_t and len(sharded_t) == 1
+    t = Transition.model_validate_json(sharded_t[0])
+    assert t.status == Status.FIRING and t.subject == "water"
+    assert t.event_time == ms_to_dt(silent_at)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from rules.model import (
     HOUR_MS,
@@ -111,14 +111,13 @@ class SnowTown(SnowStations):
         """Evaluate the town rules at every hour end that closed since the last tick, in
         order (a late bulk of readings must decide each hour as it would have been
         decided then), and at ``now``."""
-        ends = sorted(
-            {
-                h.start + HOUR_MS
-                for st in self.stations.values()
-                for h in st.hours
-                if h.start + HOUR_MS > self.town_hours_until
-            }
-        )
+        new: set[int] = set()
+        for st in self.stations.values():
+            for h in reversed(st.hours):  # newest first: stop at the evaluated ones
+                if h.start + HOUR_MS <= self.town_hours_until:
+                    break
+                new.add(h.start + HOUR_MS)
+        ends = sorted(new)
         for end in ends[:-1]:
             self._dispatch(end, out, upto_ms=end)
         if ends:
@@ -126,7 +125,31 @@ class SnowTown(SnowStations):
         self._dispatch(now_ms, out)
 
     def _rows(self, tp: SnowParams, upto_ms: int | None) -> list[_Row]:
-        """Per station with a closed hour: its figure and what the rules ask of it."""
+        """Per station with a closed hour: its figure and what the rules ask of it.
+        The same closed hours and plowings give the same rows: a step that closed no
+        hour (five in six) reuses the last ones instead of summing every station's
+        accumulation again."""
+        key = (
+            upto_ms,
+            id(self.config),
+            id(self.registry),
+            tuple((sid, len(st.hours), st.open_hour) for sid, st in self.stations.items()),
+            tuple(self.shared.plowing_ends_ms),
+        )
+        cached = self.__dict__.get("_rows_cache")
+        if cached is not None and cached[0] == key:
+            rows: list[_Row] = cached[1]
+            return rows
+        rows = self._compute_rows(tp, upto_ms)
+        self.__dict__["_rows_cache"] = (key, rows)
+        return rows
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_rows_cache", None)  # derived, and it holds references to the stations
+        return state
+
+    def _compute_rows(self, tp: SnowParams, upto_ms: int | None) -> list[_Row]:
         rows = []
         for sid, st in self.stations.items():
             hours = (

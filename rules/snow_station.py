@@ -53,7 +53,6 @@ __all__ = [
     "FAULT_TEXT",
     "SPIKE_HOLD_MS",
     "SnowStations",
-    "scatter",
     "station_is_ultrasonic",
 ]
 
@@ -474,10 +473,10 @@ class SnowStations(Family):
         ultrasonic = station_is_ultrasonic(self.registry, sid)
         floor = (p.noise_ultrasonic_cm if ultrasonic else p.noise_laser_cm) / 2
         if len(good) >= 5:
-            ref = scatter(good)
+            ref = _scatter(good)
         else:
             ref = float(np.median(st.sigmas)) if st.sigmas else floor
-        return scatter(poor) <= p.poor_echo_merge_ratio * max(ref, floor)
+        return _scatter(poor) <= p.poor_echo_merge_ratio * max(ref, floor)
 
     def _new_snow(
         self, st: _Station, p: SnowParams, level: float, n: int, *, prior: float, sigma_now: float
@@ -678,14 +677,16 @@ class SnowStations(Family):
         return not any(st.status.get(f, (False, 0))[0] for f in EXCLUDING)
 
 
-def scatter(pts: list[tuple[int, float]], usual: Any = ()) -> float:
-    """One reading's noise from successive differences (robust MAD, trend removed); the
-    station's usual noise when the readings are too few to say."""
-    if len(pts) >= 5:
-        d = np.fromiter((x[1] for x in pts), dtype=float, count=len(pts))
-        diff = np.diff(d)
-        return 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
-    return float(np.median(usual)) if len(usual) else math.inf
+def _scatter(pts: list[tuple[int, float]]) -> float:
+    """One reading's noise in ``pts`` (at least 2 readings)."""
+    return _diff_sigma(np.fromiter((x[1] for x in pts), dtype=float, count=len(pts)))
+
+
+def _diff_sigma(d: np.ndarray[Any, np.dtype[np.float64]]) -> float:
+    """One reading's noise from successive differences (robust MAD; a difference of two
+    readings has √2 σ; a steady trend is removed by the median)."""
+    diff = np.diff(d)
+    return 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
 
 
 def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:
@@ -705,11 +706,7 @@ def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:
     ok = dx > 0
     slope = float(np.median((d[j] - d[i])[ok] / dx[ok]))
     level = float(np.median(d - slope * x))
-    # One reading's noise from successive differences (robust MAD; a difference of two
-    # readings has √2 σ; a steady trend is removed by the median).
-    diff = np.diff(d)
-    sigma = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
-    return level, sigma
+    return level, _diff_sigma(d)
 
 
 def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

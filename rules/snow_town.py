@@ -106,6 +106,8 @@ class SnowTown(SnowStations):
     # defaults: older state)
     uncertain_sids: tuple[str, ...] = ()
     uncertain_ended_ms: int = -1
+    # the last town rows and what they were computed from (never pickled: derived)
+    _rows_cache: tuple[tuple[Any, ...], list[_Row]] | None = None
 
     def _dispatch_hours(self, now_ms: int, out: Output) -> None:
         """Evaluate the town rules at every hour end that closed since the last tick, in
@@ -133,20 +135,16 @@ class SnowTown(SnowStations):
             upto_ms,
             id(self.config),
             id(self.registry),
-            tuple((sid, len(st.hours), st.open_hour) for sid, st in self.stations.items()),
+            tuple((sid, st.open_hour) for sid, st in self.stations.items()),  # hours closed
             tuple(self.shared.plowing_ends_ms),
         )
-        cached = self.__dict__.get("_rows_cache")
-        if cached is not None and cached[0] == key:
-            rows: list[_Row] = cached[1]
-            return rows
-        rows = self._compute_rows(tp, upto_ms)
-        self.__dict__["_rows_cache"] = (key, rows)
-        return rows
+        if self._rows_cache is None or self._rows_cache[0] != key:
+            self._rows_cache = (key, self._compute_rows(tp, upto_ms))
+        return self._rows_cache[1]
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.pop("_rows_cache", None)  # derived, and it holds references to the stations
+        state.pop("_rows_cache", None)
         return state
 
     def _compute_rows(self, tp: SnowParams, upto_ms: int | None) -> list[_Row]:

@@ -652,9 +652,14 @@ class SnowStations(Family):
             values["share"] = round(share, 2)
             detail_ja = detail_en = f" {share:.0%}"
         if active:
-            msg = f"{label}: {ja}{detail_ja}。除雪判定から除外。" if rule in EXCLUDING else ""
-            msg = msg or f"{label}: {ja}{detail_ja}。"
+            msg = f"{label}: {ja}{detail_ja}。"
             msg_en = f"{label}: {en}{detail_en}."
+            if rule in EXCLUDING:
+                # Its readings are not used; its figure goes on at the rate last seen
+                # for a while (docs/rules-snow.md#blind-stations).
+                trend = fmt_num(p.blind_trend_h)
+                msg += f"この間の値は除雪判定に使わず、直前の傾向で最大 {trend} 時間推定。"
+                msg_en += f" Readings not used; estimated on its trend for {trend} h at most."
         else:
             msg, msg_en = f"{label}: {ja} 解消。", f"{label}: {en} cleared."
         out.finding(

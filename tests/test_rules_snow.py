@@ -356,6 +356,7 @@ def test_frozen_sensor_is_reported_and_cannot_dispatch(registry: Registry) -> No
     assert fz and fz[0] == (True, T0 + 30 * MINUTE_MS)
     f = next(x for x in findings if x.rule == "snow.frozen")
     assert f.severity == "warning" and "12 回連続" in f.message
+    assert "この間の値は除雪判定に使わず" in f.message, f.message
     assert not changes(findings, "snow.dispatch")
 
 

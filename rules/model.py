@@ -138,6 +138,9 @@ class Shared:
     # plows → system/snow: the active dispatch id, or None
     active_dispatch: str | None = None
     active_dispatch_start_ms: int | None = None
+    # plows → snow: when the last plow of the active dispatch came back (ms), while the
+    # plow family waits ``dispatch_end_min`` before closing it; None otherwise
+    plows_back_ms: int | None = None
 
     @property
     def last_plowing_end_ms(self) -> int | None:
@@ -149,9 +152,14 @@ class Shared:
         self.plowing_ends_ms = sorted({*self.plowing_ends_ms, end_ms})[-64:]
 
     def last_plowing_before(self, t_ms: int) -> int | None:
-        """The end of the last dispatch that ended at or before ``t_ms``."""
+        """The end of the last dispatch that ended at or before ``t_ms``: every plow
+        back counts as the end already, before the plow family closes the dispatch
+        (a plow going out again takes it back)."""
         before = [e for e in self.plowing_ends_ms if e <= t_ms]
-        return before[-1] if before else None
+        back = self.plows_back_ms
+        if back is not None and back <= t_ms:
+            before.append(back)
+        return max(before) if before else None
 
 
 class Family:

@@ -8,7 +8,7 @@ cited per field) and docs/rules.md.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -124,6 +124,12 @@ class SnowParams(_Params):
     # docs/rules-snow.md#new-snow (Dispatch figure): a station's dispatch figure adds the
     # rise above the reference not yet counted, less this share of the margin
     pending_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # docs/rules-snow.md#new-snow: the hourly level from a line through the window, or
+    # from a depth-and-rate track of every reading weighted by its scatter
+    level_filter: Literal["line", "track"] = "track"
+    track_rate_q: NonNeg = 4.0  # how fast the snowfall rate may change, (cm/h)² per hour
+    track_depth_q: NonNeg = 0.1  # depth wander beyond the rate (settling), cm² per hour
+    track_gate: Pos = 4.0  # a reading this many σ off the track is not used
     hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
     # #town-wide-alert, #hold-back

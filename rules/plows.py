@@ -608,6 +608,7 @@ class PlowFamily(Family):
     def _close_if_done(self, now: int, out: Output) -> None:
         """End the dispatch once every plow has been back (or silent) long enough."""
         d = self._dispatch
+        self.shared.plows_back_ms = None
         if d is None:
             return
         p = self._p
@@ -623,6 +624,9 @@ class PlowFamily(Family):
                 ends.append(st.back_ms)
         end = max(ends) if ends else d.start_ms
         if now - end < p.dispatch_end_min * MINUTE_MS:
+            # Every plow is back: the snow rules count from here already (a call in
+            # the wait would count the snow this plowing cleared).
+            self.shared.plows_back_ms = end
             return
         d.end_ms = end
         d.state = "done"

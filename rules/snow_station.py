@@ -119,6 +119,8 @@ class _Station:
     ref: float = math.nan  # hysteresis reference level
     rise: float = 0.0  # level − reference at the last hour with a level
     sigmas: deque[float] = field(default_factory=lambda: deque(maxlen=24))
+    # depth-and-rate track at its time: (t, depth, rate/h, P00, P01, P11, misses); ()
+    track: tuple[float, ...] = ()
     hours: deque[_Hour] = field(default_factory=lambda: deque(maxlen=73))
     # fault rule → (active, event time) as last reported
     status: dict[str, tuple[bool, int]] = field(default_factory=dict)
@@ -431,6 +433,9 @@ class SnowStations(Family):
                 # ends mid-window): snow that never fell, counted for good.
                 fit = [(t, d) for t, d in pts if t >= h]
             level, sigma = _level(fit, end)
+            se = math.nan
+            if p.level_filter == "track":
+                level, se = self._track(sid, st, p, h, end) or (level, se)
             if not math.isfinite(st.ref):
                 # The first hour starts the reference: the median of its readings (a line
                 # through one hour, read at its end, scatters twice as much).
@@ -439,7 +444,9 @@ class SnowStations(Family):
             laser = station is not None and station.sensor_type == "laser"
             # Before the station's own noise is known: the vendor figure, read as ±2 σ.
             prior = (p.noise_laser_cm if laser else p.noise_ultrasonic_cm) / 2
-            new, pending = self._new_snow(st, p, level, len(fit), prior=prior, sigma_now=sigma)
+            new, pending = self._new_snow(
+                st, p, level, len(fit), prior=prior, sigma_now=sigma, se=se
+            )
             if math.isfinite(sigma) and not poor:
                 st.sigmas.append(sigma)
         temp = float(np.mean(st.temps)) if st.temps else math.nan
@@ -478,8 +485,41 @@ class SnowStations(Family):
             ref = float(np.median(st.sigmas)) if st.sigmas else floor
         return _scatter(poor) <= p.poor_echo_merge_ratio * max(ref, floor)
 
+    def _track(
+        self, sid: str, st: _Station, p: SnowParams, h: int, end: int
+    ) -> tuple[float, float] | None:
+        """The depth at ``end`` and its standard error from a depth-and-rate track
+        (a Kalman filter, local linear trend) fed every reading of the hour: the good
+        echoes at the station's noise, the weak ones at their own scatter."""
+        # A station without a track yet (new, or state from before tracks) starts it on
+        # the whole window, so a restart mid-storm does not lose the hour before.
+        since = h if st.track else -1
+        good = [(t, d) for t, d in st.points if since <= t < end]
+        poor = [(t, d) for t, d in st.poor_points if since <= t < end]
+        ultrasonic = station_is_ultrasonic(self.registry, sid)
+        floor = (p.noise_ultrasonic_cm if ultrasonic else p.noise_laser_cm) / 2
+        usual = float(np.median(st.sigmas)) if st.sigmas else floor
+        win_good = [(t, d) for t, d in st.points if t < end]
+        win_poor = [(t, d) for t, d in st.poor_points if t < end]
+        # Too few good echoes to measure their scatter: all readings' (falling snow
+        # widens both alike), so a lone good echo in a storm is not taken as exact.
+        pooled = win_good if len(win_good) >= 5 else sorted(win_good + win_poor)
+        sg = max(usual, floor / 2, _scatter(pooled) if len(pooled) >= 5 else floor)
+        sp = max(sg, _scatter(win_poor)) if len(win_poor) >= 5 else 2 * sg
+        obs = sorted([(t, d, sg * sg) for t, d in good] + [(t, d, sp * sp) for t, d in poor])
+        st.track = _track_step(st.track, obs, end, p)
+        return (st.track[1], math.sqrt(st.track[3])) if st.track else None
+
     def _new_snow(
-        self, st: _Station, p: SnowParams, level: float, n: int, *, prior: float, sigma_now: float
+        self,
+        st: _Station,
+        p: SnowParams,
+        level: float,
+        n: int,
+        *,
+        prior: float,
+        sigma_now: float,
+        se: float = math.nan,
     ) -> tuple[float, float]:
         """JMA hourly new snow against a hysteresis reference (docs/rules-snow.md#new-snow).
 
@@ -502,7 +542,9 @@ class SnowStations(Family):
         # Standard error of the end-of-hour level: a Theil–Sen line fitted to n readings
         # and read at its end scatters by about 2.4/√n of one reading's noise (measured:
         # 0.67 σ at n = 12, 1.0 σ at n = 6).
-        m = max(p.deadband_cm, p.hysteresis_z * sigma * 2.4 / math.sqrt(max(n, 1)))
+        if not math.isfinite(se):
+            se = sigma * 2.4 / math.sqrt(max(n, 1))
+        m = max(p.deadband_cm, p.hysteresis_z * se)
         new = 0.0
         if level - m > st.ref:
             # A rise beyond the noise margin is real snow; the true surface lies within
@@ -712,6 +754,56 @@ def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:
     slope = float(np.median((d[j] - d[i])[ok] / dx[ok]))
     level = float(np.median(d - slope * x))
     return level, _diff_sigma(d)
+
+
+def _track_step(
+    kf: tuple[float, ...], obs: list[tuple[int, float, float]], end: int, p: SnowParams
+) -> tuple[float, ...]:
+    """Advance a depth-and-rate track (t, depth, rate, P00, P01, P11, misses) through
+    ``obs`` (time, depth, variance) to ``end``. A reading more than ``track_gate`` σ off
+    is weighed as if it were just at the gate (the farther, the less it moves the
+    track); three in a row restart the track on the third (the level really moved)."""
+
+    def predict(s: list[float], t: float) -> None:
+        dt = (t - s[0]) / HOUR_MS
+        if dt <= 0:
+            return
+        q, qx = p.track_rate_q, p.track_depth_q
+        s[1] += s[2] * dt
+        s[3] += 2 * dt * s[4] + dt * dt * s[5] + q * dt**3 / 3 + qx * dt
+        s[4] += dt * s[5] + q * dt * dt / 2
+        s[5] += q * dt
+        s[0] = t
+
+    s = list(kf)
+    for t, d, r in obs:
+        if not s:
+            s = [t, d, 0.0, r, 0.0, 4.0, 0]
+            continue
+        if t <= s[0]:
+            continue
+        predict(s, t)
+        innov = d - s[1]
+        var = s[3] + r
+        if innov * innov > p.track_gate**2 * var:
+            s[6] += 1
+            if s[6] >= 3:
+                s = [t, d, 0.0, r, 0.0, 4.0, 0]
+                continue
+            # Weighed as if its error were just at the gate: the farther off, the less
+            # it moves the track, yet a storm rising faster than the track expects
+            # still pulls it along.
+            var = innov * innov / p.track_gate**2
+        else:
+            s[6] = 0
+        k0, k1 = s[3] / var, s[4] / var
+        s[1] += k0 * innov
+        s[2] += k1 * innov
+        p00, p01, p11 = s[3], s[4], s[5]
+        s[3], s[4], s[5] = (1 - k0) * p00, (1 - k0) * p01, p11 - k1 * p01
+    if s:
+        predict(s, end)
+    return tuple(s)
 
 
 def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -137,6 +137,7 @@ class SnowTown(SnowStations):
             id(self.registry),
             tuple((sid, st.open_hour) for sid, st in self.stations.items()),  # hours closed
             tuple(self.shared.plowing_ends_ms),
+            self.shared.plows_back_ms,
         )
         if self._rows_cache is None or self._rows_cache[0] != key:
             self._rows_cache = (key, self._compute_rows(tp, upto_ms))

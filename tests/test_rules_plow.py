@@ -344,6 +344,33 @@ def test_a_plow_going_out_again_soon_continues_the_same_dispatch() -> None:
     assert [p.fields["state"] for p in run.dispatch()].count("done") == 2
 
 
+def test_every_plow_back_counts_as_plowed_before_the_dispatch_closes() -> None:
+    # The dispatch closes dispatch_end_min (15) after the last plow is back; in that wait
+    # the snow rules already count from the return (a call then would count the snow
+    # this plowing cleared), and a plow going out again takes it back.
+    tr = night()
+    tr.stand(5 * 60, step_s=30)  # back 6 min: the dispatch is still open
+    df = frame(tr.rows)
+    now = int(df["time"].max())
+    run = Run()
+    run.feed(df, now)
+    first_out = crossing_time(tr.rows, 150)
+    back = next(
+        r["time"] for r in tr.rows if r["time"] > first_out and r["lon"] < lonlat(150, 0)[0]
+    )
+    assert run.shared.active_dispatch == "20260115-0200"
+    assert run.shared.last_plowing_end_ms is None
+    assert run.shared.plows_back_ms == back
+    assert run.shared.last_plowing_before(now) == back
+    assert run.shared.last_plowing_before(back - 1) is None
+    out = Track("P1", now + 30 * SEC)
+    out.fix(0.1, False)
+    out.drive(300, 30, False)
+    run.feed(frame(out.rows), int(frame(out.rows)["time"].max()))
+    assert run.shared.plows_back_ms is None
+    assert run.shared.last_plowing_before(now) is None
+
+
 # --------------------------------------------------------------------------- idle, silent
 
 

@@ -20,8 +20,10 @@ from core.config import load_config, load_registry
 from rules.config import RulesConfig
 from rules.engine import Engine
 from rules.model import HOUR_MS, MINUTE_MS, Finding, Output, Shared, hhmm
+from rules.params import SnowParams
 from rules.schema import SNOW_HOURLY, STATION_HEALTH
 from rules.snow import SnowFamily
+from rules.snow_station import _track_step
 from rules.sources import RecordedSource
 from rules.state import MemoryState
 from sensors.registry import Registry
@@ -336,10 +338,23 @@ def test_state_pickled_by_the_single_module_layout_loads(registry: Registry) -> 
     assert [h.start for h in old.stations["ST01"].hours] == [
         h.start for h in new.stations["ST01"].hours
     ]
-    # Carried on from there, the old state and the new one say the same.
-    assert _seen(*run(old, frame, 6, start_ms=T0 + 3 * HOUR_MS)) == _seen(
-        *run(new, frame, 6, start_ms=T0 + 3 * HOUR_MS)
-    )
+    # Carried on from there, the old state and the new one decide the same. The old
+    # state has no depth track (docs/rules-snow.md#new-snow): it starts one on the
+    # window's readings, so its levels differ from the new state's by a few mm at first.
+    found_old, out_old = run(old, frame, 6, start_ms=T0 + 3 * HOUR_MS)
+    found_new, out_new = run(new, frame, 6, start_ms=T0 + 3 * HOUR_MS)
+    decided = [[(x.rule, x.subject, x.active, x.at_ms) for x in f] for f in (found_old, found_new)]
+    assert decided[0] == decided[1] and decided[0]
+    levels = [
+        {
+            (x.tags["device"], x.time_ms): x.fields["depth_cm"]
+            for x in o.points
+            if x.measurement == SNOW_HOURLY
+        }
+        for o in (out_old, out_new)
+    ]
+    assert levels[0].keys() == levels[1].keys()
+    assert all(abs(levels[0][k] - levels[1][k]) < 0.3 for k in levels[0])
 
 
 def test_frozen_sensor_is_reported_and_cannot_dispatch(registry: Registry) -> None:
@@ -486,43 +501,55 @@ def test_storm_on_two_blind_ultrasonic_stations_is_called_on_time_and_warned(
     registry: Registry,
 ) -> None:
     """3 cm/h for 5 h on two ultrasonic stations whose echoes are nearly all poor (the
-    storm of issue 14): the call comes within an hour of the true crossing, with figures
-    close to the truth, and before it a warning names the blind stations."""
+    storm of issue 14), eight times with different noise: every call comes within an
+    hour of the true crossing, and the figures are close to the truth (max(2 cm, 20 %)
+    as the battery scores them; one figure in sixteen may miss by noise). Before the
+    call, in most of them, a warning names the blind stations."""
     depth = {"ST02": snowing(60.0, 3.0, 180, 480), "ST03": snowing(70.0, 3.0, 180, 480)}
     depth |= {s: flat(65.0) for s in ("ST04", "ST05", "ST01", "ST06")}
-    rng = np.random.default_rng(3)
-
-    def blind(sid: str, minute: int, row: dict[str, Any]) -> None:
-        # 85 % poor echoes: noisier, but of the same surface
-        if sid in ("ST02", "ST03") and 180 <= minute < 480 and rng.random() < 0.85:
-            row["quality"] = 30
-            row["depth_cm"] = round(row["depth_cm"] + rng.normal(0, 3.0), 1)
-
-    frame = readings(list(depth), 10, depth, noise_cm=1.0, edit=blind)
-    findings, _ = run(family(registry), frame, 10)
-    fired = changes(findings, "snow.dispatch")
     # 10 cm at 3 cm/h from 03:00: 06:20, so the true crossing is the end of hour 06:00
     true_cross = T0 + 7 * HOUR_MS
-    assert fired and fired[0][0] is True, fired
-    assert true_cross - HOUR_MS <= fired[0][1] <= true_cross + HOUR_MS
-    call = next(f for f in findings if f.rule == "snow.dispatch" and f.active)
-    assert "中町公民館 ST02" in call.message or "上町児童公園 ST03" in call.message
-    since = call.values["since_ms"]
-    assert isinstance(since, int)
-    # The figures are new snow over the stated window, within max(2 cm, 20 %).
-    end = call.at_ms
-    truth = 3.0 * (end - max(since, T0 + 3 * HOUR_MS)) / HOUR_MS
-    figures = dict(x.split("=") for x in str(call.values["figures"]).split(","))
-    for sid in ("ST02", "ST03"):
-        assert abs(float(figures[sid]) - truth) <= max(2.0, 0.2 * truth), (sid, figures, truth)
-    warned = changes(findings, "snow.dispatch_uncertain")
-    assert warned and warned[0][0] is True and warned[0][1] < fired[0][1], warned
-    warning = next(f for f in findings if f.rule == "snow.dispatch_uncertain" and f.active)
-    assert warning.severity == "warning"
-    assert "除雪出動判断が不確か" in warning.message and "最終良好" in warning.message
-    assert "ST02" in warning.message and "エコー不良" in warning.message
-    # the call resolves the warning
-    assert warned[-1][0] is False
+    errors = []
+    warnings = 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+
+        def blind(sid: str, minute: int, row: dict[str, Any], rng: Any = rng) -> None:
+            # 85 % poor echoes: noisier, but of the same surface
+            if sid in ("ST02", "ST03") and 180 <= minute < 480 and rng.random() < 0.85:
+                row["quality"] = 30
+                row["depth_cm"] = round(row["depth_cm"] + rng.normal(0, 3.0), 1)
+
+        frame = readings(list(depth), 10, depth, noise_cm=1.0, edit=blind)
+        findings, _ = run(family(registry), frame, 10)
+        fired = changes(findings, "snow.dispatch")
+        assert fired and fired[0][0] is True, (seed, fired)
+        assert true_cross - HOUR_MS <= fired[0][1] <= true_cross + HOUR_MS, seed
+        call = next(f for f in findings if f.rule == "snow.dispatch" and f.active)
+        assert "中町公民館 ST02" in call.message or "上町児童公園 ST03" in call.message
+        since = call.values["since_ms"]
+        assert isinstance(since, int)
+        # The figures are new snow over the stated window.
+        truth = 3.0 * (call.at_ms - max(since, T0 + 3 * HOUR_MS)) / HOUR_MS
+        figures = dict(x.split("=") for x in str(call.values["figures"]).split(","))
+        for sid in ("ST02", "ST03"):
+            errors.append((abs(float(figures[sid]) - truth), max(2.0, 0.2 * truth), seed, sid))
+        warned = changes(findings, "snow.dispatch_uncertain")
+        if not warned:
+            continue  # the weak echoes of this storm scattered like good ones: not blind
+        assert warned[0][0] is True and warned[0][1] < fired[0][1], (seed, warned)
+        warnings += 1
+        warning = next(f for f in findings if f.rule == "snow.dispatch_uncertain" and f.active)
+        assert warning.severity == "warning"
+        assert "除雪出動判断が不確か" in warning.message and "最終良好" in warning.message
+        assert "ST02" in warning.message or "ST03" in warning.message, warning.message
+        assert "エコー不良" in warning.message
+        # the call resolves the warning
+        assert warned[-1][0] is False
+    # Blindness is judged on six readings an hour, so a storm may pass for seeing.
+    assert warnings >= 5, warnings
+    outside = [e for e in errors if e[0] > e[1]]
+    assert len(outside) <= 1, outside
 
 
 def test_call_states_its_window_and_hourly_rate(registry: Registry) -> None:
@@ -652,7 +679,9 @@ def test_weak_echoes_in_snowfall_count_like_good_ones(registry: Registry) -> Non
                 row["quality"] = 30
 
         frame = readings(["ST02"], 9, depth, edit=weak)
-        _, out = run(family(registry, poor_echo_merge_ratio=ratio), frame, 9)
+        # The line's fit (the track weighs every weak echo at its own scatter anyway).
+        fam = family(registry, poor_echo_merge_ratio=ratio, level_filter="line")
+        _, out = run(fam, frame, 9)
         errors = [
             abs(p.fields["depth_cm"] - depth((p.time_ms - T0) // MINUTE_MS + 60))
             for p in out.points
@@ -680,3 +709,49 @@ def test_a_call_left_unplowed_gives_way_to_the_next_storm(registry: Registry) ->
     calls = [c for c in changes(findings, "snow.dispatch") if c[0]]
     assert len(calls) == 2, [hhmm(c[1]) for c in calls]
     assert T0 + 31 * HOUR_MS <= calls[1][1] <= T0 + 33 * HOUR_MS, hhmm(calls[1][1])
+
+
+def test_depth_track_follows_a_noisy_storm_closer_than_the_line(registry: Registry) -> None:
+    """The hourly level from a depth-and-rate track of every reading, each weighted by
+    its scatter, lies closer to the true depth than a Theil–Sen line through the last
+    two hours (mean error over five seeded storms; half the echoes weak and noisier)."""
+    depth = snowing(60.0, 3.0, 120, 480)
+
+    def level_error(level_filter: str, seed: int) -> float:
+        rng = np.random.default_rng(seed)
+
+        def weak(sid: str, minute: int, row: dict[str, Any]) -> None:
+            poor = 120 <= minute < 480 and rng.random() < 0.5
+            row["depth_cm"] = round(depth(minute) + rng.normal(0, 3.5 if poor else 1.5), 1)
+            if poor:
+                row["quality"] = 30
+
+        frame = readings(["ST02"], 9, depth, edit=weak)
+        _, out = run(family(registry, level_filter=level_filter), frame, 9)
+        errors = [
+            abs(p.fields["depth_cm"] - depth((p.time_ms - T0) // MINUTE_MS + 60))
+            for p in out.points
+            if p.measurement == SNOW_HOURLY and T0 + 3 * HOUR_MS <= p.time_ms < T0 + 8 * HOUR_MS
+        ]
+        return float(np.mean(errors))
+
+    track = np.mean([level_error("track", s) for s in range(5)])
+    line = np.mean([level_error("line", s) for s in range(5)])
+    assert track < 0.85 * line, (track, line)
+
+
+def test_depth_track_restarts_when_the_level_really_moved() -> None:
+    """A reading far off the track hardly moves it, but three in a row mean the surface
+    moved (snow slid off the mast): the track starts again on them."""
+    p = SnowParams()
+    obs = [(k * 10 * MINUTE_MS, 60.0 + (0.3 if k % 2 else -0.3), 0.25) for k in range(18)]
+    kf = _track_step((), obs, 3 * HOUR_MS, p)
+    assert abs(kf[1] - 60.0) < 0.5 and abs(kf[2]) < 0.5
+    # one wild reading, 25 cm off, moves it by well under a centimetre
+    one = _track_step(
+        kf, [(3 * HOUR_MS + 10 * MINUTE_MS, 85.0, 0.25)], 3 * HOUR_MS + HOUR_MS // 2, p
+    )
+    assert abs(one[1] - 60.0) < 1.0
+    moved = [(3 * HOUR_MS + k * 10 * MINUTE_MS, 35.0, 0.25) for k in (1, 2, 3)]
+    kf = _track_step(kf, moved, 3 * HOUR_MS + HOUR_MS // 2, p)
+    assert abs(kf[1] - 35.0) < 1.0

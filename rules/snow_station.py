@@ -432,10 +432,12 @@ class SnowStations(Family):
                 # line through two hours overshoots when the snowfall eases (the storm
                 # ends mid-window): snow that never fell, counted for good.
                 fit = [(t, d) for t, d in pts if t >= h]
-            level, sigma = _level(fit, end)
             se = math.nan
-            if p.level_filter == "track":
-                level, se = self._track(sid, st, p, h, end) or (level, se)
+            tracked = self._track(sid, st, p, h, end) if p.level_filter == "track" else None
+            if tracked is not None:
+                (level, se), sigma = tracked, _fit_sigma(fit)
+            else:
+                level, sigma = _level(fit, end)
             if not math.isfinite(st.ref):
                 # The first hour starts the reference: the median of its readings (a line
                 # through one hour, read at its end, scatters twice as much).
@@ -745,15 +747,24 @@ def _level(pts: list[tuple[int, float]], end: int) -> tuple[float, float]:
     """
     t = np.fromiter((x[0] for x in pts), dtype=float, count=len(pts))
     d = np.fromiter((x[1] for x in pts), dtype=float, count=len(pts))
-    if len(pts) < 4 or t[-1] - t[0] < HOUR_MS / 2:
-        return float(np.median(d)), math.nan
+    sigma = _fit_sigma(pts)
+    if not math.isfinite(sigma):
+        return float(np.median(d)), sigma
     x = (t - end) / HOUR_MS
     i, j = np.triu_indices(len(x), 1)
     dx = x[j] - x[i]
     ok = dx > 0
     slope = float(np.median((d[j] - d[i])[ok] / dx[ok]))
     level = float(np.median(d - slope * x))
-    return level, _diff_sigma(d)
+    return level, sigma
+
+
+def _fit_sigma(pts: list[tuple[int, float]]) -> float:
+    """One reading's noise in a level fit's readings; NaN when they are too few (under
+    four, or spanning under half an hour) for a line."""
+    if len(pts) < 4 or pts[-1][0] - pts[0][0] < HOUR_MS / 2:
+        return math.nan
+    return _scatter(pts)
 
 
 def _track_step(

@@ -127,6 +127,9 @@ class SnowParams(_Params):
     # docs/rules-snow.md#new-snow: the hourly level from a line through the window, or
     # from a depth-and-rate track of every reading weighted by its scatter
     level_filter: Literal["line", "track"] = "track"
+    # docs/rules-snow.md#new-snow: below the reference with no snow counted, the
+    # reference moves this share of the way down to the level each hour (settling)
+    settle_follow: Annotated[float, Field(ge=0, le=1)] = 0.1
     track_rate_q: NonNeg = 4.0  # how fast the snowfall rate may change, (cm/h)² per hour
     track_depth_q: NonNeg = 0.1  # depth wander beyond the rate (settling), cm² per hour
     track_gate: Pos = 4.0  # a reading this many σ off the track is not used

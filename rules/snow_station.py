@@ -559,6 +559,8 @@ class SnowStations(Family):
             st.ref = target
         elif level + m < st.ref:
             st.ref = level + m
+        elif level < st.ref:
+            st.ref -= p.settle_follow * (st.ref - level)
         st.rise = max(0.0, level - st.ref)
         return new, max(0.0, level - p.pending_margin * m - st.ref)
 

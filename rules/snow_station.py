@@ -14,10 +14,12 @@ Every reading goes through a small cleaning chain (docs/rules-snow.md#cleaning):
    known for the whole frame before any station is judged, so the verdict does not
    depend on the order in which stations are fed.
 
-At the end of each hour the accepted readings of the last ``level_window_h`` hours give
-a robust end-of-hour level (Theil–Sen line); hourly new snow is the rise of a hysteresis
-reference that follows this level (the JMA positive difference, made robust to ±3 cm
-ultrasonic noise; docs/domain.md#hourly-new-snow, docs/rules-snow.md#new-snow).
+At the end of each hour a depth-and-rate track (a Kalman filter fed every reading, weak
+echoes at their own scatter) gives the end-of-hour level and its standard error (with
+``level_filter = "line"``: a Theil–Sen line through the last ``level_window_h`` hours);
+hourly new snow is the rise of a hysteresis reference that follows this level (the JMA
+positive difference, made robust to ±3 cm ultrasonic noise;
+docs/domain.md#hourly-new-snow, docs/rules-snow.md#new-snow).
 
 The station faults (offline, frozen, poor echo, spikes, low battery) are reported from
 here; the town-wide decisions on the finalised hours live in :mod:`rules.snow_town`.

@@ -480,14 +480,18 @@ class SnowStations(Family):
         (docs/domain.md#echo-loss-in-snowfall)."""
         if len(poor) < 5:
             return False
-        # the vendor's stated noise, read as ±2 σ (docs/domain.md#sensor-noise)
-        ultrasonic = station_is_ultrasonic(self.registry, sid)
-        floor = (p.noise_ultrasonic_cm if ultrasonic else p.noise_laser_cm) / 2
+        floor = self._stated_sigma(sid, p)
         if len(good) >= 5:
             ref = _scatter(good)
         else:
             ref = float(np.median(st.sigmas)) if st.sigmas else floor
         return _scatter(poor) <= p.poor_echo_merge_ratio * max(ref, floor)
+
+    def _stated_sigma(self, sid: str, p: SnowParams) -> float:
+        """One reading's noise as the vendor states it, read as ±2 σ
+        (docs/domain.md#sensor-noise)."""
+        ultrasonic = station_is_ultrasonic(self.registry, sid)
+        return (p.noise_ultrasonic_cm if ultrasonic else p.noise_laser_cm) / 2
 
     def _track(
         self, sid: str, st: _Station, p: SnowParams, h: int, end: int
@@ -498,19 +502,19 @@ class SnowStations(Family):
         # A station without a track yet (new, or state from before tracks) starts it on
         # the whole window, so a restart mid-storm does not lose the hour before.
         since = h if st.track else -1
-        good = [(t, d) for t, d in st.points if since <= t < end]
-        poor = [(t, d) for t, d in st.poor_points if since <= t < end]
-        ultrasonic = station_is_ultrasonic(self.registry, sid)
-        floor = (p.noise_ultrasonic_cm if ultrasonic else p.noise_laser_cm) / 2
-        usual = float(np.median(st.sigmas)) if st.sigmas else floor
         win_good = [(t, d) for t, d in st.points if t < end]
         win_poor = [(t, d) for t, d in st.poor_points if t < end]
+        floor = self._stated_sigma(sid, p)
+        usual = float(np.median(st.sigmas)) if st.sigmas else floor
         # Too few good echoes to measure their scatter: all readings' (falling snow
         # widens both alike), so a lone good echo in a storm is not taken as exact.
         pooled = win_good if len(win_good) >= 5 else sorted(win_good + win_poor)
         sg = max(usual, floor / 2, _scatter(pooled) if len(pooled) >= 5 else floor)
         sp = max(sg, _scatter(win_poor)) if len(win_poor) >= 5 else 2 * sg
-        obs = sorted([(t, d, sg * sg) for t, d in good] + [(t, d, sp * sp) for t, d in poor])
+        obs = sorted(
+            [(t, d, sg * sg) for t, d in win_good if t >= since]
+            + [(t, d, sp * sp) for t, d in win_poor if t >= since]
+        )
         st.track = _track_step(st.track, obs, end, p)
         return (st.track[1], math.sqrt(st.track[3])) if st.track else None
 

@@ -197,17 +197,19 @@ class SnowStations(Family):
         bad = self._echo(sid, st, p, t=t, poor=poor, out=out)
         if not math.isfinite(depth):
             return
-        if poor:
-            self._poor_reading(sid, st, p, t=t, depth=depth, quality=quality, bad=bad, out=out)
-            return
-        if math.isfinite(raw.temp):
+        if math.isfinite(raw.temp) and not poor:
             st.temps.append(raw.temp)
-        # 2. frozen: the raw figure (distance for ultrasonic, else depth) repeated exactly.
+        # 2. frozen: the raw figure (distance for ultrasonic, else depth) repeated exactly,
+        # whatever the echo: a sensor frozen in a snowstorm sends its stuck figure with
+        # the weak echoes of the falling snow, and those must not hold the level still.
         fig = raw.dist if math.isfinite(raw.dist) else depth
         if self._frozen(sid, st, p, t=t, fig=fig, depth=depth, out=out):
             return
         if 0 < p.frozen_suspect_readings <= st.figure_run:
             return  # a live sensor's noise does not repeat a figure exactly so often
+        if poor:
+            self._poor_reading(sid, st, p, t=t, depth=depth, quality=quality, bad=bad, out=out)
+            return
         # 3. spike filter (docs/domain.md#spike-filter)
         if math.isfinite(st.prev_raw_d) and abs(depth - st.prev_raw_d) > p.spike_cm / 2:
             st.jumps.append((t, depth - st.prev_raw_d))

@@ -663,6 +663,34 @@ def test_a_frozen_laser_is_not_held_flat_before_the_fault_is_reported(
     assert flat_hours[T0 + 4 * HOUR_MS]["new_snow_cm"] == 0.0
 
 
+def test_a_sensor_frozen_in_a_snowstorm_is_not_held_flat_by_its_weak_echoes(
+    registry: Registry,
+) -> None:
+    """An iced ultrasonic sensor in a heavy storm repeats one figure exactly, and the
+    falling snow weakens its echo as well. Its repeats are kept out of the level as a
+    good echo's would be, so the hours after the freeze have no level (the figure goes
+    on on its trend, and the call comes on time) instead of a flat one that says the
+    snow stopped."""
+    depth = {"ST01": snowing(60.0, 4.0, 60, 480), "ST02": snowing(70.0, 4.0, 60, 480)}
+
+    def freeze(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if sid == "ST02" and minute >= 150:
+            row["depth_cm"], row["quality"] = 76.0, 30
+
+    frame = readings(list(depth), 8, depth, noise_cm=1.0, edit=freeze)
+    findings, out = run(family(registry), frame, 8)
+    hourly = {
+        p.time_ms: p.fields
+        for p in out.points
+        if p.measurement == SNOW_HOURLY and p.tags["device"] == "ST02"
+    }
+    assert np.isnan(hourly[T0 + 3 * HOUR_MS]["new_snow_cm"])  # 03:00–04:00: frozen
+    fired = changes(findings, "snow.dispatch")
+    true_cross = T0 + 4 * HOUR_MS  # 10 cm at 4 cm/h from 01:00: 03:30, in the hour to 04:00
+    assert fired and fired[0][0] is True
+    assert fired[0][1] <= true_cross + HOUR_MS, hhmm(fired[0][1])
+
+
 def test_weak_echoes_in_snowfall_count_like_good_ones(registry: Registry) -> None:
     """Falling snow weakens half the echoes without making them worse readings: hours
     fitted to all of them, not to the good half, follow the rising depth more closely

@@ -88,6 +88,10 @@ class _Hour:
     pending_cm: float = 0.0
     poor: bool = False  # the level rests on poor echoes (wider error)
     rise_cm: float = 0.0  # the whole uncounted rise (L − R), for the next accumulation
+    ref_cm: float = math.nan  # the hysteresis reference after the hour
+    # the depth-and-rate track at the hour's end (depth, rate, P00, P01, P11, restarts);
+    # () without one: the accumulation's baseline is smoothed on these (#dispatch-figure)
+    kf: tuple[float, ...] = ()
 
 
 @dataclass
@@ -121,7 +125,8 @@ class _Station:
     ref: float = math.nan  # hysteresis reference level
     rise: float = 0.0  # level − reference at the last hour with a level
     sigmas: deque[float] = field(default_factory=lambda: deque(maxlen=24))
-    # depth-and-rate track at its time: (t, depth, rate/h, P00, P01, P11, misses); ()
+    # depth-and-rate track at its time: (t, depth, rate/h, P00, P01, P11, misses,
+    # restarts); ()
     track: tuple[float, ...] = ()
     hours: deque[_Hour] = field(default_factory=lambda: deque(maxlen=73))
     # fault rule → (active, event time) as last reported
@@ -428,6 +433,7 @@ class SnowStations(Family):
         level = math.nan
         new = math.nan
         pending = 0.0
+        tracked = None
         if n_hour:
             fit = pts
             usual = float(np.median(st.sigmas)) if st.sigmas else math.inf
@@ -457,7 +463,10 @@ class SnowStations(Family):
                 st.sigmas.append(sigma)
         temp = float(np.mean(st.temps)) if st.temps else math.nan
         st.temps = []
-        st.hours.append(_Hour(h, new, level, temp, pending, poor, st.rise if n_hour else 0.0))
+        kf = (*st.track[1:6], st.track[7] if len(st.track) > 7 else 0.0) if tracked else ()
+        st.hours.append(
+            _Hour(h, new, level, temp, pending, poor, st.rise if n_hour else 0.0, st.ref, kf)
+        )
         fields: dict[str, Any] = {
             "depth_cm": level,
             "new_snow_cm": new,
@@ -780,10 +789,11 @@ def _fit_sigma(pts: list[tuple[int, float]]) -> float:
 def _track_step(
     kf: tuple[float, ...], obs: list[tuple[int, float, float]], end: int, p: SnowParams
 ) -> tuple[float, ...]:
-    """Advance a depth-and-rate track (t, depth, rate, P00, P01, P11, misses) through
-    ``obs`` (time, depth, variance) to ``end``. A reading more than ``track_gate`` σ off
-    is weighed as if it were just at the gate (the farther, the less it moves the
-    track); three in a row restart the track on the third (the level really moved)."""
+    """Advance a depth-and-rate track (t, depth, rate, P00, P01, P11, misses, restarts;
+    older tracks lack the count) through ``obs`` (time, depth, variance) to ``end``. A
+    reading more than ``track_gate`` σ off is weighed as if it were just at the gate
+    (the farther, the less it moves the track); three in a row restart the track on
+    the third (the level really moved)."""
 
     def predict(s: list[float], t: float) -> None:
         dt = (t - s[0]) / HOUR_MS
@@ -799,7 +809,7 @@ def _track_step(
     s = list(kf)
     for t, d, r in obs:
         if not s:
-            s = [t, d, 0.0, r, 0.0, 4.0, 0]
+            s = [t, d, 0.0, r, 0.0, 4.0, 0, 0]
             continue
         if t <= s[0]:
             continue
@@ -809,7 +819,7 @@ def _track_step(
         if innov * innov > p.track_gate**2 * var:
             s[6] += 1
             if s[6] >= 3:
-                s = [t, d, 0.0, r, 0.0, 4.0, 0]
+                s = [t, d, 0.0, r, 0.0, 4.0, 0, (s[7] if len(s) > 7 else 0) + 1]
                 continue
             # Weighed as if its error were just at the gate: the farther off, the less
             # it moves the track, yet a storm rising faster than the track expects

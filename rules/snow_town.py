@@ -520,6 +520,7 @@ def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: flo
     counted = 0.0
     carry = 0.0  # rise before the accumulation began, not yet counted then
     seen = (-1, 0.0, 0.0)  # (hour end, figure, rate) of the newest hour it saw
+    shift = _baseline_shift(hours, start, tp) if tp.baseline_smooth_h > 0 else 0.0
     for h in hours:
         if h.start + HOUR_MS <= start:
             if math.isfinite(h.new_cm):
@@ -529,7 +530,10 @@ def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: flo
             counted += h.new_cm
         hend = h.start + HOUR_MS
         if math.isfinite(h.new_cm):
-            f.total = max(0.0, counted + h.pending_cm - carry)
+            raw = max(0.0, counted + h.pending_cm - carry)
+            # A baseline found too high adds only once the snow has climbed past it:
+            # before that the level is still settling or still noise.
+            f.total = max(0.0, raw + shift) if raw > 0 or shift < 0 else 0.0
             f.blind_since = -1
         elif tp.blind_trend_h > 0 and seen[0] >= 0:
             # No level this hour: the snow goes on falling at the rate it last saw.
@@ -547,6 +551,72 @@ def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: flo
             if f.total >= level and level not in f.crossed:
                 f.crossed[level] = hend
     return f
+
+
+def _baseline_shift(hours: Sequence[_Hour], start: int, tp: SnowParams) -> float:
+    """How much higher the accumulation's figures should be for the depth it started
+    from, seen with the hours after it (docs/rules-snow.md#dispatch-figure).
+
+    The figures count from the level the station had when the accumulation began: the
+    reference, or the level if it stood above it. That level was the track's estimate
+    then, from the readings before it; a station half blind in the storm before a
+    plowing lags the surface, and its catch-up after the plowing would count as new
+    snow (or noise at that hour would hold the next snow back). The readings of the
+    ``baseline_smooth_h`` hours after it tell the level at that hour better: a
+    Rauch–Tung–Striebel pass of the depth-and-rate track back over those hours. A
+    station blind from before the accumulation began until after it has its starting
+    depth between the smoothed depths of the hours either side of the gap."""
+    # the last hour with a level before the accumulation: the one it counts from
+    base = max(
+        (i for i, h in enumerate(hours) if h.start + HOUR_MS <= start and math.isfinite(h.new_cm)),
+        default=-1,
+    )
+    b = hours[base] if base >= 0 else None
+    if b is None or len(b.kf) < 6 or not math.isfinite(b.ref_cm):
+        return 0.0
+    # The accumulation counts the hours that end after ``start``: it starts from the
+    # depth at the end of the last whole hour before it. A station that saw nothing in
+    # between (blind before the plowing) has it between its baseline hour and the next.
+    at, b_end = floor_hour(start), b.start + HOUR_MS
+    chain = [b]
+    for h in list(hours)[base + 1 :]:
+        if h.start + HOUR_MS - max(at, b_end) > tp.baseline_smooth_h * HOUR_MS:
+            break
+        if len(h.kf) < 6 or h.kf[5] != b.kf[5]:
+            if len(h.kf) >= 6:
+                break  # the track restarted: the hours after it say nothing of before
+            continue
+        chain.append(h)
+    if len(chain) < 2:
+        return 0.0
+    q, qx = tp.track_rate_q, tp.track_depth_q
+    nxt = chain[-1]
+    sl, sr = nxt.kf[0], nxt.kf[1]  # smoothed depth and rate at the newest hour
+    after = sl  # … and the smoothed depth at the hour after the baseline hour
+    for h in reversed(chain[:-1]):
+        dt = (nxt.start - h.start) / HOUR_MS
+        lv, rt, p00, p01, p11 = h.kf[:5]
+        # one-step prediction from this hour and its covariance
+        a00 = p00 + 2 * dt * p01 + dt * dt * p11 + q * dt**3 / 3 + qx * dt
+        a01 = p01 + dt * p11 + q * dt * dt / 2
+        a11 = p11 + q * dt
+        det = a00 * a11 - a01 * a01
+        if det <= 0:
+            return 0.0
+        # the smoother's gain C = P F' A⁻¹, F = [[1, dt], [0, 1]]
+        c00 = ((p00 + dt * p01) * a11 - p01 * a01) / det
+        c01 = (p01 * a00 - (p00 + dt * p01) * a01) / det
+        c10 = ((p01 + dt * p11) * a11 - p11 * a01) / det
+        c11 = (p11 * a00 - (p01 + dt * p11) * a01) / det
+        e0, e1 = sl - (lv + dt * rt), sr - rt
+        after = sl
+        sl, sr = lv + c00 * e0 + c01 * e1, rt + c10 * e0 + c11 * e1
+        nxt = h
+    if at > b_end:
+        c_end = chain[1].start + HOUR_MS
+        sl += (after - sl) * min(1.0, (at - b_end) / (c_end - b_end))
+    started = max(b.ref_cm, b.depth_cm)  # what the figures count from
+    return started - sl
 
 
 def _figure_text(x: _Hit, name: str) -> tuple[str, str]:

@@ -691,6 +691,35 @@ def test_a_sensor_frozen_in_a_snowstorm_is_not_held_flat_by_its_weak_echoes(
     assert fired[0][1] <= true_cross + HOUR_MS, hhmm(fired[0][1])
 
 
+def test_snow_a_station_could_not_see_before_a_plowing_is_not_counted_after_it(
+    registry: Registry,
+) -> None:
+    """4 cm/h on ST02 and ST03 from 01:00 to 05:00; both send nothing from 02:00 to
+    05:30, and the plows are back at 05:05. The 12 cm that fell while they were blind
+    fell before the plowing: after it only 1 cm/h from 05:30 to 08:30, well under the
+    threshold, and no call. Counting from the last depth they saw, the catch-up at 05:30
+    would call the plows out again."""
+
+    def depth(base: float) -> Depth:
+        storm, after = snowing(base, 4.0, 60, 300), snowing(0.0, 1.0, 330, 510)
+        return lambda m: storm(m) + after(m)
+
+    stations = {"ST02": depth(60.0), "ST03": depth(70.0)}
+    frame = readings(list(stations), 9, stations, noise_cm=1.0)
+    blind = frame["time"].between(T0 + 120 * MINUTE_MS, T0 + 329 * MINUTE_MS)
+    frame = frame[~blind]
+    plowed = T0 + 5 * HOUR_MS + 5 * MINUTE_MS
+
+    def calls(**snow: Any) -> list[tuple[bool, int]]:
+        fam = family(registry, **snow)
+        fam.shared.plowed(plowed)
+        findings, _ = run(fam, frame[frame["time"] >= T0], 9)
+        return [c for c in changes(findings, "snow.dispatch") if c[0] and c[1] > plowed]
+
+    assert calls() == []
+    assert calls(baseline_smooth_h=0)  # the catch-up counted as new snow
+
+
 def test_weak_echoes_in_snowfall_count_like_good_ones(registry: Registry) -> None:
     """Falling snow weakens half the echoes without making them worse readings: hours
     fitted to all of them, not to the good half, follow the rising depth more closely

@@ -134,7 +134,7 @@ class SnowParams(_Params):
     track_depth_q: NonNeg = 0.1  # depth wander beyond the rate (settling), cm² per hour
     track_gate: Pos = 4.0  # a reading this many σ off the track is not used
     # docs/rules-snow.md#new-snow (Dispatch figure): the depth an accumulation starts
-    # from is re-read with the track's next hours, this many (0: as it was seen then)
+    # from at a plowing is re-read with the track's next hours, this many (0: as seen)
     baseline_smooth_h: NonNeg = 3.0
     hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,

@@ -163,7 +163,7 @@ class SnowTown(SnowStations):
             end = last.start + HOUR_MS
             start = self._reset_ms(end)
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
-            fig = _station_figure(hours, start, tp, thr)
+            fig = _station_figure(hours, start, tp, thr, plowed=start > end - tp.window_h * HOUR_MS)
             rate = _rate(fig.figures, end)
             rows.append(
                 _Row(
@@ -511,7 +511,9 @@ class _Figure:
     blind_since: int = -1  # the figure is carried on a trend since this hour end
 
 
-def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: float) -> _Figure:
+def _station_figure(
+    hours: Sequence[_Hour], start: int, tp: SnowParams, thr: float, *, plowed: bool = False
+) -> _Figure:
     """The figure of the hours that end after ``start``: what the hysteresis counted,
     plus the rise it has not yet counted, less what had risen before the accumulation
     began (counted late, it fell before; docs/rules-snow.md#snowdispatch); an hour the
@@ -520,7 +522,9 @@ def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: flo
     counted = 0.0
     carry = 0.0  # rise before the accumulation began, not yet counted then
     seen = (-1, 0.0, 0.0)  # (hour end, figure, rate) of the newest hour it saw
-    shift = _baseline_shift(hours, start, tp) if tp.baseline_smooth_h > 0 else 0.0
+    # Re-read only after a plowing: at the 24 h window's edge the starting depth is a
+    # day old and quiet, and re-reading it there added calls (docs/rules-snow.md).
+    shift = _baseline_shift(hours, start, tp) if plowed and tp.baseline_smooth_h > 0 else 0.0
     for h in hours:
         if h.start + HOUR_MS <= start:
             if math.isfinite(h.new_cm):

@@ -4,9 +4,11 @@
 
 A day of 10-minute readings for N ultrasonic-like stations (σ 1.5 cm, 40 % weak
 echoes) is fed to the snow family in one frame and ticked to its end, once with
-``level_filter = "line"`` (the Theil–Sen line, the baseline) and once with
-``"track"`` (docs/rules-snow.md#new-snow), alternately ``--repeat`` times. Prints CPU
-seconds per run and per 1,000 station-hours. Offline: no services, nothing written.
+``level_filter = "line"`` (the Theil–Sen line, the baseline), once with ``"track"``
+(docs/rules-snow.md#new-snow) and once with the track but the starting depth after
+the midday plowing taken as seen (``baseline_smooth_h = 0``), alternately
+``--repeat`` times. Prints CPU seconds per run and per 1,000 station-hours. Offline:
+no services, nothing written.
 
 Last line, exactly: ``snow level: track <t> CPU-s, line <l> CPU-s (<r>x) for <N>
 stations x <H> h``.
@@ -50,9 +52,19 @@ def frame(stations: int, hours: int) -> pd.DataFrame:
     return df
 
 
-def run_once(level_filter: str, df: pd.DataFrame, hours: int) -> float:
+VARIANTS: dict[str, dict[str, object]] = {
+    "line": {"level_filter": "line"},
+    "track": {"level_filter": "track"},
+    # the track, without re-reading the starting depth after the plowing
+    "as-seen": {"level_filter": "track", "baseline_smooth_h": 0},
+}
+
+
+def run_once(variant: str, df: pd.DataFrame, hours: int) -> float:
     registry = load_registry(load_config(SAMPLE_CONFIG, environ={}))
-    family = SnowFamily(registry, RulesConfig(snow={"level_filter": level_filter}), Shared())
+    shared = Shared()
+    shared.plowed(T0 + hours // 2 * HOUR_MS + 5 * MINUTE_MS)  # a plowing at midday
+    family = SnowFamily(registry, RulesConfig(snow=VARIANTS[variant]), shared)
     out = Output()
     start = time.process_time()
     family.feed("snow_depth", df, out)
@@ -67,7 +79,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     df = frame(args.stations, args.hours)
-    cpu: dict[str, list[float]] = {"line": [], "track": []}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for _ in range(args.repeat):
         for lf, runs in cpu.items():
             runs.append(run_once(lf, df, args.hours))
@@ -75,10 +87,15 @@ def main() -> None:
     for lf, runs in cpu.items():
         per_k = 1000 * statistics.median(runs) / station_hours
         print(
-            f"{lf:5}: " + ", ".join(f"{x:.3f}" for x in runs) + f" CPU-s ({per_k:.3f} per 1,000"
+            f"{lf:7}: " + ", ".join(f"{x:.3f}" for x in runs) + f" CPU-s ({per_k:.3f} per 1,000"
             " station-hours, median)"
         )
     track, line = statistics.median(cpu["track"]), statistics.median(cpu["line"])
+    seen = statistics.median(cpu["as-seen"])
+    print(
+        f"re-reading the starting depth after the plowing: {track - seen:+.3f} CPU-s"
+        f" ({track / seen:.2f}x the track without it)"
+    )
     print(
         f"snow level: track {track:.3f} CPU-s, line {line:.3f} CPU-s ({track / line:.2f}x)"
         f" for {args.stations} stations x {args.hours} h"

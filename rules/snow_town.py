@@ -559,7 +559,7 @@ def _station_figure(
 
 def _baseline_shift(hours: Sequence[_Hour], start: int, tp: SnowParams) -> float:
     """How much higher the accumulation's figures should be for the depth it started
-    from, seen with the hours after it (docs/rules-snow.md#dispatch-figure).
+    from, seen with the hours after it (docs/rules-snow.md#new-snow).
 
     The figures count from the level the station had when the accumulation began: the
     reference, or the level if it stood above it. That level was the track's estimate

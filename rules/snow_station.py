@@ -89,8 +89,9 @@ class _Hour:
     poor: bool = False  # the level rests on poor echoes (wider error)
     rise_cm: float = 0.0  # the whole uncounted rise (L − R), for the next accumulation
     ref_cm: float = math.nan  # the hysteresis reference after the hour
-    # the depth-and-rate track at the hour's end (depth, rate, P00, P01, P11, restarts);
-    # () without one: the accumulation's baseline is smoothed on these (#dispatch-figure)
+    # the depth-and-rate track at the hour's end (depth, rate, P00, P01, P11, restarts),
+    # () without one: a plowing's starting depth is read again on these
+    # (docs/rules-snow.md#new-snow)
     kf: tuple[float, ...] = ()
 
 
@@ -786,6 +787,19 @@ def _fit_sigma(pts: list[tuple[int, float]]) -> float:
     return _scatter(pts)
 
 
+def track_predicted_cov(
+    p00: float, p01: float, p11: float, dt: float, p: SnowParams
+) -> tuple[float, float, float]:
+    """The depth-and-rate track's covariance ``dt`` hours on: the rate may wander by
+    ``track_rate_q`` and the depth by ``track_depth_q`` per hour."""
+    q, qx = p.track_rate_q, p.track_depth_q
+    return (
+        p00 + 2 * dt * p01 + dt * dt * p11 + q * dt**3 / 3 + qx * dt,
+        p01 + dt * p11 + q * dt * dt / 2,
+        p11 + q * dt,
+    )
+
+
 def _track_step(
     kf: tuple[float, ...], obs: list[tuple[int, float, float]], end: int, p: SnowParams
 ) -> tuple[float, ...]:
@@ -799,11 +813,8 @@ def _track_step(
         dt = (t - s[0]) / HOUR_MS
         if dt <= 0:
             return
-        q, qx = p.track_rate_q, p.track_depth_q
         s[1] += s[2] * dt
-        s[3] += 2 * dt * s[4] + dt * dt * s[5] + q * dt**3 / 3 + qx * dt
-        s[4] += dt * s[5] + q * dt * dt / 2
-        s[5] += q * dt
+        s[3], s[4], s[5] = track_predicted_cov(s[3], s[4], s[5], dt, p)
         s[0] = t
 
     s = list(kf)

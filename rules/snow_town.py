@@ -32,6 +32,7 @@ from rules.snow_station import (
     _Hour,
     _Station,
     station_is_ultrasonic,
+    track_predicted_cov,
 )
 from rules.transitions import Severity, Value
 
@@ -593,17 +594,14 @@ def _baseline_shift(hours: Sequence[_Hour], start: int, tp: SnowParams) -> float
         chain.append(h)
     if len(chain) < 2:
         return 0.0
-    q, qx = tp.track_rate_q, tp.track_depth_q
     nxt = chain[-1]
     sl, sr = nxt.kf[0], nxt.kf[1]  # smoothed depth and rate at the newest hour
     after = sl  # … and the smoothed depth at the hour after the baseline hour
     for h in reversed(chain[:-1]):
         dt = (nxt.start - h.start) / HOUR_MS
         lv, rt, p00, p01, p11 = h.kf[:5]
-        # one-step prediction from this hour and its covariance
-        a00 = p00 + 2 * dt * p01 + dt * dt * p11 + q * dt**3 / 3 + qx * dt
-        a01 = p01 + dt * p11 + q * dt * dt / 2
-        a11 = p11 + q * dt
+        # the prediction from this hour to the next one's, and its covariance
+        a00, a01, a11 = track_predicted_cov(p00, p01, p11, dt, tp)
         det = a00 * a11 - a01 * a01
         if det <= 0:
             return 0.0

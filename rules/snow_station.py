@@ -817,10 +817,14 @@ def _track_step(
         s[3], s[4], s[5] = track_predicted_cov(s[3], s[4], s[5], dt, p)
         s[0] = t
 
+    def start(t: float, d: float, r: float, restarts: float) -> list[float]:
+        # on one reading: its variance, no rate yet (± 2 cm/h), no misses
+        return [t, d, 0.0, r, 0.0, 4.0, 0, restarts]
+
     s = list(kf)
     for t, d, r in obs:
         if not s:
-            s = [t, d, 0.0, r, 0.0, 4.0, 0, 0]
+            s = start(t, d, r, 0)
             continue
         if t <= s[0]:
             continue
@@ -830,7 +834,7 @@ def _track_step(
         if innov * innov > p.track_gate**2 * var:
             s[6] += 1
             if s[6] >= 3:
-                s = [t, d, 0.0, r, 0.0, 4.0, 0, (s[7] if len(s) > 7 else 0) + 1]
+                s = start(t, d, r, (s[7] if len(s) > 7 else 0) + 1)
                 continue
             # Weighed as if its error were just at the gate: the farther off, the less
             # it moves the track, yet a storm rising faster than the track expects

@@ -55,7 +55,7 @@ __all__ = [
     "FAULT_TEXT",
     "SPIKE_HOLD_MS",
     "SnowStations",
-    "station_is_ultrasonic",
+    "stated_noise_cm",
 ]
 
 # Faults in the order a station_health point names them (worst first).
@@ -453,10 +453,8 @@ class SnowStations(Family):
                 # The first hour starts the reference: the median of its readings (a line
                 # through one hour, read at its end, scatters twice as much).
                 level = float(np.median([d for t, d in pts if t >= h]))
-            station = self.registry.stations.get(sid)
-            laser = station is not None and station.sensor_type == "laser"
             # Before the station's own noise is known: the vendor figure, read as ±2 σ.
-            prior = (p.noise_laser_cm if laser else p.noise_ultrasonic_cm) / 2
+            prior = self._stated_sigma(sid, p)
             new, pending = self._new_snow(
                 st, p, level, len(fit), prior=prior, sigma_now=sigma, se=se
             )
@@ -502,8 +500,7 @@ class SnowStations(Family):
     def _stated_sigma(self, sid: str, p: SnowParams) -> float:
         """One reading's noise as the vendor states it, read as ±2 σ
         (docs/domain.md#sensor-noise)."""
-        ultrasonic = station_is_ultrasonic(self.registry, sid)
-        return (p.noise_ultrasonic_cm if ultrasonic else p.noise_laser_cm) / 2
+        return stated_noise_cm(self.registry, sid, p) / 2
 
     def _track(
         self, sid: str, st: _Station, p: SnowParams, h: int, end: int
@@ -859,6 +856,15 @@ def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
     )
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h)) / 1000
+
+
+def stated_noise_cm(registry: Registry, sid: str, p: SnowParams) -> float:
+    """A reading's error as the vendor states it (±, docs/domain.md#sensor-noise). A
+    station missing from the registry is taken for the noisier, ultrasonic kind: a
+    laser's figure would count an unknown sensor's noise as snow."""
+    station = registry.stations.get(sid)
+    laser = station is not None and station.sensor_type == "laser"
+    return p.noise_laser_cm if laser else p.noise_ultrasonic_cm
 
 
 def station_is_ultrasonic(registry: Registry, sid: str) -> bool:

@@ -31,7 +31,7 @@ from rules.snow_station import (
     SnowStations,
     _Hour,
     _Station,
-    station_is_ultrasonic,
+    stated_noise_cm,
     track_predicted_cov,
 )
 from rules.transitions import Severity, Value
@@ -322,8 +322,7 @@ class SnowTown(SnowStations):
                 # Its figure may be off by the sensor's stated error (docs/domain.md#
                 # sensor-noise), and snow falls unseen for as long as it is blind and
                 # the next hour: can it reach the threshold?
-                laser = station_is_ultrasonic(self.registry, sid) is False
-                err = p.noise_laser_cm if laser else p.noise_ultrasonic_cm
+                err = stated_noise_cm(self.registry, sid, p)
                 if total + err + rate * (blind_h + p.uncertain_lookahead_h) < thr:
                     continue  # it cannot reach its threshold unseen: the call is not open
             blind.append((sid, why, st, total))

@@ -23,7 +23,7 @@ from rules.model import HOUR_MS, MINUTE_MS, Finding, Output, Shared, hhmm
 from rules.params import SnowParams
 from rules.schema import SNOW_HOURLY, STATION_HEALTH
 from rules.snow import SnowFamily
-from rules.snow_station import _track_step
+from rules.snow_station import _Station, _track_step
 from rules.sources import RecordedSource
 from rules.state import MemoryState
 from sensors.registry import Registry
@@ -842,3 +842,18 @@ def test_settling_before_a_storm_does_not_hide_its_first_centimetres(registry: R
     # (measured: 3.7 cm against 3.1 cm; the rest of the 6 cm is the rise the hysteresis
     # has not yet committed when the storm ends, which the dispatch figure adds)
     assert follow - stay >= 0.4 and follow <= 6.0, (follow, stay)
+
+
+def test_a_station_missing_from_the_registry_is_taken_for_ultrasonic(registry: Registry) -> None:
+    """A station the registry does not know has the noisier, ultrasonic vendor figure
+    wherever its noise is guessed: its weak echoes in snowfall, scattering σ 2 cm as an
+    ultrasonic sensor's do there, measure as well as good ones would. Taken for a laser
+    (±1 cm), the same echoes were thrown away as a failing transducer's."""
+    assert "ST99" not in registry.stations
+    fam = family(registry)
+    p = SnowParams()
+    rng = np.random.default_rng(3)
+    poor = [(T0 + i * STEP, 80.0 + 0.5 * i + float(rng.normal(0, 2.0))) for i in range(12)]
+    assert fam.poor_usable("ST99", _Station(), p, poor, [])
+    # a registered laser keeps its own, tighter figure
+    assert not fam.poor_usable("ST01", _Station(), p, poor, [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import pickletools
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 import numpy as np
@@ -22,10 +23,12 @@ from rules.engine import Engine
 from rules.model import HOUR_MS, MINUTE_MS, Finding, Output, Shared, hhmm
 from rules.params import SnowParams
 from rules.schema import SNOW_HOURLY, STATION_HEALTH
+from rules.scoring import snow as snow_scoring
 from rules.snow import SnowFamily
 from rules.snow_station import _Station, _track_step
 from rules.sources import RecordedSource
 from rules.state import MemoryState
+from rules.transitions import Status, Transition
 from sensors.registry import Registry
 from tests.conftest import REPO, SAMPLE_CONFIG
 
@@ -857,3 +860,47 @@ def test_a_station_missing_from_the_registry_is_taken_for_ultrasonic(registry: R
     assert fam.poor_usable("ST99", _Station(), p, poor, [])
     # a registered laser keeps its own, tighter figure
     assert not fam.poor_usable("ST01", _Station(), p, poor, [])
+
+
+def test_scenario_scorer_names_near_misses_apart_from_false_calls(tmp_path: Path) -> None:
+    """The scenario scorer (rulelab, the winter season) and the battery read a call
+    about no crossing alike: when the truth's second station reached 8 cm within 3 h it
+    is a near-miss, named apart, not a false call (docs/detection.md#dispatch)."""
+    day = 24 * HOUR_MS
+    rows = []
+    # (first hour, cm per hour, hours) on ST01 and ST02 alike, two days apart: a
+    # crossing, a storm that peaks at 9 cm, one that peaks at 4 cm
+    for start, rate, n in ((0, 2.0, 6), (2 * day, 1.8, 5), (4 * day, 1.0, 4)):
+        for h in range(n):
+            t = pd.Timestamp(T0 + start + h * HOUR_MS, unit="ms", tz="UTC")
+            rows += [
+                {"hour_start": t.isoformat(), "station": s, "new_snow_cm": rate}
+                for s in ("ST01", "ST02")
+            ]
+    pd.DataFrame(rows).to_csv(tmp_path / "snow_hourly.csv", index=False)
+    (tmp_path / "truth.json").write_text('{"trips": []}')
+    (tmp_path / "faults.csv").write_text("device,kind,fault,start,end,source,detail\n")
+
+    def call(at_ms: int) -> tuple[int, Transition]:
+        at = pd.Timestamp(at_ms, unit="ms", tz="UTC").to_pydatetime()
+        return at_ms, Transition(
+            key="snow.dispatch:town",
+            rule="snow.dispatch",
+            category="snow",
+            subject="town",
+            subject_kind="town",
+            severity="critical",
+            status=Status.FIRING,
+            event_time=at,
+            detected_at=at,
+            message="除雪出動基準に達しました",
+        )
+
+    calls = [
+        call(T0 + 5 * HOUR_MS),
+        call(T0 + 2 * day + 4 * HOUR_MS),
+        call(T0 + 4 * day + 3 * HOUR_MS),
+    ]
+    dispatch = next(s for s in snow_scoring.score(tmp_path, calls, []) if s.rule == "snow.dispatch")
+    assert (dispatch.true_positives, dispatch.false_positives, dispatch.missed) == (1, 1, 0)
+    assert "1 near-miss" in dispatch.note, dispatch.note

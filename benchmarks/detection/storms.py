@@ -33,7 +33,7 @@ from rules.config import RulesConfig, with_settings
 from rules.families import BY_NAME
 from rules.model import HOUR_MS
 from rules.params import SnowParams
-from rules.scoring.snow import SnowTruth
+from rules.scoring.snow import NEAR_MISS_CM, SnowTruth
 from rules.transitions import Transition
 from sensors.registry import Registry
 from simulators.scenario import Scenario, parse_scenario
@@ -47,7 +47,6 @@ FULL_SCENARIOS = 160  # ~1.3 nights each: > 200 storm nights
 QUICK_SCENARIOS = 36
 ON_TIME_H = 1.0  # docs/detection.md#dispatch: called within 1 h of the true crossing
 MATCH_H = 3.0  # a call this close to a crossing is about it (late or early, not false)
-NEAR_MISS_CM = 8.0  # the truth's second station peaked at 8 cm or more
 _JST = timezone(timedelta(hours=9))
 _FIGURE = re.compile(r"([A-Z0-9]+)=(-?[0-9.]+)")
 
@@ -428,7 +427,7 @@ def _unmatched(
         s.duplicate += 1
         s.cases.append(f"{name}: duplicate call {_hhmm(d)}: {t.message[:90]}")
         return
-    peak = max(truth.second_highest(at + k * HOUR_MS, p) for k in range(4))
+    peak = truth.peak_after(at, p)
     if peak >= NEAR_MISS_CM:
         s.near_miss += 1
     else:

@@ -21,6 +21,7 @@ from benchmarks.detection.common import (
     TUNING_SEED,
     add_seed_options,
     base_seed,
+    storm_seeds,
 )
 
 
@@ -43,8 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = base_seed(args)
     label = "tuning" if base == TUNING_SEED else "held-out" if base == HELD_OUT_SEED else "custom"
     print(f"detection battery: base seed {base} ({label}), {'quick' if args.quick else 'full'}")
+    seeds = storm_seeds(args)
+    if len(seeds) > 1:
+        print(f"storms on the held-out base seeds {', '.join(str(s) for s in seeds)}")
     t0 = time.monotonic()
-    storm = storms.run(base, quick=args.quick)
+    storm = storms.run(seeds, quick=args.quick)
     for line in storm.lines + storm.notes:
         print(line)
     house = households.run(base, quick=args.quick)

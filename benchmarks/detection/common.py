@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 TUNING_SEED = 1
 HELD_OUT_SEED = 20261206
+# The storms family's full run reports on three held-out seeds: one seed's ~95
+# crossings measure the dispatch call's on-time share to ±5 points, too coarse for a
+# 97 % target (docs/detection.md#seeds). The two added seeds were fixed before any run.
+HELD_OUT_STORM_SEEDS = (HELD_OUT_SEED, 20261207, 20261208)
 
 
 @dataclass(frozen=True)
@@ -49,17 +53,31 @@ def base_seed(args: argparse.Namespace) -> int:
     return TUNING_SEED if args.tune else HELD_OUT_SEED
 
 
+def storm_seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    """The storms family's base seeds: ``--seed`` or ``--tune`` alone, the quick run the
+    held-out seed, the full run the held-out storm seeds."""
+    if args.seed is not None or args.tune or args.quick:
+        return (base_seed(args),)
+    return HELD_OUT_STORM_SEEDS
+
+
 def family_main(
-    name: str, run: Callable[..., FamilyResult], argv: Sequence[str] | None = None
+    name: str,
+    run: Callable[..., FamilyResult],
+    argv: Sequence[str] | None = None,
+    *,
+    seeds: Callable[[argparse.Namespace], tuple[int, ...]] | None = None,
 ) -> int:
-    """One family alone: ``python -m benchmarks.detection.<name> [--quick] [--tune]``."""
+    """One family alone: ``python -m benchmarks.detection.<name> [--quick] [--tune]``;
+    ``seeds``: a family that runs on several base seeds (storms), else one."""
     parser = argparse.ArgumentParser(description=f"the {name} family of the detection battery")
     add_seed_options(parser)
     args = parser.parse_args(argv)
-    base = base_seed(args)
+    base: int | tuple[int, ...] = seeds(args) if seeds else base_seed(args)
     t0 = time.monotonic()
     result = run(base, quick=args.quick)
-    print(f"{name} battery: base seed {base}, {'quick' if args.quick else 'full'}")
+    label = base if isinstance(base, int) else ", ".join(str(s) for s in base)
+    print(f"{name} battery: base seed {label}, {'quick' if args.quick else 'full'}")
     for line in result.lines + result.notes:
         print(line)
     print(f"elapsed {time.monotonic() - t0:.0f} s; summary {result.summary}")

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from rules.model import HOUR_MS, Point
+from rules.model import HOUR_MS, Point, dt_to_ms
 from rules.params import SnowParams
 from rules.scoring import Score
 from rules.transitions import Transition
 
-MATCH_H = 3.0  # a firing this close to a true crossing is the same event
+MATCH_H = 3.0  # a firing this close to a true crossing is about it (late or early, not false)
 # A call about no crossing when the truth's second station peaked at this much within
 # 3 h of it: a near-miss, not a false call — 10 cm cannot be told from 8–9.9 cm through
 # ±3 cm sensors (docs/detection.md#dispatch)
@@ -170,11 +170,7 @@ def _score_dispatch(truth_dir: Path, firings: list[tuple[int, Transition]]) -> S
             s.true_positives += 1
             s.delays_h.append(round((match - c) / HOUR_MS, 2))
     unmatched = [t for d, t in fired if d not in used]
-    near = sum(
-        1
-        for t in unmatched
-        if truth.peak_after(int(t.event_time.timestamp() * 1000), p) >= NEAR_MISS_CM
-    )
+    near = sum(1 for t in unmatched if truth.peak_after(dt_to_ms(t.event_time), p) >= NEAR_MISS_CM)
     s.false_positives = len(unmatched) - near
     s.note = f"{len(crossings)} true crossing(s); target delay ≤ 1 h"
     if near:

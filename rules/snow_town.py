@@ -164,7 +164,7 @@ class SnowTown(SnowStations):
             end = last.start + HOUR_MS
             start = self._reset_ms(end)
             thr = p.priority_dispatch_cm if p.priority_station else p.dispatch_cm
-            fig = _station_figure(hours, start, tp, thr, plowed=start > end - tp.window_h * HOUR_MS)
+            fig = _station_figure(hours, start, tp, thr)
             rate = _rate(fig.figures, end)
             rows.append(
                 _Row(
@@ -511,9 +511,7 @@ class _Figure:
     blind_since: int = -1  # the figure is carried on a trend since this hour end
 
 
-def _station_figure(
-    hours: Sequence[_Hour], start: int, tp: SnowParams, thr: float, *, plowed: bool = False
-) -> _Figure:
+def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: float) -> _Figure:
     """The figure of the hours that end after ``start``: what the hysteresis counted,
     plus the rise it has not yet counted, less what had risen before the accumulation
     began (counted late, it fell before; docs/rules-snow.md#snowdispatch); an hour the
@@ -522,8 +520,10 @@ def _station_figure(
     counted = 0.0
     carry = 0.0  # rise before the accumulation began, not yet counted then
     seen = (-1, 0.0, 0.0)  # (hour end, figure, rate) of the newest hour it saw
-    # Re-read only after a plowing: at the 24 h window's edge the starting depth is a
-    # day old and quiet, and re-reading it there added calls (docs/rules-snow.md).
+    # Re-read only after a plowing (the accumulation starts later than the 24 h window):
+    # at the window's edge the starting depth is a day old and quiet, and re-reading it
+    # there added calls (docs/rules-snow.md).
+    plowed = bool(hours) and start > hours[-1].start + HOUR_MS - tp.window_h * HOUR_MS
     shift = _baseline_shift(hours, start, tp) if plowed and tp.baseline_smooth_h > 0 else 0.0
     for h in hours:
         if h.start + HOUR_MS <= start:

@@ -136,7 +136,9 @@ class SnowParams(_Params):
     # docs/rules-snow.md#new-snow (Dispatch figure): the depth an accumulation starts
     # from at a plowing is re-read with the track's next hours, this many (0: as seen)
     baseline_smooth_h: NonNeg = 3.0
-    hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15  # a silent station's hour closes
+    # docs/rules-snow.md#snowdispatch (Event time): how long a silent station's hour
+    # waits for a reading still due in it
+    hour_grace_min: Annotated[int, Field(ge=0, le=60)] = 15
     # docs/domain.md#dispatch-threshold, #priority-routes, #staged-call-out,
     # #town-wide-alert, #hold-back
     dispatch_cm: Pos = 10.0

@@ -88,6 +88,7 @@ def _raws(frame: pd.DataFrame) -> list[tuple[str, _Raw]]:
     depth, dist, temp = num("depth_cm"), num("distance_mm"), num("air_temp_c")
     qual, batt = num("quality"), num("battery_v")
     alarm = frame["alarm_low_battery"].to_numpy()
+    arrival = frame["arrival"].to_numpy().astype("int64") if "arrival" in frame else times
     out = []
     for i in range(len(times)):
         a = alarm[i]
@@ -99,6 +100,7 @@ def _raws(frame: pd.DataFrame) -> list[tuple[str, _Raw]]:
             quality=float(qual[i]),
             batt=float(batt[i]),
             alarm=None if a is None or pd.isna(a) else bool(a),
+            arrival=int(arrival[i]),
         )
         out.append((str(devices[i]), raw))
     return out

@@ -100,6 +100,8 @@ class _Station:
     """Running state of one station: plain values, bounded collections (pickled)."""
 
     last_t: int = -1  # device time of the newest reading (any quality)
+    gaps: deque[int] = field(default_factory=lambda: deque(maxlen=5))  # between readings
+    lag_ms: int = 0  # how late the newest reading arrived after its device time
     battery_v: float = math.nan
     battery_alarm: bool = False
     # cleaning
@@ -139,6 +141,21 @@ class _Station:
         self.__dict__.update({**_defaults(), **state})
 
 
+def _hour_closes(st: _Station, p: SnowParams) -> int:
+    """When the open hour of a station that sent nothing since closes: at its end if
+    no reading of it is still due (the next one is due after the end, at the station's
+    usual interval since its newest) or nothing arrived from the station for
+    ``hour_grace_min`` before it; else that long after the missing reading was due to
+    arrive (as late as the newest did), for it to come late. A dropout in a storm had
+    held a call 20 min past the hour: late (docs/rules-snow.md#new-snow)."""
+    end = st.open_hour + HOUR_MS
+    grace = p.hour_grace_min * MINUTE_MS
+    due = st.last_t + (sorted(st.gaps)[len(st.gaps) // 2] if st.gaps else 0)
+    if (st.gaps and due >= end) or st.last_t + st.lag_ms <= end - grace:
+        return end
+    return min(end + grace, due + st.lag_ms + grace)
+
+
 def _defaults() -> dict[str, Any]:
     return dict(_Station().__dict__)
 
@@ -153,6 +170,7 @@ class _Raw(NamedTuple):
     quality: float
     batt: float
     alarm: bool | None
+    arrival: int = -1  # when it arrived (-1: at its device time)
 
 
 Jumps = dict[str, list[tuple[int, float]]]  # station → (time, Δ cm) of its raw jumps
@@ -186,7 +204,10 @@ class SnowStations(Family):
         t, depth, quality = raw.t, raw.depth, raw.quality
         if t <= st.last_t:
             return  # the engine feeds each point once, in order; be safe all the same
+        if st.last_t >= 0:
+            st.gaps.append(t - st.last_t)
         st.last_t = t
+        st.lag_ms = max(0, raw.arrival - t) if raw.arrival >= 0 else 0
         self._set(sid, st, "offline", active=False, at=t, out=out)
         if math.isfinite(raw.batt):
             st.battery_v = raw.batt
@@ -598,10 +619,10 @@ class SnowStations(Family):
         health points, poor echo."""
         for sid, st in self.stations.items():
             p = self._p(sid)
-            # Hours of a silent station close after a grace period, so the town keeps
-            # counting with the stations that still report.
-            grace = p.hour_grace_min * MINUTE_MS
-            while st.open_hour >= 0 and now_ms >= st.open_hour + HOUR_MS + grace:
+            # Hours of a silent station close so the town keeps counting with the
+            # stations that still report: at once when no reading of the hour is still
+            # due, else after a grace period for one that comes late.
+            while st.open_hour >= 0 and now_ms >= _hour_closes(st, p):
                 self._finalise(sid, st, p, out)
             offline = p.offline_min * MINUTE_MS
             if st.last_t >= 0 and now_ms - st.last_t >= offline:

@@ -904,3 +904,23 @@ def test_scenario_scorer_names_near_misses_apart_from_false_calls(tmp_path: Path
     dispatch = next(s for s in snow_scoring.score(tmp_path, calls, []) if s.rule == "snow.dispatch")
     assert (dispatch.true_positives, dispatch.false_positives, dispatch.missed) == (1, 1, 0)
     assert "1 near-miss" in dispatch.note, dispatch.note
+
+
+def test_a_silent_station_closes_its_hour_at_the_end_a_late_one_waits(registry: Registry) -> None:
+    """The hours of a station that stopped sending close at their end, not a grace period
+    later (a dropout in a storm had held the call 20 min past the hour: late); a station
+    whose readings arrive late (12 min) still has its hour held for the one due in it
+    (docs/rules-snow.md#new-snow)."""
+    depth = snowing(60.0, 4.0, 0, 600)
+    silent = readings(["ST02"], 4, depth, noise_cm=0.3)
+    silent = silent[silent["time"] < T0 + 150 * MINUTE_MS]  # nothing after 02:20
+    late = readings(["ST03"], 4, depth, noise_cm=0.3, lag_ms=12 * MINUTE_MS)
+    frame = pd.concat([silent, late], ignore_index=True)
+    fam = family(registry)
+    run(fam, frame, 3.0)
+    assert fam.stations["ST02"].open_hour == T0 + 3 * HOUR_MS  # 02:00–03:00 closed at 03:00
+    late_st = fam.stations["ST03"]
+    assert late_st.open_hour == T0 + 2 * HOUR_MS  # its 02:50 reading arrives at 03:02
+    run(fam, frame, 3 + 1 / 6, start_ms=T0 + 3 * HOUR_MS)
+    # … and once it came, no reading of the hour is due: closed, before 03:00's arrives
+    assert late_st.open_hour == T0 + 3 * HOUR_MS and late_st.last_t == T0 + 170 * MINUTE_MS

@@ -156,6 +156,9 @@ class Sensors(_Model):
     spike_rate: Annotated[float, Field(ge=0, le=0.5)] = 0.001
     dropout_rate: Annotated[float, Field(ge=0, le=0.5)] = 0.0005
     dropout_max_readings: Annotated[int, Field(ge=1, le=1000)] = 6
+    # measurements per snow-station reading, spread evenly over the interval before it:
+    # the reading is their median (docs/domain.md#report-interval; 1: one measurement)
+    station_burst: Annotated[int, Field(ge=1, le=30)] = 1
     gps_gap_rate: Annotated[float, Field(ge=0, le=0.1)] = 0.0003
     gps_invalid_rate: Annotated[float, Field(ge=0, le=0.1)] = 0.0005
     idle_probability: Annotated[float, Field(ge=0, le=1)] = 0.3

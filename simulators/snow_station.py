@@ -10,14 +10,17 @@ Quality code (``quality``, 0–100): echo/signal quality in percent; below
 ``sensors.models.QUALITY_POOR_BELOW`` (50) is **poor** (weak or scattered echo, e.g. in
 heavy snowfall) and such readings should be dropped (docs/domain.md#echo-quality);
 0 means no echo at all. Noise is ±3 cm for ultrasonic sensors in wind
-(scaled by wind strength) and ±1 cm for lasers (docs/domain.md#sensor-noise).
+(scaled by wind strength) and ±1 cm for lasers (docs/domain.md#sensor-noise). With
+``sensors.station_burst`` = k a reading is the median of k measurements spread over
+the interval before it (docs/domain.md#report-interval).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from sensors.models import QUALITY_POOR_BELOW
@@ -73,6 +76,10 @@ def station_readings(world: World, station_id: str) -> Iterator[Values]:
     laser = station.sensor_type == "laser"
     mount = station.mount_height_cm
     rng = rng_for(world.seed, "station", station_id, "sensor")
+    # the burst's further measurements draw apart: a burst of 1 reads as it always did
+    burst_rng = rng_for(world.seed, "station", station_id, "burst")
+    burst = world.scenario.sensors.station_burst
+    interval = world.scenario.intervals.station_s
     battery0 = rng.uniform(3.58, 3.67)
     seq = rng.randrange(65536)
     dropouts = _Window(faults.dropouts)
@@ -81,7 +88,7 @@ def station_readings(world: World, station_id: str) -> Iterator[Values]:
     drains = _Window(faults.battery_drain)
     frozen_value: float | None = None
     last_value: float | None = None
-    for t in world.sample_times(world.scenario.intervals.station_s):
+    for t in world.sample_times(interval):
         depth, air, wind, snow_rate = truth.sample(t)
         # Draw the same numbers for every reading, whatever happens to it, so one
         # fault does not shift the noise of every later reading.
@@ -95,15 +102,20 @@ def station_readings(world: World, station_id: str) -> Iterator[Values]:
         seq = (seq + 1) % 65536
         if dropouts.hit(t):
             continue
+        is_poor = poor.hit(t) is not None
         measured, quality = _measure(
-            depth,
-            wind,
-            snow_rate,
-            draws,
-            laser=laser,
-            poor=poor.hit(t) is not None,
-            spike=t in faults.spikes,
+            depth, wind, snow_rate, draws, laser=laser, poor=is_poor, spike=t in faults.spikes
         )
+        if burst > 1 and t not in faults.spikes:
+            # The median of measurements spread over the interval (a spike stays one).
+            more = [measured]
+            for j in range(1, burst):
+                d_j, _air, wind_j, rate_j = truth.sample(t - j * interval // burst)
+                noise = replace(draws, noise=burst_rng.uniform(-1.0, 1.0))
+                more.append(
+                    _measure(d_j, wind_j, rate_j, noise, laser=laser, poor=is_poor, spike=False)[0]
+                )
+            measured = statistics.median(more)
         measured = min(max(measured, 0.0), mount - MIN_CLEARANCE_CM)
         value = _sensor_value(measured, air, laser=laser, mount=mount)
         if frozen.hit(t):

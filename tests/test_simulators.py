@@ -668,6 +668,31 @@ def test_station_faults_on_a_clear_day(registry: Registry, tmp_path: Path) -> No
     assert st08[-1].fields["alarm_low_battery"] is True
 
 
+def test_a_burst_median_reading_scatters_less(registry: Registry) -> None:
+    """``sensors.station_burst``: each reading the median of 5 measurements spread over
+    its interval (docs/domain.md#report-interval) scatters around the true depth clearly
+    less than one measurement, on the same clear day (median absolute error: the
+    scenario's spikes stay whole)."""
+
+    def scatter(burst: int) -> float:
+        base = scenario("sensor-faults-clear-day")
+        sc = base.model_copy(
+            update={"sensors": base.sensors.model_copy(update={"station_burst": burst})}
+        )
+        sim = Simulation(sc, registry)
+        decoded = ingest(sim, registry)
+        truth = sim.world.stations["ST10"]  # ultrasonic, no injected fault
+        errors = [
+            float(p.fields["depth_cm"]) - truth.sample(p.time_ms // 1000)[0]
+            for p in decoded.series("snow_depth", "ST10")
+        ]
+        assert len(errors) > 100
+        return statistics.median(abs(e) for e in errors)  # a spike stays a spike
+
+    one, five = scatter(1), scatter(5)
+    assert one > 0.3 and five < 0.75 * one, (one, five)  # 0.71 → 0.43 cm
+
+
 # --------------------------------------------------------------------------- running
 
 

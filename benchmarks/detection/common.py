@@ -11,6 +11,7 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 TUNING_SEED = 1
 HELD_OUT_SEED = 20261206
@@ -67,15 +68,21 @@ def family_main(
     argv: Sequence[str] | None = None,
     *,
     seeds: Callable[[argparse.Namespace], tuple[int, ...]] | None = None,
+    options: Sequence[tuple[str, type, Any, str]] = (),
 ) -> int:
     """One family alone: ``python -m benchmarks.detection.<name> [--quick] [--tune]``;
-    ``seeds``: a family that runs on several base seeds (storms), else one."""
+    ``seeds``: a family that runs on several base seeds (storms), else one;
+    ``options``: the family's own (flag, type, default, help), passed to ``run`` by
+    name (``--station-s`` → ``station_s``)."""
     parser = argparse.ArgumentParser(description=f"the {name} family of the detection battery")
     add_seed_options(parser)
+    for flag, kind, default, text in options:
+        parser.add_argument(flag, type=kind, default=default, help=text)
     args = parser.parse_args(argv)
     base: int | tuple[int, ...] = seeds(args) if seeds else base_seed(args)
+    own = {flag.lstrip("-").replace("-", "_") for flag, *_ in options}
     t0 = time.monotonic()
-    result = run(base, quick=args.quick)
+    result = run(base, quick=args.quick, **{k: getattr(args, k) for k in own})
     label = base if isinstance(base, int) else ", ".join(str(s) for s in base)
     print(f"{name} battery: base seed {label}, {'quick' if args.quick else 'full'}")
     for line in result.lines + result.notes:

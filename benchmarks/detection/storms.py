@@ -47,6 +47,11 @@ FAMILY = "storms"
 FULL_SCENARIOS = 160  # ~1.3 nights each: > 200 storm nights
 QUICK_SCENARIOS = 36
 ON_TIME_H = 1.0  # docs/detection.md#dispatch: called within 1 h of the true crossing
+# The stations report one measurement every 10 min, as the town's do
+# (docs/domain.md#report-interval); --station-s and --burst measure another deployment
+# (docs/detection.md#results), never the targets.
+STATION_S = 600
+BURST = 1
 _JST = timezone(timedelta(hours=9))
 _FIGURE = re.compile(r"([A-Z0-9]+)=(-?[0-9.]+)")
 
@@ -75,8 +80,17 @@ class Generated:
     blind: tuple[tuple[str, int, int], ...] = ()
 
 
-def generate(base_seed: int, index: int, registry: Registry) -> Generated:
-    """Scenario ``index`` of the storms family for ``base_seed`` (deterministic)."""
+def generate(
+    base_seed: int,
+    index: int,
+    registry: Registry,
+    *,
+    station_s: int = STATION_S,
+    burst: int = BURST,
+) -> Generated:
+    """Scenario ``index`` of the storms family for ``base_seed`` (deterministic); the
+    stations report every ``station_s`` seconds the median of ``burst`` measurements
+    (the same storms and faults whatever these are)."""
     rng = random.Random(scenario_seed(base_seed, FAMILY, index))
     station_ids = sorted(registry.stations)
     ultrasonic = {s for s, st in registry.stations.items() if st.sensor_type == "ultrasonic"}
@@ -135,7 +149,8 @@ def generate(base_seed: int, index: int, registry: Registry) -> Generated:
         "start": sc_start,
         "end": sc_end,
         "devices": {"meters": "none", "plows": "all"},
-        "intervals": {"plow_fix_s": 5},  # the slowest documented rate: fewer fixes, same trips
+        # plows: the slowest documented rate (fewer fixes, same trips)
+        "intervals": {"plow_fix_s": 5, "station_s": station_s},
         "weather": {
             "mean_temp_c": round(temp + rng.uniform(-1.0, 1.0), 1),
             "diurnal_amplitude_c": round(rng.uniform(0.5, 4.0), 1),
@@ -145,6 +160,7 @@ def generate(base_seed: int, index: int, registry: Registry) -> Generated:
             "spike_rate": round(rng.uniform(0.0, 0.01), 4),
             "dropout_rate": round(rng.uniform(0.0, 0.004), 4),
             "dropout_max_readings": rng.randint(1, 12),
+            "station_burst": burst,
         },
         "events": events,
     }
@@ -502,9 +518,12 @@ def battery(
     cfg: Config | None = None,
     rcfg: RulesConfig | None = None,
     tag: str = "",
+    station_s: int = STATION_S,
+    burst: int = BURST,
 ) -> tuple[Tally, int]:
     """Run ``n`` scenarios; the summed tally and how many storm nights they held
-    (``tag`` goes before each scenario's ``#i`` in the cases)."""
+    (``tag`` goes before each scenario's ``#i`` in the cases; the stations report every
+    ``station_s`` seconds the median of ``burst`` measurements)."""
     cfg = cfg or load_config(SAMPLE_CONFIG, environ={})
     registry = load_registry(cfg)
     rcfg = rcfg or with_settings(cfg)
@@ -513,7 +532,7 @@ def battery(
     total = Tally()
     with tempfile.TemporaryDirectory(prefix="yukimizu-storms-") as tmp:
         for i in range(n):
-            g = generate(base_seed, i, registry)
+            g = generate(base_seed, i, registry, station_s=station_s, burst=burst)
             ran = run_scenario(
                 g.scenario,
                 registry,
@@ -535,15 +554,23 @@ def battery(
     return total, total.storms
 
 
-def run(base_seeds: int | Sequence[int], *, quick: bool) -> FamilyResult:
+def run(
+    base_seeds: int | Sequence[int],
+    *,
+    quick: bool,
+    station_s: int = STATION_S,
+    burst: int = BURST,
+) -> FamilyResult:
     """The family on one base seed, or on several summed (each seed's on-time share
-    shown apart)."""
+    shown apart); ``station_s``, ``burst``: the stations' report interval, and how many
+    measurements each reading is the median of."""
     seeds = (base_seeds,) if isinstance(base_seeds, int) else tuple(base_seeds)
     n = QUICK_SCENARIOS if quick else FULL_SCENARIOS
     t = Tally()
     per_seed = []
     for seed in seeds:
-        one, _ = battery(seed, n, tag=f"{seed} " if len(seeds) > 1 else "")
+        tag = f"{seed} " if len(seeds) > 1 else ""
+        one, _ = battery(seed, n, tag=tag, station_s=station_s, burst=burst)
         per_seed.append(
             f"{seed} {one.on_time}/{one.crossings} = {_pct(one.on_time, one.crossings):.1f}%"
         )
@@ -573,6 +600,13 @@ def run(base_seeds: int | Sequence[int], *, quick: bool) -> FamilyResult:
     ]
     if len(seeds) > 1:
         lines.insert(2, f"  snow.dispatch  on time per base seed: {'; '.join(per_seed)}")
+    if (station_s, burst) != (STATION_S, BURST):
+        lines.insert(
+            1,
+            f"  stations report every {station_s} s the median of {burst} measurement(s), "
+            f"not one every {STATION_S} s: a deployment's figures, not the battery's "
+            "(docs/domain.md#report-interval)",
+        )
     notes = [f"    {c}" for c in t.cases[:12]] + [f"    figure: {e}" for e in t.figure_errors[:6]]
     return FamilyResult(
         lines=lines,
@@ -592,8 +626,25 @@ def run(base_seeds: int | Sequence[int], *, quick: bool) -> FamilyResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The storms family alone: ``python -m benchmarks.detection.storms [--quick]``."""
-    return family_main("storms", run, argv, seeds=storm_seeds)
+    """The storms family alone: ``python -m benchmarks.detection.storms [--quick]
+    [--station-s S] [--burst K]``."""
+    deployment = (
+        (
+            "--station-s",
+            int,
+            STATION_S,
+            "the stations' report interval in seconds (default 600, as the battery's "
+            "targets are measured); another one measures what a deployment would get",
+        ),
+        (
+            "--burst",
+            int,
+            BURST,
+            "each reading the median of this many measurements spread over the interval "
+            "(default 1, as the targets are measured)",
+        ),
+    )
+    return family_main("storms", run, argv, seeds=storm_seeds, options=deployment)
 
 
 if __name__ == "__main__":

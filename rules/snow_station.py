@@ -101,7 +101,9 @@ class _Station:
 
     last_t: int = -1  # device time of the newest reading (any quality)
     gaps: deque[int] = field(default_factory=lambda: deque(maxlen=5))  # between readings
-    lag_ms: int = 0  # how late the newest reading arrived after its device time
+    # how late the last readings arrived after their device time (a logger uploading
+    # each hour in one batch: up to an hour)
+    lags: deque[int] = field(default_factory=lambda: deque(maxlen=12))
     battery_v: float = math.nan
     battery_alarm: bool = False
     # cleaning
@@ -144,16 +146,18 @@ class _Station:
 def _hour_closes(st: _Station, p: SnowParams) -> int:
     """When the open hour of a station that sent nothing since closes: at its end if
     no reading of it is still due (the next one is due after the end, at the station's
-    usual interval since its newest) or nothing arrived from the station for
-    ``hour_grace_min`` before it; else that long after the missing reading was due to
-    arrive (as late as the newest did), for it to come late. A dropout in a storm had
-    held a call 20 min past the hour: late (docs/rules-snow.md#new-snow)."""
+    usual interval since its newest) or the station fell silent ``hour_grace_min``
+    before it (its newest reading plus the largest delay of its recent ones: a batch
+    uploaded each hour is not silence); else that long after the missing reading was
+    due to arrive, for it to come late. A dropout in a storm had held a call 20 min past
+    the hour: late (docs/rules-snow.md#snowdispatch)."""
     end = st.open_hour + HOUR_MS
     grace = p.hour_grace_min * MINUTE_MS
+    lag = max(st.lags, default=0)
     due = st.last_t + (sorted(st.gaps)[len(st.gaps) // 2] if st.gaps else 0)
-    if (st.gaps and due >= end) or st.last_t + st.lag_ms <= end - grace:
+    if (st.gaps and due >= end) or st.last_t + lag <= end - grace:
         return end
-    return min(end + grace, due + st.lag_ms + grace)
+    return min(end + grace, due + lag + grace)
 
 
 def _defaults() -> dict[str, Any]:
@@ -207,7 +211,7 @@ class SnowStations(Family):
         if st.last_t >= 0:
             st.gaps.append(t - st.last_t)
         st.last_t = t
-        st.lag_ms = max(0, raw.arrival - t) if raw.arrival >= 0 else 0
+        st.lags.append(max(0, raw.arrival - t) if raw.arrival >= 0 else 0)
         self._set(sid, st, "offline", active=False, at=t, out=out)
         if math.isfinite(raw.batt):
             st.battery_v = raw.batt

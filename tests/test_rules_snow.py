@@ -7,6 +7,7 @@ rest ultrasonic). Noise is seeded, so every run sees the same readings.
 
 from __future__ import annotations
 
+import math
 import pickle
 import pickletools
 from collections.abc import Callable, Iterable
@@ -924,3 +925,16 @@ def test_a_silent_station_closes_its_hour_at_the_end_a_late_one_waits(registry: 
     run(fam, frame, 3 + 1 / 6, start_ms=T0 + 3 * HOUR_MS)
     # … and once it came, no reading of the hour is due: closed, before 03:00's arrives
     assert late_st.open_hour == T0 + 3 * HOUR_MS and late_st.last_t == T0 + 170 * MINUTE_MS
+
+
+def test_a_station_that_uploads_each_hour_in_one_batch_keeps_its_hours(registry: Registry) -> None:
+    """A station whose readings of an hour arrive together a minute after it ends (a
+    logger that uploads hourly) is not taken for silent: each hour waits for its batch
+    and closes with its readings, not empty."""
+    frame = readings(["ST02"], 6, snowing(60.0, 3.0, 60, 360), noise_cm=0.3)
+    frame["arrival"] = (frame["time"] // HOUR_MS + 1) * HOUR_MS + MINUTE_MS
+    fam = family(registry)
+    run(fam, frame, 6.5)
+    hours = list(fam.stations["ST02"].hours)
+    assert len(hours) >= 5
+    assert all(math.isfinite(h.depth_cm) for h in hours), [h.depth_cm for h in hours]

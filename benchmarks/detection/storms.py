@@ -158,8 +158,10 @@ def generate(
         },
         "sensors": {
             "spike_rate": round(rng.uniform(0.0, 0.01), 4),
-            "dropout_rate": round(rng.uniform(0.0, 0.004), 4),
-            "dropout_max_readings": rng.randint(1, 12),
+            # Random dropouts are the radio's, in time: as many and as long per hour at
+            # any report interval (drawn per reading and in readings).
+            "dropout_rate": round(rng.uniform(0.0, 0.004), 4) * station_s / STATION_S,
+            "dropout_max_readings": max(1, round(rng.randint(1, 12) * STATION_S / station_s)),
             "station_burst": burst,
         },
         "events": events,

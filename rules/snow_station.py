@@ -174,7 +174,7 @@ class _Raw(NamedTuple):
     quality: float
     batt: float
     alarm: bool | None
-    arrival: int = -1  # when it arrived (-1: at its device time)
+    arrival: int  # when it arrived (its device time when the source says nothing)
 
 
 Jumps = dict[str, list[tuple[int, float]]]  # station → (time, Δ cm) of its raw jumps
@@ -211,7 +211,7 @@ class SnowStations(Family):
         if st.last_t >= 0:
             st.gaps.append(t - st.last_t)
         st.last_t = t
-        st.lags.append(max(0, raw.arrival - t) if raw.arrival >= 0 else 0)
+        st.lags.append(max(0, raw.arrival - t))
         self._set(sid, st, "offline", active=False, at=t, out=out)
         if math.isfinite(raw.batt):
             st.battery_v = raw.batt

@@ -219,6 +219,8 @@ def test_scenario_errors_name_the_problem(registry: Registry, tmp_path: Path) ->
         )
     with pytest.raises(ScenarioError, match="unknown key"):
         parse_scenario({**base, "sead": 2})
+    with pytest.raises(ScenarioError, match=r"sensors\.station_burst"):
+        parse_scenario({**base, "sensors": {"station_burst": 0}})
     bad_kind = parse_scenario(
         {
             **base,

@@ -76,11 +76,12 @@ def family_main(
     name (``--station-s`` → ``station_s``)."""
     parser = argparse.ArgumentParser(description=f"the {name} family of the detection battery")
     add_seed_options(parser)
-    for flag, kind, default, text in options:
-        parser.add_argument(flag, type=kind, default=default, help=text)
+    own = [
+        parser.add_argument(flag, type=kind, default=default, help=text).dest
+        for flag, kind, default, text in options
+    ]
     args = parser.parse_args(argv)
     base: int | tuple[int, ...] = seeds(args) if seeds else base_seed(args)
-    own = {flag.lstrip("-").replace("-", "_") for flag, *_ in options}
     t0 = time.monotonic()
     result = run(base, quick=args.quick, **{k: getattr(args, k) for k in own})
     label = base if isinstance(base, int) else ", ".join(str(s) for s in base)

@@ -14,8 +14,15 @@ the full-run figures.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
 from benchmarks.detection import storms
 from benchmarks.detection.common import HELD_OUT_SEED
+from rules.model import HOUR_MS
+from rules.params import SnowParams
+from rules.transitions import Status, Transition
 
 ON_TIME_FLOOR_PCT = 93.0  # crossings called within 1 h of the truth's crossing
 FALSE_CEILING_PER_20 = 1.0  # false or duplicate calls per 20 storm nights
@@ -39,3 +46,55 @@ def test_quick_storm_battery_meets_the_floor() -> None:
     assert false <= FALSE_CEILING_PER_20, report
     assert result.summary["uncertain_flaps_per_night"] <= UNCERTAIN_FLAPS_CEILING, report
     assert result.summary["uncertain_relevant_pct"] >= UNCERTAIN_RELEVANT_FLOOR_PCT, report
+
+
+T0 = 1_768_400_000_000 - 1_768_400_000_000 % HOUR_MS  # 2026-01-14, on the hour
+DAY = 24 * HOUR_MS
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def test_crossings_not_on_time_are_told_apart_plows_out_marginal_or_clear(
+    tmp_path: Path,
+) -> None:
+    """Three crossings on ST01 and ST02, none called: a storm that goes on to 14 cm
+    (clear), one that ends at 10.2 cm (marginal: within the figures' 2 cm of the limit),
+    and one that crosses while the truth's plows are out. All three are missed; the
+    breakdown says which is which, and a call on time counts for the clear one only
+    (docs/detection.md#dispatch, Under way and marginal)."""
+    rows = ["hour_start,station,new_snow_cm"]
+    # (first hour, cm per hour, hours)
+    for start, rate, n in ((0, 2.0, 7), (2 * DAY, 1.02, 10), (4 * DAY, 2.0, 8)):
+        for h in range(n):
+            rows += [f"{_iso(T0 + start + h * HOUR_MS)},{s},{rate}" for s in ("ST01", "ST02")]
+    (tmp_path / "snow_hourly.csv").write_text("\n".join(rows) + "\n")
+    out, back = T0 + 4 * DAY + 270 * 60_000, T0 + 4 * DAY + 330 * 60_000  # 04:30–05:30
+    trip = {"plow": "P1", "dispatched_at": _iso(out), "leave_depot": _iso(out)}
+    (tmp_path / "truth.json").write_text(
+        json.dumps({"trips": [trip | {"back_at_depot": _iso(back)}]})
+    )
+    p = SnowParams()
+
+    t = storms.score_scenario(tmp_path, [], (), p, "#0")
+    assert (t.crossings, t.missed, t.on_time) == (3, 3, 0), t.cases
+    assert (t.plows_out, t.marginal, t.clear, t.clear_on_time) == (1, 1, 1, 0), t.cases
+    assert any("(plows out)" in c for c in t.cases), t.cases
+    assert any("marginal: 2nd station peaked 10.2 cm" in c for c in t.cases), t.cases
+
+    at = datetime.fromtimestamp((T0 + 5 * HOUR_MS) / 1000, UTC)  # the clear crossing
+    call = Transition(
+        key="snow.dispatch:town",
+        rule="snow.dispatch",
+        category="snow",
+        subject="town",
+        subject_kind="town",
+        severity="critical",
+        status=Status.FIRING,
+        event_time=at,
+        detected_at=at,
+        message="除雪出動基準に達しました",
+    )
+    t = storms.score_scenario(tmp_path, [(T0 + 5 * HOUR_MS, call)], (), p, "#0")
+    assert (t.on_time, t.missed, t.clear_on_time, t.plows_out, t.marginal) == (1, 2, 1, 1, 1)

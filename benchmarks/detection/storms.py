@@ -34,7 +34,7 @@ from rules.config import RulesConfig, with_settings
 from rules.families import BY_NAME
 from rules.model import HOUR_MS, dt_to_ms
 from rules.params import SnowParams
-from rules.scoring.snow import MATCH_H, NEAR_MISS_CM, SnowTruth
+from rules.scoring.snow import MATCH_H, NEAR_MISS_CM, SnowTruth, figure_ok, figure_tolerance
 from rules.transitions import Transition
 from sensors.registry import Registry
 from simulators.scenario import Scenario, parse_scenario
@@ -303,6 +303,14 @@ class Tally:
     false: int = 0
     duplicate: int = 0
     near_miss: int = 0
+    # Of the crossings not on time: the truth's plows were out at the crossing (a
+    # dispatch already under way), or else the second station peaked within the
+    # figures' tolerance above the limit (docs/detection.md#dispatch, Under way and
+    # marginal); and how the other ("clear") crossings fared
+    plows_out: int = 0
+    marginal: int = 0
+    clear: int = 0
+    clear_on_time: int = 0
     delays_h: list[float] = field(default_factory=list)
     figures: int = 0
     figures_ok: int = 0
@@ -349,6 +357,8 @@ def score_scenario(
     used: set[int] = set()
     matched: dict[int, int] = {}  # call index → crossing
     for c in crossings:
+        kind = _kind(truth, c, p)
+        s.clear += kind == ""
         best = None
         for i, (d, _t) in enumerate(calls):
             if i in used or abs(d - c) > MATCH_H * HOUR_MS:
@@ -357,7 +367,8 @@ def score_scenario(
                 best = i
         if best is None:
             s.missed += 1
-            s.cases.append(f"{name}: missed crossing {_hhmm(c)}")
+            s.cases.append(f"{name}: missed crossing {_hhmm(c)}{kind}")
+            _not_on_time(s, kind)
             continue
         used.add(best)
         matched[best] = c
@@ -365,18 +376,42 @@ def score_scenario(
         s.delays_h.append(round(delay, 2))
         if abs(delay) <= ON_TIME_H:
             s.on_time += 1
+            s.clear_on_time += kind == ""
         else:
             if delay > 0:
                 s.late += 1
             else:
                 s.early += 1
-            s.cases.append(f"{name}: crossing {_hhmm(c)} called {delay:+.1f} h")
+            s.cases.append(f"{name}: crossing {_hhmm(c)} called {delay:+.1f} h{kind}")
+            _not_on_time(s, kind)
     for i, (d, t) in enumerate(calls):
         if i in matched:
             _figures(s, truth, t, name)
         else:
             _unmatched(s, truth, p, d=d, t=t, matched=[calls[j][0] for j in matched], name=name)
     return s
+
+
+def _kind(truth: SnowTruth, crossing: int, p: SnowParams) -> str:
+    """ "" for a clear crossing, else why it is hard to call on time: the plows were
+    out already, or the second station ended within the figures' tolerance above the
+    limit (docs/detection.md#dispatch, Under way and marginal)."""
+    if truth.plows_out(crossing):
+        return _PLOWS_OUT
+    peak = truth.crossing_peak(crossing, p)
+    if peak < p.dispatch_cm + figure_tolerance(p.dispatch_cm):
+        return f" (marginal: 2nd station peaked {peak:.1f} cm)"
+    return ""
+
+
+_PLOWS_OUT = " (plows out)"
+
+
+def _not_on_time(s: Tally, kind: str) -> None:
+    if kind == _PLOWS_OUT:
+        s.plows_out += 1
+    elif kind:
+        s.marginal += 1
 
 
 def _score_uncertain(
@@ -467,7 +502,7 @@ def _figures(s: Tally, truth: SnowTruth, t: Transition, name: str) -> None:
     for sid, value, start, end in figs:
         want = truth.totals(start, end).get(sid, 0.0)
         s.figures += 1
-        if abs(value - want) <= max(2.0, 0.2 * want):
+        if figure_ok(value, want):
             s.figures_ok += 1
         else:
             s.figure_errors.append(f"{name}: {sid} {value:.1f} cm, truth {want:.1f} cm")
@@ -581,6 +616,8 @@ def run(
     matched = t.on_time + t.late + t.early
     calls = matched + t.false + t.duplicate + t.near_miss
     on_time_pct = _pct(t.on_time, t.crossings)
+    dispatch_cm = with_settings(load_config(SAMPLE_CONFIG, environ={})).snow.dispatch_cm
+    p_limit = dispatch_cm + figure_tolerance(dispatch_cm)
     false_per_20 = 20.0 * (t.false + t.duplicate) / storms if storms else 0.0
     lines = [
         f"storms: {n * len(seeds)} scenarios, {storms} storm nights, {t.crossings} true crossings",
@@ -590,6 +627,10 @@ def run(
         f"  snow.dispatch  precision {_pct(matched, calls):.0f}% ({calls} calls: "
         f"{t.false} false, {t.duplicate} duplicate, {t.near_miss} near-miss "
         f"[truth's 2nd station ≥ {NEAR_MISS_CM:.0f} cm, reported apart])",
+        f"  snow.dispatch  not on time {t.crossings - t.on_time}: {t.plows_out} with the "
+        f"truth's plows already out, {t.marginal} marginal (2nd station peaked under "
+        f"{p_limit:g} cm); on time of the {t.clear} clear crossings: {t.clear_on_time} = "
+        f"{_pct(t.clear_on_time, t.clear):.1f}% (docs/detection.md#dispatch)",
         f"  snow.dispatch  delay {_dist(t.delays_h)}",
         f"  snow.dispatch  figures within max(2 cm, 20 %): {t.figures_ok}/{t.figures} "
         f"= {_pct(t.figures_ok, t.figures):.1f}%",
@@ -615,6 +656,7 @@ def run(
         summary={
             "dispatch_on_time_pct": on_time_pct,
             "dispatch_false_per_20": false_per_20,
+            "dispatch_clear_on_time_pct": _pct(t.clear_on_time, t.clear),
             # docs/detection.md#dispatch (Uncertain): share of warned nights with a
             # blind spell over a deciding station, and re-fires per warned night
             "uncertain_relevant_pct": _pct(t.uncertain_relevant, t.uncertain_storms),

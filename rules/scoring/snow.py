@@ -58,6 +58,8 @@ class SnowTruth:
 
     hourly: dict[int, dict[str, float]]  # hour start (ms) → station → new snow (cm)
     plowing_ends: list[int]  # ms, sorted
+    # each dispatch from its first plow leaving to its last one back (ms), sorted
+    dispatches: list[tuple[int, int]] = field(default_factory=list)
     _hours: list[int] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -67,7 +69,8 @@ class SnowTruth:
             for row in csv.DictReader(fh):
                 hourly[_ms(row["hour_start"])][row["station"]] = float(row["new_snow_cm"])
         truth = json.loads((truth_dir / "truth.json").read_text())
-        return cls(dict(hourly), sorted(_plowing_ends(truth)))
+        spans = sorted(_dispatch_spans(truth))
+        return cls(dict(hourly), sorted(end for _, end in spans), spans)
 
     def reset_ms(self, end_ms: int, p: SnowParams) -> int:
         """Start of the accumulation that hours ending at ``end_ms`` belong to."""
@@ -118,6 +121,18 @@ class SnowTruth:
         or more."""
         return max(self.second_highest(at_ms + k * HOUR_MS, p) for k in range(4))
 
+    def plows_out(self, at_ms: int) -> bool:
+        """Whether a dispatch was under way at ``at_ms``: a plow had left for it and
+        not every plow was back."""
+        return any(a <= at_ms < b for a, b in self.dispatches)
+
+    def crossing_peak(self, crossing_ms: int, p: SnowParams) -> float:
+        """The second station's highest figure in the accumulation a crossing opened,
+        until the next plowing or 12 h on (docs/detection.md#dispatch, Marginal)."""
+        nxt = min((e for e in self.plowing_ends if e > crossing_ms), default=2**62)
+        ends = [crossing_ms + k * HOUR_MS for k in range(13)]
+        return max(self.second_highest(e, p) for e in ends if e == crossing_ms or e < nxt)
+
     def second_highest(self, end_ms: int, p: SnowParams) -> float:
         """The second station's new snow of the accumulation at ``end_ms`` (the figure
         that decides a 2-station call)."""
@@ -132,16 +147,28 @@ def true_crossings(truth_dir: Path, p: SnowParams | None = None) -> list[int]:
     return SnowTruth.load(truth_dir).crossings(p or SnowParams())
 
 
-def _plowing_ends(truth: dict[str, object]) -> list[int]:
-    """The end of each dispatch: the last truth plow trip dispatched at that time."""
-    by_dispatch: dict[str, int] = {}
+def figure_ok(figure: float, truth_cm: float) -> bool:
+    """A call's station figure is right within max(2 cm, 20 %) of the truth's."""
+    return abs(figure - truth_cm) <= figure_tolerance(truth_cm)
+
+
+def figure_tolerance(truth_cm: float) -> float:
+    return max(2.0, 0.2 * truth_cm)
+
+
+def _dispatch_spans(truth: dict[str, object]) -> list[tuple[int, int]]:
+    """Each dispatch from its first truth plow trip leaving the depot to its last one
+    back (the trips dispatched at the same time); the end is the plowing's end."""
+    by_dispatch: dict[str, tuple[int, int]] = {}
     trips = truth.get("trips") or []
     assert isinstance(trips, list)
     for trip in trips:
         at = str(trip.get("dispatched_at") or trip.get("leave_depot"))
         back = trip.get("back_at_depot")
         if back:
-            by_dispatch[at] = max(by_dispatch.get(at, 0), _ms(str(back)))
+            left = _ms(str(trip.get("leave_depot") or at))
+            a, b = by_dispatch.get(at, (left, 0))
+            by_dispatch[at] = (min(a, left), max(b, _ms(str(back))))
     return list(by_dispatch.values())
 
 

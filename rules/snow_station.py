@@ -328,7 +328,7 @@ class SnowStations(Family):
             elif abs(depth - st.pending[-1][1]) <= p.spike_cm:
                 st.pending.append((t, depth))
                 t0, d0 = st.pending[0]
-                if len(st.pending) >= p.spike_confirm_readings or self._neighbour_agrees(
+                if len(st.pending) >= self._confirm(st, p, t0, d0) or self._neighbour_agrees(
                     sid, p, t0, d0 - st.acc_d
                 ):
                     # The level really changed (snow slid off, sensor re-mounted,
@@ -342,18 +342,31 @@ class SnowStations(Family):
                     self._spike(sid, st, ts, out)
                 st.pending = [(t, depth)]
                 return
-        if abs(depth - st.acc_d) > self._allowed(st, p, t) and not self._neighbour_agrees(
+        # Held: a jump beyond the allowance, and after a gap any jump a spike could
+        # make (more than twice spike_cm: the noise of a reading or two does not).
+        limit = min(self._allowed(st, p, t), 2 * p.spike_cm)
+        if abs(depth - st.acc_d) > limit and not self._neighbour_agrees(
             sid, p, t, depth - st.acc_d
         ):
             st.pending = [(t, depth)]
             return
         self._accept(st, p, t, depth)
 
+    def _confirm(self, st: _Station, p: SnowParams, t0: int, d0: float) -> int:
+        """How many readings at a held level make it the new one: two (the jump and one
+        more) when the snow that could have fallen since the last accepted reading
+        explains the jump, else ``spike_confirm_readings``. After a dropout in a storm
+        a jump of more than twice ``spike_cm`` waits for the next reading: taken at
+        once, a spike that came first after a gap was the level, and its hour counted
+        it as new snow for a day (docs/rules-snow.md#cleaning)."""
+        explained = abs(d0 - st.acc_d) <= self._allowed(st, p, t0)
+        return min(2, p.spike_confirm_readings) if explained else p.spike_confirm_readings
+
     @staticmethod
     def _allowed(st: _Station, p: SnowParams, t: int) -> float:
-        """The largest change from the accepted level that is not a spike. It grows with
-        the time since the last accepted reading: after a dropout during a storm, the
-        snow that fell meanwhile is not a spike."""
+        """The largest change from the accepted level that snow could make by ``t``: it
+        grows with the time since the last accepted reading, so after a dropout during a
+        storm, the snow that fell meanwhile is not a spike."""
         return p.spike_cm * max(1.0, (t - st.acc_t) / (p.spike_window_min * MINUTE_MS))
 
     def _neighbour_agrees(self, sid: str, p: SnowParams, t: int, delta: float) -> bool:

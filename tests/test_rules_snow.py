@@ -265,6 +265,40 @@ def test_a_lasting_step_is_a_level_not_a_spike(registry: Registry) -> None:
     assert hourly[-1].fields["depth_cm"] == pytest.approx(95.0, abs=1.0)
 
 
+def test_a_spike_first_after_a_dropout_is_not_taken_for_the_level(registry: Registry) -> None:
+    """After 2 h without a reading, the first one came back 32 cm too high (an echo off a
+    flake). Its jump was within what 2 h of snow was allowed to add, so it was taken as
+    the level at once, its hour counted it as new snow, and a day's accumulation carried
+    it into a false dispatch call (battery seed 12, #128). Now such a jump waits for
+    the next reading: back near the old level, it is a spike; a storm's real rise over a
+    dropout still counts, one reading later (docs/rules-snow.md#cleaning)."""
+    gap = (T0 + 2 * HOUR_MS, T0 + 4 * HOUR_MS)
+
+    def spike(sid: str, minute: int, row: dict[str, Any]) -> None:
+        if sid == "ST02" and minute == 240:
+            row["depth_cm"] += 32.0
+
+    for depth, edit in ((flat(80.0), spike), (snowing(80.0, 6.0, 60, 360), None)):
+        frame = readings(["ST02"], 6, depth, noise_cm=1.0, edit=edit)
+        frame = frame[~frame["time"].between(gap[0], gap[1] - 1)]
+        findings, out = run(family(registry), frame, 6)
+        hourly = {
+            p.time_ms: p.fields
+            for p in out.points
+            if p.measurement == SNOW_HOURLY and p.tags["device"] == "ST02"
+        }
+        new_snow = sum(f["new_snow_cm"] for f in hourly.values() if f["new_snow_cm"] > 0)
+        if edit is spike:
+            assert changes(findings, "snow.spike", "ST02")[:1] == [(True, gap[1])]
+            assert new_snow < 1.0, hourly
+        else:
+            assert not changes(findings, "snow.spike", "ST02")
+            # 6 cm/h from 01:00 to 06:00: 30 cm, the dropout's 12 cm with it
+            assert new_snow == pytest.approx(30.0, abs=3.0), hourly
+            # … and the first hour after it ends at its true depth (80 + 6 × 4 cm)
+            assert hourly[T0 + 4 * HOUR_MS]["depth_cm"] == pytest.approx(104.0, abs=2.0)
+
+
 def test_neighbour_agreeing_jump_is_accepted(registry: Registry) -> None:
     # ST02 and ST04 are about 0.6 km apart: both jump at once → not a spike.
     def jump(sid: str, minute: int, row: dict[str, Any]) -> None:

@@ -494,7 +494,7 @@ class SnowStations(Family):
             # Before the station's own noise is known: the vendor figure, read as ±2 σ.
             prior = self._stated_sigma(sid, p)
             new, pending = self._new_snow(
-                st, p, level, len(fit), prior=prior, sigma_now=sigma, se=se
+                st, p, level, len(fit), prior=prior, sigma_now=sigma, se=se, poor=poor
             )
             if math.isfinite(sigma) and not poor:
                 st.sigmas.append(sigma)
@@ -575,6 +575,7 @@ class SnowStations(Family):
         prior: float,
         sigma_now: float,
         se: float = math.nan,
+        poor: bool = False,
     ) -> tuple[float, float]:
         """JMA hourly new snow against a hysteresis reference (docs/rules-snow.md#new-snow).
 
@@ -585,6 +586,10 @@ class SnowStations(Family):
         The noise is the larger of the station's usual (median of 24 h) and the
         window's own: wind and falling snow raise it within the hour, and a margin
         set in the calm before the storm would let the storm's noise count as snow.
+
+        A level that rests on poor echoes (``poor``) can raise the reference but not
+        lower it: weak echoes read low for hours let it follow them down, and the good
+        echoes after the spell counted the way back up as new snow (docs/rules-snow.md).
 
         Returns (new snow, the rise above the reference not yet counted).
         """
@@ -610,6 +615,8 @@ class SnowStations(Family):
             target = level - m / 4
             new = target - st.ref
             st.ref = target
+        elif poor:
+            pass  # weak echoes are no evidence of settling
         elif level + m < st.ref:
             st.ref = level + m
         elif level < st.ref:

@@ -789,6 +789,35 @@ def test_weak_echoes_in_snowfall_count_like_good_ones(registry: Registry) -> Non
     assert merged < 0.85 * apart, (merged, apart)
 
 
+def test_weak_echoes_that_read_low_do_not_lower_the_reference(registry: Registry) -> None:
+    """Recorded from the battery (seed 13, #88): ST07's readings through a storm that
+    adds about 6 cm (108.8 → 115 cm), with a 2.8 h poor-echo spell scattering by ±15 cm.
+    The spell's hours rest on the weak echoes and read 97–102 cm. The reference
+    followed them down as if the snow had settled, and when good echoes came back at
+    115 cm the way back up counted as new snow: 11.8 cm, a false call. A level from
+    poor echoes may show snow, not settling (docs/rules-snow.md#new-snow)."""
+    rec = pd.read_csv(FIXTURES / "snow" / "poor_spell_st07.csv", comment="#")
+    t = T0 + rec["minute"] * MINUTE_MS
+    frame = pd.DataFrame(
+        {
+            "time": t,
+            "arrival": t,
+            "device": "ST07",
+            "depth_cm": rec["depth_cm"],
+            "distance_mm": np.nan,
+            "air_temp_c": -8.4,
+            "quality": rec["quality"],
+            "battery_v": 3.6,
+            "alarm_low_battery": False,
+        }
+    )
+    _, out = run(family(registry), frame, 16)
+    hourly = [p.fields for p in out.points if p.measurement == SNOW_HOURLY]
+    assert min(f["depth_cm"] for f in hourly) < 100.0, hourly  # the spell read low …
+    new_snow = sum(f["new_snow_cm"] for f in hourly if f["new_snow_cm"] > 0)
+    assert new_snow == pytest.approx(6.2, abs=2.0), hourly  # … and counts no snow for it
+
+
 def test_a_call_left_unplowed_gives_way_to_the_next_storm(registry: Registry) -> None:
     """Nobody plowed after last night's call; 24 h later the window has slid past that
     snow and a new storm crosses the threshold: it gets its own call instead of hiding

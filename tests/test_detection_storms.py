@@ -22,7 +22,7 @@ from benchmarks.detection import storms
 from benchmarks.detection.common import HELD_OUT_SEED
 from rules.model import HOUR_MS
 from rules.params import SnowParams
-from rules.transitions import Status, Transition
+from tests.snow_support import dispatch_call
 
 ON_TIME_FLOOR_PCT = 93.0  # crossings called within 1 h of the truth's crossing
 FALSE_CEILING_PER_20 = 1.0  # false or duplicate calls per 20 storm nights
@@ -83,18 +83,6 @@ def test_crossings_not_on_time_are_told_apart_plows_out_marginal_or_clear(
     assert any("(plows out)" in c for c in t.cases), t.cases
     assert any("marginal: 2nd station peaked 10.2 cm" in c for c in t.cases), t.cases
 
-    at = datetime.fromtimestamp((T0 + 5 * HOUR_MS) / 1000, UTC)  # the clear crossing
-    call = Transition(
-        key="snow.dispatch:town",
-        rule="snow.dispatch",
-        category="snow",
-        subject="town",
-        subject_kind="town",
-        severity="critical",
-        status=Status.FIRING,
-        event_time=at,
-        detected_at=at,
-        message="除雪出動基準に達しました",
-    )
-    t = storms.score_scenario(tmp_path, [(T0 + 5 * HOUR_MS, call)], (), p, "#0")
+    clear_call = dispatch_call(T0 + 5 * HOUR_MS)  # at the clear crossing
+    t = storms.score_scenario(tmp_path, [clear_call], (), p, "#0")
     assert (t.on_time, t.missed, t.clear_on_time, t.plows_out, t.marginal) == (1, 2, 1, 1, 1)

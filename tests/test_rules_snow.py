@@ -29,9 +29,9 @@ from rules.snow import SnowFamily
 from rules.snow_station import _Station, _track_step
 from rules.sources import RecordedSource
 from rules.state import MemoryState
-from rules.transitions import Status, Transition
 from sensors.registry import Registry
 from tests.conftest import REPO, SAMPLE_CONFIG
+from tests.snow_support import dispatch_call
 
 T0 = 1_768_400_000_000 - 1_768_400_000_000 % HOUR_MS  # 2026-01-14, on the hour
 STEP = 10 * MINUTE_MS
@@ -945,25 +945,10 @@ def test_scenario_scorer_names_near_misses_apart_from_false_calls(tmp_path: Path
     (tmp_path / "truth.json").write_text('{"trips": []}')
     (tmp_path / "faults.csv").write_text("device,kind,fault,start,end,source,detail\n")
 
-    def call(at_ms: int) -> tuple[int, Transition]:
-        at = pd.Timestamp(at_ms, unit="ms", tz="UTC").to_pydatetime()
-        return at_ms, Transition(
-            key="snow.dispatch:town",
-            rule="snow.dispatch",
-            category="snow",
-            subject="town",
-            subject_kind="town",
-            severity="critical",
-            status=Status.FIRING,
-            event_time=at,
-            detected_at=at,
-            message="除雪出動基準に達しました",
-        )
-
     calls = [
-        call(T0 + 5 * HOUR_MS),
-        call(T0 + 2 * day + 4 * HOUR_MS),
-        call(T0 + 4 * day + 3 * HOUR_MS),
+        dispatch_call(T0 + 5 * HOUR_MS),
+        dispatch_call(T0 + 2 * day + 4 * HOUR_MS),
+        dispatch_call(T0 + 4 * day + 3 * HOUR_MS),
     ]
     dispatch = next(s for s in snow_scoring.score(tmp_path, calls, []) if s.rule == "snow.dispatch")
     assert (dispatch.true_positives, dispatch.false_positives, dispatch.missed) == (1, 1, 0)

@@ -393,9 +393,10 @@ def score_scenario(
 
 
 def _kind(truth: SnowTruth, crossing: int, p: SnowParams) -> str:
-    """ "" for a clear crossing, else why it is hard to call on time: the plows were
-    out already, or the second station ended within the figures' tolerance above the
-    limit (docs/detection.md#dispatch, Under way and marginal)."""
+    """Why a crossing is hard to call on time, as a note for its case line: the plows
+    were out already, or the second station ended within the figures' tolerance above
+    the limit (docs/detection.md#dispatch, Under way and marginal); empty for a clear
+    crossing."""
     if truth.plows_out(crossing):
         return _PLOWS_OUT
     peak = truth.crossing_peak(crossing, p)

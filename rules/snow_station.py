@@ -352,14 +352,15 @@ class SnowStations(Family):
             return
         self._accept(st, p, t, depth)
 
-    def _confirm(self, st: _Station, p: SnowParams, t0: int, d0: float) -> int:
+    @classmethod
+    def _confirm(cls, st: _Station, p: SnowParams, t0: int, d0: float) -> int:
         """How many readings at a held level make it the new one: two (the jump and one
         more) when the snow that could have fallen since the last accepted reading
         explains the jump, else ``spike_confirm_readings``. After a dropout in a storm
         a jump of more than twice ``spike_cm`` waits for the next reading: taken at
         once, a spike that came first after a gap was the level, and its hour counted
         it as new snow for a day (docs/rules-snow.md#cleaning)."""
-        explained = abs(d0 - st.acc_d) <= self._allowed(st, p, t0)
+        explained = abs(d0 - st.acc_d) <= cls._allowed(st, p, t0)
         return min(2, p.spike_confirm_readings) if explained else p.spike_confirm_readings
 
     @staticmethod

@@ -357,8 +357,8 @@ def score_scenario(
     used: set[int] = set()
     matched: dict[int, int] = {}  # call index → crossing
     for c in crossings:
-        kind = _kind(truth, c, p)
-        s.clear += kind == ""
+        kind, note = _kind(truth, c, p)
+        s.clear += not kind
         best = None
         for i, (d, _t) in enumerate(calls):
             if i in used or abs(d - c) > MATCH_H * HOUR_MS:
@@ -367,7 +367,7 @@ def score_scenario(
                 best = i
         if best is None:
             s.missed += 1
-            s.cases.append(f"{name}: missed crossing {_hhmm(c)}{kind}")
+            s.cases.append(f"{name}: missed crossing {_hhmm(c)}{note}")
             _not_on_time(s, kind)
             continue
         used.add(best)
@@ -376,13 +376,13 @@ def score_scenario(
         s.delays_h.append(round(delay, 2))
         if abs(delay) <= ON_TIME_H:
             s.on_time += 1
-            s.clear_on_time += kind == ""
+            s.clear_on_time += not kind
         else:
             if delay > 0:
                 s.late += 1
             else:
                 s.early += 1
-            s.cases.append(f"{name}: crossing {_hhmm(c)} called {delay:+.1f} h{kind}")
+            s.cases.append(f"{name}: crossing {_hhmm(c)} called {delay:+.1f} h{note}")
             _not_on_time(s, kind)
     for i, (d, t) in enumerate(calls):
         if i in matched:
@@ -392,26 +392,29 @@ def score_scenario(
     return s
 
 
-def _kind(truth: SnowTruth, crossing: int, p: SnowParams) -> str:
-    """Why a crossing is hard to call on time, as a note for its case line: the plows
-    were out already, or the second station ended within the figures' tolerance above
-    the limit (docs/detection.md#dispatch, Under way and marginal); empty for a clear
-    crossing."""
+def _kind(truth: SnowTruth, crossing: int, p: SnowParams) -> tuple[str, str]:
+    """Why a crossing is hard to call on time (docs/detection.md#dispatch, Under way and
+    marginal): the plows were out already, or the second station ended within the
+    figures' tolerance above the limit; with the note for its case line. ("", "") for a
+    clear crossing."""
     if truth.plows_out(crossing):
-        return _PLOWS_OUT
+        return "plows_out", " (plows out)"
     peak = truth.crossing_peak(crossing, p)
-    if peak < p.dispatch_cm + figure_tolerance(p.dispatch_cm):
-        return f" (marginal: 2nd station peaked {peak:.1f} cm)"
-    return ""
+    if peak < marginal_cm(p):
+        return "marginal", f" (marginal: 2nd station peaked {peak:.1f} cm)"
+    return "", ""
 
 
-_PLOWS_OUT = " (plows out)"
+def marginal_cm(p: SnowParams) -> float:
+    """Below this, a crossing's second station ended within the figures' tolerance
+    above the limit."""
+    return p.dispatch_cm + figure_tolerance(p.dispatch_cm)
 
 
 def _not_on_time(s: Tally, kind: str) -> None:
-    if kind == _PLOWS_OUT:
+    if kind == "plows_out":
         s.plows_out += 1
-    elif kind:
+    elif kind == "marginal":
         s.marginal += 1
 
 
@@ -604,11 +607,13 @@ def run(
     measurements each reading is the median of."""
     seeds = (base_seeds,) if isinstance(base_seeds, int) else tuple(base_seeds)
     n = QUICK_SCENARIOS if quick else FULL_SCENARIOS
+    cfg = load_config(SAMPLE_CONFIG, environ={})
+    rcfg = with_settings(cfg)
     t = Tally()
     per_seed = []
     for seed in seeds:
         tag = f"{seed} " if len(seeds) > 1 else ""
-        one, _ = battery(seed, n, tag=tag, station_s=station_s, burst=burst)
+        one, _ = battery(seed, n, cfg=cfg, rcfg=rcfg, tag=tag, station_s=station_s, burst=burst)
         per_seed.append(
             f"{seed} {one.on_time}/{one.crossings} = {_pct(one.on_time, one.crossings):.1f}%"
         )
@@ -617,8 +622,6 @@ def run(
     matched = t.on_time + t.late + t.early
     calls = matched + t.false + t.duplicate + t.near_miss
     on_time_pct = _pct(t.on_time, t.crossings)
-    dispatch_cm = with_settings(load_config(SAMPLE_CONFIG, environ={})).snow.dispatch_cm
-    p_limit = dispatch_cm + figure_tolerance(dispatch_cm)
     false_per_20 = 20.0 * (t.false + t.duplicate) / storms if storms else 0.0
     lines = [
         f"storms: {n * len(seeds)} scenarios, {storms} storm nights, {t.crossings} true crossings",
@@ -630,8 +633,9 @@ def run(
         f"[truth's 2nd station ≥ {NEAR_MISS_CM:.0f} cm, reported apart])",
         f"  snow.dispatch  not on time {t.crossings - t.on_time}: {t.plows_out} with the "
         f"truth's plows already out, {t.marginal} marginal (2nd station peaked under "
-        f"{p_limit:g} cm); on time of the {t.clear} clear crossings: {t.clear_on_time} = "
-        f"{_pct(t.clear_on_time, t.clear):.1f}% (docs/detection.md#dispatch)",
+        f"{marginal_cm(rcfg.snow):g} cm); on time of the {t.clear} clear crossings: "
+        f"{t.clear_on_time} = {_pct(t.clear_on_time, t.clear):.1f}% "
+        "(docs/detection.md#dispatch)",
         f"  snow.dispatch  delay {_dist(t.delays_h)}",
         f"  snow.dispatch  figures within max(2 cm, 20 %): {t.figures_ok}/{t.figures} "
         f"= {_pct(t.figures_ok, t.figures):.1f}%",

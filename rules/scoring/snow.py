@@ -25,6 +25,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from rules.model import HOUR_MS, Point, dt_to_ms
@@ -57,10 +58,14 @@ class SnowTruth:
     """The truth's hourly new snow per station and the ends of its plowing."""
 
     hourly: dict[int, dict[str, float]]  # hour start (ms) → station → new snow (cm)
-    plowing_ends: list[int]  # ms, sorted
     # each dispatch from its first plow leaving to its last one back (ms), sorted
     dispatches: list[tuple[int, int]] = field(default_factory=list)
     _hours: list[int] = field(default_factory=list, repr=False)
+
+    @cached_property
+    def plowing_ends(self) -> list[int]:
+        """The end of each dispatch (the last plow back), ms, sorted."""
+        return sorted(end for _, end in self.dispatches)
 
     @classmethod
     def load(cls, truth_dir: Path) -> SnowTruth:
@@ -69,8 +74,7 @@ class SnowTruth:
             for row in csv.DictReader(fh):
                 hourly[_ms(row["hour_start"])][row["station"]] = float(row["new_snow_cm"])
         truth = json.loads((truth_dir / "truth.json").read_text())
-        spans = sorted(_dispatch_spans(truth))
-        return cls(dict(hourly), sorted(end for _, end in spans), spans)
+        return cls(dict(hourly), sorted(_dispatch_spans(truth)))
 
     def reset_ms(self, end_ms: int, p: SnowParams) -> int:
         """Start of the accumulation that hours ending at ``end_ms`` belong to."""

@@ -11,8 +11,9 @@ warns at once. The per-station cleaning chain is :mod:`rules.snow_station`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from rules.model import (
@@ -106,6 +107,9 @@ class SnowTown(SnowStations):
     # stations the active uncertainty warning names; when the last one ended (class
     # defaults: older state)
     uncertain_sids: tuple[str, ...] = ()
+    # town rule → the stations its active (or last) call counted (class default: older
+    # state; replaced, never changed in place)
+    call_sids: Mapping[str, tuple[str, ...]] = MappingProxyType({})
     uncertain_ended_ms: int = -1
     # the last town rows and what they were computed from (never pickled: derived)
     _rows_cache: tuple[tuple[Any, ...], list[_Row]] | None = None
@@ -204,8 +208,21 @@ class SnowTown(SnowStations):
                 self._hold(rows, hits, stage=stage, was=was, now_ms=upto_ms or now_ms, tp=tp)
             healthy = [x for x in hits if tp.blind_trend_h > 0 or self._healthy(x.st)]
             pool = hits if was[0] else healthy  # faults only keep a call from starting
-            ok = len(pool) >= tp.dispatch_stations
             pool.sort(key=lambda x: (x.at, x.sid))
+            ok = len(pool) >= tp.dispatch_stations
+            if ok and not was[0] and rule in self.town_status:
+                # A call that ended starts again only on stations it did not count, or
+                # that reached the threshold in the hour it ended or since: a figure
+                # read again from a later start (the 24 h window sliding over the quiet
+                # hours before the storm) may reach it again at the old hour, on the
+                # snow the call was about (docs/rules-snow.md#snowdispatch).
+                called = self.call_sids.get(rule, ())
+                new = [x for x in pool if x.sid not in called or x.at >= was[1]]
+                ok = len(new) >= tp.dispatch_stations
+            if ok:
+                counted = (*self.call_sids.get(rule, ()),) if was[0] else ()
+                sids = tuple(sorted({*counted, *(x.sid for x in pool)}))
+                self.call_sids = {**self.call_sids, rule: sids}
             at = pool[tp.dispatch_stations - 1].at if ok else self._clear_at(rows, was, now_ms)
             self._town_finding(rule, stage=stage, ok=ok, at=at, pool=pool, tp=tp, out=out)
             if stage is None and upto_ms is None:

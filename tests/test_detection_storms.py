@@ -15,7 +15,7 @@ the full-run figures.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from benchmarks.detection import storms
@@ -50,6 +50,7 @@ def test_quick_storm_battery_meets_the_floor() -> None:
 
 T0 = 1_768_400_000_000 - 1_768_400_000_000 % HOUR_MS  # 2026-01-14, on the hour
 DAY = 24 * HOUR_MS
+JST = timezone(timedelta(hours=9))
 
 
 def _iso(ms: int) -> str:
@@ -86,3 +87,29 @@ def test_crossings_not_on_time_are_told_apart_plows_out_marginal_or_clear(
     clear_call = dispatch_call(T0 + 5 * HOUR_MS)  # at the clear crossing
     t = storms.score_scenario(tmp_path, [clear_call], (), p, "#0")
     assert (t.on_time, t.missed, t.clear_on_time, t.plows_out, t.marginal) == (1, 2, 1, 1, 1)
+
+
+def test_a_call_that_counts_from_a_later_plowing_is_about_the_crossing_after_it(
+    tmp_path: Path,
+) -> None:
+    """4 cm/h on ST01 and ST02: the threshold is crossed at 03:00, the plows go out at
+    03:10 and are back at 03:40, and the snow since crosses it again at 06:00. A call at
+    05:30 that counts from the plowing (「除雪 03:40 終了から」) is about the second
+    crossing, on time, not 2.5 h late for the first (docs/detection.md#dispatch)."""
+    rows = ["hour_start,station,new_snow_cm"]
+    rows += [f"{_iso(T0 + h * HOUR_MS)},{s},4.0" for h in range(8) for s in ("ST01", "ST02")]
+    (tmp_path / "snow_hourly.csv").write_text("\n".join(rows) + "\n")
+    out, back = T0 + 190 * 60_000, T0 + 220 * 60_000  # 03:10–03:40
+    trip = {"plow": "P1", "dispatched_at": _iso(out), "leave_depot": _iso(out)}
+    (tmp_path / "truth.json").write_text(
+        json.dumps({"trips": [trip | {"back_at_depot": _iso(back)}]})
+    )
+    p = SnowParams()
+    call = dispatch_call(T0 + 330 * 60_000, since_ms=T0 + 3 * HOUR_MS)
+
+    t = storms.score_scenario(tmp_path, [call], (), p, "#0")
+    assert t.crossings == 2, t.cases
+    assert (t.on_time, t.late, t.missed) == (1, 0, 1), t.cases
+    assert t.delays_h == [-0.5], t.cases
+    first = datetime.fromtimestamp((T0 + 3 * HOUR_MS) / 1000, JST).strftime("%m-%d %H:%M")
+    assert t.cases == [f"#0: missed crossing {first}"], t.cases

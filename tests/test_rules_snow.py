@@ -835,6 +835,36 @@ def test_a_call_left_unplowed_gives_way_to_the_next_storm(registry: Registry) ->
     assert T0 + 31 * HOUR_MS <= calls[1][1] <= T0 + 33 * HOUR_MS, hhmm(calls[1][1])
 
 
+def test_a_call_that_ended_unplowed_does_not_start_again_on_the_same_snow(
+    registry: Registry,
+) -> None:
+    """Recorded from the battery (seed 17 #91): a slow storm on two stations crosses the
+    threshold in the morning and nobody plows. After the hold, ST10's figure, read from
+    the 24 h window's later start, no longer reaches 10 cm and the call ends; an hour
+    later, read from the next start, it reaches it again at the old hour. That is the
+    same snow, still in the window: the truth has one crossing and one call is right.
+    The call of the next storm is kept by ``test_a_call_left_unplowed_gives_way…``."""
+    rec = pd.read_csv(FIXTURES / "snow" / "unplowed_st04_st10.csv", comment="#")
+    t = T0 + rec["minute"] * MINUTE_MS
+    frame = pd.DataFrame(
+        {
+            "time": t,
+            "arrival": t,
+            "device": rec["station"],
+            "depth_cm": rec["depth_cm"],
+            "distance_mm": np.nan,
+            "air_temp_c": rec["air_temp_c"],
+            "quality": rec["quality"],
+            "battery_v": 3.6,
+            "alarm_low_battery": False,
+        }
+    ).sort_values(["device", "time"], kind="stable")
+    findings, _ = run(family(registry), frame, 38)
+    calls = [c for c in changes(findings, "snow.dispatch") if c[0]]
+    assert len(calls) == 1, [hhmm(c[1]) for c in calls]
+    assert T0 + 25 * HOUR_MS <= calls[0][1] <= T0 + 27 * HOUR_MS, hhmm(calls[0][1])
+
+
 def test_depth_track_follows_a_noisy_storm_closer_than_the_line(registry: Registry) -> None:
     """The hourly level from a depth-and-rate track of every reading, each weighted by
     its scatter, lies closer to the true depth than a Theil–Sen line through the last

@@ -34,7 +34,14 @@ from rules.config import RulesConfig, with_settings
 from rules.families import BY_NAME
 from rules.model import HOUR_MS, dt_to_ms
 from rules.params import SnowParams
-from rules.scoring.snow import MATCH_H, NEAR_MISS_CM, SnowTruth, figure_ok, figure_tolerance
+from rules.scoring.snow import (
+    MATCH_H,
+    NEAR_MISS_CM,
+    SnowTruth,
+    figure_ok,
+    figure_tolerance,
+    since_of,
+)
 from rules.transitions import Transition
 from sensors.registry import Registry
 from simulators.scenario import Scenario, parse_scenario
@@ -360,8 +367,8 @@ def score_scenario(
         kind, note = _kind(truth, c, p)
         s.clear += not kind
         best = None
-        for i, (d, _t) in enumerate(calls):
-            if i in used or abs(d - c) > MATCH_H * HOUR_MS:
+        for i, (d, t) in enumerate(calls):
+            if i in used or abs(d - c) > MATCH_H * HOUR_MS or not truth.about(c, d, since_of(t)):
                 continue
             if best is None or abs(d - c) < abs(calls[best][0] - c):
                 best = i
@@ -494,9 +501,9 @@ def _unmatched(
 
 def _figures(s: Tally, truth: SnowTruth, t: Transition, name: str) -> None:
     """Each station's figure against the truth for the window the message states."""
-    since = t.values.get("since_ms")
+    since = since_of(t)
     figures = t.values.get("figures")
-    if not isinstance(since, int) or not isinstance(figures, str):
+    if since is None or not isinstance(figures, str):
         # Older messages state no machine-readable window: read the first figure and
         # its "(HH:MM–HH:MM)" span from the text.
         figs = _legacy_figures(t)

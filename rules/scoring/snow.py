@@ -28,7 +28,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from rules.model import HOUR_MS, Point, dt_to_ms
+from rules.model import HOUR_MS, Point, dt_to_ms, floor_hour
 from rules.params import SnowParams
 from rules.scoring import Score
 from rules.transitions import Transition
@@ -130,6 +130,18 @@ class SnowTruth:
         not every plow was back."""
         return any(a <= at_ms < b for a, b in self.dispatches)
 
+    def about(self, crossing_ms: int, call_ms: int, since_ms: int | None) -> bool:
+        """Whether a call can be about a crossing: it came after the plowing that opened
+        the crossing's accumulation, and it counts from before the plowing that closed
+        it (a call that states a window from a later plowing is about the snow since
+        then; docs/detection.md#dispatch). ``since_ms``: the window the call states,
+        None for a call that states none."""
+        before = [e for e in self.plowing_ends if e <= crossing_ms]
+        if before and call_ms < before[-1]:
+            return False
+        after = [e for e in self.plowing_ends if e > crossing_ms]
+        return not (after and since_ms is not None and since_ms >= floor_hour(after[0]))
+
     def crossing_peak(self, crossing_ms: int, p: SnowParams) -> float:
         """The second station's highest figure in the accumulation a crossing opened,
         until the next plowing or 12 h on (docs/detection.md#dispatch, Marginal)."""
@@ -149,6 +161,12 @@ def true_crossings(truth_dir: Path, p: SnowParams | None = None) -> list[int]:
     """End-of-hour times (ms) at which the truth's new snow since the last plowing
     reached the dispatch threshold at enough stations (one per accumulation)."""
     return SnowTruth.load(truth_dir).crossings(p or SnowParams())
+
+
+def since_of(t: Transition) -> int | None:
+    """The start of the window a call states (``since_ms``), if it states one."""
+    since = t.values.get("since_ms")
+    return since if isinstance(since, int) else None
 
 
 def figure_ok(figure: float, truth_cm: float) -> bool:
@@ -192,7 +210,14 @@ def _score_dispatch(truth_dir: Path, firings: list[tuple[int, Transition]]) -> S
     used: set[int] = set()
     for c in crossings:
         match = next(
-            (d for d, _ in fired if d not in used and abs(d - c) <= MATCH_H * HOUR_MS), None
+            (
+                d
+                for d, t in fired
+                if d not in used
+                and abs(d - c) <= MATCH_H * HOUR_MS
+                and truth.about(c, d, since_of(t))
+            ),
+            None,
         )
         if match is None:
             s.missed += 1

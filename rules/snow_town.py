@@ -44,6 +44,11 @@ TOWN = "town"
 
 
 RATE_SPAN_H = 2
+# The snow began (「降り始め」) with the rise that brought a station's figure to
+# SNOW_BEGAN_CM (the JMA's smallest snowfall depth), its hours each rising by more than
+# RISE_CM; an uncounted rise of a few millimetres that falls back is noise.
+SNOW_BEGAN_CM = 1.0
+RISE_CM = 0.2
 
 
 def _rate(figures: list[tuple[int, float]], end: int) -> float:
@@ -77,6 +82,7 @@ class _Row(NamedTuple):
     rate: float  # the figure's current hourly rate
     # the figure is carried on at the rate last seen since this hour end (-1: measured)
     blind_since: int = -1
+    began: int = -1  # start of the hour the snow began in (-1: none; SNOW_BEGAN_CM)
 
 
 class _Hit(NamedTuple):
@@ -91,10 +97,11 @@ class _Hit(NamedTuple):
     last: _Hour
     rate: float
     blind_since: int = -1
+    began: int = -1
 
 
 def _hit(r: _Row, at: int) -> _Hit:
-    return _Hit(at, r.sid, r.st, r.total, r.first, r.end, r.last, r.rate, r.blind_since)
+    return _Hit(at, r.sid, r.st, r.total, r.first, r.end, r.last, r.rate, r.blind_since, r.began)
 
 
 class SnowTown(SnowStations):
@@ -184,6 +191,7 @@ class SnowTown(SnowStations):
                     hours,
                     rate,
                     fig.blind_since,
+                    fig.began,
                 )
             )
         return rows
@@ -323,7 +331,7 @@ class SnowTown(SnowStations):
         town_rate = max((r.rate for r in rows), default=0.0)
         blind: list[tuple[str, str, _Station, float]] = []
         hits = 0
-        for sid, st, p, total, _first, _end, crossed, thr, _last, hours, _rate, _bs in rows:
+        for sid, st, p, total, _first, _end, crossed, thr, _last, hours, _rate, _bs, _began in rows:
             held = was and sid in self.uncertain_sids
             if thr in crossed or total >= thr:
                 hits += 1  # counted (seen or not): its blindness no longer holds the call
@@ -430,6 +438,14 @@ class SnowTown(SnowStations):
         else:
             since = min((x.first for x in shown if x.first >= 0), default=end)
             from_ja, from_en = "降り始めから", "since it began"
+            began = min((x.began for x in shown if x.began >= 0), default=since)
+            if began - since > HOUR_MS:
+                # The figures count from the first hour above the reference; say when
+                # the snow itself began (docs/rules-snow.md#snowdispatch).
+                from_ja, from_en = (
+                    f"降り始め {hhmm(began)} 頃",
+                    f"snow began about {hhmm(began)}",
+                )
         for i, x in enumerate(shown):
             station = self.registry.stations.get(x.sid)
             ja, en = _figure_text(x, f"{station.name} " if station and i == 0 else "")
@@ -526,6 +542,17 @@ class _Figure:
     crossed: dict[float, int] = field(default_factory=dict)  # level → hour end reached
     figures: list[tuple[int, float]] = field(default_factory=list)  # (hour end, figure)
     blind_since: int = -1  # the figure is carried on a trend since this hour end
+    began: int = -1  # start of the hour the snow began in (-1: none; SNOW_BEGAN_CM)
+
+    def note_start(self, hour_start: int) -> None:
+        """After the figure of the hour starting at ``hour_start``: where the window
+        starts (the first hour above the reference) and when the snow began."""
+        if self.first < 0 and self.total > 0:
+            self.first = hour_start
+        if self.total < SNOW_BEGAN_CM:
+            self.began = -1  # an uncounted rise that fell back: noise, not the snow
+        elif self.began < 0:
+            self.began = _rise_began(self.figures)
 
 
 def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: float) -> _Figure:
@@ -566,12 +593,23 @@ def _station_figure(hours: Sequence[_Hour], start: int, tp: SnowParams, thr: flo
         f.figures.append((hend, f.total))
         if f.blind_since < 0:
             seen = (hend, f.total, _rate(f.figures, hend))
-        if f.first < 0 and f.total > 0:
-            f.first = h.start
+        f.note_start(h.start)
         for level in (thr, *tp.stages_cm):
             if f.total >= level and level not in f.crossed:
                 f.crossed[level] = hend
     return f
+
+
+def _rise_began(figures: Sequence[tuple[int, float]]) -> int:
+    """Start of the first hour of the rise that brought the figure to where it is: the
+    newest hours that each rose by more than ``RISE_CM``."""
+    i = len(figures) - 1
+    while i > 0:
+        before = figures[i - 2][1] if i >= 2 else 0.0
+        if figures[i - 1][1] - before <= RISE_CM:
+            break
+        i -= 1
+    return figures[i][0] - HOUR_MS
 
 
 def _baseline_shift(hours: Sequence[_Hour], start: int, tp: SnowParams) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 import pickletools
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -606,6 +607,29 @@ def test_call_states_its_window_and_hourly_rate(registry: Registry) -> None:
     hours = (call.at_ms - max(since, T0 + 2 * HOUR_MS)) / HOUR_MS
     figures = dict(x.split("=") for x in str(call.values["figures"]).split(","))
     assert all(abs(float(v) - 3.0 * hours) <= 2.0 for v in figures.values()), (figures, hours)
+
+
+def test_call_says_when_the_snow_began(registry: Registry) -> None:
+    """「(降り始めから)」: after twelve quiet hours, snow from the 12th. The figures count
+    from the first hour whose level stood above the reference, which noise of a few
+    millimetres makes one of the first hours of data; the call said the snow began
+    then. It now says when the snow began, within 2 h of the truth: 「(降り始め 11:00
+    頃)」. One seed in six counted noise of its own early on (the hysteresis released
+    it), and its window says so."""
+    began = []
+    for seed in range(6):
+        depth = snowing(60.0, 3.0, 12 * 60, 18 * 60)
+        frame = readings(["ST01", "ST06"], 19, depth, seed=seed)
+        findings, _ = run(family(registry), frame, 17)
+        call = next(f for f in findings if f.rule == "snow.dispatch" and f.active)
+        said = re.search(r"\(降り始め (\d\d:\d\d) 頃\)", call.message)
+        since = call.values["since_ms"]
+        assert isinstance(since, int)
+        began.append(said.group(1) if said else hhmm(since))
+        if said:
+            assert f"snow began about {said.group(1)}" in call.message_en, call.message_en
+    near = {hhmm(T0 + h * HOUR_MS) for h in (10, 11, 12)}
+    assert sum(b in near for b in began) >= 5, (began, near)
 
 
 def test_uncertainty_warning_holds_through_a_flickering_echo(registry: Registry) -> None:

@@ -114,10 +114,10 @@ class SnowTown(SnowStations):
     # stations the active uncertainty warning names; when the last one ended (class
     # defaults: older state)
     uncertain_sids: tuple[str, ...] = ()
+    uncertain_ended_ms: int = -1
     # town rule → the stations its active (or last) call counted (class default: older
     # state; replaced, never changed in place)
     call_sids: Mapping[str, tuple[str, ...]] = MappingProxyType({})
-    uncertain_ended_ms: int = -1
     # the last town rows and what they were computed from (never pickled: derived)
     _rows_cache: tuple[tuple[Any, ...], list[_Row]] | None = None
 
@@ -228,7 +228,7 @@ class SnowTown(SnowStations):
                 new = [x for x in pool if x.sid not in called or x.at >= was[1]]
                 ok = len(new) >= tp.dispatch_stations
             if ok:
-                counted = (*self.call_sids.get(rule, ()),) if was[0] else ()
+                counted = self.call_sids.get(rule, ()) if was[0] else ()
                 sids = tuple(sorted({*counted, *(x.sid for x in pool)}))
                 self.call_sids = {**self.call_sids, rule: sids}
             at = pool[tp.dispatch_stations - 1].at if ok else self._clear_at(rows, was, now_ms)

@@ -669,6 +669,7 @@ def run(
             "dispatch_on_time_pct": on_time_pct,
             "dispatch_false_per_20": false_per_20,
             "dispatch_clear_on_time_pct": _pct(t.clear_on_time, t.clear),
+            "dispatch_figures_pct": _pct(t.figures_ok, t.figures),
             # docs/detection.md#dispatch (Uncertain): share of warned nights with a
             # blind spell over a deciding station, and re-fires per warned night
             "uncertain_relevant_pct": _pct(t.uncertain_relevant, t.uncertain_storms),

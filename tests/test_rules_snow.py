@@ -610,7 +610,7 @@ def test_call_states_its_window_and_hourly_rate(registry: Registry) -> None:
 
 
 def test_call_says_when_the_snow_began(registry: Registry) -> None:
-    """「(降り始めから)」: after twelve quiet hours, snow from the 12th. The figures count
+    """「(降り始めから)」: twelve quiet hours, then snow at 3 cm/h. The figures count
     from the first hour whose level stood above the reference, which noise of a few
     millimetres makes one of the first hours of data; the call said the snow began
     then. It now says when the snow began, within 2 h of the truth: 「(降り始め 11:00

@@ -94,9 +94,11 @@ def normalise(df: pd.DataFrame, fields: tuple[str, ...], arrival: Arrival = "lag
     lag = pd.to_numeric(df[LAG_FIELD], errors="coerce").fillna(0.0).clip(lower=0.0)
     if arrival == "device":
         lag = lag * 0.0
-    out = pd.DataFrame(
-        {"time": time.to_numpy(), "arrival": (time + (lag * 1000).astype("int64")).to_numpy()}
-    )
+    # lag_s is stored to the millisecond; truncating lag × 1000 (16682.599 s is
+    # 16682598.99… ms) made some points of one instant arrive 1 ms early, and a catch-up
+    # fed a station's later readings before its earlier ones, which it then dropped.
+    arrived = time + np.rint(lag.to_numpy() * 1000).astype("int64")
+    out = pd.DataFrame({"time": time.to_numpy(), "arrival": arrived.to_numpy()})
     out["device"] = df["device"].astype(str).to_numpy()
     for f in fields:
         values = df[f]

@@ -22,7 +22,7 @@ from rules import backtest
 from rules.config import RulesConfig
 from rules.engine import Engine, steps
 from rules.model import HOUR_MS, MINUTE_MS, Family, Finding, Output
-from rules.sources import LiveSource, RecordedSource
+from rules.sources import LiveSource, RecordedSource, normalise
 from rules.state import MemoryState, SqliteState
 from rules.transitions import Category, Severity, Status, read_outbox
 from sensors.registry import Registry
@@ -180,3 +180,26 @@ def test_queries_keep_device_ids_as_text_and_report_a_missing_database(
     wrong = InfluxQuery(InfluxConfig(url=influx.url, database=f"{tag}_missing"))
     with pytest.raises(QueryError, match="database not found"):
         wrong.frame('SELECT "x" FROM "m"')
+
+
+def test_points_received_in_one_millisecond_arrive_together_in_device_order() -> None:
+    """``lag_s`` is stored to the millisecond. Two readings of ST01, 170 min apart, were
+    received in the same millisecond by a catch-up (lags recorded 26882.600 and
+    16682.599 s). Truncating lag × 1000 (16682598.99… ms) put the later reading 1 ms
+    ahead; the snow family got it first and dropped the earlier one, and with it every
+    reading between (a flaky false call in the whole-pipeline test). Both arrive in
+    that millisecond, and are handed out in device order."""
+    received = 1_796_608_982_600
+    early, late = received - 26_882_600, received - 16_682_599
+    df = pd.DataFrame(
+        {
+            "time": [late, early],
+            "device": ["ST01", "ST01"],
+            "depth_cm": [70.0, 60.0],
+            "lag_s": [16682.599, 26882.6],
+        }
+    )
+    out = normalise(df, ("depth_cm",))
+    assert out["arrival"].tolist() == [received, received]
+    order = out.sort_values(["arrival", "device", "time"], kind="stable")  # RecordedSource's
+    assert order["time"].tolist() == [early, late]

@@ -331,16 +331,17 @@ class SnowTown(SnowStations):
         town_rate = max((r.rate for r in rows), default=0.0)
         blind: list[tuple[str, str, _Station, float]] = []
         hits = 0
-        for sid, st, p, total, _first, _end, crossed, thr, _last, hours, _rate, _bs, _began in rows:
+        for r in rows:
+            sid, st, p, total, thr = r.sid, r.st, r.p, r.total, r.thr
             held = was and sid in self.uncertain_sids
-            if thr in crossed or total >= thr:
+            if thr in r.crossed or total >= thr:
                 hits += 1  # counted (seen or not): its blindness no longer holds the call
                 continue
             why = self._blind(sid, st, p, now_ms, share=p.blind_clear_share if held else None)
             if why is None:
                 continue
             if not held:
-                own = [h.new_cm for h in list(hours)[-3:] if math.isfinite(h.new_cm)]
+                own = [h.new_cm for h in list(r.hours)[-3:] if math.isfinite(h.new_cm)]
                 rate = max([town_rate, *own, 0.0])
                 last = st.last_good_t if st.last_good_t >= 0 else st.last_t
                 blind_h = min(3.0, max(0.0, (now_ms - last) / HOUR_MS))

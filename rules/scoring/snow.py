@@ -136,11 +136,11 @@ class SnowTruth:
         it (a call that states a window from a later plowing is about the snow since
         then; docs/detection.md#dispatch). ``since_ms``: the window the call states,
         None for a call that states none."""
-        before = [e for e in self.plowing_ends if e <= crossing_ms]
-        if before and call_ms < before[-1]:
+        ends = self.plowing_ends
+        i = bisect_right(ends, crossing_ms)  # ends[i - 1] opened it, ends[i] closed it
+        if i > 0 and call_ms < ends[i - 1]:
             return False
-        after = [e for e in self.plowing_ends if e > crossing_ms]
-        return not (after and since_ms is not None and since_ms >= floor_hour(after[0]))
+        return not (i < len(ends) and since_ms is not None and since_ms >= floor_hour(ends[i]))
 
     def crossing_peak(self, crossing_ms: int, p: SnowParams) -> float:
         """The second station's highest figure in the accumulation a crossing opened,

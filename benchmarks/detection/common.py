@@ -77,7 +77,10 @@ def family_main(
     parser = argparse.ArgumentParser(description=f"the {name} family of the detection battery")
     add_seed_options(parser)
     own = [
-        parser.add_argument(flag, type=kind, default=default, help=text).dest
+        # a bool option is a switch (``--lasers``)
+        parser.add_argument(flag, action="store_true", help=text).dest
+        if kind is bool
+        else parser.add_argument(flag, type=kind, default=default, help=text).dest
         for flag, kind, default, text in options
     ]
     args = parser.parse_args(argv)

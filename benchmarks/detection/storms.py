@@ -17,7 +17,7 @@ import re
 import statistics
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -94,10 +94,13 @@ def generate(
     *,
     station_s: int = STATION_S,
     burst: int = BURST,
+    lasers: bool = False,
 ) -> Generated:
     """Scenario ``index`` of the storms family for ``base_seed`` (deterministic); the
     stations report every ``station_s`` seconds the median of ``burst`` measurements
-    (the same storms and faults whatever these are)."""
+    (the same storms and faults whatever these are). ``lasers``: for a town whose
+    stations are all lasers (``all_lasers``), the same scenario without the ultrasonic
+    stations' poor-echo spells; their dropouts and every other fault stay."""
     rng = random.Random(scenario_seed(base_seed, FAMILY, index))
     station_ids = sorted(registry.stations)
     ultrasonic = {s for s, st in registry.stations.items() if st.sensor_type == "ultrasonic"}
@@ -146,6 +149,9 @@ def generate(
             at = (end + timedelta(hours=rng.uniform(1, 4))).replace(second=0, microsecond=0)
             events.append({"type": "dispatch", "at": at, "plows": "all", "segments": "all"})
     events += _random_faults(rng, first, end, station_ids)
+    if lasers:
+        # Drawn as for the town's stations, so the storms and faults stay the same.
+        events = [e for e in events if e.get("fault") != "poor_quality"]
     # 6 h before the snow: the stations' noise is known when it starts; 5 h after: the
     # last call and its plowing are seen.
     sc_start = (first - timedelta(hours=6)).replace(minute=0)
@@ -559,6 +565,13 @@ def _dist(xs: Sequence[float]) -> str:
     return f"p50 {statistics.median(xs):+.1f} h, p90 {q[8]:+.1f} h, max {max(xs):+.1f} h"
 
 
+def all_lasers(registry: Registry) -> Registry:
+    """The town with every snow station a laser (what replacing the ultrasonic
+    sensors would give; docs/detection.md#results)."""
+    stations = {k: replace(s, sensor_type="laser") for k, s in registry.stations.items()}
+    return replace(registry, stations=stations)
+
+
 def battery(
     base_seed: int,
     n: int,
@@ -568,22 +581,25 @@ def battery(
     tag: str = "",
     station_s: int = STATION_S,
     burst: int = BURST,
+    lasers: bool = False,
 ) -> tuple[Tally, int]:
     """Run ``n`` scenarios; the summed tally and how many storm nights they held
     (``tag`` goes before each scenario's ``#i`` in the cases; the stations report every
-    ``station_s`` seconds the median of ``burst`` measurements)."""
+    ``station_s`` seconds the median of ``burst`` measurements; ``lasers``: all of them
+    lasers)."""
     cfg = cfg or load_config(SAMPLE_CONFIG, environ={})
     registry = load_registry(cfg)
+    measured_by = all_lasers(registry) if lasers else registry
     rcfg = rcfg or with_settings(cfg)
     p: SnowParams = rcfg.snow
     families = [BY_NAME["plow"], BY_NAME["snow"]]
     total = Tally()
     with tempfile.TemporaryDirectory(prefix="yukimizu-storms-") as tmp:
         for i in range(n):
-            g = generate(base_seed, i, registry, station_s=station_s, burst=burst)
+            g = generate(base_seed, i, registry, station_s=station_s, burst=burst, lasers=lasers)
             ran = run_scenario(
                 g.scenario,
-                registry,
+                measured_by,
                 cfg=cfg,
                 rcfg=rcfg,
                 families=families,
@@ -608,10 +624,11 @@ def run(
     quick: bool,
     station_s: int = STATION_S,
     burst: int = BURST,
+    lasers: bool = False,
 ) -> FamilyResult:
     """The family on one base seed, or on several summed (each seed's on-time share
     shown apart); ``station_s``, ``burst``: the stations' report interval, and how many
-    measurements each reading is the median of."""
+    measurements each reading is the median of; ``lasers``: every station a laser."""
     seeds = (base_seeds,) if isinstance(base_seeds, int) else tuple(base_seeds)
     n = QUICK_SCENARIOS if quick else FULL_SCENARIOS
     cfg = load_config(SAMPLE_CONFIG, environ={})
@@ -620,7 +637,9 @@ def run(
     per_seed = []
     for seed in seeds:
         tag = f"{seed} " if len(seeds) > 1 else ""
-        one, _ = battery(seed, n, cfg=cfg, rcfg=rcfg, tag=tag, station_s=station_s, burst=burst)
+        one, _ = battery(
+            seed, n, cfg=cfg, rcfg=rcfg, tag=tag, station_s=station_s, burst=burst, lasers=lasers
+        )
         per_seed.append(
             f"{seed} {one.on_time}/{one.crossings} = {_pct(one.on_time, one.crossings):.1f}%"
         )
@@ -662,6 +681,12 @@ def run(
             f"not one every {STATION_S} s: a deployment's figures, not the battery's "
             "(docs/domain.md#report-interval)",
         )
+    if lasers:
+        lines.insert(
+            1,
+            "  every station a laser, not the town's sensors as registered: a deployment's "
+            "figures, not the battery's (docs/detection.md#results)",
+        )
     notes = [f"    {c}" for c in t.cases[:12]] + [f"    figure: {e}" for e in t.figure_errors[:6]]
     return FamilyResult(
         lines=lines,
@@ -684,7 +709,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The storms family alone: ``python -m benchmarks.detection.storms [--quick]
-    [--station-s S] [--burst K]``."""
+    [--station-s S] [--burst K] [--lasers]``."""
     deployment = (
         (
             "--station-s",
@@ -699,6 +724,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             BURST,
             "each reading the median of this many measurements spread over the interval "
             "(default 1, as the targets are measured)",
+        ),
+        (
+            "--lasers",
+            bool,
+            False,
+            "every station a laser sensor (no ultrasonic echo loss): what replacing the "
+            "town's ultrasonic sensors would give, not the targets",
         ),
     )
     return family_main("storms", run, argv, seeds=storm_seeds, options=deployment)

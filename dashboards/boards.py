@@ -378,9 +378,10 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
                 q(
                     'SELECT last("ok") AS "ok", last("fault") AS "fault", '
                     'last("last_seen_s") AS "last_seen_s", last("battery_v") AS "battery_v", '
-                    'last("poor_echo_share") AS "poor_echo_share" '
+                    'last("poor_echo_share") AS "poor_echo_share", '
+                    'last("noise_cm") AS "noise_cm" '
                     f'FROM "{derived.STATION_HEALTH}" {sel} GROUP BY "device"',
-                    ("ok", "fault", "last_seen_s", "battery_v", "poor_echo_share"),
+                    ("ok", "fault", "last_seen_s", "battery_v", "poor_echo_share", "noise_cm"),
                     ("device",),
                     fmt="table",
                     family="snow",
@@ -388,7 +389,11 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
             ],
             w=14,
             h=9,
-            description="ルールエンジンの最新評価(station_health)。最終受信は評価時点からの経過。",
+            description=(
+                "ルールエンジンの最新評価(station_health)。最終受信は評価時点からの経過。"
+                "測定ばらつきは良好な測定値1回の通常の誤差(過去24時間、1σ)で、"
+                "除雪出動判断の新雪量の誤差の元になる。"
+            ),
             overrides=[
                 _rename("device", "観測局"),
                 _rename("Time", "評価時刻"),
@@ -406,6 +411,7 @@ def snow(cfg: Config, reg: Registry) -> Dashboard:
                 _field("last_seen_s", label="最終受信から", unit="s"),
                 _field("battery_v", label="電池", unit="suffix: V", decimals=2),
                 _field("poor_echo_share", label="反射不良率", unit="percentunit"),
+                _field("noise_cm", label="測定ばらつき (1σ)", unit="suffix: cm", decimals=1),
             ],
             options={"showHeader": True, "cellHeight": "sm"},
         ),

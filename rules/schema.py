@@ -68,9 +68,11 @@ DERIVED: dict[str, tuple[tuple[str, ...], dict[str, FieldType], str]] = {
             "last_seen_s": "int",
             "battery_v": "float",
             "poor_echo_share": "float",
+            "noise_cm": "float",
         },
         "a station's health at the evaluation time (fault: '' or offline, spike, "
-        "frozen, poor_echo, low_battery)",
+        "frozen, poor_echo, low_battery; noise_cm: one good reading's usual scatter, "
+        "σ over the last 24 h)",
     ),
     SEGMENT_STATUS: (
         ("segment", "priority"),

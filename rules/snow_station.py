@@ -722,6 +722,8 @@ class SnowStations(Family):
                 "last_seen_s": int(max(0, now_ms - st.last_t) // 1000),
                 "battery_v": st.battery_v,
                 "poor_echo_share": poor / len(st.echo) if st.echo else 0.0,
+                # what the dispatch figures' error comes from (docs/domain.md#report-interval)
+                "noise_cm": float(np.median(st.sigmas)) if st.sigmas else math.nan,
             },
             now_ms,
         )

@@ -467,6 +467,22 @@ def test_station_health_at_most_hourly_or_on_change(registry: Registry) -> None:
     assert all(p.fields["ok"] and p.fields["fault"] == "" for p in health)
 
 
+def test_station_health_tells_a_noisy_station_from_a_quiet_one(registry: Registry) -> None:
+    """``noise_cm``: one good reading's usual scatter, what the dispatch figures' error
+    comes from (the dashboard's 測定ばらつき, docs/domain.md#report-interval)."""
+    quiet = readings(["ST01"], 8, flat(70.0), noise_cm=0.3, seed=1)
+    noisy = readings(["ST02"], 8, flat(70.0), noise_cm=2.0, seed=2)
+    frame = pd.concat([quiet, noisy]).sort_values(["time", "device"], kind="stable")
+    _, out = run(family(registry), frame.reset_index(drop=True), 8)
+    last = {
+        p.tags["device"]: p.fields["noise_cm"]
+        for p in out.points
+        if p.measurement == STATION_HEALTH
+    }
+    assert 0.1 <= last["ST01"] <= 0.6, last
+    assert 1.2 <= last["ST02"] <= 3.0, last
+
+
 # ---------------------------------------------------------------- engine contract
 
 

@@ -68,21 +68,15 @@ def family_main(
     argv: Sequence[str] | None = None,
     *,
     seeds: Callable[[argparse.Namespace], tuple[int, ...]] | None = None,
-    options: Sequence[tuple[str, type, Any, str]] = (),
+    options: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> int:
     """One family alone: ``python -m benchmarks.detection.<name> [--quick] [--tune]``;
     ``seeds``: a family that runs on several base seeds (storms), else one;
-    ``options``: the family's own (flag, type, default, help), passed to ``run`` by
+    ``options``: the family's own (flag, ``argparse`` keywords), passed to ``run`` by
     name (``--station-s`` → ``station_s``)."""
     parser = argparse.ArgumentParser(description=f"the {name} family of the detection battery")
     add_seed_options(parser)
-    own = [
-        # a bool option is a switch (``--lasers``)
-        parser.add_argument(flag, action="store_true", help=text).dest
-        if kind is bool
-        else parser.add_argument(flag, type=kind, default=default, help=text).dest
-        for flag, kind, default, text in options
-    ]
+    own = [parser.add_argument(flag, **kw).dest for flag, kw in options]
     args = parser.parse_args(argv)
     base: int | tuple[int, ...] = seeds(args) if seeds else base_seed(args)
     t0 = time.monotonic()

@@ -15,8 +15,9 @@ import math
 import random
 import re
 import statistics
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -94,13 +95,13 @@ def generate(
     *,
     station_s: int = STATION_S,
     burst: int = BURST,
-    lasers: bool = False,
+    lasers: Collection[str] = (),
 ) -> Generated:
     """Scenario ``index`` of the storms family for ``base_seed`` (deterministic); the
     stations report every ``station_s`` seconds the median of ``burst`` measurements
-    (the same storms and faults whatever these are). ``lasers``: for a town whose
-    stations are all lasers (``all_lasers``), the same scenario without the ultrasonic
-    stations' poor-echo spells; their dropouts and every other fault stay."""
+    (the same storms and faults whatever these are). ``lasers``: stations made lasers
+    (``as_lasers``): the same scenario without their poor-echo spells, which only
+    ultrasound has; their dropouts and every other fault stay."""
     rng = random.Random(scenario_seed(base_seed, FAMILY, index))
     station_ids = sorted(registry.stations)
     ultrasonic = {s for s, st in registry.stations.items() if st.sensor_type == "ultrasonic"}
@@ -151,7 +152,9 @@ def generate(
     events += _random_faults(rng, first, end, station_ids)
     if lasers:
         # Drawn as for the town's stations, so the storms and faults stay the same.
-        events = [e for e in events if e.get("fault") != "poor_quality"]
+        events = [
+            e for e in events if not (e.get("fault") == "poor_quality" and e["device"] in lasers)
+        ]
     # 6 h before the snow: the stations' noise is known when it starts; 5 h after: the
     # last call and its plowing are seen.
     sc_start = (first - timedelta(hours=6)).replace(minute=0)
@@ -565,11 +568,29 @@ def _dist(xs: Sequence[float]) -> str:
     return f"p50 {statistics.median(xs):+.1f} h, p90 {q[8]:+.1f} h, max {max(xs):+.1f} h"
 
 
-def all_lasers(registry: Registry) -> Registry:
-    """The town with every snow station a laser (what replacing the ultrasonic
+class DeploymentError(ValueError):
+    """A deployment option that names what the town does not have."""
+
+
+def as_lasers(registry: Registry, ids: Collection[str]) -> Registry:
+    """The town with these snow stations lasers (what replacing their ultrasonic
     sensors would give; docs/detection.md#results)."""
-    stations = {k: replace(s, sensor_type="laser") for k, s in registry.stations.items()}
+    stations = {
+        k: replace(s, sensor_type="laser") if k in ids else s for k, s in registry.stations.items()
+    }
     return replace(registry, stations=stations)
+
+
+def laser_ids(registry: Registry, spec: str) -> frozenset[str]:
+    """``--lasers``: "" none, "all", or station ids separated by commas."""
+    if spec.strip().lower() == "all":
+        return frozenset(registry.stations)
+    ids = frozenset(x.strip() for x in spec.split(",") if x.strip())
+    unknown = sorted(ids - set(registry.stations))
+    if unknown:
+        known = ", ".join(sorted(registry.stations))
+        raise DeploymentError(f"--lasers: no station {', '.join(unknown)} (known: {known})")
+    return ids
 
 
 def battery(
@@ -581,15 +602,15 @@ def battery(
     tag: str = "",
     station_s: int = STATION_S,
     burst: int = BURST,
-    lasers: bool = False,
+    lasers: Collection[str] = (),
 ) -> tuple[Tally, int]:
     """Run ``n`` scenarios; the summed tally and how many storm nights they held
     (``tag`` goes before each scenario's ``#i`` in the cases; the stations report every
-    ``station_s`` seconds the median of ``burst`` measurements; ``lasers``: all of them
-    lasers)."""
+    ``station_s`` seconds the median of ``burst`` measurements; ``lasers``: the stations
+    made lasers)."""
     cfg = cfg or load_config(SAMPLE_CONFIG, environ={})
     registry = load_registry(cfg)
-    measured_by = all_lasers(registry) if lasers else registry
+    measured_by = as_lasers(registry, lasers) if lasers else registry
     rcfg = rcfg or with_settings(cfg)
     p: SnowParams = rcfg.snow
     families = [BY_NAME["plow"], BY_NAME["snow"]]
@@ -624,21 +645,32 @@ def run(
     quick: bool,
     station_s: int = STATION_S,
     burst: int = BURST,
-    lasers: bool = False,
+    lasers: str = "",
+    config: Path = SAMPLE_CONFIG,
 ) -> FamilyResult:
     """The family on one base seed, or on several summed (each seed's on-time share
     shown apart); ``station_s``, ``burst``: the stations' report interval, and how many
-    measurements each reading is the median of; ``lasers``: every station a laser."""
+    measurements each reading is the median of; ``lasers``: the stations made lasers
+    ("all", or ids separated by commas); ``config``: whose stations, plows, routes and
+    rules (a town's own deployment)."""
     seeds = (base_seeds,) if isinstance(base_seeds, int) else tuple(base_seeds)
     n = QUICK_SCENARIOS if quick else FULL_SCENARIOS
-    cfg = load_config(SAMPLE_CONFIG, environ={})
+    cfg = load_config(config, environ={})
+    made_lasers = laser_ids(load_registry(cfg), lasers)
     rcfg = with_settings(cfg)
     t = Tally()
     per_seed = []
     for seed in seeds:
         tag = f"{seed} " if len(seeds) > 1 else ""
         one, _ = battery(
-            seed, n, cfg=cfg, rcfg=rcfg, tag=tag, station_s=station_s, burst=burst, lasers=lasers
+            seed,
+            n,
+            cfg=cfg,
+            rcfg=rcfg,
+            tag=tag,
+            station_s=station_s,
+            burst=burst,
+            lasers=made_lasers,
         )
         per_seed.append(
             f"{seed} {one.on_time}/{one.crossings} = {_pct(one.on_time, one.crossings):.1f}%"
@@ -681,11 +713,17 @@ def run(
             f"not one every {STATION_S} s: a deployment's figures, not the battery's "
             "(docs/domain.md#report-interval)",
         )
-    if lasers:
+    if Path(config).resolve() != SAMPLE_CONFIG.resolve():
         lines.insert(
             1,
-            "  every station a laser, not the town's sensors as registered: a deployment's "
-            "figures, not the battery's (docs/detection.md#results)",
+            f"  the stations, plows and rules of {config}: a deployment's figures, not the "
+            "battery's (docs/detection.md#results)",
+        )
+    if made_lasers:
+        lines.insert(
+            1,
+            f"  lasers at {lasers}, not the sensors as registered: a deployment's figures, "
+            "not the battery's (docs/detection.md#results)",
         )
     notes = [f"    {c}" for c in t.cases[:12]] + [f"    figure: {e}" for e in t.figure_errors[:6]]
     return FamilyResult(
@@ -709,31 +747,55 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The storms family alone: ``python -m benchmarks.detection.storms [--quick]
-    [--station-s S] [--burst K] [--lasers]``."""
+    [--station-s S] [--burst K] [--lasers [IDS]] [--config TOML]``."""
     deployment = (
         (
             "--station-s",
-            int,
-            STATION_S,
-            "the stations' report interval in seconds (default 600, as the battery's "
-            "targets are measured); another one measures what a deployment would get",
+            {
+                "type": int,
+                "default": STATION_S,
+                "help": "the stations' report interval in seconds (default 600, as the "
+                "battery's targets are measured); another one measures what a deployment "
+                "would get",
+            },
         ),
         (
             "--burst",
-            int,
-            BURST,
-            "each reading the median of this many measurements spread over the interval "
-            "(default 1, as the targets are measured)",
+            {
+                "type": int,
+                "default": BURST,
+                "help": "each reading the median of this many measurements spread over the "
+                "interval (default 1, as the targets are measured)",
+            },
         ),
         (
             "--lasers",
-            bool,
-            False,
-            "every station a laser sensor (no ultrasonic echo loss): what replacing the "
-            "town's ultrasonic sensors would give, not the targets",
+            {
+                "nargs": "?",
+                "const": "all",
+                "default": "",
+                "metavar": "IDS",
+                "help": "these stations laser sensors (ST02,ST05; alone: all), on the same "
+                "storms without their ultrasonic echo loss: what replacing them would give, "
+                "not the targets",
+            },
+        ),
+        (
+            "--config",
+            {
+                "type": Path,
+                "default": SAMPLE_CONFIG,
+                "help": "a yukimizu.toml whose stations (their sensor types), plows, routes "
+                "and rules to measure: a town's own deployment, not the targets (default: "
+                "the sample town's)",
+            },
         ),
     )
-    return family_main("storms", run, argv, seeds=storm_seeds, options=deployment)
+    try:
+        return family_main("storms", run, argv, seeds=storm_seeds, options=deployment)
+    except DeploymentError as e:
+        print(f"storms: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -194,3 +194,8 @@ def test_a_towns_own_config_is_measured_and_said_to_be(
     # town's quick run, docs/detection.md#results)
     figures = re.search(r"figures within max\(2 cm, 20 %\): \d+/\d+ = ([\d.]+)%", out)
     assert figures and float(figures[1]) >= 95.0, out
+    # a config that does not load, or a station the town does not have: said, exit 2
+    assert storms.main(["--quick", "--config", str(town / "nope.toml")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+    assert storms.main(["--quick", "--config", str(toml), "--lasers", "ST99"]) == 2
+    assert "no station ST99" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from benchmarks.detection.common import (
     storm_seeds,
 )
 from benchmarks.detection.pipeline import run_scenario
-from core.config import Config, load_config, load_registry
+from core.config import Config, ConfigError, load_config, load_registry
 from rules.config import RulesConfig, with_settings
 from rules.families import BY_NAME
 from rules.model import HOUR_MS, dt_to_ms
@@ -44,7 +44,7 @@ from rules.scoring.snow import (
     since_of,
 )
 from rules.transitions import Transition
-from sensors.registry import Registry
+from sensors.registry import Registry, RegistryError
 from simulators.scenario import Scenario, parse_scenario
 
 __all__ = ["ON_TIME_H", "Tally", "generate", "run", "score_scenario"]
@@ -793,7 +793,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return family_main("storms", run, argv, seeds=storm_seeds, options=deployment)
-    except DeploymentError as e:
+    except (DeploymentError, ConfigError, RegistryError) as e:
+        # a deployment the town cannot have, or a config that does not load: say which
         print(f"storms: {e}", file=sys.stderr)
         return 2
 

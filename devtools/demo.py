@@ -357,6 +357,14 @@ def _start_public(cfg: Config, config_path: Path | None) -> None:
         [*_cli_argv(config_path), "public", "serve", str(out), "--port", str(PUBLIC_PORT)],
         data / "public.log",
     )
+    # Say where the page is once it answers: a URL printed before the server listens
+    # is refused if opened at once.
+    deadline = time.monotonic() + 10
+    while not services.port_open("127.0.0.1", PUBLIC_PORT) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not services.port_open("127.0.0.1", PUBLIC_PORT):
+        print(f"\nresidents' plowing page not serving yet; see {data / 'public.log'}")
+        return
     print(
         f"\nresidents' plowing page (除雪状況): http://127.0.0.1:{PUBLIC_PORT}/  (files in {out})"
     )

@@ -142,6 +142,11 @@ class _Station:
         """State pickled by an older version lacks newer fields: their defaults."""
         self.__dict__.update({**_defaults(), **state})
 
+    def usual_sigma(self, default: float) -> float:
+        """One good reading's usual noise: the median of the hours' fitted σ over the
+        last 24 h, or ``default`` before the first hour with a level."""
+        return float(np.median(self.sigmas)) if self.sigmas else default
+
 
 def _hour_closes(st: _Station, p: SnowParams) -> int:
     """When the open hour of a station that sent nothing since closes: at its end if
@@ -476,7 +481,7 @@ class SnowStations(Family):
         tracked = None
         if n_hour:
             fit = pts
-            usual = float(np.median(st.sigmas)) if st.sigmas else math.inf
+            usual = st.usual_sigma(math.inf)
             if not poor and n_hour >= 4 and usual <= p.quiet_sigma_cm:
                 # A quiet sensor (laser) needs no second hour to find its level, and a
                 # line through two hours overshoots when the snowfall eases (the storm
@@ -530,10 +535,7 @@ class SnowStations(Family):
         if len(poor) < 5:
             return False
         floor = self._stated_sigma(sid, p)
-        if len(good) >= 5:
-            ref = _scatter(good)
-        else:
-            ref = float(np.median(st.sigmas)) if st.sigmas else floor
+        ref = _scatter(good) if len(good) >= 5 else st.usual_sigma(floor)
         return _scatter(poor) <= p.poor_echo_merge_ratio * max(ref, floor)
 
     def _stated_sigma(self, sid: str, p: SnowParams) -> float:
@@ -553,7 +555,7 @@ class SnowStations(Family):
         win_good = [(t, d) for t, d in st.points if t < end]
         win_poor = [(t, d) for t, d in st.poor_points if t < end]
         floor = self._stated_sigma(sid, p)
-        usual = float(np.median(st.sigmas)) if st.sigmas else floor
+        usual = st.usual_sigma(floor)
         # Too few good echoes to measure their scatter: all readings' (falling snow
         # widens both alike), so a lone good echo in a storm is not taken as exact.
         pooled = win_good if len(win_good) >= 5 else sorted(win_good + win_poor)
@@ -597,7 +599,7 @@ class SnowStations(Family):
         if not math.isfinite(st.ref):
             st.ref = level
             return 0.0, 0.0
-        sigma = float(np.median(st.sigmas)) if st.sigmas else prior
+        sigma = st.usual_sigma(prior)
         if math.isfinite(sigma_now):
             sigma = max(sigma, sigma_now)
         # Standard error of the end-of-hour level: a Theil–Sen line fitted to n readings
@@ -723,7 +725,7 @@ class SnowStations(Family):
                 "battery_v": st.battery_v,
                 "poor_echo_share": poor / len(st.echo) if st.echo else 0.0,
                 # what the dispatch figures' error comes from (docs/domain.md#report-interval)
-                "noise_cm": float(np.median(st.sigmas)) if st.sigmas else math.nan,
+                "noise_cm": st.usual_sigma(math.nan),
             },
             now_ms,
         )
